@@ -1,0 +1,106 @@
+"""Checks and set-up shared by :class:`~envs.glimpse_env.MnistGlimpseEnv` and
+:class:`~envs.vector_env.MnistGlimpseVectorEnv`: one place that turns constructor arguments into a
+ready :class:`~envs.simulator.GlimpseSimulator`, with actionable errors for bad values."""
+
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from envs.data import NUM_CLASSES, SPLITS, load_mnist
+from envs.perception import PerceptionCore, load_pretrained
+from envs.sampler import SAMPLER_MODES, Sampler
+from envs.simulator import REWARD_MODES, GlimpseSimulator
+
+PerceptionArg = PerceptionCore | str | os.PathLike | None
+
+
+def resolve_device(device: torch.device | str) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; anything else as ``torch.device`` (checked)."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"Unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N' or 'auto'.") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but CUDA is not available here; use device='cpu' or 'auto'.")
+    return resolved
+
+
+def _choose(name: str, value: Any, valid: tuple) -> Any:
+    if value not in valid:
+        raise ValueError(f"Unknown {name} {value!r}; valid values are {list(valid)}.")
+    return value
+
+
+def resolve_perception(perception: PerceptionArg, device: torch.device, learn: bool) -> PerceptionCore:
+    """The core an environment runs: the packaged one (``None``), a checkpoint path, or a
+    :class:`PerceptionCore` instance used as is (shared with whoever passed it, never copied).
+
+    A packaged core that the environment will train (``learn=True``) is a private copy, so the
+    process-wide packaged weights stay untouched.
+    """
+    if perception is None:
+        core = load_pretrained(device)
+        return copy.deepcopy(core) if learn else core
+    if isinstance(perception, PerceptionCore):
+        core_device = next(perception.parameters()).device
+        if core_device != device:
+            raise ValueError(
+                f"The perception core is on {core_device} but the environment on {device}; move it with "
+                f"core.to({str(device)!r}) or pass device={str(core_device)!r}."
+            )
+        return perception
+    if isinstance(perception, (str, os.PathLike)):
+        return PerceptionCore.load(perception, device)
+    raise TypeError(
+        f"perception must be None (packaged core), a checkpoint path or a PerceptionCore, got "
+        f"{type(perception).__name__}."
+    )
+
+
+def build_simulator(
+    num_envs: int,
+    max_glimpses: int,
+    split: str,
+    sampler: str | Sampler,
+    reward: str,
+    perception: PerceptionArg,
+    learn_perception: bool,
+    learning_rate: float,
+    device: torch.device,
+) -> GlimpseSimulator:
+    """Validate the environment arguments and build the simulator they describe."""
+    if not isinstance(max_glimpses, (int, np.integer)) or max_glimpses < 1:
+        raise ValueError(f"max_glimpses must be a positive integer, got {max_glimpses!r}.")
+    _choose("split", split, SPLITS)
+    _choose("reward", reward, REWARD_MODES)
+    if not isinstance(sampler, Sampler):
+        sampler = Sampler(_choose("sampler", sampler, SAMPLER_MODES))
+    if not isinstance(learn_perception, bool):
+        raise ValueError(f"learn_perception must be True or False, got {learn_perception!r}.")
+    core = resolve_perception(perception, device, learn_perception)
+    optimizer = torch.optim.Adam(core.parameters(), lr=learning_rate) if learn_perception else None
+    return GlimpseSimulator(
+        load_mnist(split, device), core, sampler, num_envs, int(max_glimpses), reward, optimizer
+    )
+
+
+def observation_space(core: PerceptionCore, max_glimpses: int) -> spaces.Box:
+    """``Box`` of ``concat(histogram, prediction)``: histogram entries in ``[0, T]``, probabilities in ``[0, 1]``."""
+    low = np.zeros(core.observation_size, dtype=np.float32)
+    high = np.concatenate(
+        [np.full(core.histogram_size, max_glimpses, dtype=np.float32), np.ones(NUM_CLASSES, dtype=np.float32)]
+    )
+    return spaces.Box(low, high, dtype=np.float32)
+
+
+def action_space() -> spaces.Box:
+    """``Box(-1, 1, (2,), float32)``: normalised ``(i, j)``."""
+    return spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)

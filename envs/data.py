@@ -1,0 +1,175 @@
+"""MNIST, shipped inside the package and verified before use.
+
+The four standard IDX files live gzipped in ``envs/mnist/`` (package data), so a clone or an
+installed wheel works offline and nothing is ever downloaded. On first use in a process each
+``.gz`` is checked against its SHA-256, decompressed into a cache folder (``$MNIST_GLIMPSE_CACHE``
+or ``~/.cache/mnist-glimpse``), and read with torchvision's own :class:`torchvision.datasets.MNIST`
+reader. Images are then kept once per process and device as ``uint8`` tensors of shape
+``(N, 28, 28)``; every environment and agent shares them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+#: Where the packaged ``.gz`` files live.
+PACKAGE_DATA_DIR = Path(__file__).resolve().parent / "mnist"
+
+#: SHA-256 of the packaged ``.gz`` files and of their decompressed IDX contents
+#: (the values listed in ``envs/mnist/README.md``).
+CHECKSUMS: dict[str, tuple[str, str]] = {
+    "train-images-idx3-ubyte": (
+        "0b367032e93c5d0cea0925647cfdb18614af8ee15f83e6f2fc2ad904a6835971",
+        "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    ),
+    "train-labels-idx1-ubyte": (
+        "1787548bbe0bff1ec2ecdc0ef292b02df999e2d1a6002d27500982c652b17203",
+        "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    ),
+    "t10k-images-idx3-ubyte": (
+        "1a1a05eab793c14bb050b398624a11b0ffd1a2953baed553b1b9bd079e2a20be",
+        "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    ),
+    "t10k-labels-idx1-ubyte": (
+        "b91679a0acfe4ba0e50a2437a903084cba1f5f92592b016a25a7dfd00455798b",
+        "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+    ),
+}
+
+SPLITS = ("train", "test")
+IMAGE_SIZE = 28
+NUM_CLASSES = 10
+
+
+class DataError(RuntimeError):
+    """A data file is missing or does not match its checksum."""
+
+
+@dataclass(frozen=True)
+class MnistSplit:
+    """One split of MNIST on one device.
+
+    :param images: ``uint8`` tensor ``(N, 28, 28)``, grey levels 0..255, row-major (row i, column j).
+    :param labels: ``int64`` tensor ``(N,)``, classes 0..9.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def cache_dir() -> Path:
+    """The folder that holds the decompressed IDX files (``$MNIST_GLIMPSE_CACHE`` overrides it)."""
+    configured = os.environ.get("MNIST_GLIMPSE_CACHE")
+    if configured:
+        return Path(configured)
+    home_cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mnist-glimpse"
+    try:
+        home_cache.mkdir(parents=True, exist_ok=True)
+        if os.access(home_cache, os.W_OK):
+            return home_cache
+    except OSError:
+        pass
+    return Path(tempfile.gettempdir()) / "mnist-glimpse"
+
+
+def _restore_hint(source_dir: Path) -> str:
+    return (
+        f"Restore it from a fresh clone or reinstall the package (`pip install --force-reinstall "
+        f"mnist-glimpse`); the files and their checksums are listed in {PACKAGE_DATA_DIR / 'README.md'}"
+        f" (looked in {source_dir})."
+    )
+
+
+def verify_file(source_dir: Path, name: str) -> Path:
+    """Check that ``source_dir/name.gz`` exists and has the expected SHA-256.
+
+    :param source_dir: folder holding the four ``.gz`` files.
+    :param name: one of the keys of :data:`CHECKSUMS`, e.g. ``"train-images-idx3-ubyte"``.
+    :return: the path of the verified ``.gz`` file.
+    :raises DataError: naming the file, the expected checksum and how to restore it.
+    """
+    gz_path = source_dir / f"{name}.gz"
+    expected = CHECKSUMS[name][0]
+    if not gz_path.is_file():
+        raise DataError(f"MNIST file {gz_path} is missing (expected SHA-256 {expected}). {_restore_hint(source_dir)}")
+    actual = _sha256(gz_path)
+    if actual != expected:
+        raise DataError(
+            f"MNIST file {gz_path} is corrupt: SHA-256 {actual}, expected {expected}. {_restore_hint(source_dir)}"
+        )
+    return gz_path
+
+
+def _decompressed(source_dir: Path, name: str, raw_dir: Path) -> None:
+    """Make ``raw_dir/name`` hold the verified, decompressed contents of ``name.gz``."""
+    target = raw_dir / name
+    expected_raw = CHECKSUMS[name][1]
+    if target.is_file() and _sha256(target) == expected_raw:
+        return
+    gz_path = verify_file(source_dir, name)
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    with gzip.open(gz_path, "rb") as handle:
+        payload = handle.read()
+    if hashlib.sha256(payload).hexdigest() != expected_raw:
+        raise DataError(
+            f"MNIST file {gz_path} decompresses to data whose SHA-256 is not {expected_raw}. "
+            f"{_restore_hint(source_dir)}"
+        )
+    partial = target.with_suffix(f".{os.getpid()}.partial")
+    partial.write_bytes(payload)
+    os.replace(partial, target)  # atomic: concurrent processes never see a half-written file
+
+
+_CPU_CACHE: dict[tuple[str, str], MnistSplit] = {}
+_DEVICE_CACHE: dict[tuple[str, str, str], MnistSplit] = {}
+
+
+def _load_cpu(split: str, source_dir: Path) -> MnistSplit:
+    key = (split, str(source_dir))
+    if key not in _CPU_CACHE:
+        from torchvision.datasets import MNIST  # imported lazily: torchvision is slow to import
+
+        root = cache_dir()
+        for name in CHECKSUMS:  # torchvision's reader checks that all four files are present
+            _decompressed(source_dir, name, root / "MNIST" / "raw")
+        dataset = MNIST(root=str(root), train=split == "train", download=False)
+        _CPU_CACHE[key] = MnistSplit(images=dataset.data.contiguous(), labels=dataset.targets.long())
+    return _CPU_CACHE[key]
+
+
+def load_mnist(
+    split: str = "train", device: torch.device | str = "cpu", data_dir: str | os.PathLike | None = None
+) -> MnistSplit:
+    """Return one MNIST split on ``device``, loaded and verified once per process.
+
+    :param split: ``"train"`` (60,000 images) or ``"test"`` (10,000 images).
+    :param device: where the ``uint8`` images and ``int64`` labels live.
+    :param data_dir: a folder with the four standard ``.gz`` files; default: the packaged copy.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"Unknown split {split!r}; valid splits are {list(SPLITS)}.")
+    source_dir = Path(data_dir) if data_dir is not None else PACKAGE_DATA_DIR
+    device = torch.device(device)
+    key = (split, str(source_dir), str(device))
+    if key not in _DEVICE_CACHE:
+        cpu = _load_cpu(split, source_dir)
+        _DEVICE_CACHE[key] = MnistSplit(images=cpu.images.to(device), labels=cpu.labels.to(device))
+    return _DEVICE_CACHE[key]

@@ -1,0 +1,205 @@
+"""``MnistGlimpse-v0``: classify a handwritten digit from the few pixels you choose to look at."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from envs.config import PerceptionArg, action_space, build_simulator, observation_space, resolve_device
+from envs.render import draw_trail
+from envs.sampler import Sampler
+from envs.simulator import IndexStreams
+
+
+def parse_image_options(options: dict[str, Any] | None, batch_shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """Check ``reset`` options and return them as arrays of the batch's shape.
+
+    Valid keys: ``index`` (dataset image), or ``image`` (``uint8`` ``(*batch, 28, 28)``) together with
+    ``label`` (``*batch``); batched environments also take ``reset_mask`` (bool ``(N,)``).
+    """
+    options = dict(options or {})
+    valid = {"index", "image", "label", "reset_mask"} if batch_shape else {"index", "image", "label"}
+    unknown = set(options) - valid
+    if unknown:
+        raise ValueError(f"Unknown reset options {sorted(unknown)}; valid options are {sorted(valid)}.")
+    if ("image" in options) != ("label" in options):
+        raise ValueError("reset options 'image' and 'label' go together: pass both, or 'index' instead.")
+    if "image" in options and "index" in options:
+        raise ValueError("Pass either reset option 'index' or 'image' with 'label', not both.")
+    parsed: dict[str, np.ndarray] = {}
+    if "index" in options:
+        parsed["index"] = np.asarray(options["index"])
+        if parsed["index"].shape != batch_shape or not np.issubdtype(parsed["index"].dtype, np.integer):
+            raise ValueError(f"reset option 'index' must be integer(s) of shape {batch_shape}, got {options['index']!r}.")
+    if "image" in options:
+        image, label = np.asarray(options["image"]), np.asarray(options["label"])
+        if image.shape != (*batch_shape, 28, 28) or image.dtype != np.uint8:
+            raise ValueError(
+                f"reset option 'image' must be a uint8 array of shape {(*batch_shape, 28, 28)} (grey levels "
+                f"0..255, like MNIST), got {image.dtype} {image.shape}."
+            )
+        if label.shape != batch_shape or not np.issubdtype(label.dtype, np.integer) or ((label < 0) | (label > 9)).any():
+            raise ValueError(f"reset option 'label' must be class(es) in 0..9 of shape {batch_shape}, got {options['label']!r}.")
+        parsed["image"], parsed["label"] = image, label.astype(np.int64)
+    if "reset_mask" in options:
+        mask = np.asarray(options["reset_mask"])
+        if mask.shape != batch_shape or mask.dtype != np.bool_:
+            raise ValueError(f"reset option 'reset_mask' must be a bool array of shape {batch_shape}.")
+        parsed["reset_mask"] = mask
+    return parsed
+
+
+class MnistGlimpseEnv(gym.Env[np.ndarray, np.ndarray]):
+    """
+    ## Description
+
+    An episode shows one MNIST digit that the agent never sees whole. Each step it names a point
+    ``(i, j)`` of the 28x28 image; the environment reads the image there with a differentiable
+    sampler and feeds ``(histogram, i, j, value)`` to the **RecurrentSoftOrdering** perception core,
+    which adds an increment to a soft histogram. A classifier head turns the histogram into a
+    10-class prediction. The agent observes the histogram and the prediction and must choose where to
+    look next so that the prediction becomes right in few glimpses.
+
+    ## Action Space
+
+    ``Box(-1, 1, (2,), float32)``: the glimpse location, normalised. ``(i, j) = (a + 1) / 2 * 27`` in
+    pixel units (``i`` row from the top, ``j`` column from the left, integer points at pixel centres).
+    Actions outside ``[-1, 1]`` are clipped; NaN or inf raise ``ValueError``.
+
+    ## Observation Space
+
+    ``Box(float32, (H + 10,))`` = ``concat(histogram, prediction)``: the soft histogram (``H =
+    channels * n_bins`` of the core, 128 for the packaged one; entries in ``[0, max_glimpses]``) and
+    the class probabilities after the last glimpse. It is computed only from the pixels sampled;
+    neither the rest of the image nor the label reaches the agent.
+
+    ## Rewards
+
+    ``reward="dense"`` (default): ``log p_t(y) - log p_{t-1}(y)``, the gain in log-probability of the
+    true class ``y`` (``p_0 = 0.1``); the episode's return is ``log p_T(y) - log 0.1``.
+    ``reward="final"``: 1 at the last step if the prediction's argmax is ``y``, else 0.
+
+    ## Starting State
+
+    An image drawn uniformly from the split (``self.np_random``), the empty histogram and the uniform
+    prediction ``[0.1] * 10``. ``reset(options={"index": k})`` takes dataset image ``k``;
+    ``reset(options={"image": uint8 (28, 28), "label": int})`` runs on your own digit.
+
+    ## Episode End
+
+    ``terminated=True`` after ``max_glimpses`` glimpses. Never truncated.
+
+    ## Info
+
+    Each step: ``glimpse`` (``(i, j)`` in pixels, after clipping), ``value`` (the sampled grey level
+    in ``[0, 1]``), ``prediction`` (10 probabilities). At the last step also ``label`` and ``correct``
+    (argmax of the prediction equals the label). ``reset`` returns ``index`` (``-1`` for an image
+    passed in options).
+
+    ## Arguments
+
+    ```python
+    gymnasium.make("MnistGlimpse-v0", max_glimpses=25, split="train", sampler="bilinear",
+                   reward="dense", perception=None, learn_perception=False, device="cpu",
+                   render_mode=None)
+    ```
+
+    * ``max_glimpses``: episode length ``T``.
+    * ``split``: ``"train"`` (60,000 images) or ``"test"`` (10,000).
+    * ``sampler``: ``"nearest"``, ``"bilinear"``, ``"bicubic"``, ``"gaussian"`` or a
+      :class:`~envs.sampler.Sampler` (see :mod:`envs.sampler`).
+    * ``reward``: ``"dense"`` or ``"final"``.
+    * ``perception``: ``None`` (the packaged pretrained core), a checkpoint path, or a
+      :class:`~envs.perception.PerceptionCore` instance (shared, not copied).
+    * ``learn_perception``: train the core online (Adam, ``perception_lr``) with cross-entropy on the
+      true label after every episode, from the glimpses of that episode.
+    * ``perception_lr``: learning rate of that perception optimizer.
+    * ``device``: torch device of the simulation (``"cpu"``, ``"cuda"``, ``"auto"``).
+    * ``render_mode``: ``None`` or ``"rgb_array"`` (the digit enlarged, with the numbered glimpse trail
+      and the prediction).
+
+    ## Version History
+
+    * v0: initial version.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
+
+    def __init__(
+        self,
+        max_glimpses: int = 25,
+        split: str = "train",
+        sampler: str | Sampler = "bilinear",
+        reward: str = "dense",
+        perception: PerceptionArg = None,
+        learn_perception: bool = False,
+        perception_lr: float = 1e-3,
+        device: torch.device | str = "cpu",
+        render_mode: str | None = None,
+    ) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"Unknown render_mode {render_mode!r}; valid values are {[None, 'rgb_array']}.")
+        self.render_mode = render_mode
+        self.device = resolve_device(device)
+        self.sim = build_simulator(
+            1, max_glimpses, split, sampler, reward, perception, learn_perception, perception_lr, self.device
+        )
+        self.max_glimpses = self.sim.max_glimpses
+        self.action_space = action_space()
+        self.observation_space = observation_space(self.sim.core, self.max_glimpses)
+        self._streams: IndexStreams | None = None
+        self._all_rows = torch.ones(1, dtype=torch.bool, device=self.device)
+
+    @property
+    def core(self):
+        """The perception core this environment runs."""
+        return self.sim.core
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        parsed = parse_image_options(options, ())
+        if self._streams is None or self._streams.generators[0] is not self.np_random:
+            self._streams = IndexStreams([self.np_random], len(self.sim.data))
+        if "image" in parsed:
+            self.sim.reset(
+                self._all_rows,
+                images=torch.as_tensor(parsed["image"][None], device=self.device),
+                labels=torch.as_tensor(parsed["label"][None], device=self.device),
+            )
+        else:
+            if "index" in parsed:
+                index = np.asarray([parsed["index"]])
+                if not 0 <= index[0] < len(self.sim.data):
+                    raise ValueError(f"reset option 'index' must be in [0, {len(self.sim.data)}), got {index[0]}.")
+            else:
+                index = self._streams.next(np.zeros(1, dtype=np.int64))
+            self.sim.reset(self._all_rows, indices=torch.as_tensor(index, device=self.device))
+        return self.sim.observation()[0].cpu().numpy(), {"index": int(self.sim.indices[0])}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        action = np.asarray(action, dtype=np.float32)
+        if action.shape != (2,):
+            raise ValueError(f"Expected an action of shape (2,) (normalised (i, j) in [-1, 1]), got shape {action.shape}.")
+        result = self.sim.step(torch.as_tensor(action[None], device=self.device))
+        terminated = bool(result.terminated[0])
+        info = {key: value[0].cpu().numpy() for key, value in result.info.items()}
+        if not terminated:
+            del info["label"], info["correct"]
+        else:
+            info["label"], info["correct"] = int(info["label"]), bool(info["correct"])
+        info["value"] = float(info["value"])
+        return result.observation[0].cpu().numpy(), float(result.reward[0]), terminated, False, info
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode is None:
+            gym.logger.warn("render() called without render_mode; pass render_mode='rgb_array' to gymnasium.make.")
+            return None
+        steps = int(self.sim.elapsed[0])
+        image = (self.sim.images[0] * 255.0).round().to(torch.uint8).cpu().numpy()
+        prediction = self.sim.prediction[0].cpu().numpy()
+        return draw_trail(image, self.sim.trail[0, :steps].cpu().numpy(), prediction)

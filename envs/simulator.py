@@ -1,0 +1,215 @@
+"""The batched glimpse simulation behind both environments.
+
+:class:`GlimpseSimulator` keeps ``N`` episodes as torch tensors on one device and advances them
+together; :class:`~envs.glimpse_env.MnistGlimpseEnv` is the case ``N = 1`` and
+:class:`~envs.vector_env.MnistGlimpseVectorEnv` the general one, so the two cannot drift apart.
+The observation is computed only from the glimpses actually taken (coordinates and sampled values);
+the label is used for the reward and the terminal ``info`` alone.
+
+Image choice is the environments' only randomness. Episode ``e`` of environment ``k`` takes image
+``stream_k[e]``, where ``stream_k`` is drawn from that environment's own ``numpy`` generator in blocks
+of :data:`INDEX_BLOCK` (:class:`IndexStreams`). A batched environment seeded with ``s`` therefore
+shows exactly the images of ``N`` single environments seeded with ``s, s + 1, ..., s + N - 1``
+(Gymnasium's ``SyncVectorEnv`` convention), while touching the generators in Python only once per
+:data:`INDEX_BLOCK` episodes, never per step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from envs.data import IMAGE_SIZE, NUM_CLASSES, MnistSplit
+from envs.perception import PerceptionCore, perception_loss
+from envs.sampler import Sampler, action_to_pixel
+
+REWARD_MODES = ("dense", "final")
+
+#: Image indices drawn per generator call (a stated trade-off: memory ``N * INDEX_BLOCK * 8`` bytes
+#: against one Python pass over the ``N`` generators every ``INDEX_BLOCK`` episodes).
+INDEX_BLOCK = 64
+
+
+class IndexStreams:
+    """One stream of image indices per environment, each from its own ``numpy`` generator.
+
+    :param generators: one ``np.random.Generator`` per environment.
+    :param dataset_size: indices are drawn uniformly from ``range(dataset_size)``.
+    """
+
+    def __init__(self, generators: list[np.random.Generator], dataset_size: int) -> None:
+        self.generators = generators
+        self.dataset_size = dataset_size
+        self.block = np.empty((len(generators), INDEX_BLOCK), dtype=np.int64)
+        self.cursor = np.full(len(generators), INDEX_BLOCK, dtype=np.int64)
+
+    def next(self, rows: np.ndarray) -> np.ndarray:
+        """The next index of each environment in ``rows`` (an integer array), advancing its stream."""
+        exhausted = rows[self.cursor[rows] >= INDEX_BLOCK]
+        for row in exhausted:  # once per INDEX_BLOCK episodes per environment
+            self.block[row] = self.generators[row].integers(self.dataset_size, size=INDEX_BLOCK)
+            self.cursor[row] = 0
+        indices = self.block[rows, self.cursor[rows]]
+        self.cursor[rows] += 1
+        return indices
+
+
+@dataclass
+class StepResult:
+    """What :meth:`GlimpseSimulator.step` returns, as tensors on the simulator's device.
+
+    :param observation: ``(N, H + 10)`` float32.
+    :param reward: ``(N,)`` float32.
+    :param terminated: ``(N,)`` bool, true after the last glimpse.
+    :param info: ``glimpse`` ``(N, 2)`` pixel coordinates, ``value`` ``(N,)``, ``prediction``
+        ``(N, 10)``, ``label`` ``(N,)`` and ``correct`` ``(N,)`` (meaningful where ``terminated``).
+    """
+
+    observation: torch.Tensor
+    reward: torch.Tensor
+    terminated: torch.Tensor
+    info: dict[str, torch.Tensor]
+
+
+def check_actions(actions: torch.Tensor, num_envs: int) -> None:
+    """Raise ``ValueError`` unless ``actions`` has shape ``(num_envs, 2)`` and only finite entries."""
+    if tuple(actions.shape) != (num_envs, 2):
+        raise ValueError(
+            f"Expected actions of shape ({num_envs}, 2) (one (i, j) pair in [-1, 1] per environment), "
+            f"got shape {tuple(actions.shape)}."
+        )
+    if not bool(torch.isfinite(actions).all()):
+        raise ValueError(
+            "Actions contain NaN or inf; glimpse coordinates must be finite numbers in [-1, 1] "
+            "(values outside are clipped)."
+        )
+
+
+class GlimpseSimulator:
+    """``N`` glimpse episodes advanced in lockstep on one device.
+
+    :param data: the split to draw images from (already on ``device``).
+    :param core: the perception core (on ``device``); used under ``no_grad`` except for learning.
+    :param sampler: how a glimpse reads the image.
+    :param num_envs: ``N``.
+    :param max_glimpses: episode length ``T``.
+    :param reward: ``"dense"`` (log-likelihood gain of the true class per glimpse) or ``"final"``.
+    :param optimizer: if given, the core is trained with cross-entropy on the true label from each
+        batch of episodes that ends (the perception optimizer).
+    """
+
+    def __init__(
+        self,
+        data: MnistSplit,
+        core: PerceptionCore,
+        sampler: Sampler,
+        num_envs: int,
+        max_glimpses: int,
+        reward: str,
+        optimizer: torch.optim.Optimizer | None = None,
+    ) -> None:
+        self.data = data
+        self.core = core
+        self.sampler = sampler
+        self.num_envs = num_envs
+        self.max_glimpses = max_glimpses
+        self.reward_mode = reward
+        self.optimizer = optimizer
+        self.device = data.images.device
+        n, t = num_envs, max_glimpses
+        self.images = torch.zeros(n, IMAGE_SIZE, IMAGE_SIZE, device=self.device)
+        self.labels = torch.zeros(n, dtype=torch.long, device=self.device)
+        self.indices = torch.full((n,), -1, dtype=torch.long, device=self.device)
+        self.histogram = core.initial_histogram(n, self.device)
+        self.log_prob = torch.full((n,), -math.log(NUM_CLASSES), device=self.device)
+        self.prediction = torch.full((n, NUM_CLASSES), 1.0 / NUM_CLASSES, device=self.device)
+        self.elapsed = torch.zeros(n, dtype=torch.long, device=self.device)
+        self.trail = torch.zeros(n, t, 2, device=self.device)
+        self.trail_values = torch.zeros(n, t, device=self.device)
+
+    def observation(self) -> torch.Tensor:
+        """``concat(histogram, prediction)``, ``(N, H + 10)``."""
+        return torch.cat([self.histogram, self.prediction], dim=-1)
+
+    def reset(
+        self,
+        rows: torch.Tensor,
+        indices: torch.Tensor | None = None,
+        images: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> None:
+        """Start new episodes in ``rows`` (a bool mask ``(N,)``), on dataset images ``indices`` or on
+        the given ``uint8`` ``images`` ``(R, 28, 28)`` with ``labels`` ``(R,)`` (``R`` = rows set)."""
+        if images is None:
+            images = self.data.images[indices]
+            labels = self.data.labels[indices]
+        else:
+            indices = torch.full_like(labels, -1)
+        self.images[rows] = images.to(self.images.dtype) / 255.0
+        self.labels[rows] = labels
+        self.indices[rows] = indices
+        self.histogram[rows] = 0.0
+        self.log_prob[rows] = -math.log(NUM_CLASSES)
+        self.prediction[rows] = 1.0 / NUM_CLASSES
+        self.elapsed[rows] = 0
+        self.trail[rows] = 0.0
+        self.trail_values[rows] = 0.0
+
+    @torch.no_grad()
+    def step(self, actions: torch.Tensor, active: torch.Tensor | None = None) -> StepResult:
+        """Take one glimpse in every episode; ``actions`` ``(N, 2)`` in ``[-1, 1]`` (clipped).
+
+        :param active: optional bool ``(N,)``: only these episodes advance; the others keep their
+            state and report reward 0 and ``terminated=False``.
+        :raises RuntimeError: if an active episode has already terminated.
+        """
+        check_actions(actions, self.num_envs)
+        if active is None:
+            active = torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
+        if bool((active & (self.elapsed >= self.max_glimpses)).any()):
+            raise RuntimeError("step() called on a terminated episode; call reset() first.")
+        coords = action_to_pixel(actions.to(self.device, torch.float32).clamp(-1.0, 1.0))
+        histogram, logits, values = self.core.glimpse(self.histogram, self.images, coords, self.sampler)
+        column = active.unsqueeze(-1)
+        self.histogram = torch.where(column, histogram, self.histogram)
+        self.prediction = torch.where(column, torch.softmax(logits, dim=-1), self.prediction)
+        rows = torch.arange(self.num_envs, device=self.device)
+        step = self.elapsed.clamp(max=self.max_glimpses - 1)
+        self.trail[rows, step] = torch.where(column, coords, self.trail[rows, step])
+        self.trail_values[rows, step] = torch.where(active, values, self.trail_values[rows, step])
+        self.elapsed += active.long()
+
+        log_prob = torch.log_softmax(logits, dim=-1).gather(1, self.labels[:, None]).squeeze(1)
+        terminated = active & (self.elapsed >= self.max_glimpses)
+        correct = logits.argmax(dim=-1) == self.labels
+        if self.reward_mode == "dense":
+            reward = torch.where(active, log_prob - self.log_prob, 0.0)
+        else:
+            reward = (terminated & correct).float()
+        self.log_prob = torch.where(active, log_prob, self.log_prob)
+        if self.optimizer is not None and bool(terminated.any()):
+            self.learn(terminated)
+        info = {
+            "glimpse": coords,
+            "value": values,
+            "prediction": self.prediction.clone(),
+            "label": self.labels.clone(),
+            "correct": correct,
+        }
+        return StepResult(self.observation(), reward, terminated, info)
+
+    @torch.enable_grad()
+    def learn(self, rows: torch.Tensor) -> float:
+        """One perception-optimizer step on the finished episodes in ``rows`` (bool ``(N,)``).
+
+        The core re-reads the stored glimpses (coordinates and values, no image access) with
+        gradients on, and minimises the cross-entropy of the true label averaged over all glimpses.
+        """
+        loss = perception_loss(self.core.replay(self.trail[rows], self.trail_values[rows]), self.labels[rows])
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return float(loss)

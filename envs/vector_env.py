@@ -1,0 +1,195 @@
+"""``MnistGlimpse-v0`` batched: thousands of episodes in lockstep as torch tensors, CPU or CUDA."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from envs.config import PerceptionArg, action_space, build_simulator, observation_space, resolve_device
+from envs.glimpse_env import parse_image_options
+from envs.sampler import Sampler
+from envs.simulator import IndexStreams
+
+ARRAY_TYPES = ("torch", "numpy")
+
+
+class MnistGlimpseVectorEnv(VectorEnv):
+    """``num_envs`` copies of :class:`~envs.glimpse_env.MnistGlimpseEnv` simulated as one batch.
+
+    Spaces, rewards and episode semantics are those of the single environment; sub-environment
+    ``k`` of a batch reset with ``seed=s`` sees the images of a single environment reset with
+    ``seed=s + k``, so for equal actions the two produce equal observations, rewards and
+    terminations (the tests check this). No Python loop runs over the batch during ``step``.
+
+    Returns torch tensors on ``device`` by default (``array_type="numpy"`` gives numpy arrays).
+    ``infos`` follow Gymnasium's vector convention: each key holds a batch and ``"_key"`` a boolean
+    mask of the sub-environments it is meaningful for (``label`` and ``correct`` at the last glimpse).
+
+    **Autoreset** (``metadata["autoreset_mode"]``): ``"next_step"`` (Gymnasium's default) resets a
+    finished sub-environment on the following ``step``, which ignores that sub-environment's action
+    and returns its first observation with reward 0. ``"same_step"`` resets it within the step that
+    ends it: the returned observation is the new episode's first, and the last one is in
+    ``infos["final_obs"]`` (a batch, valid where ``infos["_final_obs"]``).
+
+    ``reset(options=...)`` takes, per sub-environment, ``index`` (``(N,)`` ints),
+    or ``image`` (``(N, 28, 28)`` ``uint8``) and ``label`` (``(N,)``), and ``reset_mask`` (``(N,)``
+    bool: reset only those).
+
+    :param num_envs: batch size ``N``.
+    :param max_glimpses: episode length ``T``.
+    :param split: ``"train"`` or ``"test"``.
+    :param sampler: ``"nearest"``, ``"bilinear"``, ``"bicubic"``, ``"gaussian"`` or a ``Sampler``.
+    :param reward: ``"dense"`` or ``"final"``.
+    :param perception: ``None`` (packaged core), a checkpoint path, or a ``PerceptionCore`` (shared).
+    :param learn_perception: train the core after each batch of finished episodes (perception optimizer).
+    :param perception_lr: that optimizer's learning rate.
+    :param device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ...
+    :param autoreset_mode: ``"next_step"`` or ``"same_step"``.
+    :param array_type: ``"torch"`` or ``"numpy"``: what ``reset`` and ``step`` return.
+    """
+
+    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
+
+    def __init__(
+        self,
+        num_envs: int = 1024,
+        max_glimpses: int = 25,
+        split: str = "train",
+        sampler: str | Sampler = "bilinear",
+        reward: str = "dense",
+        perception: PerceptionArg = None,
+        learn_perception: bool = False,
+        perception_lr: float = 1e-3,
+        device: torch.device | str = "auto",
+        autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
+        array_type: str = "torch",
+        render_mode: str | None = None,
+    ) -> None:
+        if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}.")
+        modes = (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP)
+        try:
+            autoreset_mode = AutoresetMode(autoreset_mode)
+        except ValueError:
+            autoreset_mode = None
+        if autoreset_mode not in modes:
+            raise ValueError(f"Unknown autoreset_mode; valid values are {[mode.value for mode in modes]}.")
+        if array_type not in ARRAY_TYPES:
+            raise ValueError(f"Unknown array_type {array_type!r}; valid values are {list(ARRAY_TYPES)}.")
+        if render_mode is not None:
+            raise ValueError(
+                "MnistGlimpseVectorEnv does not render; render single episodes with "
+                "gymnasium.make('MnistGlimpse-v0', render_mode='rgb_array')."
+            )
+        self.metadata = {**self.metadata, "autoreset_mode": autoreset_mode}
+        self.num_envs = int(num_envs)
+        self.device = resolve_device(device)
+        self.array_type = array_type
+        self.render_mode = None
+        self.sim = build_simulator(
+            self.num_envs, max_glimpses, split, sampler, reward, perception, learn_perception, perception_lr, self.device
+        )
+        self.max_glimpses = self.sim.max_glimpses
+        self.single_action_space = action_space()
+        self.single_observation_space = observation_space(self.sim.core, self.max_glimpses)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self._streams: IndexStreams | None = None
+        self._needs_reset = torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
+        self._false = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
+
+    @property
+    def core(self):
+        """The perception core this environment runs."""
+        return self.sim.core
+
+    def _seed(self, seed: int | list[int] | None) -> None:
+        """One generator per sub-environment, seeded ``seed + k`` (or from ``seed[k]``) as
+        ``SyncVectorEnv`` seeds its copies. A stated Python pass over ``N``, at seeding only."""
+        if seed is None:
+            seeds = [None] * self.num_envs
+        elif isinstance(seed, (int, np.integer)):
+            seeds = [int(seed) + k for k in range(self.num_envs)]
+        else:
+            seeds = list(seed)
+            if len(seeds) != self.num_envs:
+                raise ValueError(f"Got {len(seeds)} seeds for {self.num_envs} sub-environments.")
+        generators = [seeding.np_random(s)[0] for s in seeds]
+        self._np_random = generators[0]
+        self._streams = IndexStreams(generators, len(self.sim.data))
+
+    def _reset_rows(self, rows: torch.Tensor, parsed: dict[str, np.ndarray] | None = None) -> None:
+        parsed = parsed or {}
+        rows_np = rows.cpu().numpy()
+        if "image" in parsed:
+            images = torch.as_tensor(parsed["image"][rows_np], device=self.device)
+            labels = torch.as_tensor(parsed["label"][rows_np], device=self.device)
+            self.sim.reset(rows, images=images, labels=labels)
+        else:
+            if "index" in parsed:
+                indices = parsed["index"][rows_np]
+                if ((indices < 0) | (indices >= len(self.sim.data))).any():
+                    raise ValueError(f"reset option 'index' must be in [0, {len(self.sim.data)}).")
+            else:
+                indices = self._streams.next(np.flatnonzero(rows_np))
+            self.sim.reset(rows, indices=torch.as_tensor(indices, device=self.device))
+        self._needs_reset[rows] = False
+
+    def reset(
+        self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
+        if seed is not None or self._streams is None:
+            self._seed(seed)
+        parsed = parse_image_options(options, (self.num_envs,))
+        mask = parsed.get("reset_mask")
+        rows = torch.ones_like(self._needs_reset) if mask is None else torch.as_tensor(mask, device=self.device)
+        self._reset_rows(rows, parsed)
+        return self._out(self.sim.observation()), self._out({"index": self.sim.indices.clone()})
+
+    def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        actions = torch.as_tensor(actions, dtype=torch.float32, device=self.device)
+        autoreset = self.metadata["autoreset_mode"]
+        pending = self._needs_reset
+        if autoreset == AutoresetMode.NEXT_STEP and bool(pending.any()):
+            if bool(pending.all()):  # the usual case: every episode ended together
+                self._reset_rows(pending)
+                observation = self.sim.observation()
+                return self._out((observation, self._false.float(), self._false, self._false, {}))
+            result = self.sim.step(actions, active=~pending)
+            self._reset_rows(pending)
+            observation = self.sim.observation()
+        else:
+            result = self.sim.step(actions)
+            observation = result.observation
+        terminated = result.terminated
+        info: dict[str, Any] = {
+            "glimpse": result.info["glimpse"],
+            "value": result.info["value"],
+            "prediction": result.info["prediction"],
+            "label": result.info["label"],
+            "_label": terminated,
+            "correct": result.info["correct"],
+            "_correct": terminated,
+        }
+        if autoreset == AutoresetMode.SAME_STEP and bool(terminated.any()):
+            info["final_obs"], info["_final_obs"] = observation, terminated
+            self._reset_rows(terminated)
+            observation = self.sim.observation()
+        else:
+            self._needs_reset = terminated.clone()
+        return self._out((observation, result.reward, terminated, self._false, info))
+
+    def _out(self, value: Any) -> Any:
+        """Convert (nested) tensors to numpy when ``array_type="numpy"``."""
+        if self.array_type == "torch":
+            return value
+        if isinstance(value, torch.Tensor):
+            return value.cpu().numpy()
+        if isinstance(value, dict):
+            return {key: self._out(item) for key, item in value.items()}
+        return tuple(self._out(item) for item in value)
