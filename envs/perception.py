@@ -130,10 +130,14 @@ class PerceptionCore(nn.Module):
             logits.append(self(histogram))
         return torch.stack(logits)
 
-    def save(self, path: str | os.PathLike, **extra: object) -> None:
-        """Write ``{"format", "config", "state_dict", **extra}`` (tensors on the CPU) to ``path``."""
+    def checkpoint(self, **extra: object) -> dict:
+        """``{"format", "config", "state_dict", **extra}`` with tensors on the CPU."""
         state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
-        torch.save({"format": CHECKPOINT_FORMAT, "config": asdict(self.config), "state_dict": state, **extra}, path)
+        return {"format": CHECKPOINT_FORMAT, "config": asdict(self.config), "state_dict": state, **extra}
+
+    def save(self, path: str | os.PathLike, **extra: object) -> None:
+        """Write :meth:`checkpoint` to ``path``; load it with :meth:`load`."""
+        torch.save(self.checkpoint(**extra), path)
 
     @classmethod
     def from_checkpoint(cls, checkpoint: dict, source: str = "checkpoint") -> "PerceptionCore":
@@ -179,10 +183,10 @@ def perception_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """The perception objective: cross-entropy of the true label, averaged over glimpses and batch.
 
     :param logits: ``(T, B, 10)`` logits after each glimpse.
-    :param labels: ``(B,)`` true classes.
+    :param labels: ``(B,)`` true classes, or ``(T, B)`` a target per glimpse.
     """
-    steps = logits.shape[0]
-    return nn.functional.cross_entropy(logits.flatten(0, 1), labels.repeat(steps))
+    targets = labels.expand(logits.shape[0], -1).reshape(-1)
+    return nn.functional.cross_entropy(logits.flatten(0, 1), targets)
 
 
 def load_pretrained(device: torch.device | str = "cpu") -> PerceptionCore:

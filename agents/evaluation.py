@@ -1,0 +1,85 @@
+"""Test accuracy after each glimpse, and the ``metrics.json`` every agent writes.
+
+Reported accuracies use the ``nearest`` sampler: each glimpse reads one real pixel.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from agents.rollout import GlimpsePolicy, run_episodes
+from envs.data import load_mnist
+from envs.perception import PerceptionCore
+from envs.sampler import Sampler
+
+#: Glimpse budgets reported in ``metrics.json`` (those ``<= T``, plus ``T`` itself).
+REPORTED_BUDGETS = (1, 2, 5, 10, 25)
+
+
+@torch.no_grad()
+def accuracy_by_glimpse(
+    policy: GlimpsePolicy,
+    core: PerceptionCore,
+    glimpses: int,
+    sampler: Sampler | None = None,
+    split: str = "test",
+    batch_size: int = 2500,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """Fraction of ``split`` classified correctly after each glimpse ``t = 1..T``: a ``(T,)`` tensor.
+
+    :param sampler: the read-out; default ``nearest`` (one real pixel per glimpse).
+    :param batch_size: images per forward pass (memory only; the result does not depend on it,
+        except through a policy's own randomness).
+    """
+    sampler = sampler or Sampler("nearest")
+    data = load_mnist(split, device)
+    correct = torch.zeros(glimpses, device=device)
+    for start in range(0, len(data), batch_size):
+        images = data.images[start : start + batch_size].float() / 255.0
+        labels = data.labels[start : start + batch_size]
+        episode = run_episodes(policy, core, sampler, images, glimpses)
+        correct += (episode.logits.argmax(dim=-1) == labels).sum(dim=1)
+    return correct / len(data)
+
+
+def accuracy_table(accuracy: torch.Tensor) -> dict[str, float]:
+    """``{"1": acc, "2": acc, ...}`` for the reported budgets up to ``T`` and for ``T``."""
+    glimpses = accuracy.shape[0]
+    budgets = sorted({b for b in REPORTED_BUDGETS if b <= glimpses} | {glimpses})
+    return {str(b): round(float(accuracy[b - 1]), 4) for b in budgets}
+
+
+def write_metrics(
+    path: str | os.PathLike,
+    agent: str,
+    accuracy: torch.Tensor,
+    train_sampler: str,
+    train_seconds: float,
+    device: str,
+    seed: int,
+    **extra: Any,
+) -> dict[str, Any]:
+    """Write the shared ``metrics.json`` schema and return it.
+
+    ``{"agent", "test_accuracy": {"1": .., "2": .., "5": .., "10": .., "25": .., "T": ..},
+    "readout": "nearest", "train_sampler", "train_seconds", "device", "seed", **extra}``
+    """
+    metrics = {
+        "agent": agent,
+        "test_accuracy": accuracy_table(accuracy),
+        "readout": "nearest",
+        "train_sampler": train_sampler,
+        "train_seconds": round(train_seconds, 1),
+        "device": device,
+        "seed": seed,
+        **extra,
+    }
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics

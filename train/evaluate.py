@@ -1,0 +1,52 @@
+"""Evaluate a saved agent on the 10,000 test images; prints the metrics JSON to stdout.
+
+    python train/evaluate.py --checkpoint runs/differentiable/checkpoint.pt [--sampler nearest]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from typing import Literal
+
+import tyro
+
+from agents.checkpoint import load_agent
+from agents.evaluation import accuracy_by_glimpse, accuracy_table
+from envs.config import resolve_device
+from envs.sampler import Sampler
+
+
+@dataclass
+class Args:
+    checkpoint: str
+    """an agent checkpoint written by a train/ script (DIR/checkpoint.pt)"""
+    sampler: Literal["nearest", "bilinear", "bicubic", "gaussian"] = "nearest"
+    """read-out used for evaluation (nearest = one real pixel per glimpse)"""
+    glimpses: int | None = None
+    """episode length; default: the one the agent was trained with"""
+    device: str = "auto"
+    """cpu, cuda or auto"""
+
+
+def main(args: Args) -> dict:
+    device = resolve_device(args.device)
+    policy, core, checkpoint = load_agent(args.checkpoint, device)
+    glimpses = args.glimpses or checkpoint["glimpses"]
+    print(f"evaluating {checkpoint['agent']} from {args.checkpoint} on {device}", file=sys.stderr)
+    accuracy = accuracy_by_glimpse(policy, core, glimpses, sampler=Sampler(args.sampler), device=device)
+    result = {
+        "agent": checkpoint["agent"],
+        "test_accuracy": accuracy_table(accuracy),
+        "readout": args.sampler,
+        "glimpses": glimpses,
+        "checkpoint": args.checkpoint,
+        "device": str(device),
+    }
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
