@@ -7,18 +7,29 @@ from torch import nn
 
 
 class AttentionNetwork(nn.Module):
-    """``action = tanh(MLP(concat(histogram, prediction)))``: ``(B, H + 10) -> (B, 2)`` in ``[-1, 1]``.
+    """``action_t = tanh(MLP(concat(histogram_t, prediction_t)) + theta_t)``: ``(B, H + 10) -> (B, 2)``.
 
-    The action is the next glimpse location in normalised coordinates (``envs.sampler``).
+    The action is the next glimpse location in normalised coordinates (``envs.sampler``), in
+    ``[-1, 1]``. ``theta_t`` (``(T, 2)``, only with ``step_bias=True``) is a learned per-glimpse
+    offset: the network is then a learned fixed sequence (:class:`~agents.baselines.FixedSequence`)
+    plus an adaptive correction, so it can do at least as well as the fixed sequence. Without it the
+    network sees only the observation and, at initialisation, sends every glimpse to the centre.
 
     :param observation_size: ``H + 10``.
     :param hidden: width of the two hidden layers.
+    :param glimpses: ``T``, needed with ``step_bias``.
+    :param step_bias: learn the per-glimpse offsets ``theta_t`` (initialised ``U(-1, 1)``).
     """
 
-    def __init__(self, observation_size: int, hidden: int = 128) -> None:
+    def __init__(self, observation_size: int, hidden: int = 128, glimpses: int = 0, step_bias: bool = False) -> None:
         super().__init__()
+        if step_bias and glimpses < 1:
+            raise ValueError("AttentionNetwork(step_bias=True) needs the number of glimpses T >= 1.")
         self.observation_size = observation_size
         self.hidden = hidden
+        self.glimpses = glimpses
+        self.step_bias = step_bias
+        self.theta = nn.Parameter(torch.rand(glimpses, 2) * 2.0 - 1.0) if step_bias else None
         self.net = nn.Sequential(
             nn.Linear(observation_size, hidden),
             nn.ReLU(),
@@ -36,4 +47,9 @@ class AttentionNetwork(nn.Module):
                 f"AttentionNetwork expects observations of size {self.observation_size}, got {observation.shape[-1]}: "
                 "was it built for another perception core?"
             )
-        return torch.tanh(self.net(observation))
+        output = self.net(observation)
+        if self.theta is not None:
+            if step >= self.glimpses:
+                raise IndexError(f"AttentionNetwork has step offsets for {self.glimpses} glimpses; step {step} is past them.")
+            output = output + self.theta[step]
+        return torch.tanh(output)

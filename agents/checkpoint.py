@@ -15,20 +15,36 @@ from torch import nn
 
 from agents.attention import AttentionNetwork
 from agents.baselines import FixedSequence, RandomGlimpses
+from agents.reinforce import GaussianAttentionPolicy
 from envs.perception import PerceptionCore
 
 AGENT_FORMAT = "mnist-glimpse/agent/v1"
 
 
 def _policy_record(policy: nn.Module) -> dict[str, Any]:
+    if callable(getattr(policy, "checkpoint_record", None)):  # e.g. agents.ppo.SB3GlimpsePolicy ("sb3-ppo")
+        return policy.checkpoint_record()
+    if isinstance(policy, GaussianAttentionPolicy):
+        return {"kind": "gaussian-attention", "config": policy.config(), "state_dict": _cpu(policy.state_dict())}
     if isinstance(policy, AttentionNetwork):
-        config = {"observation_size": policy.observation_size, "hidden": policy.hidden}
+        config = {
+            "observation_size": policy.observation_size,
+            "hidden": policy.hidden,
+            "glimpses": policy.glimpses,
+            "step_bias": policy.step_bias,
+        }
         return {"kind": "attention", "config": config, "state_dict": _cpu(policy.state_dict())}
     if isinstance(policy, FixedSequence):
         return {"kind": "fixed", "config": {"glimpses": policy.theta.shape[0]}, "state_dict": _cpu(policy.state_dict())}
     if isinstance(policy, RandomGlimpses):
         return {"kind": "random", "config": {}, "state_dict": {}}
     raise TypeError(f"Cannot save a policy of type {type(policy).__name__}.")
+
+
+def _sb3_policy(config: dict[str, Any]) -> nn.Module:
+    from agents.ppo import SB3GlimpsePolicy  # imports stable-baselines3: only for PPO checkpoints
+
+    return SB3GlimpsePolicy.from_config(config)
 
 
 def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -61,6 +77,8 @@ def load_agent(path: str | os.PathLike, device: torch.device | str = "cpu") -> t
         "attention": lambda config: AttentionNetwork(**config),
         "fixed": lambda config: FixedSequence(**config),
         "random": lambda config: RandomGlimpses(),
+        "sb3-ppo": _sb3_policy,
+        "gaussian-attention": lambda config: GaussianAttentionPolicy(**config),
     }
     if record["kind"] not in builders:
         raise ValueError(f"{path} holds a policy of unknown kind {record['kind']!r}; valid kinds are {list(builders)}.")

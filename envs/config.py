@@ -4,7 +4,6 @@ ready :class:`~envs.simulator.GlimpseSimulator`, with actionable errors for bad 
 
 from __future__ import annotations
 
-import copy
 import os
 from typing import Any
 
@@ -43,12 +42,11 @@ def resolve_perception(perception: PerceptionArg, device: torch.device, learn: b
     """The core an environment runs: the packaged one (``None``), a checkpoint path, or a
     :class:`PerceptionCore` instance used as is (shared with whoever passed it, never copied).
 
-    A packaged core that the environment will train (``learn=True``) is a private copy, so the
-    process-wide packaged weights stay untouched.
+    The packaged core is one process-wide instance (read once) unless the environment will train it
+    (``learn=True``): then it gets a private copy, so the shared weights stay untouched.
     """
     if perception is None:
-        core = load_pretrained(device)
-        return copy.deepcopy(core) if learn else core
+        return load_pretrained(device, shared=not learn)
     if isinstance(perception, PerceptionCore):
         core_device = next(perception.parameters()).device
         if core_device != device:

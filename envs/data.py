@@ -122,9 +122,9 @@ def _decompressed(source_dir: Path, name: str, raw_dir: Path) -> None:
     """Make ``raw_dir/name`` hold the verified, decompressed contents of ``name.gz``."""
     target = raw_dir / name
     expected_raw = CHECKSUMS[name][1]
+    gz_path = verify_file(source_dir, name)  # always: a valid cache must not hide a corrupt package
     if target.is_file() and _sha256(target) == expected_raw:
         return
-    gz_path = verify_file(source_dir, name)
     raw_dir.mkdir(parents=True, exist_ok=True)
     with gzip.open(gz_path, "rb") as handle:
         payload = handle.read()

@@ -182,6 +182,8 @@ class MnistGlimpseEnv(gym.Env[np.ndarray, np.ndarray]):
         return self.sim.observation()[0].cpu().numpy(), {"index": int(self.sim.indices[0])}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if self._streams is None:
+            raise RuntimeError("Call reset() before step().")
         action = np.asarray(action, dtype=np.float32)
         if action.shape != (2,):
             raise ValueError(f"Expected an action of shape (2,) (normalised (i, j) in [-1, 1]), got shape {action.shape}.")

@@ -175,7 +175,13 @@ class PerceptionCore(nn.Module):
                 f"Perception checkpoint {path} not found. Pass perception=None for the packaged core, or "
                 "a file written by PerceptionCore.save."
             )
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # torch raises many types for a file that is not a checkpoint
+            raise ValueError(
+                f"{path} is not a perception-core checkpoint ({type(error).__name__}: {error}). Pass a file "
+                "written by PerceptionCore.save or by the train/ scripts."
+            ) from None
         return cls.from_checkpoint(checkpoint, source=str(path)).to(device)
 
 
@@ -189,11 +195,24 @@ def perception_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return nn.functional.cross_entropy(logits.flatten(0, 1), targets)
 
 
-def load_pretrained(device: torch.device | str = "cpu") -> PerceptionCore:
-    """The packaged pretrained core (``envs/pretrained/perception.pt``) on ``device``, in eval mode."""
+_PRETRAINED: dict[str, PerceptionCore] = {}
+
+
+def load_pretrained(device: torch.device | str = "cpu", shared: bool = False) -> PerceptionCore:
+    """The packaged pretrained core (``envs/pretrained/perception.pt``) on ``device``, in eval mode.
+
+    :param shared: return the one process-wide instance for ``device`` (read once from disk; what
+        environments that do not train their core use, so 1,000 of them hold one set of weights).
+        Never train a shared instance; without ``shared`` you get a fresh copy of your own.
+    """
     if not PRETRAINED_PATH.is_file():
         raise FileNotFoundError(
             f"The packaged perception core {PRETRAINED_PATH} is missing. Regenerate it with "
-            "`python train/pretrain_perception.py` or reinstall the package."
+            "`python train/pretrain_perception.py --out envs/pretrained/perception.pt` or reinstall the package."
         )
-    return PerceptionCore.load(PRETRAINED_PATH, device).eval()
+    if not shared:
+        return PerceptionCore.load(PRETRAINED_PATH, device).eval()
+    key = str(torch.device(device))
+    if key not in _PRETRAINED:
+        _PRETRAINED[key] = PerceptionCore.load(PRETRAINED_PATH, device).eval().requires_grad_(False)
+    return _PRETRAINED[key]

@@ -54,19 +54,31 @@ class Sampler:
 
     :param mode: one of :data:`SAMPLER_MODES`.
     :param sigma: standard deviation in pixels of the ``gaussian`` kernel (ignored by other modes).
+    :param gradient: optional straight-through estimator: the forward value is ``mode``'s, the
+        gradient that of the kernel named here, ``v = v_mode + (v_grad - stopgrad(v_grad))``. With
+        ``Sampler("nearest", gradient="bilinear")`` training reads exactly the one real pixel that
+        evaluation reads, yet the locations still get a gradient.
     """
 
-    def __init__(self, mode: str = "bilinear", sigma: float = 2.0) -> None:
-        if mode not in SAMPLER_MODES:
-            raise ValueError(f"Unknown sampler {mode!r}; valid samplers are {list(SAMPLER_MODES)}.")
+    def __init__(self, mode: str = "bilinear", sigma: float = 2.0, gradient: str | None = None) -> None:
+        for name, value in (("sampler", mode), ("sampler gradient", gradient or mode)):
+            if value not in SAMPLER_MODES:
+                raise ValueError(f"Unknown {name} {value!r}; valid samplers are {list(SAMPLER_MODES)}.")
         if not (isinstance(sigma, (int, float)) and sigma > 0 and math.isfinite(sigma)):
             raise ValueError(f"sampler sigma must be a positive finite number of pixels, got {sigma!r}.")
         self.mode = mode
         self.sigma = float(sigma)
+        self.gradient = gradient if gradient != mode else None
 
     def __repr__(self) -> str:
-        extra = f", sigma={self.sigma}" if self.mode == "gaussian" else ""
+        extra = f", sigma={self.sigma}" if "gaussian" in (self.mode, self.gradient) else ""
+        extra += f", gradient={self.gradient!r}" if self.gradient else ""
         return f"Sampler(mode={self.mode!r}{extra})"
+
+    @property
+    def name(self) -> str:
+        """``mode``, or ``mode+gradient`` for a straight-through sampler (e.g. ``nearest+bilinear``)."""
+        return f"{self.mode}+{self.gradient}" if self.gradient else self.mode
 
     def __call__(self, images: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
         if images.dim() != 3 or coords.shape != (images.shape[0], 2):
@@ -74,14 +86,21 @@ class Sampler:
                 f"Sampler expects images (B, H, W) and coords (B, 2); got {tuple(images.shape)} and "
                 f"{tuple(coords.shape)}."
             )
-        if self.mode == "gaussian":
+        values = self._read(self.mode, images, coords)
+        if self.gradient is None:
+            return values
+        surrogate = self._read(self.gradient, images, coords)
+        return values.detach() + (surrogate - surrogate.detach())
+
+    def _read(self, mode: str, images: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+        if mode == "gaussian":
             return self._gaussian(images, coords)
         height, width = images.shape[-2:]
         # grid_sample wants (x, y) = (column, row), normalised with align_corners=True.
         scale = coords.new_tensor([2.0 / (height - 1), 2.0 / (width - 1)])
         grid = (coords * scale - 1.0).flip(-1).view(-1, 1, 1, 2)
         values = F.grid_sample(
-            images.unsqueeze(1), grid, mode=self.mode, padding_mode="zeros", align_corners=True
+            images.unsqueeze(1), grid, mode=mode, padding_mode="zeros", align_corners=True
         )
         return values.view(-1)
 

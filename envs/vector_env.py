@@ -13,9 +13,10 @@ from gymnasium.vector.utils import batch_space
 from envs.config import PerceptionArg, action_space, build_simulator, observation_space, resolve_device
 from envs.glimpse_env import parse_image_options
 from envs.sampler import Sampler
-from envs.simulator import IndexStreams
+from envs.simulator import INDEX_BLOCK, IndexStreams, check_actions
 
 ARRAY_TYPES = ("torch", "numpy")
+AUTORESET_MODES = {"next_step": AutoresetMode.NEXT_STEP, "same_step": AutoresetMode.SAME_STEP}
 
 
 class MnistGlimpseVectorEnv(VectorEnv):
@@ -66,19 +67,18 @@ class MnistGlimpseVectorEnv(VectorEnv):
         learn_perception: bool = False,
         perception_lr: float = 1e-3,
         device: torch.device | str = "auto",
-        autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
+        autoreset_mode: str | AutoresetMode = "next_step",
         array_type: str = "torch",
         render_mode: str | None = None,
     ) -> None:
         if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}.")
-        modes = (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP)
-        try:
-            autoreset_mode = AutoresetMode(autoreset_mode)
-        except ValueError:
-            autoreset_mode = None
-        if autoreset_mode not in modes:
-            raise ValueError(f"Unknown autoreset_mode; valid values are {[mode.value for mode in modes]}.")
+        autoreset_mode = AUTORESET_MODES.get(autoreset_mode, autoreset_mode)
+        if autoreset_mode not in AUTORESET_MODES.values():
+            raise ValueError(
+                f"Unknown autoreset_mode {autoreset_mode!r}; valid values are {list(AUTORESET_MODES)} "
+                "(or gymnasium.vector.AutoresetMode.NEXT_STEP / SAME_STEP)."
+            )
         if array_type not in ARRAY_TYPES:
             raise ValueError(f"Unknown array_type {array_type!r}; valid values are {list(ARRAY_TYPES)}.")
         if render_mode is not None:
@@ -108,9 +108,11 @@ class MnistGlimpseVectorEnv(VectorEnv):
         """The perception core this environment runs."""
         return self.sim.core
 
-    def _seed(self, seed: int | list[int] | None) -> None:
+    def _seed(self, seed: int | list[int] | None, mask: np.ndarray | None = None) -> None:
         """One generator per sub-environment, seeded ``seed + k`` (or from ``seed[k]``) as
-        ``SyncVectorEnv`` seeds its copies. A stated Python pass over ``N``, at seeding only."""
+        ``SyncVectorEnv`` seeds its copies. A stated Python pass over ``N``, at seeding only.
+        With a ``reset_mask``, only those sub-environments are reseeded (as ``SyncVectorEnv`` does);
+        the others keep their image streams."""
         if seed is None:
             seeds = [None] * self.num_envs
         elif isinstance(seed, (int, np.integer)):
@@ -119,6 +121,12 @@ class MnistGlimpseVectorEnv(VectorEnv):
             seeds = list(seed)
             if len(seeds) != self.num_envs:
                 raise ValueError(f"Got {len(seeds)} seeds for {self.num_envs} sub-environments.")
+        if mask is not None and self._streams is not None:
+            for k in np.flatnonzero(mask):
+                self._streams.generators[k] = seeding.np_random(seeds[k])[0]
+                self._streams.cursor[k] = INDEX_BLOCK  # draw a fresh block from the new generator
+            self._np_random = self._streams.generators[0]
+            return
         generators = [seeding.np_random(s)[0] for s in seeds]
         self._np_random = generators[0]
         self._streams = IndexStreams(generators, len(self.sim.data))
@@ -143,34 +151,42 @@ class MnistGlimpseVectorEnv(VectorEnv):
     def reset(
         self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[Any, dict[str, Any]]:
-        if seed is not None or self._streams is None:
-            self._seed(seed)
         parsed = parse_image_options(options, (self.num_envs,))
         mask = parsed.get("reset_mask")
+        if seed is not None or self._streams is None:
+            self._seed(seed, mask)
         rows = torch.ones_like(self._needs_reset) if mask is None else torch.as_tensor(mask, device=self.device)
         self._reset_rows(rows, parsed)
-        return self._out(self.sim.observation()), self._out({"index": self.sim.indices.clone()})
+        return self._out(self.sim.observation()), self._out({"index": self.sim.indices.clone(), "_index": rows})
 
     def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        if self._streams is None:
+            raise RuntimeError("Call reset() before step().")
         actions = torch.as_tensor(actions, dtype=torch.float32, device=self.device)
+        check_actions(actions, self.num_envs)  # also on the autoreset step, which ignores them
         autoreset = self.metadata["autoreset_mode"]
         pending = self._needs_reset
+        stepped = ~pending  # the rows that took a glimpse this step
         if autoreset == AutoresetMode.NEXT_STEP and bool(pending.any()):
             if bool(pending.all()):  # the usual case: every episode ended together
                 self._reset_rows(pending)
                 observation = self.sim.observation()
-                return self._out((observation, self._false.float(), self._false, self._false, {}))
+                return self._out((observation, self._false.float(), self._false.clone(), self._false.clone(), {}))
             result = self.sim.step(actions, active=~pending)
             self._reset_rows(pending)
             observation = self.sim.observation()
         else:
             result = self.sim.step(actions)
             observation = result.observation
+            stepped = torch.ones_like(pending)
         terminated = result.terminated
         info: dict[str, Any] = {
             "glimpse": result.info["glimpse"],
+            "_glimpse": stepped,
             "value": result.info["value"],
+            "_value": stepped,
             "prediction": result.info["prediction"],
+            "_prediction": stepped,
             "label": result.info["label"],
             "_label": terminated,
             "correct": result.info["correct"],
@@ -182,7 +198,7 @@ class MnistGlimpseVectorEnv(VectorEnv):
             observation = self.sim.observation()
         else:
             self._needs_reset = terminated.clone()
-        return self._out((observation, result.reward, terminated, self._false, info))
+        return self._out((observation, result.reward, terminated, self._false.clone(), info))
 
     def _out(self, value: Any) -> Any:
         """Convert (nested) tensors to numpy when ``array_type="numpy"``."""

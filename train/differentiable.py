@@ -30,7 +30,7 @@ from agents.evaluation import accuracy_by_glimpse, accuracy_table, write_metrics
 from agents.figures import plot_glimpse_trails
 from envs.config import resolve_device
 from envs.data import load_mnist
-from envs.perception import PerceptionCore, load_pretrained
+from envs.perception import PerceptionConfig, PerceptionCore, load_pretrained
 from envs.sampler import Sampler
 
 
@@ -40,16 +40,24 @@ class Args:
     """glimpses per episode (T)"""
     policy: Literal["attention", "fixed"] = "attention"
     """adaptive attention network, or a learned fixed (non-adaptive) sequence of T locations"""
+    step_bias: bool = False
+    """add a learned per-glimpse offset to the attention output (fixed sequence + adaptive correction)"""
     attention_target: Literal["argmin", "second", "label"] = "argmin"
     """class the attention optimizer pushes the prediction toward"""
     loss_on: Literal["all", "last"] = "all"
     """losses over the logits of all glimpses or of the last one"""
     sampler: Literal["bilinear", "bicubic", "gaussian", "nearest"] = "bilinear"
     """training read-out (evaluation always uses nearest)"""
+    sampler_gradient: Literal["bilinear", "bicubic", "gaussian"] | None = None
+    """straight-through: read with --sampler, but take the location gradient from this kernel"""
     location_noise: float = 0.0
     """std of Gaussian jitter on training glimpse locations (normalised units; 0 = off)"""
     core: Literal["pretrained", "scratch"] = "pretrained"
     """start the perception core from the packaged random-glimpse core, or from a fresh init"""
+    channels: int = 32
+    """RecurrentSoftOrdering channels of a scratch core"""
+    n_bins: int = 4
+    """soft bins per channel of a scratch core"""
     epochs: int = 10
     """passes over the 60,000 training images"""
     batch_size: int = 256
@@ -78,15 +86,19 @@ def main(args: Args) -> dict:
     writer = SummaryWriter(str(out / "tb"))
 
     data = load_mnist("train", device)
-    core = load_pretrained(device).train() if args.core == "pretrained" else PerceptionCore().to(device)
+    if args.core == "pretrained":
+        core = load_pretrained(device).train()
+    else:
+        core = PerceptionCore(PerceptionConfig(args.channels, args.n_bins)).to(device)
     if args.policy == "attention":
-        policy = AttentionNetwork(core.observation_size, args.hidden).to(device)
+        policy = AttentionNetwork(core.observation_size, args.hidden, args.glimpses, args.step_bias).to(device)
     else:
         policy = FixedSequence(args.glimpses).to(device)
+    sampler = Sampler(args.sampler, gradient=args.sampler_gradient)
     trainer = DualOptimizerTrainer(
         policy,
         core,
-        Sampler(args.sampler),
+        sampler,
         args.glimpses,
         attention_target=args.attention_target,
         loss_on=args.loss_on,
@@ -116,7 +128,7 @@ def main(args: Args) -> dict:
     policy.eval()
     core.eval()
     nearest = accuracy_by_glimpse(policy, core, args.glimpses, device=device)
-    trained_readout = accuracy_by_glimpse(policy, core, args.glimpses, sampler=Sampler(args.sampler), device=device)
+    trained_readout = accuracy_by_glimpse(policy, core, args.glimpses, sampler=sampler, device=device)
     for budget, accuracy in accuracy_table(nearest).items():
         writer.add_scalar("eval/test_accuracy_nearest", accuracy, int(budget))
     agent = "differentiable" if args.policy == "attention" else "fixed-sequence"
@@ -125,7 +137,7 @@ def main(args: Args) -> dict:
         out / "metrics.json",
         agent,
         nearest,
-        args.sampler,
+        sampler.name,
         train_seconds,
         str(device),
         args.seed,
@@ -135,7 +147,7 @@ def main(args: Args) -> dict:
     )
     plot_glimpse_trails(policy, core, args.glimpses, out / "glimpses.png", device=device)
     writer.close()
-    print(f"nearest-pixel test accuracy: {metrics['test_accuracy']}; {args.sampler}: {metrics['test_accuracy_train_sampler']}")
+    print(f"nearest-pixel test accuracy: {metrics['test_accuracy']}; {sampler.name}: {metrics['test_accuracy_train_sampler']}")
     return metrics
 
 

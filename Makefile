@@ -1,0 +1,29 @@
+# make venv   create .venv and install the package (editable) with its test extras
+# make demo   a few random-glimpse episodes; saves runs/demo/glimpse_trail.png
+# make test   the test suite
+# make bench  env throughput (pass options with ARGS="--seconds 1 --num-envs 64 1024")
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+ARGS ?=
+
+.PHONY: venv demo test bench
+
+venv: $(STAMP)
+
+# Re-installs only when pyproject.toml is newer than the stamp (or the venv is missing).
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -e '.[test]'
+	touch $(STAMP)
+
+demo: venv
+	$(BIN)/python train/demo.py $(ARGS)
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+bench: venv
+	$(BIN)/python benchmarks/env_throughput.py $(ARGS)

@@ -1,0 +1,40 @@
+"""Shared fixtures for the ``envs`` test suite.
+
+Tests never depend on the weights of the packaged perception core (``envs/pretrained/perception.pt``
+is retrained from time to time): they build their own :class:`PerceptionCore` from a fixed torch
+seed, and use the packaged one only for relative checks.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from envs.perception import PerceptionConfig, PerceptionCore
+
+def _make_core(seed: int = 0, config: PerceptionConfig | None = None, device: str = "cpu") -> PerceptionCore:
+    """A freshly initialised core, deterministic in ``seed``; leaves torch's global RNG untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        core = PerceptionCore(config)
+    return core.to(device)
+
+
+@pytest.fixture
+def make_core():
+    """Factory ``make_core(seed=0, config=None, device="cpu") -> PerceptionCore``."""
+    return _make_core
+
+
+@pytest.fixture
+def core() -> PerceptionCore:
+    """A deterministic default-size core (seed 0) on the CPU."""
+    return _make_core(0)
+
+
+@pytest.fixture(scope="session")
+def test_split():
+    """The MNIST test split on the CPU (loaded once per process by ``envs.data``)."""
+    from envs.data import load_mnist
+
+    return load_mnist("test")
