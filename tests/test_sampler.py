@@ -281,3 +281,18 @@ def test_sampler_on_real_digit_matches_pixels(test_split):
         values = Sampler("bilinear")(image.expand(len(coords), 28, 28), coords)
         torch.testing.assert_close(values, image[rows, cols], **EXACT)
     assert np.isclose(float(images.max()), 1.0)
+
+
+def test_straight_through_reads_nearest_and_takes_bilinear_gradient():
+    images = random_images(4, 21)
+    coords = fractional_points(4, 22).requires_grad_()
+    straight = Sampler("nearest", gradient="bilinear")
+    values = straight(images, coords)
+    assert torch.equal(values.detach(), Sampler("nearest")(images, coords).detach())
+    (grad,) = torch.autograd.grad(values.sum(), coords)
+    (expected,) = torch.autograd.grad(Sampler("bilinear")(images, coords).sum(), coords)
+    torch.testing.assert_close(grad, expected, rtol=0, atol=0)
+    assert grad.abs().sum() > 0
+    assert straight.name == "nearest+bilinear"
+    with pytest.raises(ValueError, match="sampler gradient"):
+        Sampler("nearest", gradient="box")
