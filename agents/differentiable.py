@@ -22,10 +22,13 @@ Two losses over the logits of all glimpses (or of the last, ``loss_on="last"``),
 Each loss is differentiated with respect to its own optimizer's parameters only
 (``torch.autograd.grad``), so neither gradient can leak into the other's parameters.
 
-Dead zones: with ``bilinear`` the value's gradient with respect to the location is zero wherever the
-2x2 neighbourhood is flat (most of the background), so attention stops moving there. Options that
-address it, each measured in the README: the ``gaussian`` sampler (wide kernel), ``location_noise``
-(Gaussian jitter of the glimpse location in training), and starting from the pretrained core.
+Gradients reach the attention network by two paths: through the sampled value (the sampler's
+gradient with respect to the location) and through the location itself, which the core reads as a
+feature. Dead zones: with ``bilinear`` the first path is zero wherever the 2x2 neighbourhood is flat
+(most of the background). Options that address it, each measured in the README: the ``gaussian``
+sampler (wide kernel), ``location_noise`` (Gaussian jitter of the glimpse location in training), a
+straight-through sampler (``Sampler("nearest", gradient=...)``) and per-glimpse offsets
+(``AttentionNetwork(step_bias=True)``).
 """
 
 from __future__ import annotations
@@ -133,7 +136,7 @@ class DualOptimizerTrainer:
         perception, attention, logits = self.losses(images, labels)
         perception_grads = torch.autograd.grad(perception, self.perception_params, retain_graph=True)
         attention_grads = torch.autograd.grad(attention, self.attention_params, allow_unused=True)
-        # allow_unused: with the nearest sampler no gradient reaches the policy (it stays None).
+        # allow_unused: a policy parameter that no glimpse used this batch keeps grad None (Adam skips it).
         for params, grads, optimizer in (
             (self.perception_params, perception_grads, self.perception_optimizer),
             (self.attention_params, attention_grads, self.attention_optimizer),
@@ -142,4 +145,4 @@ class DualOptimizerTrainer:
                 param.grad = grad
             optimizer.step()
         accuracy = (logits[-1].argmax(dim=-1) == labels).float().mean()
-        return StepStats(float(perception), float(attention), float(accuracy))
+        return StepStats(float(perception.detach()), float(attention.detach()), float(accuracy))

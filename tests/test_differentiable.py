@@ -1,0 +1,147 @@
+"""The differentiable agent: its two optimizers, targets, rollout, checkpoints and scripts."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from agents.attention import AttentionNetwork
+from agents.baselines import FixedSequence, RandomGlimpses
+from agents.checkpoint import load_agent, save_agent
+from agents.differentiable import DualOptimizerTrainer, attention_targets
+from agents.evaluation import accuracy_by_glimpse, accuracy_table
+from agents.rollout import run_episodes
+from envs.data import load_mnist
+from envs.glimpse_env import MnistGlimpseEnv
+from envs.perception import PerceptionCore
+from envs.sampler import Sampler
+
+
+@pytest.fixture
+def batch():
+    data = load_mnist("test")
+    return data.images[:32].float() / 255.0, data.labels[:32]
+
+
+def make_agent(seed: int = 0, glimpses: int = 4, step_bias: bool = False):
+    torch.manual_seed(seed)
+    core = PerceptionCore()
+    return AttentionNetwork(core.observation_size, 32, glimpses, step_bias), core
+
+
+def test_attention_targets():
+    logits = torch.tensor([[[0.0, 3.0, 1.0, -2.0], [5.0, 4.0, -1.0, 0.0]]])  # (T=1, B=2, 4)
+    labels = torch.tensor([2, 1])
+    assert attention_targets(logits, labels, "argmin").tolist() == [[3, 2]]
+    assert attention_targets(logits, labels, "second").tolist() == [[2, 1]]
+    assert attention_targets(logits, labels, "label").tolist() == [[2, 1]]
+    with pytest.raises(ValueError, match="argmin"):
+        attention_targets(logits, labels, "max")
+
+
+@pytest.mark.parametrize("target", ["argmin", "second", "label"])
+def test_each_optimizer_steps_only_its_own_parameters(batch, target):
+    """Gradients must not leak: each parameter set moves exactly as its own loss alone says."""
+    images, labels = batch
+    policy, core = make_agent()
+    trainer = DualOptimizerTrainer(policy, core, Sampler("bilinear"), 4, attention_target=target)
+    perception, attention, _ = trainer.losses(images, labels)
+    expected_core = torch.autograd.grad(perception, list(core.parameters()), retain_graph=True)
+    expected_policy = torch.autograd.grad(attention, list(policy.parameters()))
+
+    torch.manual_seed(1)  # same rollout again inside step()
+    policy2, core2 = make_agent()
+    trainer2 = DualOptimizerTrainer(policy2, core2, Sampler("bilinear"), 4, attention_target=target)
+    trainer2.step(images, labels)
+    for param, grad in zip(core2.parameters(), expected_core):
+        torch.testing.assert_close(param.grad, grad)
+    for param, grad in zip(policy2.parameters(), expected_policy):
+        torch.testing.assert_close(param.grad, grad)
+    if target != "label":  # the attention loss differs from the perception loss
+        core_from_attention = torch.autograd.grad(
+            trainer.losses(images, labels)[1], list(core.parameters()), allow_unused=True
+        )
+        assert any(g is not None and not torch.allclose(g, e) for g, e in zip(core_from_attention, expected_core))
+
+
+def test_training_improves_the_loss(batch):
+    images, labels = batch
+    policy, core = make_agent(step_bias=True)
+    trainer = DualOptimizerTrainer(policy, core, Sampler("bilinear"), 4, attention_target="label", perception_lr=3e-3)
+    first = trainer.step(images, labels).perception_loss
+    for _ in range(30):
+        last = trainer.step(images, labels).perception_loss
+    assert last < first - 0.2
+
+
+def test_rollout_matches_the_environment(batch):
+    """The differentiable rollout and MnistGlimpseEnv compute the same observations and predictions."""
+    images, _ = batch
+    policy, core = make_agent(step_bias=True)
+    episode = run_episodes(policy, core, Sampler("bilinear"), images[:1], 4)
+    env = MnistGlimpseEnv(max_glimpses=4, split="test", perception=core)
+    observation, _ = env.reset(options={"index": 0})
+    for step in range(4):
+        torch.testing.assert_close(torch.as_tensor(observation), episode.observations[step, 0].detach())
+        action = policy(torch.as_tensor(observation)[None], step)[0].detach().numpy()
+        observation, _, terminated, _, info = env.step(action)
+        torch.testing.assert_close(torch.as_tensor(info["prediction"]), torch.softmax(episode.logits[step, 0], -1).detach())
+    assert terminated
+
+
+def test_accuracy_by_glimpse_counts_correct_predictions():
+    torch.manual_seed(0)
+    core = PerceptionCore()
+    accuracy = accuracy_by_glimpse(RandomGlimpses(torch.Generator().manual_seed(0)), core, 3, batch_size=4000)
+    assert accuracy.shape == (3,)
+    data = load_mnist("test")
+    episode = run_episodes(RandomGlimpses(torch.Generator().manual_seed(0)), core, Sampler("nearest"),
+                           data.images[:4000].float() / 255.0, 3)
+    first_chunk = (episode.logits.argmax(-1) == data.labels[:4000]).sum(1)
+    assert torch.all(first_chunk <= accuracy * len(data) + 1e-3)
+    assert accuracy_table(torch.linspace(0.1, 0.9, 30)).keys() == {"1", "2", "5", "10", "25", "30"}
+
+
+@pytest.mark.parametrize("kind", ["attention", "fixed", "random"])
+def test_checkpoint_round_trip(tmp_path, batch, kind):
+    images, _ = batch
+    policy, core = make_agent(step_bias=True)
+    policy = {"attention": policy, "fixed": FixedSequence(4), "random": RandomGlimpses()}[kind]
+    save_agent(tmp_path / "checkpoint.pt", "test", policy, core, 4)
+    loaded, loaded_core, checkpoint = load_agent(tmp_path / "checkpoint.pt")
+    assert checkpoint["glimpses"] == 4 and checkpoint["agent"] == "test"
+    if kind != "random":
+        a = run_episodes(policy.eval(), core.eval(), Sampler("nearest"), images, 4).logits
+        b = run_episodes(loaded, loaded_core, Sampler("nearest"), images, 4).logits
+        assert torch.equal(a, b)
+
+
+def test_load_agent_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="train/"):
+        load_agent(tmp_path / "missing.pt")
+    torch.save({"format": "something else"}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not an agent checkpoint"):
+        load_agent(tmp_path / "other.pt")
+
+
+def test_train_script_smoke(tmp_path):
+    """A tiny run writes a loadable checkpoint, the metrics schema, and the figure; evaluate.py
+    reproduces its nearest-pixel accuracy."""
+    import train.differentiable as script
+    import train.evaluate as evaluate
+
+    out = tmp_path / "run"
+    metrics = script.main(script.Args(glimpses=3, epochs=1, batch_size=6000, out=str(out), device="cpu",
+                                      step_bias=True, sampler="nearest", sampler_gradient="bilinear"))
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved == metrics
+    assert set(saved["test_accuracy"]) == {"1", "2", "3"}
+    assert all(0.0 <= v <= 1.0 for v in saved["test_accuracy"].values())
+    assert saved["readout"] == "nearest" and saved["train_sampler"] == "nearest+bilinear"
+    assert (out / "glimpses.png").stat().st_size > 10_000
+    result = evaluate.main(evaluate.Args(checkpoint=str(out / "checkpoint.pt"), device="cpu"))
+    assert result["test_accuracy"] == saved["test_accuracy"]
+    assert math.isclose(sum(result["test_accuracy"].values()), sum(saved["test_accuracy"].values()))
