@@ -1,6 +1,7 @@
 # make venv   create .venv and install the package (editable) with its test extras
 # make demo   a few random-glimpse episodes; saves runs/demo/glimpse_trail.png
 # make test   the test suite
+# make train  train the differentiable agent (python train/differentiable.py; ARGS= passes options)
 # make bench  env throughput (pass options with ARGS="--seconds 1 --num-envs 64 1024")
 
 PYTHON ?= python3
@@ -9,7 +10,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: venv demo test bench
+.PHONY: venv demo test train bench
 
 venv: $(STAMP)
 
@@ -24,6 +25,9 @@ demo: venv
 
 test: venv
 	$(BIN)/python -m pytest -q
+
+train: venv
+	$(BIN)/python train/differentiable.py $(ARGS)
 
 bench: venv
 	$(BIN)/python benchmarks/env_throughput.py $(ARGS)

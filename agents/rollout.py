@@ -60,7 +60,7 @@ def run_episodes(
     logits, coords, values, observations = [], [], [], []
     for step in range(glimpses):
         observations.append(observation)
-        coords_t = action_to_pixel(policy(observation, step))
+        coords_t = action_to_pixel(policy(observation, step).clamp(-1.0, 1.0))  # as the env clips
         histogram, logits_t, values_t = core.glimpse(histogram, images, coords_t, sampler)
         observation = core.observation(histogram, logits_t)
         logits.append(logits_t)

@@ -1,0 +1,315 @@
+"""The PPO glimpse agent (Stable-Baselines3): its network, an adapter to the project's policy protocol,
+and a cheap accuracy probe during training.
+
+The SB3 policy (:class:`GlimpseActorCriticPolicy`) is an ``ActorCriticPolicy`` (Gaussian actions,
+separate actor and critic MLPs) over the observation scaled to ``[0, 1]`` (:class:`ScaledObservation`:
+histogram / ``T``, probabilities as they are) plus ``t / T`` (:class:`VecStepFeature`), with an
+optional learned action offset per glimpse. Why the last two: the environment's observation does
+not say how many glimpses were taken, and a Gaussian policy's mean starts at the centre; PPO then
+improves the *stochastic* policy (whose noise spreads the glimpses) while the deterministic one keeps
+looking at nearly one pixel (measured: ~20% at 25 glimpses after 1M steps, against ~50% for the
+sampled policy). Starting from a random fixed sequence (offsets ``U(-1, 1)``) with small action noise
+removes that gap.
+
+:class:`SB3GlimpsePolicy` turns the SB3 policy into an :class:`agents.rollout.GlimpsePolicy`, the
+deterministic action (the Gaussian's mean, clipped to ``[-1, 1]`` as the environment clips it), so
+:func:`agents.evaluation.accuracy_by_glimpse` and :func:`agents.checkpoint.save_agent` work on it
+like on every other agent. It is rebuilt from ``(config, state_dict)`` alone (:meth:`SB3GlimpsePolicy.from_config`),
+so agent checkpoints need neither the SB3 zip nor pickled classes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, MlpExtractor
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
+from torch import nn
+
+from agents.rollout import run_episodes
+from envs.data import load_mnist
+from envs.perception import PerceptionCore
+from envs.sampler import Sampler
+
+POLICY_KIND = "sb3-ppo"
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
+
+
+class ScaledObservation(BaseFeaturesExtractor):
+    """``observation / observation_space.high`` (entries with ``high <= 0`` or infinite are kept as
+    they are): the histogram, in ``[0, T]``, becomes ``[0, 1]`` like the probabilities."""
+
+    def __init__(self, observation_space: spaces.Box) -> None:
+        super().__init__(observation_space, features_dim=int(np.prod(observation_space.shape)))
+        high = np.asarray(observation_space.high, dtype=np.float32).reshape(-1)
+        scale = np.where(np.isfinite(high) & (high > 0), 1.0 / np.where(high > 0, high, 1.0), 1.0)
+        self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32), persistent=False)
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        return observations.flatten(1) * self.scale
+
+
+class VecStepFeature(VecEnvWrapper):
+    """Appends ``t / T`` (glimpses taken so far over the episode length) to every observation.
+
+    The environment's observation does not say how many glimpses were taken; without it a
+    deterministic policy that starts by sending every glimpse to the same place sees nearly the same
+    observation each step and keeps doing so. :class:`SB3GlimpsePolicy` appends the same feature from
+    the ``step`` argument of the :class:`~agents.rollout.GlimpsePolicy` protocol.
+    """
+
+    def __init__(self, venv: VecEnv, max_glimpses: int) -> None:
+        space = venv.observation_space
+        low = np.append(np.asarray(space.low, dtype=np.float32), np.float32(0.0))
+        high = np.append(np.asarray(space.high, dtype=np.float32), np.float32(1.0))
+        super().__init__(venv, observation_space=spaces.Box(low, high, dtype=np.float32))
+        self.max_glimpses = max_glimpses
+        self.elapsed = np.zeros(venv.num_envs, dtype=np.float32)
+
+    def _augment(self, observation: np.ndarray, elapsed: np.ndarray) -> np.ndarray:
+        return np.concatenate([observation, (elapsed / self.max_glimpses)[:, None]], axis=1, dtype=np.float32)
+
+    def reset(self) -> VecEnvObs:
+        observation = self.venv.reset()
+        self.elapsed[:] = 0.0
+        return self._augment(observation, self.elapsed)
+
+    def step_wait(self) -> VecEnvStepReturn:
+        observation, reward, dones, infos = self.venv.step_wait()
+        self.elapsed += 1.0
+        if dones.any():
+            ended = np.flatnonzero(dones)
+            for k in ended.tolist():  # the dicts of finished episodes are fresh ones: safe to fill in
+                terminal = infos[k]["terminal_observation"]
+                infos[k]["terminal_observation"] = self._augment(terminal[None], self.elapsed[k : k + 1])[0]
+            self.elapsed[ended] = 0.0
+        return self._augment(observation, self.elapsed), reward, dones, infos
+
+
+class StepOffsetMlpExtractor(MlpExtractor):
+    """SB3's ``MlpExtractor`` whose actor latent also carries ``one_hot(t)``, read from the last
+    feature (``t / T``, :class:`VecStepFeature`): the linear action head then adds a learned offset
+    ``theta_t`` per glimpse, ``mean_t = W h_t + theta_t + b`` (as ``AttentionNetwork(step_bias=True)``
+    does for the differentiable agent): a learned fixed sequence plus an adaptive correction."""
+
+    def __init__(self, feature_dim: int, net_arch: Any, activation_fn: type[nn.Module], glimpses: int, device: Any = "auto") -> None:
+        super().__init__(feature_dim, net_arch, activation_fn, device)
+        self.glimpses = glimpses
+        self.latent_dim_pi += glimpses
+
+    def step_one_hot(self, features: torch.Tensor) -> torch.Tensor:
+        step = (features[:, -1] * self.glimpses).round().long().clamp(0, self.glimpses - 1)
+        return nn.functional.one_hot(step, self.glimpses).to(features.dtype)
+
+    def forward_actor(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.policy_net(features), self.step_one_hot(features)], dim=1)
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.forward_actor(features), self.forward_critic(features)
+
+
+class GlimpseActorCriticPolicy(ActorCriticPolicy):
+    """``ActorCriticPolicy`` with optional per-glimpse action offsets (``step_offsets=T``; 0 = off,
+    the plain SB3 MLP policy). The offsets start ``U(-1, 1)`` (like :class:`~agents.baselines.FixedSequence`),
+    so the initial deterministic policy is a random fixed sequence rather than ``T`` glimpses at the
+    centre. Needs :class:`VecStepFeature` observations."""
+
+    def __init__(self, *args: Any, step_offsets: int = 0, **kwargs: Any) -> None:
+        self.step_offsets = step_offsets
+        super().__init__(*args, **kwargs)
+
+    def _build_mlp_extractor(self) -> None:
+        if not self.step_offsets:
+            return super()._build_mlp_extractor()
+        self.mlp_extractor = StepOffsetMlpExtractor(
+            self.features_dim, self.net_arch, self.activation_fn, self.step_offsets, self.device
+        )
+
+    def _build(self, lr_schedule: Any) -> None:
+        super()._build(lr_schedule)
+        if self.step_offsets:
+            with torch.no_grad():
+                self.action_net.weight[:, -self.step_offsets :].uniform_(-1.0, 1.0)
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        return {**super()._get_constructor_parameters(), "step_offsets": self.step_offsets}
+
+
+@dataclass
+class PolicyConfig:
+    """What rebuilds the SB3 policy: the observation space's bounds and the network's shape.
+
+    :param observation_high: ``observation_space.high`` (the low bound is 0).
+    :param hidden: widths of the actor's and the critic's hidden layers (separate networks).
+    :param activation: ``"tanh"`` or ``"relu"``.
+    :param log_std_init: initial log standard deviation of the Gaussian actions.
+    :param step_feature: the observation ends with ``t / glimpses`` (:class:`VecStepFeature`).
+    :param glimpses: ``T`` of that feature (the training episode length).
+    :param step_offsets: learned per-glimpse action offsets (:class:`GlimpseActorCriticPolicy`;
+        needs ``step_feature``).
+    """
+
+    observation_high: list[float]
+    hidden: list[int] = field(default_factory=lambda: [64, 64])
+    activation: str = "tanh"
+    log_std_init: float = -1.5
+    step_feature: bool = False
+    glimpses: int = 0
+    step_offsets: bool = False
+
+    def __post_init__(self) -> None:
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"Unknown activation {self.activation!r}; valid values are {list(ACTIVATIONS)}.")
+        if self.step_feature and self.glimpses < 1:
+            raise ValueError("PolicyConfig(step_feature=True) needs the episode length glimpses >= 1.")
+        if self.step_offsets and not self.step_feature:
+            raise ValueError("PolicyConfig(step_offsets=True) needs step_feature=True (the offsets are chosen by t).")
+
+    @classmethod
+    def for_space(cls, observation_space: spaces.Box, **kwargs: Any) -> "PolicyConfig":
+        return cls([float(x) for x in np.asarray(observation_space.high).reshape(-1)], **kwargs)
+
+    def observation_space(self) -> spaces.Box:
+        high = np.asarray(self.observation_high, dtype=np.float32)
+        return spaces.Box(np.zeros_like(high), high, dtype=np.float32)
+
+    def policy_kwargs(self) -> dict[str, Any]:
+        """``policy_kwargs`` for ``PPO(GlimpseActorCriticPolicy, ...)``."""
+        return {
+            "step_offsets": self.glimpses if self.step_offsets else 0,
+            "net_arch": {"pi": list(self.hidden), "vf": list(self.hidden)},
+            "activation_fn": ACTIVATIONS[self.activation],
+            "log_std_init": self.log_std_init,
+            "features_extractor_class": ScaledObservation,
+        }
+
+
+def glimpse_action_space() -> spaces.Box:
+    return spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
+
+
+class SB3GlimpsePolicy(nn.Module):
+    """An SB3 ``ActorCriticPolicy`` as a :class:`~agents.rollout.GlimpsePolicy`:
+    ``policy(observation (B, H + 10), step) -> clip(mean action, -1, 1)`` ``(B, 2)`` (with
+    ``config.step_feature``, ``step / glimpses`` is appended to the observation first, as
+    :class:`VecStepFeature` does in training).
+
+    :param policy: the SB3 policy (``model.policy``), used as is (not copied).
+    :param config: the :class:`PolicyConfig` it was built from.
+    """
+
+    def __init__(self, policy: ActorCriticPolicy, config: PolicyConfig) -> None:
+        super().__init__()
+        self.policy = policy
+        self.config = config
+
+    def forward(self, observation: torch.Tensor, step: int = 0) -> torch.Tensor:
+        if self.config.step_feature:
+            observation = torch.cat([observation, observation.new_full((observation.shape[0], 1), step / self.config.glimpses)], dim=1)
+        return self.policy._predict(observation, deterministic=True).clamp(-1.0, 1.0)
+
+    def checkpoint_record(self) -> dict[str, Any]:
+        """The ``policy`` entry of an agent checkpoint (:func:`agents.checkpoint.save_agent`)."""
+        state = {key: value.detach().cpu() for key, value in self.state_dict().items()}
+        return {"kind": POLICY_KIND, "config": asdict(self.config), "state_dict": state}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any] | PolicyConfig) -> "SB3GlimpsePolicy":
+        """A freshly initialised policy of the shape ``config`` describes (load its state dict next)."""
+        config = config if isinstance(config, PolicyConfig) else PolicyConfig(**config)
+        policy = GlimpseActorCriticPolicy(
+            config.observation_space(), glimpse_action_space(), lambda _: 0.0, **config.policy_kwargs()
+        )
+        return cls(policy, config)
+
+
+@torch.no_grad()
+def subset_accuracy(
+    policy: SB3GlimpsePolicy, core: PerceptionCore, images: torch.Tensor, labels: torch.Tensor, glimpses: int
+) -> torch.Tensor:
+    """Accuracy after each glimpse ``(T,)`` on ``images`` (float in ``[0, 1]``), nearest read-out."""
+    was_training = policy.policy.training
+    policy.policy.set_training_mode(False)
+    episode = run_episodes(policy, core, Sampler("nearest"), images, glimpses)
+    policy.policy.set_training_mode(was_training)
+    return (episode.logits.argmax(dim=-1) == labels).float().mean(dim=1)
+
+
+class SubsetEvalCallback(BaseCallback):
+    """Every ``every`` environment steps (and at the end), the deterministic policy's nearest-pixel
+    accuracy after ``budget`` glimpses on a fixed subset of ``size`` test images.
+
+    Its own time is kept off the training clock: ``curve`` holds ``{"env_steps", "seconds",
+    "accuracy", "train_accuracy"}`` (the last: the stochastic policy's recent training episodes) with ``seconds`` the training time so far, evaluation excluded;
+    ``seconds_to(threshold)`` the first such time at which the accuracy reached ``threshold``.
+
+    :param policy: the adapter over ``model.policy``.
+    :param core: the perception core (the environment's, live, in joint training).
+    :param glimpses: episode length ``T`` of the evaluation.
+    :param budget: the glimpse count whose accuracy is recorded (``<= T``).
+    :param size: subset size (the first ``size`` images of a fixed permutation of the test split).
+    :param every: environment steps between evaluations.
+    """
+
+    def __init__(
+        self,
+        policy: SB3GlimpsePolicy,
+        core: PerceptionCore,
+        glimpses: int,
+        budget: int,
+        size: int = 2000,
+        every: int = 100_000,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        super().__init__()
+        data = load_mnist("test", device)
+        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:size].to(data.images.device)
+        self.images = data.images[order].float() / 255.0
+        self.labels = data.labels[order]
+        self.glimpse_policy, self.core = policy, core
+        self.glimpses, self.budget, self.every = glimpses, budget, every
+        self.curve: list[dict[str, float]] = []
+        self.eval_seconds = 0.0
+        self._start = 0.0
+        self._last = -every
+
+    def training_seconds(self) -> float:
+        """Seconds since training started, evaluation time excluded."""
+        return time.perf_counter() - self._start - self.eval_seconds
+
+    def _on_training_start(self) -> None:
+        self._start = time.perf_counter()
+        self.eval_seconds = 0.0
+
+    def _evaluate(self) -> None:
+        seconds = self.training_seconds()
+        started = time.perf_counter()
+        accuracy = float(subset_accuracy(self.glimpse_policy, self.core, self.images, self.labels, self.glimpses)[self.budget - 1])
+        self.eval_seconds += time.perf_counter() - started
+        self._last = self.num_timesteps
+        point = {"env_steps": int(self.num_timesteps), "seconds": round(seconds, 2), "accuracy": round(accuracy, 4)}
+        if self.model.ep_success_buffer:  # the stochastic training policy's recent accuracy (info "is_success")
+            point["train_accuracy"] = round(float(np.mean(self.model.ep_success_buffer)), 4)
+        self.curve.append(point)
+        self.logger.record("eval/subset_accuracy", accuracy)
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps - self._last >= self.every:
+            self._evaluate()
+        return True
+
+    def _on_training_end(self) -> None:
+        if not self.curve or self.curve[-1]["env_steps"] != self.num_timesteps:
+            self._evaluate()
+
+    def seconds_to(self, threshold: float) -> float | None:
+        return next((point["seconds"] for point in self.curve if point["accuracy"] >= threshold), None)

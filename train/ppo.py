@@ -1,0 +1,193 @@
+"""Train a PPO glimpse agent (Stable-Baselines3) on the batched environment.
+
+    python train/ppo.py                                     # 25 glimpses, frozen packaged core
+    python train/ppo.py --perception joint                  # the env also trains its core (perception optimizer)
+    python train/ppo.py --glimpses 10 --num-envs 512 --total-steps 2000000 --torch-threads 1
+
+The agent acts through :class:`envs.sb3.MnistGlimpseSB3VecEnv` (``--num-envs`` episodes as one batch
+of tensors). With ``--perception joint`` the environment runs its own copy of the packaged core with
+``learn_perception=True``: after each batch of finished episodes it takes one cross-entropy step on
+the true labels (:meth:`envs.simulator.GlimpseSimulator.learn`); that core is the one saved. Rewards
+are the environment's dense log-likelihood gains; ``--gamma`` < 1 weights the early glimpses more
+(the discounted return telescopes into a weighted sum of the log-likelihood after every glimpse).
+
+Writes ``OUT/model.zip`` (SB3's ``PPO.load``), ``OUT/checkpoint.pt`` (policy + core, for
+``train/evaluate.py``), ``OUT/metrics.json`` (nearest-pixel test accuracy after 1, 2, 5, 10, 25
+glimpses, deterministic policy) and ``OUT/glimpses.png``; TensorBoard logs go to ``OUT/tb``.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import tyro
+from stable_baselines3 import PPO
+
+from agents.checkpoint import save_agent
+from agents.evaluation import accuracy_by_glimpse, accuracy_table, write_metrics
+from agents.figures import plot_glimpse_trails
+from agents.ppo import GlimpseActorCriticPolicy, PolicyConfig, SB3GlimpsePolicy, SubsetEvalCallback, VecStepFeature
+from envs.config import resolve_device
+from envs.sb3 import MnistGlimpseSB3VecEnv
+
+
+@dataclass
+class Args:
+    glimpses: int = 25
+    """glimpses per episode (T)"""
+    num_envs: int = 256
+    """episodes simulated in parallel (one batched env)"""
+    total_steps: int = 5_000_000
+    """environment steps (glimpses) to train for"""
+    perception: Literal["frozen", "joint"] = "frozen"
+    """frozen: the packaged core as is; joint: the env trains its core with the perception optimizer"""
+    perception_lr: float = 1e-3
+    """Adam learning rate of the perception optimizer (joint mode)"""
+    sampler: Literal["nearest", "bilinear", "bicubic", "gaussian"] = "nearest"
+    """training read-out (PPO needs no gradient through it; nearest is also the evaluation read-out)"""
+    n_steps: int = 0
+    """steps per environment per rollout (0: one episode, T)"""
+    num_minibatches: int = 4
+    """minibatches per PPO epoch (minibatch size = n_steps * num_envs / num_minibatches)"""
+    n_epochs: int = 4
+    """PPO epochs per rollout"""
+    learning_rate: float = 3e-4
+    """Adam learning rate of PPO"""
+    gamma: float = 0.95
+    """discount"""
+    gae_lambda: float = 0.95
+    """GAE lambda"""
+    clip_range: float = 0.2
+    """PPO clipping"""
+    ent_coef: float = 0.0
+    """entropy bonus"""
+    hidden: tuple[int, ...] = (64, 64)
+    """hidden layer widths of the actor and of the critic"""
+    activation: Literal["tanh", "relu"] = "tanh"
+    """activation of the hidden layers"""
+    log_std_init: float = -1.5
+    """initial log std of the Gaussian actions (normalised units; actions are clipped to [-1, 1])"""
+    step_feature: bool = True
+    """append t / T to the observation (the env's observation does not say how many glimpses were taken)"""
+    step_offsets: bool = True
+    """learned per-glimpse action offsets, initialised U(-1, 1) (needs --step-feature)"""
+    eval_every: int = 200_000
+    """environment steps between evaluations on a fixed 2,000-image test subset"""
+    eval_images: int = 2000
+    """size of that subset"""
+    progress_bar: bool = True
+    """show SB3's progress bar"""
+    torch_threads: int = 0
+    """torch intra-op threads (0: torch's default; 1 on a small shared machine)"""
+    seed: int = 0
+    """seed of python, numpy, torch, PPO and the environments"""
+    device: str = "auto"
+    """cpu, cuda or auto (environment and networks)"""
+    out: str = "runs/ppo"
+    """output folder"""
+
+
+def main(args: Args) -> dict:
+    if args.torch_threads > 0:
+        torch.set_num_threads(args.torch_threads)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    device = resolve_device(args.device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    batched = MnistGlimpseSB3VecEnv(
+        args.num_envs,
+        max_glimpses=args.glimpses,
+        sampler=args.sampler,
+        learn_perception=args.perception == "joint",
+        perception_lr=args.perception_lr,
+        device=device,
+    )
+    env = VecStepFeature(batched, args.glimpses) if args.step_feature else batched
+    n_steps = args.n_steps or args.glimpses
+    config = PolicyConfig.for_space(
+        env.observation_space,
+        hidden=list(args.hidden),
+        activation=args.activation,
+        log_std_init=args.log_std_init,
+        step_feature=args.step_feature,
+        glimpses=args.glimpses,
+        step_offsets=args.step_offsets,
+    )
+    model = PPO(
+        GlimpseActorCriticPolicy,
+        env,
+        n_steps=n_steps,
+        batch_size=max(1, n_steps * args.num_envs // args.num_minibatches),
+        n_epochs=args.n_epochs,
+        learning_rate=args.learning_rate,
+        gamma=args.gamma,
+        gae_lambda=args.gae_lambda,
+        clip_range=args.clip_range,
+        ent_coef=args.ent_coef,
+        policy_kwargs=config.policy_kwargs(),
+        tensorboard_log=str(out / "tb"),
+        seed=args.seed,
+        device=device,
+        verbose=0,
+    )
+    policy = SB3GlimpsePolicy(model.policy, config)
+    budget = min(25, args.glimpses)
+    probe = SubsetEvalCallback(
+        policy, batched.core, args.glimpses, budget, size=args.eval_images, every=args.eval_every, seed=args.seed, device=device
+    )
+
+    started = time.perf_counter()
+    model.learn(args.total_steps, callback=probe, progress_bar=args.progress_bar, tb_log_name="ppo")
+    wall_seconds = time.perf_counter() - started
+    train_seconds = wall_seconds - probe.eval_seconds
+    model.save(out / "model.zip")
+
+    policy.eval()
+    core = batched.core.eval()
+    nearest = accuracy_by_glimpse(policy, core, args.glimpses, device=device)
+    for glimpses, accuracy in accuracy_table(nearest).items():
+        model.logger.record(f"eval/test_accuracy_nearest_{glimpses}", accuracy)
+    model.logger.dump(model.num_timesteps)
+    agent = f"ppo-{args.perception}"
+    save_agent(out / "checkpoint.pt", agent, policy, core, args.glimpses, args=vars(args), sb3_model="model.zip")
+    metrics = write_metrics(
+        out / "metrics.json",
+        agent,
+        nearest,
+        args.sampler,
+        train_seconds,
+        str(device),
+        args.seed,
+        perception=args.perception,
+        env_steps=int(model.num_timesteps),
+        env_steps_per_second=round(model.num_timesteps / train_seconds, 1),
+        seconds_to_80_percent=probe.seconds_to(0.8),
+        seconds_to_80_percent_glimpses=budget,
+        eval_subset_images=args.eval_images,
+        eval_subset_curve=probe.curve,
+        eval_seconds=round(probe.eval_seconds, 1),
+        num_envs=args.num_envs,
+        gamma=args.gamma,
+        torch_threads=torch.get_num_threads(),
+        sb3_model="model.zip",
+    )
+    plot_glimpse_trails(policy, core, args.glimpses, out / "glimpses.png", device=device)
+    env.close()
+    print(
+        f"{agent}: nearest-pixel test accuracy {metrics['test_accuracy']}; {metrics['env_steps']:,} env steps at "
+        f"{metrics['env_steps_per_second']:,.0f}/s; wrote {out}"
+    )
+    return metrics
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
