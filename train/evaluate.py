@@ -1,6 +1,10 @@
 """Evaluate a saved agent on the 10,000 test images; prints the metrics JSON to stdout.
 
     python train/evaluate.py --checkpoint runs/differentiable/checkpoint.pt [--sampler nearest]
+
+``test_accuracy`` holds the reported budgets (1, 2, 5, 10, 25 glimpses); ``accuracy_by_glimpse`` the
+accuracy after every glimpse 1..T. ``--seed`` seeds torch before the rollout: it only matters for a
+policy that draws random numbers (the random-glimpses baseline).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import sys
 from dataclasses import dataclass
 from typing import Literal
 
+import torch
 import tyro
 
 from agents.checkpoint import load_agent
@@ -28,6 +33,8 @@ class Args:
     """episode length; default: the one the agent was trained with"""
     device: str = "auto"
     """cpu, cuda or auto"""
+    seed: int = 0
+    """torch seed set before the rollout (only a random policy, e.g. random-glimpses, uses it)"""
 
 
 def main(args: Args) -> dict:
@@ -35,14 +42,17 @@ def main(args: Args) -> dict:
     policy, core, checkpoint = load_agent(args.checkpoint, device)
     glimpses = args.glimpses or checkpoint["glimpses"]
     print(f"evaluating {checkpoint['agent']} from {args.checkpoint} on {device}", file=sys.stderr)
+    torch.manual_seed(args.seed)
     accuracy = accuracy_by_glimpse(policy, core, glimpses, sampler=Sampler(args.sampler), device=device)
     result = {
         "agent": checkpoint["agent"],
         "test_accuracy": accuracy_table(accuracy),
         "readout": args.sampler,
         "glimpses": glimpses,
+        "accuracy_by_glimpse": [round(float(a), 4) for a in accuracy],
         "checkpoint": args.checkpoint,
         "device": str(device),
+        "seed": args.seed,
     }
     print(json.dumps(result, indent=2))
     return result
