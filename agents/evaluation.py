@@ -37,15 +37,32 @@ def accuracy_by_glimpse(
     :param batch_size: images per forward pass (memory only; the result does not depend on it,
         except through a policy's own randomness).
     """
-    sampler = sampler or Sampler("nearest")
     data = load_mnist(split, device)
     correct = torch.zeros(glimpses, device=device)
     for start in range(0, len(data), batch_size):
-        images = data.images[start : start + batch_size].float() / 255.0
+        images = data.images[start : start + batch_size]
         labels = data.labels[start : start + batch_size]
-        episode = run_episodes(policy, core, sampler, images, glimpses)
-        correct += (episode.logits.argmax(dim=-1) == labels).sum(dim=1)
+        correct += accuracy_on(policy, core, images, labels, glimpses, sampler) * labels.shape[0]
     return correct / len(data)
+
+
+@torch.no_grad()
+def accuracy_on(
+    policy: GlimpsePolicy,
+    core: PerceptionCore,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    glimpses: int,
+    sampler: Sampler | None = None,
+) -> torch.Tensor:
+    """Fraction of one batch classified correctly after each glimpse: a ``(T,)`` tensor.
+
+    :param images: ``uint8`` ``(B, 28, 28)`` grey levels (converted to ``[0, 1]`` here).
+    :param labels: ``(B,)`` true classes.
+    :param sampler: the read-out; default ``nearest`` (one real pixel per glimpse).
+    """
+    episode = run_episodes(policy, core, sampler or Sampler("nearest"), images.float() / 255.0, glimpses)
+    return (episode.logits.argmax(dim=-1) == labels).float().mean(dim=1)
 
 
 def accuracy_table(accuracy: torch.Tensor) -> dict[str, float]:

@@ -34,10 +34,9 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 from torch import nn
 
-from agents.rollout import run_episodes
+from agents.evaluation import accuracy_on
 from envs.data import load_mnist
 from envs.perception import PerceptionCore
-from envs.sampler import Sampler
 
 POLICY_KIND = "sb3-ppo"
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
@@ -231,16 +230,16 @@ class SB3GlimpsePolicy(nn.Module):
         return cls(policy, config)
 
 
-@torch.no_grad()
 def subset_accuracy(
     policy: SB3GlimpsePolicy, core: PerceptionCore, images: torch.Tensor, labels: torch.Tensor, glimpses: int
 ) -> torch.Tensor:
-    """Accuracy after each glimpse ``(T,)`` on ``images`` (float in ``[0, 1]``), nearest read-out."""
+    """Accuracy after each glimpse ``(T,)`` on ``uint8`` ``images``, nearest read-out, with the SB3
+    policy in evaluation mode for the rollout (:func:`agents.evaluation.accuracy_on`)."""
     was_training = policy.policy.training
     policy.policy.set_training_mode(False)
-    episode = run_episodes(policy, core, Sampler("nearest"), images, glimpses)
+    accuracy = accuracy_on(policy, core, images, labels, glimpses)
     policy.policy.set_training_mode(was_training)
-    return (episode.logits.argmax(dim=-1) == labels).float().mean(dim=1)
+    return accuracy
 
 
 class SubsetEvalCallback(BaseCallback):
@@ -273,7 +272,7 @@ class SubsetEvalCallback(BaseCallback):
         super().__init__()
         data = load_mnist("test", device)
         order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:size].to(data.images.device)
-        self.images = data.images[order].float() / 255.0
+        self.images = data.images[order]
         self.labels = data.labels[order]
         self.glimpse_policy, self.core = policy, core
         self.glimpses, self.budget, self.every = glimpses, budget, every

@@ -41,13 +41,12 @@ from tqdm import tqdm
 
 from agents.baselines import RandomGlimpses
 from agents.checkpoint import save_agent
-from agents.evaluation import accuracy_by_glimpse, accuracy_table, write_metrics
+from agents.evaluation import accuracy_by_glimpse, accuracy_on, accuracy_table, write_metrics
 from agents.figures import plot_glimpse_trails
 from agents.reinforce import GaussianAttentionPolicy, ReinforceLearner, SampledGlimpses, ValueBaseline, collect_rollout, make_env
-from agents.rollout import GlimpsePolicy, run_episodes
 from envs.config import resolve_device
 from envs.data import load_mnist
-from envs.perception import PerceptionCore, load_pretrained
+from envs.perception import load_pretrained
 from envs.sampler import Sampler
 
 #: Test accuracy at 25 glimpses whose first crossing is timed (``seconds_to_80_at_25``).
@@ -110,16 +109,6 @@ class Args:
     """output folder"""
 
 
-@torch.no_grad()
-def subset_accuracy(
-    policy: GlimpsePolicy, core: PerceptionCore, images: torch.Tensor, labels: torch.Tensor, glimpses: int
-) -> torch.Tensor:
-    """Nearest-readout accuracy after each glimpse on a fixed batch of ``images`` ``(B, 28, 28)``
-    ``uint8``: a ``(T,)`` tensor (one batched rollout, as ``accuracy_by_glimpse`` does per chunk)."""
-    episode = run_episodes(policy, core, Sampler("nearest"), images.float() / 255.0, glimpses)
-    return (episode.logits.argmax(dim=-1) == labels).float().mean(dim=1)
-
-
 def main(args: Args) -> dict:
     if args.torch_threads is not None:
         torch.set_num_threads(args.torch_threads)
@@ -158,7 +147,7 @@ def main(args: Args) -> dict:
     test = load_mnist("test", device)
     eval_images, eval_labels = test.images[: args.eval_images], test.labels[: args.eval_images]
     random_glimpses = RandomGlimpses(torch.Generator(device).manual_seed(args.seed))
-    random_baseline = float(subset_accuracy(random_glimpses, load_pretrained(device, shared=True), eval_images, eval_labels, args.glimpses)[-1])
+    random_baseline = float(accuracy_on(random_glimpses, load_pretrained(device, shared=True), eval_images, eval_labels, args.glimpses)[-1])
 
     batch_steps = args.num_envs * args.glimpses
     iterations = max(1, args.total_steps // batch_steps)
@@ -169,7 +158,7 @@ def main(args: Args) -> dict:
     def evaluate(env_steps: int, seconds: float) -> None:
         """Greedy policy on the subset with the env's current core; records first crossings."""
         policy.eval()
-        accuracy = subset_accuracy(policy, env.core, eval_images, eval_labels, args.glimpses)
+        accuracy = accuracy_on(policy, env.core, eval_images, eval_labels, args.glimpses)
         policy.train()
         final = float(accuracy[-1])
         at_target = float(accuracy[TARGET_GLIMPSES - 1]) if args.glimpses >= TARGET_GLIMPSES else None
