@@ -20,15 +20,21 @@ PerceptionArg = PerceptionCore | str | os.PathLike | None
 
 
 def resolve_device(device: torch.device | str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; anything else as ``torch.device`` (checked)."""
+    """``"auto"`` -> CUDA when available, else CPU; anything else as ``torch.device`` (checked).
+
+    ``"cuda"`` resolves to the current CUDA device with its index (``cuda:0``), the device that tensors
+    and modules moved with ``.to("cuda")`` report, so the two compare equal.
+    """
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError):
         raise ValueError(f"Unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N' or 'auto'.") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} but CUDA is not available here; use device='cpu' or 'auto'.")
+    if resolved.type == "cuda" and resolved.index is None:
+        resolved = torch.device("cuda", torch.cuda.current_device())
     return resolved
 
 

@@ -61,6 +61,9 @@ class Args:
     """soft bins per channel of a scratch core"""
     epochs: int = 5
     """passes over the 60,000 training images"""
+    max_train_seconds: float = 0.0
+    """stop training after this many seconds of wall clock, mid-epoch if need be (0 = no limit); the
+    steps actually taken are recorded in metrics.json"""
     batch_size: int = 256
     """images per optimizer step"""
     perception_lr: float = 1e-3
@@ -115,9 +118,14 @@ def main(args: Args) -> dict:
     steps_per_epoch = len(data) // args.batch_size
     start = time.time()
     progress = tqdm(total=args.epochs * steps_per_epoch, desc=f"differentiable {args.policy}/{args.attention_target}")
+    steps_done = 0
     for epoch in range(args.epochs):
+        if args.max_train_seconds and time.time() - start > args.max_train_seconds:
+            break
         order = torch.randperm(len(data), device=device)
         for step in range(steps_per_epoch):
+            if args.max_train_seconds and time.time() - start > args.max_train_seconds:
+                break
             batch = order[step * args.batch_size : (step + 1) * args.batch_size]
             stats = trainer.step(data.images[batch].float() / 255.0, data.labels[batch])
             global_step = epoch * steps_per_epoch + step
@@ -127,6 +135,7 @@ def main(args: Args) -> dict:
                 writer.add_scalar("charts/train_accuracy_last", stats.accuracy_last, global_step)
                 progress.set_postfix(loss=f"{stats.perception_loss:.3f}", acc=f"{stats.accuracy_last:.3f}")
             progress.update()
+            steps_done += 1
     progress.close()
     train_seconds = time.time() - start
 
@@ -149,6 +158,8 @@ def main(args: Args) -> dict:
         attention_target=args.attention_target if args.policy == "attention" else None,
         test_accuracy_train_sampler=accuracy_table(trained_readout),
         epochs=args.epochs,
+        optimizer_steps=steps_done,
+        epochs_done=round(steps_done / steps_per_epoch, 2),
     )
     plot_glimpse_trails(policy, core, args.glimpses, out / "glimpses.png", device=device)
     writer.close()

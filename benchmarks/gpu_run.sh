@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The README's GPU figures in one run (about 5 minutes on one H200; needs gymnasium, SB3, tyro):
+#   bash benchmarks/gpu_run.sh OUT_DIR
+# 1. alone on the machine: env throughput (batched env on CUDA against SyncVectorEnv on CPU, measured
+#    in this run) and the SB3 adapter on CUDA;
+# 2. the CUDA tests (pytest -k cuda);
+# 3. side by side on the one GPU, TRAIN_SECONDS of wall clock each, batch 1024: the differentiable
+#    agent with the packaged-size core, with the 16x32 scratch core, and the fixed-sequence baseline.
+# A second set (batch 256, 240 s, 7 runs side by side) is the GRID=1 part; its figures are in
+# benchmarks/results/differentiable_gpu_h200.json.
+set -u
+OUT=${1:?usage: bash benchmarks/gpu_run.sh OUT_DIR}
+TRAIN_SECONDS=${TRAIN_SECONDS:-140}
+mkdir -p "$OUT/runs"
+export PYTHONUNBUFFERED=1 TQDM_DISABLE=1 OMP_NUM_THREADS=2
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+
+timeout 150 python benchmarks/env_throughput.py --devices cuda --num-envs 1024 16384 65536 262144 \
+  --sync-num-envs 1024 --seconds 2 --json "$OUT/env_throughput_cuda.json" > "$OUT/bench.log" 2>&1
+timeout 90 python benchmarks/sb3_vec_env.py --device cuda --num-envs 256 --seconds 2 \
+  --json "$OUT/sb3_vec_env_cuda.json" >> "$OUT/bench.log" 2>&1
+
+train() { name=$1; shift; python train/differentiable.py --device cuda --epochs 200 --out "$OUT/runs/$name" "$@" > "$OUT/runs/$name.log" 2>&1 & }
+fast=(--max-train-seconds "$TRAIN_SECONDS" --batch-size 1024 --perception-lr 3e-3 --attention-lr 3e-3)
+train label-bs1024 "${fast[@]}"
+train label-16x32-bs1024 "${fast[@]}" --core scratch --channels 16 --n-bins 32
+train fixed-bs1024 "${fast[@]}" --policy fixed
+if [ "${GRID:-0}" = 1 ]; then
+  grid=(--max-train-seconds 240)
+  big=(--core scratch --channels 16 --n-bins 32 --perception-lr 3e-3)
+  for seed in 0 1 2; do train "label-16x32-s$seed" "${grid[@]}" "${big[@]}" --seed "$seed"; done
+  train fixed-16x32-s0 "${grid[@]}" "${big[@]}" --policy fixed
+  train label-packaged-s0 "${grid[@]}"
+  train label-64x16-s0 "${grid[@]}" --core scratch --channels 64 --n-bins 16 --perception-lr 3e-3
+  train argmin-16x32-s0 "${grid[@]}" "${big[@]}" --attention-target argmin
+fi
+timeout 150 python -m pytest -q -p no:cacheprovider -k cuda > "$OUT/tests.log" 2>&1
+wait
+for f in "$OUT"/runs/*/metrics.json; do
+  python -c "import json; m = json.load(open('$f')); print('$f', m['test_accuracy'], m['epochs_done'])"
+done | tee "$OUT/summary.txt"
