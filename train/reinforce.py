@@ -89,8 +89,9 @@ class Args:
     """baseline network width"""
     step_bias: bool = True
     """learned per-glimpse offsets in the attention network (a fixed sequence plus an adaptive correction)"""
-    log_std_init: float = math.log(0.5)
-    """initial log-std of the Gaussian policy (normalised units; 0.5 is about 7 pixels)"""
+    log_std_init: float = math.log(0.1)
+    """initial log-std of the Gaussian policy (normalised units; 0.1 is about 1.4 pixels). Seed 0, 5M
+    steps, frozen core, accuracy at 25 glimpses: 0.5 -> 38.1%, 0.2 -> 59.5%, 0.1 -> 65.9%, 0.05 -> 64.8%"""
     log_std_min: float = math.log(0.05)
     """lower clamp of the log-std"""
     log_std_max: float = 0.0
