@@ -1,4 +1,4 @@
-"""How much of a fixed set of 25 pixels the perception core can use: the ceiling that no policy lifts.
+"""How much of a fixed set of 25 pixels the perception core can use, against a plain MLP on the same pixels.
 
 All models see the same 25 nearest pixels of every image, a 5x5 grid (rows and columns 6, 10, ..., 22)
 glimpsed in one fixed, shuffled order, and are trained on the 60,000 training images; accuracy is on
@@ -10,7 +10,8 @@ the 10,000 test images.
   reading the glimpses one by one, ``(i, j, value)`` each, as every agent's core does; its loss is
   the perception loss over all glimpses; accuracy after 5, 10 and 25 glimpses.
 
-The gap between the two at 25 glimpses is what the soft histogram loses, whatever the policy.
+The gap between the two at 25 glimpses is what the soft histogram loses on these pixels: a policy
+chooses which pixels are read, not how the core reads them.
 
     python benchmarks/core_capacity.py                                  # about 4 minutes on 1 CPU core
     python benchmarks/core_capacity.py --cores 16x32 --epochs 6

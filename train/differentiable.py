@@ -10,6 +10,7 @@ after 1, 2, 5, 10, 25 glimpses) and ``OUT/glimpses.png``; TensorBoard logs go to
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -118,13 +119,14 @@ def main(args: Args) -> dict:
     steps_per_epoch = len(data) // args.batch_size
     start = time.time()
     progress = tqdm(total=args.epochs * steps_per_epoch, desc=f"differentiable {args.policy}/{args.attention_target}")
+    if args.max_train_seconds < 0:
+        raise ValueError(f"--max-train-seconds must be >= 0 (0 = no limit), got {args.max_train_seconds}.")
+    deadline = start + args.max_train_seconds if args.max_train_seconds > 0 else math.inf
     steps_done = 0
     for epoch in range(args.epochs):
-        if args.max_train_seconds and time.time() - start > args.max_train_seconds:
-            break
         order = torch.randperm(len(data), device=device)
         for step in range(steps_per_epoch):
-            if args.max_train_seconds and time.time() - start > args.max_train_seconds:
+            if time.time() > deadline:
                 break
             batch = order[step * args.batch_size : (step + 1) * args.batch_size]
             stats = trainer.step(data.images[batch].float() / 255.0, data.labels[batch])
@@ -136,6 +138,8 @@ def main(args: Args) -> dict:
                 progress.set_postfix(loss=f"{stats.perception_loss:.3f}", acc=f"{stats.accuracy_last:.3f}")
             progress.update()
             steps_done += 1
+        if time.time() > deadline:
+            break
     progress.close()
     train_seconds = time.time() - start
 
