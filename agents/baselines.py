@@ -41,6 +41,10 @@ class FixedSequence(nn.Module):
         super().__init__()
         self.theta = nn.Parameter(torch.rand(glimpses, 2, generator=generator) * 2.0 - 1.0)
 
+    def locations(self) -> torch.Tensor:
+        """The sequence as actions, ``tanh(theta)`` of shape ``(T, 2)`` in ``[-1, 1]`` (detached)."""
+        return torch.tanh(self.theta.detach())
+
     def forward(self, observation: torch.Tensor, step: int) -> torch.Tensor:
         if step >= self.theta.shape[0]:
             raise IndexError(f"FixedSequence has {self.theta.shape[0]} locations; step {step} is past its end.")

@@ -77,6 +77,9 @@ class Method:
 
     trainer: str
     flags: tuple[str, ...] = ()
+    warm_start: str | None = None
+    """another method whose run of the same seed this one starts from (``--init-from`` its checkpoint);
+    it is trained first"""
 
 
 @dataclass
@@ -90,6 +93,8 @@ class Job:
     train_command: list[str]
     evaluate_command: list[str]
     env: dict[str, str]
+    after: str | None = None
+    """the method whose job (same seed) must finish first (:attr:`Method.warm_start`)"""
 
 
 @dataclass
@@ -154,12 +159,14 @@ def make_job(
     folder = run_folder(out, method, seed).resolve()
     out_arg = folder / trainer.out_file if trainer.out_file else folder
     command = [python, str(REPO / trainer.script), *spec.flags, *budget_flags, *trainer.extra]
+    if spec.warm_start:
+        command += ["--init-from", str(run_folder(out, spec.warm_start, seed).resolve() / "checkpoint.pt")]
     command += ["--seed", str(seed), "--device", device, "--out", str(out_arg)]
     if trainer.threads_flag:
         command += ["--torch-threads", str(torch_threads)]
     evaluate = [python, str(REPO / "train/evaluate.py"), "--checkpoint", str(folder / "checkpoint.pt"),
                 "--device", device, "--seed", str(seed)]
-    return Job(method, seed, folder, spec.trainer, command, evaluate, subprocess_env(torch_threads))
+    return Job(method, seed, folder, spec.trainer, command, evaluate, subprocess_env(torch_threads), spec.warm_start)
 
 
 def write_random_glimpses_checkpoint(folder: Path, glimpses: int) -> None:
@@ -234,14 +241,31 @@ def run_jobs(
     runner: Runner = run_logged,
     report: Callable[[int, int, JobResult], None] | None = None,
 ) -> list[JobResult]:
-    """Run ``jobs`` ``parallel`` at a time (threads, each waiting on its subprocess); results in job order."""
+    """Run ``jobs`` ``parallel`` at a time (threads, each waiting on its subprocess); results in job order.
+
+    Jobs with a prerequisite (:attr:`Job.after`) run in a second round, after every job without one;
+    if their prerequisite failed they fail too, without running."""
     results: dict[int, JobResult] = {}
-    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-        futures = {pool.submit(run_job, job, retrain, glimpses, runner): k for k, job in enumerate(jobs)}
-        for done, future in enumerate(as_completed(futures), start=1):
-            results[futures[future]] = future.result()
-            if report:
-                report(done, len(jobs), results[futures[future]])
+    done = 0
+    for first_round in (True, False):
+        round_jobs = {k: job for k, job in enumerate(jobs) if (job.after is None) == first_round}
+        with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+            futures = {}
+            for k, job in round_jobs.items():
+                failed = [r for r in results.values() if r.method == job.after and r.seed == job.seed and r.status == "failed"]
+                if failed:
+                    error = f"RuntimeError: its warm start {job.after} seed {job.seed} failed ({failed[0].error})"
+                    results[k] = JobResult(job.method, job.seed, job.folder, "failed", error)
+                    done += 1
+                    if report:
+                        report(done, len(jobs), results[k])
+                    continue
+                futures[pool.submit(run_job, job, retrain, glimpses, runner)] = k
+            for future in as_completed(futures):
+                results[futures[future]] = future.result()
+                done += 1
+                if report:
+                    report(done, len(jobs), results[futures[future]])
     return [results[k] for k in range(len(jobs))]
 
 

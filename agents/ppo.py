@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,8 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 from torch import nn
 
+from agents.baselines import FixedSequence
+from agents.checkpoint import load_agent
 from agents.evaluation import accuracy_on
 from envs.data import load_mnist
 from envs.perception import PerceptionCore
@@ -141,6 +144,23 @@ class GlimpseActorCriticPolicy(ActorCriticPolicy):
     def _get_constructor_parameters(self) -> dict[str, Any]:
         return {**super()._get_constructor_parameters(), "step_offsets": self.step_offsets}
 
+    @torch.no_grad()
+    def start_from_sequence(self, locations: torch.Tensor) -> None:
+        """Make the deterministic policy start as the fixed sequence ``locations`` ``(T, 2)`` in ``[-1, 1]``:
+        the per-glimpse offsets become ``locations`` and the action head's bias zero (its weights on
+        the hidden features stay SB3's small orthogonal init, gain 0.01, so the adaptive correction
+        starts near zero). Used to warm-start PPO from :class:`~agents.baselines.FixedSequence`.
+        """
+        if not self.step_offsets:
+            raise ValueError("start_from_sequence needs per-glimpse offsets (PolicyConfig(step_offsets=True)).")
+        if tuple(locations.shape) != (self.step_offsets, 2):
+            raise ValueError(
+                f"The sequence has shape {tuple(locations.shape)} but this policy has {self.step_offsets} glimpses; "
+                f"train the fixed sequence with the same --glimpses (expected shape ({self.step_offsets}, 2))."
+            )
+        self.action_net.weight[:, -self.step_offsets :] = locations.T.to(self.action_net.weight)
+        self.action_net.bias.zero_()
+
 
 @dataclass
 class PolicyConfig:
@@ -189,6 +209,24 @@ class PolicyConfig:
             "log_std_init": self.log_std_init,
             "features_extractor_class": ScaledObservation,
         }
+
+
+def load_fixed_sequence(path: str | Path, glimpses: int) -> tuple[torch.Tensor, PerceptionCore]:
+    """``(locations (T, 2), core)`` of a fixed-sequence agent checkpoint (``train/differentiable.py
+    --policy fixed``), to warm-start PPO with :meth:`GlimpseActorCriticPolicy.start_from_sequence`."""
+    policy, core, checkpoint = load_agent(path)
+    if not isinstance(policy, FixedSequence):
+        raise ValueError(
+            f"{path} holds a {checkpoint['policy']['kind']!r} policy; --init-from needs a fixed-sequence "
+            "checkpoint (python train/differentiable.py --policy fixed --out DIR, then DIR/checkpoint.pt)."
+        )
+    locations = policy.locations()
+    if locations.shape[0] != glimpses:
+        raise ValueError(
+            f"{path} is a sequence of {locations.shape[0]} glimpses but PPO runs {glimpses}; "
+            f"train it with --glimpses {glimpses}."
+        )
+    return locations, core
 
 
 def glimpse_action_space() -> spaces.Box:

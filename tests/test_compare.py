@@ -206,3 +206,27 @@ def test_real_runner_logs_and_reports_a_crash(tmp_path):
     job.train_command = [sys.executable, "-c", script]
     result = run_job(job)
     assert result.status == "failed" and "status 3" in result.error and "KeyError: x" in result.error
+
+
+def test_a_warm_started_job_runs_after_its_prerequisite(tmp_path):
+    fixed = make_job("fixed-sequence", Method("differentiable", ("--policy", "fixed")), 1, tmp_path, [], "cpu", 1)
+    warm = make_job("ppo-joint-from-fixed", Method("ppo", ("--perception", "joint"), warm_start="fixed-sequence"), 1,
+                    tmp_path, [], "cpu", 1)
+    init_from = warm.train_command[warm.train_command.index("--init-from") + 1]
+    assert init_from == str(fixed.folder / "checkpoint.pt") and warm.after == "fixed-sequence"
+    assert "--init-from" not in fixed.train_command
+
+    runner = FakeRunner()
+    results = run_jobs([warm, fixed], parallel=2, runner=runner)  # listed first, trained second
+    trained = [c for c in runner.commands if not c[1].endswith("evaluate.py")]
+    assert [c[1].rsplit("/", 1)[1] for c in trained] == ["differentiable.py", "ppo.py"]
+    assert [r.method for r in results] == ["ppo-joint-from-fixed", "fixed-sequence"]  # job order kept
+
+
+def test_a_warm_start_whose_prerequisite_failed_is_not_run(tmp_path):
+    fixed = make_job("fixed-sequence", Method("differentiable", ("--policy", "fixed")), 0, tmp_path, [], "cpu", 1)
+    warm = make_job("ppo-joint-from-fixed", Method("ppo", warm_start="fixed-sequence"), 0, tmp_path, [], "cpu", 1)
+    runner = FakeRunner(train_code=1)
+    results = run_jobs([fixed, warm], parallel=1, runner=runner)
+    assert [r.status for r in results] == ["failed", "failed"] and len(runner.commands) == 1
+    assert "warm start fixed-sequence seed 0 failed" in results[1].error

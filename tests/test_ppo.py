@@ -123,3 +123,55 @@ def test_step_feature_wrapper(core):
         assert (obs[:, -1] == (t % glimpses) / glimpses).all()
     assert dones.all() and all(info["terminal_observation"][-1] == 1.0 for info in infos)
     assert all(env.observation_space.contains(info["terminal_observation"]) for info in infos)
+
+
+@pytest.fixture
+def fixed_checkpoint(tmp_path, make_core):
+    from agents.baselines import FixedSequence
+    from agents.checkpoint import save_agent
+
+    sequence = FixedSequence(3, generator=torch.Generator().manual_seed(5))
+    path = tmp_path / "fixed" / "checkpoint.pt"
+    save_agent(path, "fixed-sequence", sequence, make_core(7), 3)
+    return path, sequence.locations()
+
+
+def test_warm_start_begins_as_the_fixed_sequence(fixed_checkpoint):
+    from agents.ppo import GlimpseActorCriticPolicy, PolicyConfig, load_fixed_sequence
+
+    path, locations = fixed_checkpoint
+    loaded, core = load_fixed_sequence(path, 3)
+    assert torch.equal(loaded, locations)
+    env = VecStepFeature(MnistGlimpseSB3VecEnv(4, max_glimpses=3, split="test", perception=core, device="cpu"), 3)
+    config = PolicyConfig.for_space(env.observation_space, step_feature=True, glimpses=3, step_offsets=True)
+    model = PPO(GlimpseActorCriticPolicy, env, n_steps=3, batch_size=12, policy_kwargs=config.policy_kwargs(), device="cpu", seed=0)
+    model.policy.start_from_sequence(loaded)
+    policy = SB3GlimpsePolicy(model.policy, config)
+    observations = torch.rand(16, core.observation_size)
+    with torch.no_grad():
+        near = torch.stack([policy(observations, t) for t in range(3)])
+        # SB3's action head starts with weights of gain 0.01 on the hidden features: a small adaptive part
+        assert (near - locations[:, None]).abs().max() < 0.1
+        model.policy.action_net.weight[:, :-3] = 0.0
+        exact = torch.stack([policy(observations, t) for t in range(3)])
+    assert torch.allclose(exact, locations[:, None].expand_as(exact), atol=1e-6)
+    with pytest.raises(ValueError, match=r"expected shape \(3, 2\)"):
+        model.policy.start_from_sequence(torch.zeros(5, 2))
+
+
+def test_init_from_runs_the_sequence_core_and_checks_the_checkpoint(fixed_checkpoint, tmp_path):
+    path, _ = fixed_checkpoint
+    ppo = load_script("ppo")
+    common = dict(glimpses=3, num_envs=8, total_steps=8 * 3, n_epochs=1, eval_images=50, progress_bar=False,
+                  device="cpu", torch_threads=1)
+    ppo.main(ppo.Args(perception="frozen", init_from=str(path), out=str(tmp_path / "warm"), **common))
+    _, saved_core, checkpoint = load_agent(tmp_path / "warm" / "checkpoint.pt")
+    _, fixed_core, _ = load_agent(path)
+    assert checkpoint["args"]["init_from"] == str(path)
+    assert all(torch.equal(a, b) for a, b in zip(saved_core.state_dict().values(), fixed_core.state_dict().values()))
+
+    with pytest.raises(ValueError, match="train it with --glimpses 4"):
+        ppo.main(ppo.Args(**{**common, "glimpses": 4}, init_from=str(path), out=str(tmp_path / "bad")))
+    ppo_checkpoint = tmp_path / "warm" / "checkpoint.pt"
+    with pytest.raises(ValueError, match="needs a fixed-sequence checkpoint"):
+        ppo.main(ppo.Args(init_from=str(ppo_checkpoint), out=str(tmp_path / "bad2"), **common))

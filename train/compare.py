@@ -1,7 +1,7 @@
 """Which way of learning where to look works best, and at what cost? Train every method for a few
 seeds, evaluate each on the 10,000 test images (nearest read-out), and tabulate and plot the results.
 
-    python train/compare.py                                   # 9 methods x seeds 0 1 2, CPU budgets
+    python train/compare.py                                   # 10 methods x seeds 0 1 2, CPU budgets
     python train/compare.py --full --device cuda              # GPU budgets
     python train/compare.py --methods ppo-joint reinforce-joint --seeds 0
     python train/compare.py --methods random-glimpses fixed-sequence --seeds 0 --out /tmp/cmp --tiny
@@ -50,7 +50,7 @@ from envs.data import NUM_CLASSES, load_mnist
 
 MethodName = Literal[
     "random-glimpses", "fixed-sequence", "differentiable-argmin", "differentiable-second", "differentiable-label",
-    "reinforce-frozen", "reinforce-joint", "ppo-frozen", "ppo-joint",
+    "reinforce-frozen", "reinforce-joint", "ppo-frozen", "ppo-joint", "ppo-joint-from-fixed",
 ]
 
 #: The methods: which trainer (train/ script) and the flags that make it this method.
@@ -64,6 +64,8 @@ METHODS: dict[str, Method] = {
     "reinforce-joint": Method("reinforce", ("--perception", "joint")),
     "ppo-frozen": Method("ppo", ("--perception", "frozen")),
     "ppo-joint": Method("ppo", ("--perception", "joint")),
+    # PPO warm-started from the fixed-sequence run of the same seed: its locations and its core
+    "ppo-joint-from-fixed": Method("ppo", ("--perception", "joint"), warm_start="fixed-sequence"),
 }
 
 #: Training budgets per preset and trainer (plus --glimpses, --seed, --device, --out, --torch-threads).
@@ -72,7 +74,9 @@ METHODS: dict[str, Method] = {
 #: differentiable ~11 s/epoch (fixed) and ~18 s/epoch (attention); REINFORCE ~100k (frozen) / ~72k
 #: (joint) env steps/s; PPO ~39k / ~37k; plus ~10-12 s per job of start-up and test evaluations.
 #: "full": a GPU. "tiny": a smoke test of the whole pipeline (a few minutes).
-#: Warm starts are not in the train times: the differentiable agents start from
+#: ppo-joint-from-fixed adds one more PPO run per seed (~2.5 min each in pairs).
+#: Warm starts are not in the train times: ppo-joint-from-fixed starts from the fixed-sequence run
+#: of its seed (add that run's time to its own); the differentiable agents start from
 #: envs/pretrained/perception_random_glimpses.pt (3000 pretrain steps, the recipe "random-glimpses"
 #: runs here); REINFORCE and PPO use the env's packaged core, envs/pretrained/perception.pt.
 BUDGETS: dict[str, dict[str, tuple[str, ...]]] = {
@@ -133,6 +137,11 @@ def main(args: Args) -> list[dict]:
     methods = list(dict.fromkeys(args.methods))
     if not methods or not args.seeds:
         raise SystemExit("nothing to do: give at least one --methods and one --seeds")
+    for method in list(methods):  # a warm start needs the run it starts from
+        prerequisite = METHODS[method].warm_start
+        if prerequisite and prerequisite not in methods:
+            print(f"compare: adding {prerequisite}, the warm start of {method}")
+            methods.insert(methods.index(method), prerequisite)
 
     # 1. One job per (seed, method), seed-major so a complete seed-0 comparison exists early.
     def budget(method: str) -> list[str]:
@@ -170,7 +179,10 @@ def main(args: Args) -> list[dict]:
         f"mean ± std over seeds {', '.join(map(str, args.seeds))}; preset `{preset}`; train time is each "
         f"script's own training clock (without its evaluations). Budgets: "
         + "; ".join(f"{trainer} `{' '.join(flags)}`" for trainer, flags in BUDGETS[preset].items())
-        + f"; {args.glimpses} glimpses. Written by `train/compare.py`."
+        + f"; {args.glimpses} glimpses."
+        + "".join(f" {m}'s train time excludes the {METHODS[m].warm_start} run it starts from." for m in methods
+                  if METHODS[m].warm_start)
+        + " Written by `train/compare.py`."
     )
     write_markdown(aggregate(rows, methods), results / "summary.md", preamble)
 

@@ -32,7 +32,14 @@ from stable_baselines3 import PPO
 from agents.checkpoint import save_agent
 from agents.evaluation import accuracy_by_glimpse, accuracy_table, write_metrics
 from agents.figures import plot_glimpse_trails
-from agents.ppo import GlimpseActorCriticPolicy, PolicyConfig, SB3GlimpsePolicy, SubsetEvalCallback, VecStepFeature
+from agents.ppo import (
+    GlimpseActorCriticPolicy,
+    PolicyConfig,
+    SB3GlimpsePolicy,
+    SubsetEvalCallback,
+    VecStepFeature,
+    load_fixed_sequence,
+)
 from envs.config import resolve_device
 from envs.sb3 import MnistGlimpseSB3VecEnv
 
@@ -81,6 +88,9 @@ class Args:
     """environment steps between evaluations on a fixed 2,000-image test subset"""
     eval_images: int = 2000
     """size of that subset"""
+    init_from: str | None = None
+    """warm start: a fixed-sequence agent checkpoint (train/differentiable.py --policy fixed); PPO's
+    per-glimpse offsets start at its locations and the environment runs its core"""
     progress_bar: bool = True
     """show SB3's progress bar"""
     torch_threads: int = 0
@@ -103,10 +113,12 @@ def main(args: Args) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
+    start = load_fixed_sequence(args.init_from, args.glimpses) if args.init_from else None
     batched = MnistGlimpseSB3VecEnv(
         args.num_envs,
         max_glimpses=args.glimpses,
         sampler=args.sampler,
+        perception=start[1] if start else None,
         learn_perception=args.perception == "joint",
         perception_lr=args.perception_lr,
         device=device,
@@ -139,6 +151,8 @@ def main(args: Args) -> dict:
         device=device,
         verbose=0,
     )
+    if start:
+        model.policy.start_from_sequence(start[0])
     policy = SB3GlimpsePolicy(model.policy, config)
     budget = min(25, args.glimpses)
     probe = SubsetEvalCallback(
