@@ -35,6 +35,7 @@ RANDOM_GLIMPSES_PATH = Path(__file__).resolve().parent / "pretrained" / "percept
 CHECKPOINT_FORMAT = "mnist-glimpse/perception-core/v1"
 
 GLIMPSE_FEATURES = 3  # (i, j, value)
+ENCODINGS = ("plain", "fourier")
 
 
 @dataclass(frozen=True)
@@ -44,11 +45,56 @@ class PerceptionConfig:
     :param channels: channels of the RecurrentSoftOrdering linear layer.
     :param n_bins: soft bins per channel; the histogram has ``channels * n_bins`` entries.
     :param hidden: width of the classifier head's hidden layer.
+    :param encoding: how a glimpse ``(i, j, value)`` is presented to that linear layer
+        (:class:`GlimpseEncoding`); the histogram's size does not depend on it.
     """
 
     channels: int = 32
     n_bins: int = 4
     hidden: int = 128
+    encoding: str = "plain"
+
+    def __post_init__(self) -> None:
+        if self.encoding not in ENCODINGS:
+            raise ValueError(f"Unknown glimpse encoding {self.encoding!r}; valid values are {list(ENCODINGS)}.")
+
+
+class GlimpseEncoding(nn.Module):
+    """A glimpse as the features the core's linear layer reads, the value last (where
+    :meth:`~envs.soft_ordering.RecurrentSoftOrdering.reset_parameters` expects it).
+
+    * ``"plain"``: ``[i, j, v]`` (3 features), ``(i, j)`` in ``[-1, 1]``, ``v`` in ``[0, 1]``.
+    * ``"fourier"``: ``[i, j, v * phi(i, j), (1 - v) * phi(i, j), v]`` (35 features), where
+      ``phi = [sin(k pi/2 i), sin(k pi/2 j), cos(k pi/2 i), cos(k pi/2 j)]`` for ``k = 1..4`` (16 features).
+      A linear function of ``[i, j, v]`` is a plane, so each soft bin of a plain core is a band of
+      locations shifted by the ink; with ``phi`` gated by ink and by background, one channel can
+      weigh ink differently at different places. Measured by ``benchmarks/core_capacity.py`` (same 25
+      grid pixels, 2 epochs, seed 0): 32x4 core 66.5% -> 71.2% at 25 glimpses, 16x32 71.1% -> 75.8%.
+
+    ``forward(positions (B, 2), values (B,)) -> (B, features)``.
+    """
+
+    FREQUENCIES = 4
+
+    def __init__(self, kind: str = "plain") -> None:
+        super().__init__()
+        if kind not in ENCODINGS:
+            raise ValueError(f"Unknown glimpse encoding {kind!r}; valid values are {list(ENCODINGS)}.")
+        self.kind = kind
+        self.features = GLIMPSE_FEATURES if kind == "plain" else GLIMPSE_FEATURES + 8 * self.FREQUENCIES
+        angular = torch.arange(1, self.FREQUENCIES + 1, dtype=torch.float32) * torch.pi / 2
+        self.register_buffer("angular", angular, persistent=False)
+
+    def extra_repr(self) -> str:
+        return f"{self.kind!r}, features={self.features}"
+
+    def forward(self, positions: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        value = values.unsqueeze(-1)
+        if self.kind == "plain":
+            return torch.cat([positions, value], dim=-1)
+        angles = (positions.unsqueeze(-1) * self.angular.to(positions.dtype)).flatten(-2)  # (B, 2 * FREQUENCIES)
+        phi = torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
+        return torch.cat([positions, value * phi, (1.0 - value) * phi, value], dim=-1)
 
 
 class ClassifierHead(nn.Module):
@@ -71,7 +117,8 @@ class PerceptionCore(nn.Module):
     def __init__(self, config: PerceptionConfig | None = None) -> None:
         super().__init__()
         self.config = config or PerceptionConfig()
-        self.rso = RecurrentSoftOrdering(GLIMPSE_FEATURES, self.config.channels, self.config.n_bins)
+        self.encoding = GlimpseEncoding(self.config.encoding)
+        self.rso = RecurrentSoftOrdering(self.encoding.features, self.config.channels, self.config.n_bins)
         self.head = ClassifierHead(self.rso.state_features, self.config.hidden)
 
     @property
@@ -102,8 +149,7 @@ class PerceptionCore(nn.Module):
     def observe(self, histogram: torch.Tensor, coords: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """Add one glimpse per row: ``histogram`` ``(B, H)``, ``coords`` ``(B, 2)`` pixel units,
         ``values`` ``(B,)`` -> the new histogram ``(B, H)``."""
-        features = torch.cat([pixel_to_action(coords), values.unsqueeze(-1)], dim=-1)
-        return self.rso(histogram, features)
+        return self.rso(histogram, self.encoding(pixel_to_action(coords), values))
 
     def forward(self, histogram: torch.Tensor) -> torch.Tensor:
         """Class logits ``(B, 10)`` of a histogram ``(B, H)``."""

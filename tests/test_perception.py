@@ -119,7 +119,7 @@ def test_save_load_round_trip(make_core, tmp_path):
     core.save(path, step=123, note="hello")
     checkpoint = torch.load(path, weights_only=True)
     assert checkpoint["format"] == CHECKPOINT_FORMAT
-    assert checkpoint["config"] == {"channels": 6, "n_bins": 3, "hidden": 16}
+    assert checkpoint["config"] == {"channels": 6, "n_bins": 3, "hidden": 16, "encoding": "plain"}
     assert checkpoint["step"] == 123 and checkpoint["note"] == "hello"
     loaded = PerceptionCore.load(path)
     assert loaded is not core and loaded.config == core.config
@@ -261,3 +261,33 @@ def test_packaged_core_loads_in_eval_mode():
     assert logits.shape == (3, 2, NUM_CLASSES) and bool(torch.isfinite(logits).all())
     # not shared between calls: each caller gets its own instance
     assert load_pretrained() is not packaged
+
+
+def test_glimpse_encodings():
+    from envs.perception import GlimpseEncoding
+
+    positions = torch.tensor([[-1.0, 0.5], [0.25, 1.0]])
+    values = torch.tensor([0.0, 1.0])
+    assert torch.equal(GlimpseEncoding("plain")(positions, values), torch.tensor([[-1.0, 0.5, 0.0], [0.25, 1.0, 1.0]]))
+    fourier = GlimpseEncoding("fourier")
+    features = fourier(positions, values)
+    assert features.shape == (2, fourier.features) == (2, 35)
+    assert torch.equal(features[:, :2], positions) and torch.equal(features[:, -1], values)  # value last
+    ink, background = features[:, 2:18], features[:, 18:34]
+    assert (ink[0] == 0).all() and (background[1] == 0).all()  # each half gated by ink or by background
+    k = torch.arange(1, 5) * torch.pi / 2
+    assert torch.allclose(background[0, :4], torch.sin(k * -1.0)) and torch.allclose(ink[1, 12:], torch.cos(k * 1.0))
+    with pytest.raises(ValueError, match="Unknown glimpse encoding 'polar'"):
+        PerceptionConfig(encoding="polar")
+
+
+def test_fourier_core_round_trip_and_old_checkpoints_read_as_plain(tmp_path, make_core):
+    core = make_core(2, PerceptionConfig(channels=6, n_bins=3, hidden=16, encoding="fourier"))
+    assert core.rso.linear.in_features == 35 + 18 and core.histogram_size == 18
+    coords, values = recorded_glimpses(4, 5, seed=1)
+    core.save(tmp_path / "fourier.pt")
+    loaded = PerceptionCore.load(tmp_path / "fourier.pt")
+    assert loaded.config.encoding == "fourier" and torch.equal(loaded.replay(coords, values), core.replay(coords, values))
+    # checkpoints written before the encoding option (like the packaged core) have no such key
+    assert "encoding" not in torch.load(PRETRAINED_PATH, weights_only=True)["config"]
+    assert load_pretrained().config.encoding == "plain"
