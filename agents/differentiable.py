@@ -146,3 +146,23 @@ class DualOptimizerTrainer:
             optimizer.step()
         accuracy = (logits[-1].argmax(dim=-1) == labels).float().mean()
         return StepStats(float(perception.detach()), float(attention.detach()), float(accuracy))
+
+    def readout_step(self, images: torch.Tensor, labels: torch.Tensor, readout: Sampler) -> float:
+        """One perception-optimizer step on the glimpses the policy takes when the core reads with
+        ``readout`` (e.g. ``nearest``, the evaluation read-out); the policy is not trained.
+
+        The rollout runs without gradients (the policy, its noise-free form, only chooses where to
+        look); the core then re-reads the recorded ``(coords, values)`` with gradients
+        (:meth:`~envs.perception.PerceptionCore.replay`), so the perception loss reaches the core
+        alone. Returns that loss.
+        """
+        with torch.no_grad():
+            episode = run_episodes(self.policy, self.core, readout, images, self.glimpses)
+        logits = self.core.replay(episode.coords.transpose(0, 1), episode.values.transpose(0, 1))
+        logits = logits if self.loss_on == "all" else logits[-1:]
+        loss = perception_loss(logits, labels)
+        grads = torch.autograd.grad(loss, self.perception_params)
+        for param, grad in zip(self.perception_params, grads):
+            param.grad = grad
+        self.perception_optimizer.step()
+        return float(loss.detach())

@@ -15,6 +15,7 @@ chooses which pixels are read, not how the core reads them.
 
     python benchmarks/core_capacity.py                                  # about 4 minutes on 1 CPU core
     python benchmarks/core_capacity.py --cores 16x32 --epochs 6
+    python benchmarks/core_capacity.py --cores 32x4 16x32 --encodings plain fourier
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ class Args:
     """Adam learning rate"""
     head_hidden: int = 256
     """hidden width of the cores' classifier heads"""
+    encodings: tuple[str, ...] = ("plain",)
+    """glimpse encodings to train every core size with (plain, fourier: envs.perception.GlimpseEncoding)"""
     seed: int = 0
     """seed of torch (initialisations, batch order, glimpse order)"""
     torch_threads: int = 1
@@ -75,9 +78,9 @@ def train_mlp(args: Args, x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor
         return (mlp(x_test).argmax(-1) == y_test).float().mean().item()
 
 
-def train_core(args: Args, size: str, coords: torch.Tensor, x, y, x_test, y_test) -> dict[int, float]:
+def train_core(args: Args, size: str, encoding: str, coords: torch.Tensor, x, y, x_test, y_test) -> dict[int, float]:
     channels, n_bins = (int(part) for part in size.split("x"))
-    core = PerceptionCore(PerceptionConfig(channels, n_bins, args.head_hidden))
+    core = PerceptionCore(PerceptionConfig(channels, n_bins, args.head_hidden, encoding))
     optimizer = torch.optim.Adam(core.parameters(), lr=args.lr)
     locations = coords.unsqueeze(0)
     for batch in batches(len(x), args.batch_size, args.epochs):
@@ -103,9 +106,11 @@ def main(args: Args) -> None:
     start = time.time()
     print(f"| mlp on the 25 values | | | {100 * train_mlp(args, x, train.labels, x_test, test.labels):.1f} | {time.time() - start:.0f} |")
     for size in args.cores:
-        start = time.time()
-        acc = train_core(args, size, coords, x, train.labels, x_test, test.labels)
-        print(f"| core {size} | {100 * acc[5]:.1f} | {100 * acc[10]:.1f} | {100 * acc[25]:.1f} | {time.time() - start:.0f} |", flush=True)
+        for encoding in args.encodings:
+            start = time.time()
+            acc = train_core(args, size, encoding, coords, x, train.labels, x_test, test.labels)
+            name = f"core {size}" + ("" if encoding == "plain" else f" {encoding}")
+            print(f"| {name} | {100 * acc[5]:.1f} | {100 * acc[10]:.1f} | {100 * acc[25]:.1f} | {time.time() - start:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -16,7 +17,7 @@ from agents.evaluation import accuracy_by_glimpse, accuracy_table
 from agents.rollout import run_episodes
 from envs.data import load_mnist
 from envs.glimpse_env import MnistGlimpseEnv
-from envs.perception import PerceptionCore
+from envs.perception import PerceptionCore, perception_loss
 from envs.sampler import Sampler
 
 
@@ -65,6 +66,32 @@ def test_each_optimizer_steps_only_its_own_parameters(batch, target):
             trainer.losses(images, labels)[1], list(core.parameters()), allow_unused=True
         )
         assert any(g is not None and not torch.allclose(g, e) for g, e in zip(core_from_attention, expected_core))
+
+
+def test_readout_step_trains_the_core_alone_on_nearest_reads(batch):
+    """readout_step: the policy chooses glimpses (untouched, no gradient); the core's gradient is
+    the perception loss of re-reading those glimpses with the nearest read-out."""
+    images, labels = batch
+    policy, core = make_agent(step_bias=True)
+    trainer = DualOptimizerTrainer(policy, core, Sampler("bilinear"), 4, attention_target="label")
+    nearest = Sampler("nearest")
+    with torch.no_grad():
+        episode = run_episodes(policy, core, nearest, images, 4)
+    assert torch.equal(episode.values, nearest(images.unsqueeze(0).expand(4, -1, -1, -1).flatten(0, 1),
+                                               episode.coords.flatten(0, 1)).view(4, -1))  # real pixels
+    expected_loss = perception_loss(episode.logits, labels)
+    expected = torch.autograd.grad(perception_loss(core.replay(episode.coords.transpose(0, 1), episode.values.transpose(0, 1)), labels),
+                                   list(core.parameters()))
+    policy_before = copy.deepcopy(policy.state_dict())
+    core_before = copy.deepcopy(core.state_dict())
+
+    loss = trainer.readout_step(images, labels, nearest)
+    assert math.isclose(loss, float(expected_loss), rel_tol=1e-5)
+    for param, grad in zip(core.parameters(), expected):
+        torch.testing.assert_close(param.grad, grad)
+    assert all(param.grad is None for param in policy.parameters()) and not trainer.attention_optimizer.state
+    assert all(torch.equal(policy_before[k], v) for k, v in policy.state_dict().items())
+    assert any(not torch.equal(core_before[k], v) for k, v in core.state_dict().items())
 
 
 def test_training_improves_the_loss(batch):
@@ -141,7 +168,17 @@ def test_train_script_smoke(tmp_path):
     assert set(saved["test_accuracy"]) == {"1", "2", "3"}
     assert all(0.0 <= v <= 1.0 for v in saved["test_accuracy"].values())
     assert saved["readout"] == "nearest" and saved["train_sampler"] == "nearest+bilinear"
+    assert saved["optimizer_steps"] == 10 and saved["readout_epochs"] == 1.0 and saved["readout_steps"] == 10
     assert (out / "glimpses.png").stat().st_size > 10_000
     result = evaluate.main(evaluate.Args(checkpoint=str(out / "checkpoint.pt"), device="cpu"))
     assert result["test_accuracy"] == saved["test_accuracy"]
     assert math.isclose(sum(result["test_accuracy"].values()), sum(saved["test_accuracy"].values()))
+
+
+@pytest.mark.parametrize("flag, message", [("max_train_seconds", "--max-train-seconds must be >= 0"),
+                                           ("readout_epochs", "--readout-epochs must be >= 0")])
+def test_train_script_rejects_negative_budgets(tmp_path, flag, message):
+    import train.differentiable as script
+
+    with pytest.raises(ValueError, match=message):
+        script.main(script.Args(glimpses=2, epochs=1, batch_size=6000, out=str(tmp_path), device="cpu", **{flag: -1.0}))

@@ -13,6 +13,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -46,6 +47,8 @@ class Args:
     """soft bins per channel"""
     hidden: int = 128
     """classifier head hidden width"""
+    encoding: Literal["plain", "fourier"] = "plain"
+    """glimpse encoding (envs.perception.GlimpseEncoding)"""
     seed: int = 0
     """seed of python, numpy and torch"""
     device: str = "auto"
@@ -61,7 +64,7 @@ def main(args: Args) -> None:
     device = resolve_device(args.device)
 
     data = load_mnist("train", device)
-    core = PerceptionCore(PerceptionConfig(args.channels, args.n_bins, args.hidden)).to(device)
+    core = PerceptionCore(PerceptionConfig(args.channels, args.n_bins, args.hidden, args.encoding)).to(device)
     policy = RandomGlimpses()
     sampler = Sampler(args.sampler)
     optimizer = torch.optim.Adam(core.parameters(), lr=args.learning_rate)
