@@ -3,6 +3,8 @@
     python train/ppo.py                                     # 25 glimpses, frozen packaged core
     python train/ppo.py --perception joint                  # the env also trains its core (perception optimizer)
     python train/ppo.py --glimpses 10 --num-envs 512 --total-steps 2000000 --torch-threads 1
+    python train/differentiable.py --policy fixed --out runs/fixed && \
+        python train/ppo.py --perception joint --init-from runs/fixed/checkpoint.pt   # warm start
 
 The agent acts through :class:`envs.sb3.MnistGlimpseSB3VecEnv` (``--num-envs`` episodes as one batch
 of tensors). With ``--perception joint`` the environment runs its own copy of the packaged core with
@@ -10,6 +12,9 @@ of tensors). With ``--perception joint`` the environment runs its own copy of th
 the true labels (:meth:`envs.simulator.GlimpseSimulator.learn`); that core is the one saved. Rewards
 are the environment's dense log-likelihood gains; ``--gamma`` < 1 weights the early glimpses more
 (the discounted return telescopes into a weighted sum of the log-likelihood after every glimpse).
+``--init-from`` warm-starts from a learned fixed sequence: PPO's per-glimpse offsets start at its
+locations and the environment runs its core instead of the packaged one (README: from scratch, PPO
+stayed below the fixed sequence at 2 and 5 glimpses; from it, above at every budget).
 
 Writes ``OUT/model.zip`` (SB3's ``PPO.load``), ``OUT/checkpoint.pt`` (policy + core, for
 ``train/evaluate.py``), ``OUT/metrics.json`` (nearest-pixel test accuracy after 1, 2, 5, 10, 25
