@@ -67,8 +67,9 @@ class Args:
     """soft bins per channel of a scratch core"""
     encoding: Literal["plain", "fourier"] = "plain"
     """glimpse encoding of a scratch core (envs.perception.GlimpseEncoding)"""
-    epochs: int = 5
-    """passes over the 60,000 training images"""
+    epochs: int = 15
+    """passes over the 60,000 training images (15: about 7 minutes on one CPU core; train/compare.py
+    runs 5 to keep its 30 runs short)"""
     readout_epochs: float = 1.0
     """after --epochs, passes that train only the core (perception optimizer, policy fixed) on nearest
     reads of the policy's own glimpses, the evaluation read-out (0 = off); see README"""
