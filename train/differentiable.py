@@ -68,7 +68,7 @@ class Args:
     encoding: Literal["plain", "fourier"] = "plain"
     """glimpse encoding of a scratch core (envs.perception.GlimpseEncoding)"""
     epochs: int = 15
-    """passes over the 60,000 training images (15: about 7 minutes on one CPU core; train/compare.py
+    """passes over the 60,000 training images (15: about 5 minutes on 2 CPU cores; train/compare.py
     runs 5 to keep its 30 runs short)"""
     readout_epochs: float = 1.0
     """after --epochs, passes that train only the core (perception optimizer, policy fixed) on nearest
