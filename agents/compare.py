@@ -246,26 +246,26 @@ def run_jobs(
     Jobs with a prerequisite (:attr:`Job.after`) run in a second round, after every job without one;
     if their prerequisite failed they fail too, without running."""
     results: dict[int, JobResult] = {}
-    done = 0
+
+    def record(k: int, result: JobResult) -> None:
+        results[k] = result
+        if report:
+            report(len(results), len(jobs), result)
+
     for first_round in (True, False):
-        round_jobs = {k: job for k, job in enumerate(jobs) if (job.after is None) == first_round}
         with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
             futures = {}
-            for k, job in round_jobs.items():
+            for k, job in enumerate(jobs):
+                if (job.after is None) != first_round:
+                    continue
                 failed = [r for r in results.values() if r.method == job.after and r.seed == job.seed and r.status == "failed"]
                 if failed:
                     error = f"RuntimeError: its warm start {job.after} seed {job.seed} failed ({failed[0].error})"
-                    results[k] = JobResult(job.method, job.seed, job.folder, "failed", error)
-                    done += 1
-                    if report:
-                        report(done, len(jobs), results[k])
-                    continue
-                futures[pool.submit(run_job, job, retrain, glimpses, runner)] = k
+                    record(k, JobResult(job.method, job.seed, job.folder, "failed", error))
+                else:
+                    futures[pool.submit(run_job, job, retrain, glimpses, runner)] = k
             for future in as_completed(futures):
-                results[futures[future]] = future.result()
-                done += 1
-                if report:
-                    report(done, len(jobs), results[futures[future]])
+                record(futures[future], future.result())
     return [results[k] for k in range(len(jobs))]
 
 

@@ -126,7 +126,7 @@ class DualOptimizerTrainer:
     def losses(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Roll out and return ``(perception loss, attention loss, logits (T, B, 10))``."""
         episode = run_episodes(self.training_policy, self.core, self.sampler, images, self.glimpses)
-        logits = episode.logits if self.loss_on == "all" else episode.logits[-1:]
+        logits = self._scored(episode.logits)
         perception = perception_loss(logits, labels)
         attention = perception_loss(logits, attention_targets(logits, labels, self.attention_target))
         return perception, attention, episode.logits
@@ -137,13 +137,8 @@ class DualOptimizerTrainer:
         perception_grads = torch.autograd.grad(perception, self.perception_params, retain_graph=True)
         attention_grads = torch.autograd.grad(attention, self.attention_params, allow_unused=True)
         # allow_unused: a policy parameter that no glimpse used this batch keeps grad None (Adam skips it).
-        for params, grads, optimizer in (
-            (self.perception_params, perception_grads, self.perception_optimizer),
-            (self.attention_params, attention_grads, self.attention_optimizer),
-        ):
-            for param, grad in zip(params, grads):
-                param.grad = grad
-            optimizer.step()
+        _apply(self.perception_optimizer, self.perception_params, perception_grads)
+        _apply(self.attention_optimizer, self.attention_params, attention_grads)
         accuracy = (logits[-1].argmax(dim=-1) == labels).float().mean()
         return StepStats(float(perception.detach()), float(attention.detach()), float(accuracy))
 
@@ -159,10 +154,17 @@ class DualOptimizerTrainer:
         with torch.no_grad():
             episode = run_episodes(self.policy, self.core, readout, images, self.glimpses)
         logits = self.core.replay(episode.coords.transpose(0, 1), episode.values.transpose(0, 1))
-        logits = logits if self.loss_on == "all" else logits[-1:]
-        loss = perception_loss(logits, labels)
-        grads = torch.autograd.grad(loss, self.perception_params)
-        for param, grad in zip(self.perception_params, grads):
-            param.grad = grad
-        self.perception_optimizer.step()
+        loss = perception_loss(self._scored(logits), labels)
+        _apply(self.perception_optimizer, self.perception_params, torch.autograd.grad(loss, self.perception_params))
         return float(loss.detach())
+
+    def _scored(self, logits: torch.Tensor) -> torch.Tensor:
+        """The logits ``(T, B, 10)`` the losses are taken over: all glimpses, or the last (``loss_on``)."""
+        return logits if self.loss_on == "all" else logits[-1:]
+
+
+def _apply(optimizer: torch.optim.Optimizer, params: list[nn.Parameter], grads: tuple[torch.Tensor | None, ...]) -> None:
+    """Set ``params``' gradients to ``grads`` (from ``torch.autograd.grad``) and step ``optimizer``."""
+    for param, grad in zip(params, grads):
+        param.grad = grad
+    optimizer.step()

@@ -27,7 +27,7 @@ import torch
 import tyro
 from torch import nn
 
-from envs.data import load_mnist
+from envs.data import load_mnist, shuffled_batches
 from envs.perception import PerceptionConfig, PerceptionCore, perception_loss
 
 
@@ -58,18 +58,10 @@ def grid_glimpses() -> torch.Tensor:
     return coords[torch.randperm(len(coords))]
 
 
-def batches(n: int, batch_size: int, epochs: int):
-    """Shuffled index batches, ``epochs`` passes over ``range(n)``."""
-    for _ in range(epochs):
-        order = torch.randperm(n)
-        for start in range(0, n - batch_size + 1, batch_size):
-            yield order[start : start + batch_size]
-
-
 def train_mlp(args: Args, x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor) -> float:
     mlp = nn.Sequential(nn.Linear(x.shape[1], 256), nn.ReLU(), nn.Linear(256, 10))
     optimizer = torch.optim.Adam(mlp.parameters(), lr=args.lr)
-    for batch in batches(len(x), args.batch_size, args.epochs):
+    for batch in shuffled_batches(len(x), args.batch_size, epochs=args.epochs):
         loss = nn.functional.cross_entropy(mlp(x[batch]), y[batch])
         optimizer.zero_grad()
         loss.backward()
@@ -83,7 +75,7 @@ def train_core(args: Args, size: str, encoding: str, coords: torch.Tensor, x, y,
     core = PerceptionCore(PerceptionConfig(channels, n_bins, args.head_hidden, encoding))
     optimizer = torch.optim.Adam(core.parameters(), lr=args.lr)
     locations = coords.unsqueeze(0)
-    for batch in batches(len(x), args.batch_size, args.epochs):
+    for batch in shuffled_batches(len(x), args.batch_size, epochs=args.epochs):
         logits = core.replay(locations.expand(len(batch), -1, -1), x[batch])
         loss = perception_loss(logits, y[batch])
         optimizer.zero_grad()

@@ -14,6 +14,7 @@ import gzip
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,3 +174,17 @@ def load_mnist(
         cpu = _load_cpu(split, source_dir)
         _DEVICE_CACHE[key] = MnistSplit(images=cpu.images.to(device), labels=cpu.labels.to(device))
     return _DEVICE_CACHE[key]
+
+
+def shuffled_batches(
+    n: int, batch_size: int, device: torch.device | str | None = None, epochs: int | None = None
+) -> Iterator[torch.Tensor]:
+    """Index batches ``(batch_size,)`` over ``range(n)``: a fresh ``torch.randperm`` (torch's global
+    generator) at the start of each epoch, the last partial batch of an epoch dropped; ``epochs``
+    passes, or forever with ``None``."""
+    epoch = 0
+    while epochs is None or epoch < epochs:
+        order = torch.randperm(n, device=device)
+        for start in range(0, n - batch_size + 1, batch_size):
+            yield order[start : start + batch_size]
+        epoch += 1

@@ -57,8 +57,12 @@ class PerceptionConfig:
     encoding: str = "plain"
 
     def __post_init__(self) -> None:
-        if self.encoding not in ENCODINGS:
-            raise ValueError(f"Unknown glimpse encoding {self.encoding!r}; valid values are {list(ENCODINGS)}.")
+        _check_encoding(self.encoding)
+
+
+def _check_encoding(kind: str) -> None:
+    if kind not in ENCODINGS:
+        raise ValueError(f"Unknown glimpse encoding {kind!r}; valid values are {list(ENCODINGS)}.")
 
 
 class GlimpseEncoding(nn.Module):
@@ -82,8 +86,7 @@ class GlimpseEncoding(nn.Module):
 
     def __init__(self, kind: str = "plain") -> None:
         super().__init__()
-        if kind not in ENCODINGS:
-            raise ValueError(f"Unknown glimpse encoding {kind!r}; valid values are {list(ENCODINGS)}.")
+        _check_encoding(kind)
         self.kind = kind
         self.features = GLIMPSE_FEATURES if kind == "plain" else GLIMPSE_FEATURES + 8 * self.FREQUENCIES
         angular = torch.arange(1, self.FREQUENCIES + 1, dtype=torch.float32) * torch.pi / 2

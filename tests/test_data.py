@@ -162,3 +162,18 @@ def test_data_error_is_not_cached(data_copy):
         load_mnist("test", data_dir=data_copy)
     shutil.copy(PACKAGE_DATA_DIR / "t10k-images-idx3-ubyte.gz", target)
     assert torch.equal(load_mnist("test", data_dir=data_copy).images, load_mnist("test").images)
+
+
+def test_shuffled_batches_cover_each_epoch_once_and_drop_the_partial_batch():
+    from envs.data import shuffled_batches
+
+    torch.manual_seed(0)
+    batches = list(shuffled_batches(10, 3, epochs=2))
+    assert len(batches) == 6 and all(b.shape == (3,) for b in batches)
+    for epoch in (batches[:3], batches[3:]):
+        seen = torch.cat(epoch)
+        assert len(set(seen.tolist())) == 9 and seen.max() < 10  # 9 distinct indices, the 10th dropped
+    torch.manual_seed(0)
+    forever = shuffled_batches(10, 3)
+    assert all(torch.equal(next(forever), b) for b in batches)  # same draws, and it keeps going
+    assert next(forever).shape == (3,)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -35,7 +34,7 @@ from agents.differentiable import DualOptimizerTrainer
 from agents.evaluation import accuracy_by_glimpse, accuracy_table, write_metrics
 from agents.figures import plot_glimpse_trails
 from envs.config import resolve_device
-from envs.data import load_mnist
+from envs.data import load_mnist, shuffled_batches
 from envs.perception import RANDOM_GLIMPSES_PATH, PerceptionConfig, PerceptionCore
 from envs.sampler import Sampler
 
@@ -92,15 +91,6 @@ class Args:
     """CPU threads for torch (0 = torch's default); 1 is much faster on a CPU shared with other jobs"""
     out: str = "runs/differentiable"
     """output folder"""
-
-
-def shuffled_batches(n: int, batch_size: int, device: torch.device) -> Iterator[torch.Tensor]:
-    """Index batches of ``batch_size`` forever, a fresh permutation of ``range(n)`` each epoch (the
-    last partial batch of an epoch is dropped)."""
-    while True:
-        order = torch.randperm(n, device=device)
-        for start in range(0, n - batch_size + 1, batch_size):
-            yield order[start : start + batch_size]
 
 
 def main(args: Args) -> dict:
