@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from envs.data import NUM_CLASSES
-from envs.sampler import Sampler, pixel_to_action
+from envs.data import IMAGE_SIZE, NUM_CLASSES
+from envs.sampler import Sampler, action_to_pixel, pixel_to_action
 from envs.soft_ordering import RecurrentSoftOrdering
 
 #: The packaged pretrained core that environments load by default: the core of the differentiable
@@ -37,7 +37,7 @@ RANDOM_GLIMPSES_PATH = Path(__file__).resolve().parent / "pretrained" / "percept
 CHECKPOINT_FORMAT = "mnist-glimpse/perception-core/v1"
 
 GLIMPSE_FEATURES = 3  # (i, j, value)
-ENCODINGS = ("plain", "fourier")
+ENCODINGS = ("plain", "fourier", "learned")
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,11 @@ class GlimpseEncoding(nn.Module):
         self.features = GLIMPSE_FEATURES if kind == "plain" else GLIMPSE_FEATURES + 8 * self.FREQUENCIES
         angular = torch.arange(1, self.FREQUENCIES + 1, dtype=torch.float32) * torch.pi / 2
         self.register_buffer("angular", angular, persistent=False)
+        if kind == "learned":
+            # phi at every pixel centre, (28 * 28, 4 * FREQUENCIES), starting as the Fourier features.
+            grid = pixel_to_action(torch.arange(IMAGE_SIZE, dtype=torch.float32))
+            centres = torch.stack(torch.meshgrid(grid, grid, indexing="ij"), dim=-1).reshape(-1, 2)
+            self.location_map = nn.Parameter(self._fourier(centres))
 
     def extra_repr(self) -> str:
         return f"{self.kind!r}, features={self.features}"
@@ -99,9 +104,27 @@ class GlimpseEncoding(nn.Module):
         value = values.unsqueeze(-1)
         if self.kind == "plain":
             return torch.cat([positions, value], dim=-1)
-        angles = (positions.unsqueeze(-1) * self.angular.to(positions.dtype)).flatten(-2)  # (B, 2 * FREQUENCIES)
-        phi = torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
+        phi = self._fourier(positions) if self.kind == "fourier" else self._learned(positions)
         return torch.cat([positions, value * phi, (1.0 - value) * phi, value], dim=-1)
+
+    def _fourier(self, positions: torch.Tensor) -> torch.Tensor:
+        angles = (positions.unsqueeze(-1) * self.angular.to(positions.dtype)).flatten(-2)  # (B, 2 * FREQUENCIES)
+        return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
+
+    def _learned(self, positions: torch.Tensor) -> torch.Tensor:
+        """``location_map`` read bilinearly at ``positions`` ``(B, 2)`` in ``[-1, 1]`` -> ``(B, 4 * FREQUENCIES)``.
+
+        The same interpolation as the ``bilinear`` sampler, over a table instead of an image: exact at
+        pixel centres, and differentiable in the location everywhere, background included.
+        """
+        coords = action_to_pixel(positions).clamp(0.0, IMAGE_SIZE - 1.0)
+        top_left = coords.floor().clamp(max=IMAGE_SIZE - 2.0)
+        frac = coords - top_left  # (B, 2) in [0, 1]
+        index = (top_left[:, 0] * IMAGE_SIZE + top_left[:, 1]).long()  # (B,)
+        corners = torch.stack([index, index + 1, index + IMAGE_SIZE, index + IMAGE_SIZE + 1], dim=-1)  # (B, 4)
+        di, dj = frac[:, :1], frac[:, 1:]
+        weights = torch.cat([(1 - di) * (1 - dj), (1 - di) * dj, di * (1 - dj), di * dj], dim=-1)  # (B, 4)
+        return torch.einsum("bk,bkf->bf", weights, self.location_map[corners])
 
 
 class ClassifierHead(nn.Module):

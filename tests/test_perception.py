@@ -291,3 +291,35 @@ def test_fourier_core_round_trip_and_old_checkpoints_read_as_plain(tmp_path, mak
     # checkpoints written before the encoding option (like the packaged core) have no such key
     assert "encoding" not in torch.load(PRETRAINED_PATH, weights_only=True)["config"]
     assert load_pretrained().config.encoding == "plain"
+
+
+def test_learned_encoding_starts_as_fourier_at_pixel_centres_and_interpolates():
+    from envs.perception import GlimpseEncoding
+    from envs.sampler import pixel_to_action
+
+    learned, fourier = GlimpseEncoding("learned"), GlimpseEncoding("fourier")
+    assert learned.features == fourier.features == 35 and learned.location_map.shape == (784, 16)
+    centres = pixel_to_action(torch.tensor([[0.0, 0.0], [27.0, 27.0], [13.0, 5.0], [27.0, 0.0]]))
+    values = torch.tensor([1.0, 0.0, 0.3, 1.0])
+    torch.testing.assert_close(learned(centres, values), fourier(centres, values), atol=1e-6, rtol=0)
+    # between centres: bilinear in the table, so the midpoint of two pixels is their mean
+    with torch.no_grad():
+        learned.location_map.normal_()
+    a, b = torch.tensor([[4.0, 7.0]]), torch.tensor([[4.0, 8.0]])
+    phi = lambda coords: learned(pixel_to_action(coords), torch.ones(1))[:, 2:18]  # the ink-gated features
+    torch.testing.assert_close(phi((a + b) / 2), (phi(a) + phi(b)) / 2)
+    # the location gets a gradient in flat background too (value 0), unlike a bilinear read of the image
+    position = pixel_to_action(torch.tensor([[2.3, 3.6]])).requires_grad_()
+    (grad,) = torch.autograd.grad(learned(position, torch.zeros(1)).sum(), position)
+    assert bool((grad != 0).all())
+
+
+def test_learned_core_round_trip(tmp_path, make_core):
+    core = make_core(3, PerceptionConfig(channels=6, n_bins=3, hidden=16, encoding="learned"))
+    with torch.no_grad():
+        core.encoding.location_map.add_(1.0)
+    coords, values = recorded_glimpses(4, 5, seed=2)
+    core.save(tmp_path / "learned.pt")
+    loaded = PerceptionCore.load(tmp_path / "learned.pt")
+    assert torch.equal(loaded.encoding.location_map, core.encoding.location_map)
+    assert torch.equal(loaded.replay(coords, values), core.replay(coords, values))

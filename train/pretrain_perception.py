@@ -47,7 +47,7 @@ class Args:
     """soft bins per channel"""
     hidden: int = 128
     """classifier head hidden width"""
-    encoding: Literal["plain", "fourier"] = "plain"
+    encoding: Literal["plain", "fourier", "learned"] = "plain"
     """glimpse encoding (envs.perception.GlimpseEncoding)"""
     seed: int = 0
     """seed of python, numpy and torch"""
