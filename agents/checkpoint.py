@@ -15,6 +15,7 @@ from torch import nn
 
 from agents.attention import AttentionNetwork
 from agents.baselines import FixedSequence, RandomGlimpses
+from agents.pixel_attention import PixelAttention
 from agents.reinforce import GaussianAttentionPolicy
 from envs.perception import PerceptionCore
 
@@ -26,6 +27,8 @@ def _policy_record(policy: nn.Module) -> dict[str, Any]:
         return policy.checkpoint_record()
     if isinstance(policy, GaussianAttentionPolicy):
         return {"kind": "gaussian-attention", "config": policy.config(), "state_dict": _cpu(policy.state_dict())}
+    if isinstance(policy, PixelAttention):
+        return {"kind": "pixel-attention", "config": policy.config(), "state_dict": _cpu(policy.state_dict())}
     if isinstance(policy, AttentionNetwork):
         config = {
             "observation_size": policy.observation_size,
@@ -75,6 +78,7 @@ def load_agent(path: str | os.PathLike, device: torch.device | str = "cpu") -> t
     record = checkpoint["policy"]
     builders = {
         "attention": lambda config: AttentionNetwork(**config),
+        "pixel-attention": lambda config: PixelAttention(**config),
         "fixed": lambda config: FixedSequence(**config),
         "random": lambda config: RandomGlimpses(),
         "sb3-ppo": _sb3_policy,

@@ -38,7 +38,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from agents.rollout import GlimpsePolicy, run_episodes
+from agents.pixel_attention import PixelAttention
+from agents.rollout import GlimpsePolicy, PixelReader, run_episodes
 from envs.perception import PerceptionCore, perception_loss
 from envs.sampler import Sampler
 
@@ -95,6 +96,8 @@ class DualOptimizerTrainer:
     :param perception_lr: Adam learning rate of the perception optimizer.
     :param attention_lr: Adam learning rate of the attention optimizer.
     :param location_noise: std of the training jitter on actions (0 = none).
+    :param repeat_penalty: weight of a :class:`~agents.pixel_attention.PixelAttention`'s
+        :meth:`~agents.pixel_attention.PixelAttention.repeat_probability` in the attention loss (0 = off).
     """
 
     def __init__(
@@ -108,6 +111,7 @@ class DualOptimizerTrainer:
         perception_lr: float = 1e-3,
         attention_lr: float = 1e-3,
         location_noise: float = 0.0,
+        repeat_penalty: float = 0.0,
     ) -> None:
         if attention_target not in ATTENTION_TARGETS:
             raise ValueError(f"Unknown attention target {attention_target!r}; valid targets are {list(ATTENTION_TARGETS)}.")
@@ -117,6 +121,12 @@ class DualOptimizerTrainer:
         self.glimpses = glimpses
         self.attention_target = attention_target
         self.loss_on = loss_on
+        if repeat_penalty < 0 or (repeat_penalty > 0 and not isinstance(policy, PixelAttention)):
+            raise ValueError(f"repeat_penalty must be >= 0 and needs a PixelAttention policy; got {repeat_penalty} "
+                             f"with {type(policy).__name__}.")
+        self.repeat_penalty = repeat_penalty
+        if location_noise > 0 and isinstance(policy, PixelReader):
+            raise ValueError("location_noise jitters continuous locations; a PixelReader policy chooses pixels. Pass location_noise=0.")
         self.training_policy = NoisyLocations(policy, location_noise) if location_noise > 0 else policy
         self.perception_params = list(core.parameters())
         self.attention_params = list(policy.parameters())
@@ -129,6 +139,11 @@ class DualOptimizerTrainer:
         logits = self._scored(episode.logits)
         perception = perception_loss(logits, labels)
         attention = perception_loss(logits, attention_targets(logits, labels, self.attention_target))
+        if self.repeat_penalty > 0:
+            # Observations and choices are detached (a stated decision): the term scores the policy's
+            # choices given what it saw; it is not a path into the core.
+            repeats = self.policy.repeat_probability(episode.observations.detach(), episode.coords.detach())
+            attention = attention + self.repeat_penalty * repeats
         return perception, attention, episode.logits
 
     def step(self, images: torch.Tensor, labels: torch.Tensor) -> StepStats:
@@ -151,8 +166,12 @@ class DualOptimizerTrainer:
         (:meth:`~envs.perception.PerceptionCore.replay`), so the perception loss reaches the core
         alone. Returns that loss.
         """
+        # The policy acts as it will in evaluation: eval mode (a PixelAttention then takes its best
+        # pixel rather than a Gumbel sample), restored afterwards.
+        mode = self.policy.training
         with torch.no_grad():
-            episode = run_episodes(self.policy, self.core, readout, images, self.glimpses)
+            episode = run_episodes(self.policy.eval(), self.core, readout, images, self.glimpses)
+        self.policy.train(mode)
         logits = self.core.replay(episode.coords.transpose(0, 1), episode.values.transpose(0, 1))
         loss = perception_loss(self._scored(logits), labels)
         _apply(self.perception_optimizer, self.perception_params, torch.autograd.grad(loss, self.perception_params))

@@ -7,7 +7,8 @@ uniform prediction ``[0.1] * 10``::
     obs_t     = concat(histogram_t, prediction_t)                  (B, H + 10)
     action_t  = policy(obs_t, t)                                   (B, 2), in [-1, 1]
     coords_t  = (action_t + 1) / 2 * 27                            (B, 2), pixel units (i, j)
-    histogram_{t+1}, logits_{t+1}, value_t = core.glimpse(histogram_t, images, coords_t, sampler)
+    value_t   = sampler(images, coords_t)                          (B,)   (look; a PixelReader reads itself)
+    histogram_{t+1} = core.observe(histogram_t, coords_t, value_t);  logits_{t+1} = core(histogram_{t+1})
     prediction_{t+1} = softmax(logits_{t+1})
 
 This is the same computation as :class:`envs.MnistGlimpseEnv` (which runs it under ``no_grad``), so a
@@ -17,7 +18,7 @@ policy trained here acts identically in the environment.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import torch
 
@@ -29,6 +30,52 @@ class GlimpsePolicy(Protocol):
     """Anything that maps observations to actions: ``(obs (B, H + 10), step t) -> action (B, 2)``."""
 
     def __call__(self, observation: torch.Tensor, step: int) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class PixelReader(Protocol):
+    """A policy that reads its own glimpses, possibly as a relaxed choice among ``K`` candidates:
+    ``read(obs, step, images, sampler) -> (coords (B, K, 2), values (B, K), weights (B, K))``.
+
+    Candidate 0 is the glimpse taken; with ``K > 1``, gradients flow as if the histogram had moved by
+    the ``weights``-mixture of the candidates' increments (straight-through, :func:`look`).
+    :class:`~agents.pixel_attention.PixelAttention` is one.
+    """
+
+    def read(
+        self, observation: torch.Tensor, step: int, images: torch.Tensor, sampler: Sampler
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+
+
+def look(
+    policy: GlimpsePolicy,
+    core: PerceptionCore,
+    histogram: torch.Tensor,
+    observation: torch.Tensor,
+    step: int,
+    images: torch.Tensor,
+    sampler: Sampler,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One glimpse of ``policy``: ``(histogram' (B, H), coords (B, 2) pixel units, values (B,))``.
+
+    ``coords = (clip(policy(obs, t), -1, 1) + 1) / 2 * 27`` (clipped as the env clips),
+    ``values = sampler(images, coords)``, ``histogram' = core.observe(histogram, coords, values)``.
+    A :class:`PixelReader` with ``K > 1`` candidates: ``histogram' = observe(h, c_0, v_0) + m -
+    stopgrad(m)`` with ``m = sum_k w_k (observe(h, c_k, v_k) - h)``: forward, exactly candidate 0's
+    glimpse; backward, the gradient of the mixture of the candidates' increments.
+    """
+    if not isinstance(policy, PixelReader):
+        coords = action_to_pixel(policy(observation, step).clamp(-1.0, 1.0))
+        values = sampler(images, coords)
+        return core.observe(histogram, coords, values), coords, values
+    coords, values, weights = policy.read(observation, step, images, sampler)
+    if coords.shape[1] == 1:
+        return core.observe(histogram, coords[:, 0], values[:, 0]), coords[:, 0], values[:, 0]
+    batch, k = values.shape
+    candidates = core.observe(histogram.repeat_interleave(k, dim=0), coords.flatten(0, 1), values.flatten(0, 1))
+    candidates = candidates.view(batch, k, -1)
+    mixed = (weights.unsqueeze(-1) * (candidates - histogram.unsqueeze(1))).sum(dim=1)
+    return candidates[:, 0] + (mixed - mixed.detach()), coords[:, 0], values[:, 0]  # straight-through
 
 
 @dataclass
@@ -60,8 +107,8 @@ def run_episodes(
     logits, coords, values, observations = [], [], [], []
     for step in range(glimpses):
         observations.append(observation)
-        coords_t = action_to_pixel(policy(observation, step).clamp(-1.0, 1.0))  # as the env clips
-        histogram, logits_t, values_t = core.glimpse(histogram, images, coords_t, sampler)
+        histogram, coords_t, values_t = look(policy, core, histogram, observation, step, images, sampler)
+        logits_t = core(histogram)
         observation = core.observation(histogram, logits_t)
         logits.append(logits_t)
         coords.append(coords_t)

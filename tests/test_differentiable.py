@@ -14,6 +14,7 @@ from agents.baselines import FixedSequence, RandomGlimpses
 from agents.checkpoint import load_agent, save_agent
 from agents.differentiable import DualOptimizerTrainer, attention_targets
 from agents.evaluation import accuracy_by_glimpse, accuracy_table
+from agents.pixel_attention import PixelAttention
 from agents.rollout import run_episodes
 from envs.data import load_mnist
 from envs.glimpse_env import MnistGlimpseEnv
@@ -132,11 +133,12 @@ def test_accuracy_by_glimpse_counts_correct_predictions():
     assert accuracy_table(torch.linspace(0.1, 0.9, 30)).keys() == {"1", "2", "5", "10", "25", "30"}
 
 
-@pytest.mark.parametrize("kind", ["attention", "fixed", "random"])
+@pytest.mark.parametrize("kind", ["attention", "pixel", "fixed", "random"])
 def test_checkpoint_round_trip(tmp_path, batch, kind):
     images, _ = batch
     policy, core = make_agent(step_bias=True)
-    policy = {"attention": policy, "fixed": FixedSequence(4), "random": RandomGlimpses()}[kind]
+    pixel = PixelAttention(core.observation_size, 4, hidden=8, temperature=0.5)
+    policy = {"attention": policy, "pixel": pixel, "fixed": FixedSequence(4), "random": RandomGlimpses()}[kind]
     save_agent(tmp_path / "checkpoint.pt", "test", policy, core, 4)
     loaded, loaded_core, checkpoint = load_agent(tmp_path / "checkpoint.pt")
     assert checkpoint["glimpses"] == 4 and checkpoint["agent"] == "test"
@@ -173,6 +175,23 @@ def test_train_script_smoke(tmp_path):
     result = evaluate.main(evaluate.Args(checkpoint=str(out / "checkpoint.pt"), device="cpu"))
     assert result["test_accuracy"] == saved["test_accuracy"]
     assert math.isclose(sum(result["test_accuracy"].values()), sum(saved["test_accuracy"].values()))
+
+
+def test_train_script_pixel_policy_and_time_budget(tmp_path):
+    """--policy pixel trains a PixelAttention (its noise annealed), evaluate.py reads it back; a
+    --max-train-seconds budget stops the dual epochs but not the read-out epoch."""
+    import train.differentiable as script
+    import train.evaluate as evaluate
+
+    out = tmp_path / "run"
+    metrics = script.main(script.Args(glimpses=3, policy="pixel", pixel_noise_final=0.2, epochs=2, batch_size=6000,
+                                      max_train_seconds=1e-9, out=str(out), device="cpu"))
+    assert metrics["agent"] == "differentiable-pixel" and metrics["attention_target"] == "label"
+    assert metrics["optimizer_steps"] == 0 and metrics["readout_steps"] == 10
+    policy, _, _ = load_agent(out / "checkpoint.pt")
+    assert isinstance(policy, PixelAttention)
+    result = evaluate.main(evaluate.Args(checkpoint=str(out / "checkpoint.pt"), device="cpu"))
+    assert result["test_accuracy"] == metrics["test_accuracy"]
 
 
 @pytest.mark.parametrize("flag, message", [("max_train_seconds", "--max-train-seconds must be >= 0"),

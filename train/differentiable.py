@@ -3,6 +3,8 @@
     python train/differentiable.py                                  # label target, 25 glimpses
     python train/differentiable.py --attention-target second
     python train/differentiable.py --policy fixed                   # learned fixed-sequence baseline
+    python train/differentiable.py --policy pixel --attention-lr 1e-2 --pixel-noise-final 0.1 --epochs 5
+                                                                    # choose among the 784 pixels (README)
 
 Training runs ``--epochs`` of both optimizers with the training read-out (bilinear), then
 ``--readout-epochs`` of the perception optimizer alone on nearest reads of the policy's glimpses, so
@@ -33,6 +35,7 @@ from agents.checkpoint import save_agent
 from agents.differentiable import DualOptimizerTrainer
 from agents.evaluation import accuracy_by_glimpse, accuracy_table, write_metrics
 from agents.figures import plot_glimpse_trails
+from agents.pixel_attention import PixelAttention
 from envs.config import resolve_device
 from envs.data import load_mnist, shuffled_batches
 from envs.perception import RANDOM_GLIMPSES_PATH, PerceptionConfig, PerceptionCore
@@ -43,8 +46,18 @@ from envs.sampler import Sampler
 class Args:
     glimpses: int = 25
     """glimpses per episode (T)"""
-    policy: Literal["attention", "fixed"] = "attention"
-    """adaptive attention network, or a learned fixed (non-adaptive) sequence of T locations"""
+    policy: Literal["attention", "pixel", "fixed"] = "attention"
+    """adaptive attention network (continuous locations), adaptive choice among the 784 pixel centres
+    (agents.pixel_attention, straight-through Gumbel-softmax in training), or a learned fixed
+    (non-adaptive) sequence of T locations"""
+    pixel_temperature: float = 1.0
+    """temperature of --policy pixel's Gumbel-softmax relaxation"""
+    pixel_repeat_penalty: float = 0.0
+    """--policy pixel: weight of the penalty on looking again at a pixel already read
+    (PixelAttention.repeat_probability) in the attention loss"""
+    pixel_noise_final: float = 1.0
+    """--policy pixel: scale of the training Gumbel noise at the end of the dual epochs, annealed
+    linearly from 1 (sampling from the policy) towards 0 (its argmax, what acting takes)"""
     step_bias: bool = True
     """add a learned per-glimpse offset to the attention output (fixed sequence + adaptive correction)"""
     attention_target: Literal["argmin", "second", "label"] = "label"
@@ -64,7 +77,7 @@ class Args:
     """RecurrentSoftOrdering channels of a scratch core"""
     n_bins: int = 4
     """soft bins per channel of a scratch core"""
-    encoding: Literal["plain", "fourier"] = "plain"
+    encoding: Literal["plain", "fourier", "learned"] = "plain"
     """glimpse encoding of a scratch core (envs.perception.GlimpseEncoding)"""
     epochs: int = 15
     """passes over the 60,000 training images (15: about 5 minutes on 2 CPU cores; train/compare.py
@@ -73,8 +86,8 @@ class Args:
     """after --epochs, passes that train only the core (perception optimizer, policy fixed) on nearest
     reads of the policy's own glimpses, the evaluation read-out (0 = off); see README"""
     max_train_seconds: float = 0.0
-    """stop training after this many seconds of wall clock, mid-epoch if need be (0 = no limit); the
-    steps actually taken are recorded in metrics.json"""
+    """stop the dual-optimizer epochs after this many seconds of wall clock, mid-epoch if need be
+    (0 = no limit); the read-out epochs still run; the steps actually taken are in metrics.json"""
     batch_size: int = 256
     """images per optimizer step"""
     perception_lr: float = 1e-3
@@ -111,6 +124,8 @@ def main(args: Args) -> dict:
         core = PerceptionCore(PerceptionConfig(args.channels, args.n_bins, encoding=args.encoding)).to(device)
     if args.policy == "attention":
         policy = AttentionNetwork(core.observation_size, args.hidden, args.glimpses, args.step_bias).to(device)
+    elif args.policy == "pixel":
+        policy = PixelAttention(core.observation_size, args.glimpses, args.hidden, args.pixel_temperature).to(device)
     else:
         policy = FixedSequence(args.glimpses).to(device)
     sampler = Sampler(args.sampler, gradient=args.sampler_gradient)
@@ -124,6 +139,7 @@ def main(args: Args) -> dict:
         perception_lr=args.perception_lr,
         attention_lr=args.attention_lr,
         location_noise=args.location_noise,
+        repeat_penalty=args.pixel_repeat_penalty,
     )
 
     steps_per_epoch = len(data) // args.batch_size
@@ -140,12 +156,14 @@ def main(args: Args) -> dict:
     progress = tqdm(total=sum(schedule.values()), desc=f"differentiable {args.policy}/{args.attention_target}")
     for phase, phase_steps in schedule.items():
         for _ in range(phase_steps):
-            if time.time() > deadline:
+            if phase == "dual" and time.time() > deadline:
                 break
             batch = next(batches)
             images, labels = data.images[batch].float() / 255.0, data.labels[batch]
             global_step = sum(steps_done.values())
             if phase == "dual":
+                if isinstance(policy, PixelAttention):
+                    policy.noise = 1.0 - (1.0 - args.pixel_noise_final) * steps_done["dual"] / schedule["dual"]
                 stats = trainer.step(images, labels)
                 if global_step % 50 == 0:
                     writer.add_scalar("losses/perception", stats.perception_loss, global_step)
@@ -168,7 +186,7 @@ def main(args: Args) -> dict:
     trained_readout = accuracy_by_glimpse(policy, core, args.glimpses, sampler=sampler, device=device)
     for budget, accuracy in accuracy_table(nearest).items():
         writer.add_scalar("eval/test_accuracy_nearest", accuracy, int(budget))
-    agent = "differentiable" if args.policy == "attention" else "fixed-sequence"
+    agent = {"attention": "differentiable", "pixel": "differentiable-pixel", "fixed": "fixed-sequence"}[args.policy]
     save_agent(out / "checkpoint.pt", agent, policy, core, args.glimpses, args=vars(args))
     metrics = write_metrics(
         out / "metrics.json",
@@ -178,7 +196,7 @@ def main(args: Args) -> dict:
         train_seconds,
         str(device),
         args.seed,
-        attention_target=args.attention_target if args.policy == "attention" else None,
+        attention_target=args.attention_target if args.policy != "fixed" else None,
         test_accuracy_train_sampler=accuracy_table(trained_readout),
         epochs=args.epochs,
         optimizer_steps=steps_done["dual"],
