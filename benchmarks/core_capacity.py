@@ -1,21 +1,30 @@
-"""How much of a fixed set of 25 pixels the perception core can use, against a plain MLP on the same pixels.
+"""How much of a set of 25 pixels the perception core can use, against a plain MLP on the same pixels.
 
-All models see the same 25 nearest pixels of every image, a 5x5 grid (rows and columns 6, 10, ..., 22)
-glimpsed in one fixed, shuffled order, and are trained on the 60,000 training images; accuracy is on
-the 10,000 test images.
+All models see the same 25 nearest pixels of every image and are trained on the 60,000 training
+images; accuracy is on the 10,000 test images. The pixels are
 
-* ``mlp``: ``Linear(25, 256) -> ReLU -> Linear(256, 10)`` on the 25 values, position known by index:
-  what those pixels allow a plain classifier.
+* by default a 5x5 grid (rows and columns 6, 10, ..., 22) glimpsed in one fixed, shuffled order;
+* with ``--agent DIR/checkpoint.pt``, the pixels a trained agent chooses, image by image, reading
+  with ``nearest`` as in evaluation (its glimpse locations are kept as they are, off-centre too).
+
+Models:
+
+* ``mlp``: what those pixels allow a plain classifier, ``Linear(n, 256) -> ReLU -> Linear(256, 10)``.
+  On the grid it reads the 25 values (position known by index); on an agent's pixels, which differ
+  from image to image, it reads the masked image and the mask (``n = 2 * 784``, GDFS's classifier
+  input), one MLP per budget (5, 10, 25 glimpses).
 * ``core CxB``: a fresh :class:`envs.perception.PerceptionCore` (``C`` channels, ``B`` soft bins)
   reading the glimpses one by one, ``(i, j, value)`` each, as every agent's core does; its loss is
   the perception loss over all glimpses; accuracy after 5, 10 and 25 glimpses.
+* with ``--agent``, also ``agent's own core``: the agent's test accuracy, for reference.
 
-The gap between the two at 25 glimpses is what the soft histogram loses on these pixels: a policy
-chooses which pixels are read, not how the core reads them.
+The gap between the MLP and the cores at 25 glimpses is what the soft histogram loses on these
+pixels: a policy chooses which pixels are read, not how the core reads them.
 
     python benchmarks/core_capacity.py                                  # about 4 minutes on 1 CPU core
     python benchmarks/core_capacity.py --cores 16x32 --epochs 6
     python benchmarks/core_capacity.py --cores 32x4 16x32 --encodings plain fourier
+    python benchmarks/core_capacity.py --agent runs/differentiable/checkpoint.pt --cores 32x4
 """
 
 from __future__ import annotations
@@ -27,8 +36,11 @@ import torch
 import tyro
 from torch import nn
 
-from envs.data import load_mnist, shuffled_batches
+from agents.checkpoint import load_agent
+from agents.rollout import run_episodes
+from envs.data import IMAGE_SIZE, load_mnist, shuffled_batches
 from envs.perception import PerceptionConfig, PerceptionCore, perception_loss
+from envs.sampler import Sampler
 
 
 @dataclass
@@ -45,6 +57,8 @@ class Args:
     """hidden width of the cores' classifier heads"""
     encodings: tuple[str, ...] = ("plain",)
     """glimpse encodings to train every core size with (plain, fourier: envs.perception.GlimpseEncoding)"""
+    agent: str | None = None
+    """an agent checkpoint (DIR/checkpoint.pt): use the pixels its policy chooses instead of the grid"""
     seed: int = 0
     """seed of torch (initialisations, batch order, glimpse order)"""
     torch_threads: int = 1
@@ -56,6 +70,32 @@ def grid_glimpses() -> torch.Tensor:
     grid = torch.arange(6, 23, 4).float()
     coords = torch.stack(torch.meshgrid(grid, grid, indexing="ij"), dim=-1).reshape(-1, 2)
     return coords[torch.randperm(len(coords))]
+
+
+@torch.no_grad()
+def agent_glimpses(path: str, images: torch.Tensor, batch_size: int = 2500) -> tuple[torch.Tensor, torch.Tensor]:
+    """The glimpses the agent at ``path`` takes on ``images`` (``uint8`` ``(N, 28, 28)``) with the
+    ``nearest`` read-out: ``coords`` ``(N, T, 2)`` in pixel units and ``values`` ``(N, T)``."""
+    policy, core, checkpoint = load_agent(path)
+    coords, values = [], []
+    for start in range(0, len(images), batch_size):
+        batch = images[start : start + batch_size].float() / 255.0
+        episode = run_episodes(policy, core, Sampler("nearest"), batch, checkpoint["glimpses"])
+        coords.append(episode.coords.transpose(0, 1))
+        values.append(episode.values.transpose(0, 1))
+    return torch.cat(coords), torch.cat(values)
+
+
+def masked_images(coords: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """``(N, 2 * 784)``: the image with only the glimpsed pixels kept, and the mask of those pixels.
+
+    ``coords`` ``(N, t, 2)`` are rounded to the pixel the ``nearest`` read-out reads.
+    """
+    index = coords.round().long()
+    flat = index[..., 0] * IMAGE_SIZE + index[..., 1]  # (N, t)
+    image = torch.zeros(len(coords), IMAGE_SIZE * IMAGE_SIZE).scatter_(1, flat, values)
+    mask = torch.zeros_like(image).scatter_(1, flat, 1.0)
+    return torch.cat([image, mask], dim=1)
 
 
 def train_mlp(args: Args, x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor) -> float:
@@ -70,19 +110,19 @@ def train_mlp(args: Args, x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor
         return (mlp(x_test).argmax(-1) == y_test).float().mean().item()
 
 
-def train_core(args: Args, size: str, encoding: str, coords: torch.Tensor, x, y, x_test, y_test) -> dict[int, float]:
+def train_core(args: Args, size: str, encoding: str, coords, x, y, coords_test, x_test, y_test) -> dict[int, float]:
+    """A fresh core replaying glimpses ``coords`` ``(N, T, 2)``, ``x`` ``(N, T)``; test accuracy by budget."""
     channels, n_bins = (int(part) for part in size.split("x"))
     core = PerceptionCore(PerceptionConfig(channels, n_bins, args.head_hidden, encoding))
     optimizer = torch.optim.Adam(core.parameters(), lr=args.lr)
-    locations = coords.unsqueeze(0)
     for batch in shuffled_batches(len(x), args.batch_size, epochs=args.epochs):
-        logits = core.replay(locations.expand(len(batch), -1, -1), x[batch])
+        logits = core.replay(coords[batch], x[batch])
         loss = perception_loss(logits, y[batch])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     with torch.no_grad():
-        logits = core.replay(locations.expand(len(x_test), -1, -1), x_test)
+        logits = core.replay(coords_test, x_test)
     return {t: (logits[t - 1].argmax(-1) == y_test).float().mean().item() for t in (5, 10, 25)}
 
 
@@ -90,17 +130,36 @@ def main(args: Args) -> None:
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.torch_threads)
     train, test = load_mnist("train"), load_mnist("test")
-    coords = grid_glimpses()
-    rows, cols = coords[:, 0].long(), coords[:, 1].long()
-    x, x_test = (split.images[:, rows, cols].float() / 255.0 for split in (train, test))
-    print(f"25 fixed pixels, {args.epochs} epochs, batch {args.batch_size}, Adam {args.lr}; test accuracy %")
-    print("| model | 5 | 10 | 25 | seconds |\n| --- | ---: | ---: | ---: | ---: |")
     start = time.time()
-    print(f"| mlp on the 25 values | | | {100 * train_mlp(args, x, train.labels, x_test, test.labels):.1f} | {time.time() - start:.0f} |")
+    if args.agent is None:
+        coords = grid_glimpses()
+        rows, cols = coords[:, 0].long(), coords[:, 1].long()
+        x, x_test = (split.images[:, rows, cols].float() / 255.0 for split in (train, test))
+        coords, coords_test = coords.expand(len(x), -1, -1), coords.expand(len(x_test), -1, -1)
+        print(f"25 fixed pixels, {args.epochs} epochs, batch {args.batch_size}, Adam {args.lr}; test accuracy %")
+        print("| model | 5 | 10 | 25 | seconds |\n| --- | ---: | ---: | ---: | ---: |")
+        mlp = {25: train_mlp(args, x, train.labels, x_test, test.labels)}
+    else:
+        (coords, x), (coords_test, x_test) = (agent_glimpses(args.agent, split.images) for split in (train, test))
+        print(f"the pixels {args.agent} reads, {args.epochs} epochs, batch {args.batch_size}, Adam {args.lr}; test accuracy %")
+        print("| model | 5 | 10 | 25 | seconds |\n| --- | ---: | ---: | ---: | ---: |")
+        agent_core = load_agent(args.agent)[1]
+        with torch.no_grad():
+            logits = agent_core.replay(coords_test, x_test)
+        own = {t: (logits[t - 1].argmax(-1) == test.labels).float().mean().item() for t in (5, 10, 25)}
+        print(f"| agent's own core | {100 * own[5]:.1f} | {100 * own[10]:.1f} | {100 * own[25]:.1f} | |")
+        start = time.time()
+        mlp = {
+            t: train_mlp(args, masked_images(coords[:, :t], x[:, :t]), train.labels,
+                         masked_images(coords_test[:, :t], x_test[:, :t]), test.labels)
+            for t in (5, 10, 25)
+        }
+    cells = " | ".join(f"{100 * mlp[t]:.1f}" if t in mlp else "" for t in (5, 10, 25))
+    print(f"| mlp on the pixels | {cells} | {time.time() - start:.0f} |")
     for size in args.cores:
         for encoding in args.encodings:
             start = time.time()
-            acc = train_core(args, size, encoding, coords, x, train.labels, x_test, test.labels)
+            acc = train_core(args, size, encoding, coords, x, train.labels, coords_test, x_test, test.labels)
             name = f"core {size}" + ("" if encoding == "plain" else f" {encoding}")
             print(f"| {name} | {100 * acc[5]:.1f} | {100 * acc[10]:.1f} | {100 * acc[25]:.1f} | {time.time() - start:.0f} |", flush=True)
 

@@ -8,19 +8,44 @@
 #    agent with the packaged-size core, with the 16x32 scratch core, and the fixed-sequence baseline.
 # A second set (batch 256, 240 s, 7 runs side by side) is the GRID=1 part; its figures are in
 # benchmarks/results/differentiable_gpu_h200.json.
+# LEARNED=1 runs only the learned-encoding set instead (8 runs side by side, batch 256, TRAIN_SECONDS
+# of dual-optimizer training each, then the read-out epoch): 32x4 and 64x4 scratch cores with
+# encoding "learned" (seeds 0, 1, 2), the default agent and a learned-encoding fixed sequence.
 set -u
 OUT=${1:?usage: bash benchmarks/gpu_run.sh OUT_DIR}
 TRAIN_SECONDS=${TRAIN_SECONDS:-140}
 mkdir -p "$OUT/runs"
 export PYTHONUNBUFFERED=1 TQDM_DISABLE=1 OMP_NUM_THREADS=2
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+python -c "import torch; print('torch', torch.__version__)" | tee -a "$OUT/gpu.txt"
+
+# DEVICE and EXTRA (options added to every run) are there for a quick CPU check of this script.
+train() { name=$1; shift; python train/differentiable.py --device "${DEVICE:-cuda}" --epochs 200 --out "$OUT/runs/$name" "$@" ${EXTRA:-} > "$OUT/runs/$name.log" 2>&1 & }
+summary() {
+  for f in "$OUT"/runs/*/metrics.json; do
+    python -c "import json; m = json.load(open('$f')); print('$f', m['test_accuracy'], m['test_accuracy_train_sampler']['25'], m['epochs_done'], m['train_seconds'])"
+  done | tee "$OUT/summary.txt"
+}
+
+if [ "${LEARNED:-0}" = 1 ]; then
+  budget=(--max-train-seconds "$TRAIN_SECONDS")
+  learned=(--core scratch --encoding learned)
+  for seed in 0 1 2; do
+    train "label-learned32x4-s$seed" "${budget[@]}" "${learned[@]}" --seed "$seed"
+    train "label-learned64x4-s$seed" "${budget[@]}" "${learned[@]}" --channels 64 --seed "$seed"
+  done
+  train label-default-s0 "${budget[@]}"
+  train fixed-learned32x4-s0 "${budget[@]}" "${learned[@]}" --policy fixed
+  wait
+  summary
+  exit 0
+fi
 
 timeout 150 python benchmarks/env_throughput.py --devices cuda --num-envs 1024 16384 65536 262144 \
   --sync-num-envs 1024 --seconds 2 --json "$OUT/env_throughput_cuda.json" > "$OUT/bench.log" 2>&1
 timeout 90 python benchmarks/sb3_vec_env.py --device cuda --num-envs 256 --seconds 2 \
   --json "$OUT/sb3_vec_env_cuda.json" >> "$OUT/bench.log" 2>&1
 
-train() { name=$1; shift; python train/differentiable.py --device cuda --epochs 200 --out "$OUT/runs/$name" "$@" > "$OUT/runs/$name.log" 2>&1 & }
 fast=(--max-train-seconds "$TRAIN_SECONDS" --batch-size 1024 --perception-lr 3e-3 --attention-lr 3e-3)
 train label-bs1024 "${fast[@]}"
 train label-16x32-bs1024 "${fast[@]}" --core scratch --channels 16 --n-bins 32
@@ -36,6 +61,4 @@ if [ "${GRID:-0}" = 1 ]; then
 fi
 timeout 150 python -m pytest -q -p no:cacheprovider -k cuda > "$OUT/tests.log" 2>&1
 wait
-for f in "$OUT"/runs/*/metrics.json; do
-  python -c "import json; m = json.load(open('$f')); print('$f', m['test_accuracy'], m['epochs_done'])"
-done | tee "$OUT/summary.txt"
+summary
