@@ -28,7 +28,9 @@ feature. Dead zones: with ``bilinear`` the first path is zero wherever the 2x2 n
 (most of the background). Options that address it, each measured in the README: the ``gaussian``
 sampler (wide kernel), ``location_noise`` (Gaussian jitter of the glimpse location in training), a
 straight-through sampler (``Sampler("nearest", gradient=...)``) and per-glimpse offsets
-(``AttentionNetwork(step_bias=True)``).
+(``AttentionNetwork(step_bias=True)``). A :class:`~agents.pixel_attention.PixelAttention` policy
+removes the local view altogether: it chooses among all pixels, and its relaxed choice gives every
+candidate pixel a gradient.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Which way of learning where to look works best, and at what cost? Train every method for a few
 seeds, evaluate each on the 10,000 test images (nearest read-out), and tabulate and plot the results.
 
-    python train/compare.py                                   # 10 methods x seeds 0 1 2, CPU budgets
+    python train/compare.py                                   # 11 methods x seeds 0 1 2, CPU budgets
     python train/compare.py --full --device cuda              # GPU budgets
     python train/compare.py --methods ppo-joint reinforce-joint --seeds 0
     python train/compare.py --methods random-glimpses fixed-sequence --seeds 0 --out /tmp/cmp --tiny
@@ -50,7 +50,7 @@ from envs.data import NUM_CLASSES, load_mnist
 
 MethodName = Literal[
     "random-glimpses", "fixed-sequence", "differentiable-argmin", "differentiable-second", "differentiable-label",
-    "reinforce-frozen", "reinforce-joint", "ppo-frozen", "ppo-joint", "ppo-joint-from-fixed",
+    "differentiable-pixel", "reinforce-frozen", "reinforce-joint", "ppo-frozen", "ppo-joint", "ppo-joint-from-fixed",
 ]
 
 #: The methods: which trainer (train/ script) and the flags that make it this method.
@@ -60,6 +60,10 @@ METHODS: dict[str, Method] = {
     "differentiable-argmin": Method("differentiable", ("--attention-target", "argmin")),
     "differentiable-second": Method("differentiable", ("--attention-target", "second")),
     "differentiable-label": Method("differentiable", ("--attention-target", "label")),
+    # the same agent choosing among the 784 pixel centres (agents.pixel_attention), its measured settings
+    "differentiable-pixel": Method(
+        "differentiable", ("--policy", "pixel", "--attention-lr", "1e-2", "--pixel-noise-final", "0.1")
+    ),
     "reinforce-frozen": Method("reinforce", ("--perception", "frozen")),
     "reinforce-joint": Method("reinforce", ("--perception", "joint")),
     "ppo-frozen": Method("ppo", ("--perception", "frozen")),
