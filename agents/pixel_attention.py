@@ -3,8 +3,8 @@
 The continuous :class:`~agents.attention.AttentionNetwork` learns where to look from the sampler's
 gradient, which only knows the 2 x 2 pixels around the current location. ``benchmarks/core_capacity.py
 --agent`` showed that this leaves the policy, not the core, as the limit: a plain MLP on the pixels
-the 30-epoch differentiable agent reads gets 81.7% at 25 glimpses, no more than on a fixed 5 x 5
-grid (81.8%), and the agent's own core reads them at 79.1%.
+the 30-epoch differentiable agent reads gets 81.9% at 25 glimpses, about as much as on a fixed
+5 x 5 grid (81.8%), and the agent's own core reads them at 79.1%.
 
 Here the policy scores every pixel and, in training, chooses with a straight-through Gumbel-softmax
 (Concrete) relaxation, as GDFS (Covert et al., ICML 2023) does for its feature choice, so the

@@ -73,14 +73,15 @@ def grid_glimpses() -> torch.Tensor:
 
 
 @torch.no_grad()
-def agent_glimpses(path: str, images: torch.Tensor, batch_size: int = 2500) -> tuple[torch.Tensor, torch.Tensor]:
-    """The glimpses the agent at ``path`` takes on ``images`` (``uint8`` ``(N, 28, 28)``) with the
-    ``nearest`` read-out: ``coords`` ``(N, T, 2)`` in pixel units and ``values`` ``(N, T)``."""
-    policy, core, checkpoint = load_agent(path)
+def agent_glimpses(
+    policy: nn.Module, core: PerceptionCore, glimpses: int, images: torch.Tensor, batch_size: int = 2500
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The glimpses an agent (``policy`` reading with ``core``) takes on ``images`` (``uint8``
+    ``(N, 28, 28)``) with the ``nearest`` read-out: ``coords`` ``(N, T, 2)`` pixel units, ``values`` ``(N, T)``."""
     coords, values = [], []
     for start in range(0, len(images), batch_size):
         batch = images[start : start + batch_size].float() / 255.0
-        episode = run_episodes(policy, core, Sampler("nearest"), batch, checkpoint["glimpses"])
+        episode = run_episodes(policy, core, Sampler("nearest"), batch, glimpses)
         coords.append(episode.coords.transpose(0, 1))
         values.append(episode.values.transpose(0, 1))
     return torch.cat(coords), torch.cat(values)
@@ -131,19 +132,20 @@ def main(args: Args) -> None:
     torch.set_num_threads(args.torch_threads)
     train, test = load_mnist("train"), load_mnist("test")
     start = time.time()
+    pixels = "25 fixed pixels" if args.agent is None else f"the pixels {args.agent} reads"
+    print(f"{pixels}, {args.epochs} epochs, batch {args.batch_size}, Adam {args.lr}; test accuracy %")
+    print("| model | 5 | 10 | 25 | seconds |\n| --- | ---: | ---: | ---: | ---: |")
     if args.agent is None:
         coords = grid_glimpses()
         rows, cols = coords[:, 0].long(), coords[:, 1].long()
         x, x_test = (split.images[:, rows, cols].float() / 255.0 for split in (train, test))
         coords, coords_test = coords.expand(len(x), -1, -1), coords.expand(len(x_test), -1, -1)
-        print(f"25 fixed pixels, {args.epochs} epochs, batch {args.batch_size}, Adam {args.lr}; test accuracy %")
-        print("| model | 5 | 10 | 25 | seconds |\n| --- | ---: | ---: | ---: | ---: |")
         mlp = {25: train_mlp(args, x, train.labels, x_test, test.labels)}
     else:
-        (coords, x), (coords_test, x_test) = (agent_glimpses(args.agent, split.images) for split in (train, test))
-        print(f"the pixels {args.agent} reads, {args.epochs} epochs, batch {args.batch_size}, Adam {args.lr}; test accuracy %")
-        print("| model | 5 | 10 | 25 | seconds |\n| --- | ---: | ---: | ---: | ---: |")
-        agent_core = load_agent(args.agent)[1]
+        policy, agent_core, checkpoint = load_agent(args.agent)
+        (coords, x), (coords_test, x_test) = (
+            agent_glimpses(policy, agent_core, checkpoint["glimpses"], split.images) for split in (train, test)
+        )
         with torch.no_grad():
             logits = agent_core.replay(coords_test, x_test)
         own = {t: (logits[t - 1].argmax(-1) == test.labels).float().mean().item() for t in (5, 10, 25)}

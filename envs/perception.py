@@ -16,10 +16,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from envs.data import IMAGE_SIZE, NUM_CLASSES
-from envs.sampler import Sampler, action_to_pixel, pixel_to_action
+from envs.sampler import Sampler, pixel_to_action
 from envs.soft_ordering import RecurrentSoftOrdering
 
 #: The packaged pretrained core that environments load by default: the core of the differentiable
@@ -114,17 +115,14 @@ class GlimpseEncoding(nn.Module):
     def _learned(self, positions: torch.Tensor) -> torch.Tensor:
         """``location_map`` read bilinearly at ``positions`` ``(B, 2)`` in ``[-1, 1]`` -> ``(B, 4 * FREQUENCIES)``.
 
-        The same interpolation as the ``bilinear`` sampler, over a table instead of an image: exact at
-        pixel centres, and differentiable in the location everywhere, background included.
+        The ``bilinear`` sampler's kernel (``grid_sample``, ``align_corners=True``: ``positions`` with
+        the components swapped are its grid) over the table instead of an image: exact at pixel
+        centres, and differentiable in the location everywhere, background included.
         """
-        coords = action_to_pixel(positions).clamp(0.0, IMAGE_SIZE - 1.0)
-        top_left = coords.floor().clamp(max=IMAGE_SIZE - 2.0)
-        frac = coords - top_left  # (B, 2) in [0, 1]
-        index = (top_left[:, 0] * IMAGE_SIZE + top_left[:, 1]).long()  # (B,)
-        corners = torch.stack([index, index + 1, index + IMAGE_SIZE, index + IMAGE_SIZE + 1], dim=-1)  # (B, 4)
-        di, dj = frac[:, :1], frac[:, 1:]
-        weights = torch.cat([(1 - di) * (1 - dj), (1 - di) * dj, di * (1 - dj), di * dj], dim=-1)  # (B, 4)
-        return torch.einsum("bk,bkf->bf", weights, self.location_map[corners])
+        table = self.location_map.T.reshape(1, -1, IMAGE_SIZE, IMAGE_SIZE)  # (1, F, 28, 28), [f, i, j]
+        grid = positions.flip(-1).view(1, -1, 1, 2).to(table.dtype)
+        phi = F.grid_sample(table, grid, mode="bilinear", padding_mode="border", align_corners=True)  # (1, F, B, 1)
+        return phi[0, :, :, 0].T
 
 
 class ClassifierHead(nn.Module):
