@@ -126,6 +126,8 @@ class DualOptimizerTrainer:
         if repeat_penalty < 0 or (repeat_penalty > 0 and not isinstance(policy, PixelAttention)):
             raise ValueError(f"repeat_penalty must be >= 0 and needs a PixelAttention policy; got {repeat_penalty} "
                              f"with {type(policy).__name__}.")
+        if repeat_penalty > 0 and policy.memory != "none":
+            raise ValueError("repeat_penalty is for PixelAttention(memory='none'); with a memory it never reads a pixel twice.")
         self.repeat_penalty = repeat_penalty
         if location_noise > 0 and isinstance(policy, PixelReader):
             raise ValueError("location_noise jitters continuous locations; a PixelReader policy chooses pixels. Pass location_noise=0.")

@@ -21,6 +21,8 @@ from envs.data import IMAGE_SIZE
 from envs.sampler import Sampler, pixel_to_action
 
 NUM_PIXELS = IMAGE_SIZE * IMAGE_SIZE
+#: What a :class:`PixelAttention` remembers of its episode besides the observation.
+MEMORIES = ("none", "pixels")
 
 
 class PixelAttention(nn.Module):
@@ -42,10 +44,22 @@ class PixelAttention(nn.Module):
     :param hidden: width of the two hidden layers.
     :param temperature: ``tau`` of the training relaxation (> 0).
     :param candidates: ``K``, pixels whose increments the training relaxation mixes (>= 1).
+    :param memory: ``"none"``: scores from the observation alone. ``"pixels"``: the policy also keeps,
+        within an episode, the record of the pixels it read, the masked image ``(mask, mask * image)``
+        (``(B, 2 * 784)``, detached: a record, not a path for gradients), feeds it to the MLP beside the
+        observation, and never reads a pixel twice, as GDFS's selector does. The grey levels are not in
+        the environment's observation, so such a policy acts through :func:`agents.rollout.run_episodes`
+        only (:meth:`forward` refuses). Measured in the README.
     """
 
     def __init__(
-        self, observation_size: int, glimpses: int, hidden: int = 128, temperature: float = 1.0, candidates: int = 16
+        self,
+        observation_size: int,
+        glimpses: int,
+        hidden: int = 128,
+        temperature: float = 1.0,
+        candidates: int = 16,
+        memory: str = "none",
     ) -> None:
         super().__init__()
         if glimpses < 1:
@@ -59,12 +73,16 @@ class PixelAttention(nn.Module):
         if candidates < 1:
             raise ValueError(f"PixelAttention needs candidates >= 1, got {candidates}.")
         self.candidates = candidates
+        if memory not in MEMORIES:
+            raise ValueError(f"Unknown PixelAttention memory {memory!r}; valid values are {list(MEMORIES)}.")
+        self.memory = memory
+        self._record: tuple[torch.Tensor, torch.Tensor] | None = None  # (mask, mask * image), (B, 784) each
         #: Scale of the Gumbel noise in training: 1 samples from ``softmax(scores)``; towards 0 the
         #: training choice approaches the argmax that acting takes (``train/differentiable.py`` anneals it).
         self.noise = 1.0
         self.beta = nn.Parameter(torch.zeros(glimpses, NUM_PIXELS))
         self.net = nn.Sequential(
-            nn.Linear(observation_size, hidden),
+            nn.Linear(observation_size + (2 * NUM_PIXELS if memory == "pixels" else 0), hidden),
             nn.ReLU(),
             nn.Linear(hidden, hidden),
             nn.ReLU(),
@@ -78,7 +96,7 @@ class PixelAttention(nn.Module):
     def config(self) -> dict:
         """The constructor's arguments, for checkpoints."""
         return {"observation_size": self.observation_size, "glimpses": self.glimpses, "hidden": self.hidden,
-                "temperature": self.temperature, "candidates": self.candidates}
+                "temperature": self.temperature, "candidates": self.candidates, "memory": self.memory}
 
     def scores(self, observation: torch.Tensor, step: int) -> torch.Tensor:
         """Unnormalised log-probabilities of the 784 pixels (row-major), ``(B, 784)``."""
@@ -89,10 +107,24 @@ class PixelAttention(nn.Module):
             )
         if step >= self.glimpses:
             raise IndexError(f"PixelAttention has per-glimpse scores for {self.glimpses} glimpses; step {step} is past them.")
-        return self.net(observation) + self.beta[step]
+        if self.memory == "none":
+            return self.net(observation) + self.beta[step]
+        if step == 0 or self._record is None or self._record[0].shape[0] != observation.shape[0]:
+            if step != 0:
+                raise RuntimeError("PixelAttention(memory='pixels') keeps an episode's record from step 0; start at step 0.")
+            empty = observation.new_zeros(observation.shape[0], NUM_PIXELS)
+            self._record = (empty, empty)
+        mask, seen = self._record
+        scores = self.net(torch.cat([observation, mask, seen], dim=-1)) + self.beta[step]
+        return scores.masked_fill(mask > 0, torch.finfo(scores.dtype).min)  # never the same pixel twice
 
     def forward(self, observation: torch.Tensor, step: int) -> torch.Tensor:
         """The highest-scoring pixel's centre as an action, ``(B, 2)`` in ``[-1, 1]``."""
+        if self.memory != "none":
+            raise RuntimeError(
+                "PixelAttention(memory='pixels') needs the grey levels it read, which the environment does not "
+                "observe; run it with agents.rollout.run_episodes (train/evaluate.py does), or use memory='none'."
+            )
         return pixel_to_action(self.centres[self.scores(observation, step).argmax(dim=-1)])
 
     def read(
@@ -112,12 +144,19 @@ class PixelAttention(nn.Module):
         """
         scores = self.scores(observation, step)
         if not self.training:
-            coords = self.centres[scores.argmax(dim=-1)].unsqueeze(1)  # (B, 1, 2)
-            return coords, _read(sampler, images, coords), torch.ones(coords.shape[:2], device=coords.device)
-        gumbel = -torch.empty_like(scores).exponential_().log()  # -log Exp(1) ~ Gumbel(0, 1), as F.gumbel_softmax
-        perturbed, chosen = (scores + self.noise * gumbel).topk(min(self.candidates, NUM_PIXELS), dim=-1)  # best first
-        coords = self.centres[chosen]  # (B, K, 2)
-        return coords, _read(sampler, images, coords), torch.softmax(perturbed / self.temperature, dim=-1)
+            chosen = scores.argmax(dim=-1, keepdim=True)  # (B, 1)
+            coords = self.centres[chosen]  # (B, 1, 2)
+            values, weights = _read(sampler, images, coords), torch.ones(coords.shape[:2], device=coords.device)
+        else:
+            gumbel = -torch.empty_like(scores).exponential_().log()  # -log Exp(1) ~ Gumbel(0, 1), as F.gumbel_softmax
+            perturbed, chosen = (scores + self.noise * gumbel).topk(min(self.candidates, NUM_PIXELS), dim=-1)  # best first
+            coords = self.centres[chosen]  # (B, K, 2)
+            values, weights = _read(sampler, images, coords), torch.softmax(perturbed / self.temperature, dim=-1)
+        if self.memory != "none":
+            mask, seen = self._record
+            taken = chosen[:, :1]
+            self._record = (mask.scatter(1, taken, 1.0), seen.scatter(1, taken, values[:, :1].detach()))
+        return coords, values, weights
 
     def repeat_probability(self, observations: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
         """How likely the policy is to look again where it already looked: the mean over glimpses
@@ -134,6 +173,8 @@ class PixelAttention(nn.Module):
         :param observations: ``(T, B, H + 10)`` what each glimpse was chosen from (an episode's).
         :param coords: ``(T, B, 2)`` the pixels chosen, in pixel units (centres).
         """
+        if self.memory != "none":
+            raise ValueError("PixelAttention(memory='pixels') never reads a pixel twice; the repeat penalty is for memory='none'.")
         steps = observations.shape[0]
         probabilities = torch.stack([torch.softmax(self.scores(observations[t], t), dim=-1) for t in range(steps)])
         index = coords.round().long()

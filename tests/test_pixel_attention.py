@@ -148,3 +148,53 @@ def test_errors():
     with pytest.raises(ValueError, match="location_noise"):
         DualOptimizerTrainer(policy, PerceptionCore(), Sampler(), 2, location_noise=0.1)
     assert policy.beta.shape == (2, NUM_PIXELS)
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_memory_sees_the_masked_image_and_never_rereads(batch, mode):
+    images, labels = batch
+    torch.manual_seed(0)
+    core = PerceptionCore()
+    policy = PixelAttention(core.observation_size, 30, hidden=16, memory="pixels").train(mode == "train")
+    torch.nn.init.constant_(policy.beta[:, 100], 50.0)  # pixel 100 first at every step, unless masked
+    episode = run_episodes(policy, core, Sampler("nearest"), images, 30)
+    flat = episode.coords.round().long()
+    flat = (flat[..., 0] * 28 + flat[..., 1]).T  # (B, T)
+    assert all(len(set(row.tolist())) == 30 for row in flat)  # 30 distinct pixels per image
+    assert (flat[:, 0] == 100).all()
+    mask, seen = policy._record
+    expected = torch.zeros_like(mask).scatter(1, flat, 1.0)
+    torch.testing.assert_close(mask, expected)
+    torch.testing.assert_close(seen, images.flatten(1) * expected)  # the grey levels read, where read
+    # a new batch starts a new record at step 0; a record cannot start mid-episode
+    policy.scores(core.observation(core.initial_histogram(2)), 0)
+    assert policy._record[0].shape == (2, NUM_PIXELS) and policy._record[0].sum() == 0
+    with pytest.raises(RuntimeError, match="from step 0"):
+        policy.scores(core.observation(core.initial_histogram(3)), 1)
+    # it trains through the dual optimizers, and refuses what it cannot do
+    trainer = DualOptimizerTrainer(policy.train(), core, Sampler("bilinear"), 30, attention_target="label")
+    before = policy.net[0].weight.detach().clone()
+    trainer.step(images, labels)
+    assert not torch.equal(policy.net[0].weight, before)
+    with pytest.raises(RuntimeError, match="does not observe"):
+        policy(core.observation(core.initial_histogram(1)), 0)
+    with pytest.raises(ValueError, match="never reads a pixel twice"):
+        DualOptimizerTrainer(policy, core, Sampler(), 30, repeat_penalty=1.0)
+    with pytest.raises(ValueError, match="Unknown PixelAttention memory 'mask'"):
+        PixelAttention(10, 2, memory="mask")
+
+
+def test_memory_checkpoint_round_trip(tmp_path, batch):
+    from agents.checkpoint import load_agent, save_agent
+
+    images, _ = batch
+    torch.manual_seed(0)
+    core = PerceptionCore()
+    policy = PixelAttention(core.observation_size, 5, hidden=16, memory="pixels").eval()
+    save_agent(tmp_path / "checkpoint.pt", "differentiable-pixel", policy, core, 5)
+    loaded, loaded_core, _ = load_agent(tmp_path / "checkpoint.pt")
+    assert loaded.memory == "pixels"
+    a = run_episodes(policy, core, Sampler("nearest"), images, 5)
+    b = run_episodes(loaded, loaded_core, Sampler("nearest"), images, 5)
+    torch.testing.assert_close(a.logits, b.logits)
+    torch.testing.assert_close(a.coords, b.coords)

@@ -58,6 +58,10 @@ class Args:
     pixel_noise_final: float = 1.0
     """--policy pixel: scale of the training Gumbel noise at the end of the dual epochs, annealed
     linearly from 1 (sampling from the policy) towards 0 (its argmax, what acting takes)"""
+    pixel_memory: Literal["none", "pixels"] = "none"
+    """--policy pixel: "pixels" lets the policy see the pixels it has read (mask and grey levels, the
+    masked image GDFS's selector sees) and never read one twice; it then runs outside the environment
+    only (its observation has no grey levels). See README"""
     step_bias: bool = True
     """add a learned per-glimpse offset to the attention output (fixed sequence + adaptive correction)"""
     attention_target: Literal["argmin", "second", "label"] = "label"
@@ -125,7 +129,9 @@ def main(args: Args) -> dict:
     if args.policy == "attention":
         policy = AttentionNetwork(core.observation_size, args.hidden, args.glimpses, args.step_bias).to(device)
     elif args.policy == "pixel":
-        policy = PixelAttention(core.observation_size, args.glimpses, args.hidden, args.pixel_temperature).to(device)
+        policy = PixelAttention(
+            core.observation_size, args.glimpses, args.hidden, args.pixel_temperature, memory=args.pixel_memory
+        ).to(device)
     else:
         policy = FixedSequence(args.glimpses).to(device)
     sampler = Sampler(args.sampler, gradient=args.sampler_gradient)
