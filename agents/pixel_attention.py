@@ -99,7 +99,11 @@ class PixelAttention(nn.Module):
                 "temperature": self.temperature, "candidates": self.candidates, "memory": self.memory}
 
     def scores(self, observation: torch.Tensor, step: int) -> torch.Tensor:
-        """Unnormalised log-probabilities of the 784 pixels (row-major), ``(B, 784)``."""
+        """Unnormalised log-probabilities of the 784 pixels (row-major), ``(B, 784)``.
+
+        With ``memory="pixels"`` this reads the episode's record (a new, empty one at ``step = 0``) and
+        gives the pixels already read the lowest score; :meth:`read` adds each pixel it takes.
+        """
         if observation.shape[-1] != self.observation_size:
             raise ValueError(
                 f"PixelAttention expects observations of size {self.observation_size}, got {observation.shape[-1]}: "

@@ -177,7 +177,8 @@ def test_train_script_smoke(tmp_path):
     assert math.isclose(sum(result["test_accuracy"].values()), sum(saved["test_accuracy"].values()))
 
 
-def test_train_script_pixel_policy_and_time_budget(tmp_path):
+@pytest.mark.parametrize("memory", ["none", "pixels"])
+def test_train_script_pixel_policy_and_time_budget(tmp_path, memory):
     """--policy pixel trains a PixelAttention (its noise annealed), evaluate.py reads it back; a
     --max-train-seconds budget stops the dual epochs but not the read-out epoch."""
     import train.differentiable as script
@@ -185,13 +186,20 @@ def test_train_script_pixel_policy_and_time_budget(tmp_path):
 
     out = tmp_path / "run"
     metrics = script.main(script.Args(glimpses=3, policy="pixel", pixel_noise_final=0.2, epochs=2, batch_size=6000,
-                                      max_train_seconds=1e-9, out=str(out), device="cpu"))
+                                      max_train_seconds=1e-9, out=str(out), device="cpu", pixel_memory=memory))
     assert metrics["agent"] == "differentiable-pixel" and metrics["attention_target"] == "label"
     assert metrics["optimizer_steps"] == 0 and metrics["readout_steps"] == 10
     policy, _, _ = load_agent(out / "checkpoint.pt")
-    assert isinstance(policy, PixelAttention)
+    assert isinstance(policy, PixelAttention) and policy.memory == memory
     result = evaluate.main(evaluate.Args(checkpoint=str(out / "checkpoint.pt"), device="cpu"))
     assert result["test_accuracy"] == metrics["test_accuracy"]
+
+
+def test_train_script_rejects_pixel_memory_without_pixel_policy(tmp_path):
+    import train.differentiable as script
+
+    with pytest.raises(ValueError, match="--pixel-memory pixels is an option of --policy pixel, not of --policy attention"):
+        script.main(script.Args(glimpses=2, epochs=1, pixel_memory="pixels", out=str(tmp_path), device="cpu"))
 
 
 @pytest.mark.parametrize("flag, message", [("max_train_seconds", "--max-train-seconds must be >= 0"),

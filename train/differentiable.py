@@ -126,6 +126,8 @@ def main(args: Args) -> dict:
         core = PerceptionCore.load(RANDOM_GLIMPSES_PATH, device).train()
     else:
         core = PerceptionCore(PerceptionConfig(args.channels, args.n_bins, encoding=args.encoding)).to(device)
+    if args.pixel_memory != "none" and args.policy != "pixel":
+        raise ValueError(f"--pixel-memory {args.pixel_memory} is an option of --policy pixel, not of --policy {args.policy}.")
     if args.policy == "attention":
         policy = AttentionNetwork(core.observation_size, args.hidden, args.glimpses, args.step_bias).to(device)
     elif args.policy == "pixel":
