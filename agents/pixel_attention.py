@@ -113,11 +113,11 @@ class PixelAttention(nn.Module):
             raise IndexError(f"PixelAttention has per-glimpse scores for {self.glimpses} glimpses; step {step} is past them.")
         if self.memory == "none":
             return self.net(observation) + self.beta[step]
-        if step == 0 or self._record is None or self._record[0].shape[0] != observation.shape[0]:
-            if step != 0:
-                raise RuntimeError("PixelAttention(memory='pixels') keeps an episode's record from step 0; start at step 0.")
+        if step == 0:
             empty = observation.new_zeros(observation.shape[0], NUM_PIXELS)
             self._record = (empty, empty)
+        elif self._record is None or self._record[0].shape[0] != observation.shape[0]:
+            raise RuntimeError("PixelAttention(memory='pixels') keeps an episode's record from step 0; start at step 0.")
         mask, seen = self._record
         scores = self.net(torch.cat([observation, mask, seen], dim=-1)) + self.beta[step]
         return scores.masked_fill(mask > 0, torch.finfo(scores.dtype).min)  # never the same pixel twice
