@@ -1,7 +1,7 @@
 """Which way of learning where to look works best, and at what cost? Train every method for a few
 seeds, evaluate each on the 10,000 test images (nearest read-out), and tabulate and plot the results.
 
-    python train/compare.py                                   # 11 methods x seeds 0 1 2, CPU budgets
+    python train/compare.py                                   # 12 methods x seeds 0 1 2, CPU budgets
     python train/compare.py --full --device cuda              # GPU budgets
     python train/compare.py --methods ppo-joint reinforce-joint --seeds 0
     python train/compare.py --methods random-glimpses fixed-sequence --seeds 0 --out /tmp/cmp --tiny
@@ -50,7 +50,8 @@ from envs.data import NUM_CLASSES, load_mnist
 
 MethodName = Literal[
     "random-glimpses", "fixed-sequence", "differentiable-argmin", "differentiable-second", "differentiable-label",
-    "differentiable-pixel", "reinforce-frozen", "reinforce-joint", "ppo-frozen", "ppo-joint", "ppo-joint-from-fixed",
+    "differentiable-pixel", "differentiable-pixel-memory", "reinforce-frozen", "reinforce-joint", "ppo-frozen",
+    "ppo-joint", "ppo-joint-from-fixed",
 ]
 
 #: The methods: which trainer (train/ script) and the flags that make it this method.
@@ -63,6 +64,11 @@ METHODS: dict[str, Method] = {
     # the same agent choosing among the 784 pixel centres (agents.pixel_attention), its measured settings
     "differentiable-pixel": Method(
         "differentiable", ("--policy", "pixel", "--attention-lr", "1e-2", "--pixel-noise-final", "0.1")
+    ),
+    # ... that also sees the masked image of the pixels it read (runs outside the env; see README)
+    "differentiable-pixel-memory": Method(
+        "differentiable",
+        ("--policy", "pixel", "--pixel-memory", "pixels", "--attention-lr", "1e-2", "--pixel-noise-final", "0.1"),
     ),
     "reinforce-frozen": Method("reinforce", ("--perception", "frozen")),
     "reinforce-joint": Method("reinforce", ("--perception", "joint")),
