@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from agents.pixel_attention import PixelAttention
-from agents.rollout import GlimpsePolicy, PixelReader, run_episodes
+from agents.rollout import PIXEL_ESTIMATORS, GlimpsePolicy, PixelReader, run_episodes
 from envs.perception import PerceptionCore, perception_loss
 from envs.sampler import Sampler
 
@@ -100,6 +100,9 @@ class DualOptimizerTrainer:
     :param location_noise: std of the training jitter on actions (0 = none).
     :param repeat_penalty: weight of a :class:`~agents.pixel_attention.PixelAttention`'s
         :meth:`~agents.pixel_attention.PixelAttention.repeat_probability` in the attention loss (0 = off).
+    :param pixel_estimator: what learns from a :class:`~agents.rollout.PixelReader`'s relaxed choice:
+        ``"mixture"`` (the weights, the core and the earlier glimpses) or ``"taken"`` (the weights only;
+        the core learns from the glimpses taken). See :func:`agents.rollout.look`.
     """
 
     def __init__(
@@ -114,6 +117,7 @@ class DualOptimizerTrainer:
         attention_lr: float = 1e-3,
         location_noise: float = 0.0,
         repeat_penalty: float = 0.0,
+        pixel_estimator: str = "mixture",
     ) -> None:
         if attention_target not in ATTENTION_TARGETS:
             raise ValueError(f"Unknown attention target {attention_target!r}; valid targets are {list(ATTENTION_TARGETS)}.")
@@ -129,6 +133,12 @@ class DualOptimizerTrainer:
         if repeat_penalty > 0 and policy.memory != "none":
             raise ValueError("repeat_penalty is for PixelAttention(memory='none'); with a memory it never reads a pixel twice.")
         self.repeat_penalty = repeat_penalty
+        if pixel_estimator not in PIXEL_ESTIMATORS:
+            raise ValueError(f"Unknown pixel_estimator {pixel_estimator!r}; valid values are {list(PIXEL_ESTIMATORS)}.")
+        if pixel_estimator != "mixture" and not isinstance(policy, PixelReader):
+            raise ValueError(f"pixel_estimator={pixel_estimator!r} is for a policy that chooses pixels (PixelReader, e.g. "
+                             f"PixelAttention), not {type(policy).__name__}; leave it at 'mixture'.")
+        self.pixel_estimator = pixel_estimator
         if location_noise > 0 and isinstance(policy, PixelReader):
             raise ValueError("location_noise jitters continuous locations; a PixelReader policy chooses pixels. Pass location_noise=0.")
         self.training_policy = NoisyLocations(policy, location_noise) if location_noise > 0 else policy
@@ -139,7 +149,7 @@ class DualOptimizerTrainer:
 
     def losses(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Roll out and return ``(perception loss, attention loss, logits (T, B, 10))``."""
-        episode = run_episodes(self.training_policy, self.core, self.sampler, images, self.glimpses)
+        episode = run_episodes(self.training_policy, self.core, self.sampler, images, self.glimpses, self.pixel_estimator)
         logits = self._scored(episode.logits)
         perception = perception_loss(logits, labels)
         attention = perception_loss(logits, attention_targets(logits, labels, self.attention_target))

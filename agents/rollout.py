@@ -25,6 +25,9 @@ import torch
 from envs.perception import PerceptionCore
 from envs.sampler import Sampler, action_to_pixel
 
+#: How a :class:`PixelReader`'s relaxed choice among ``K`` candidates sends gradients back (:func:`look`).
+PIXEL_ESTIMATORS = ("mixture", "taken")
+
 
 class GlimpsePolicy(Protocol):
     """Anything that maps observations to actions: ``(obs (B, H + 10), step t) -> action (B, 2)``."""
@@ -55,15 +58,27 @@ def look(
     step: int,
     images: torch.Tensor,
     sampler: Sampler,
+    estimator: str = "mixture",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One glimpse of ``policy``: ``(histogram' (B, H), coords (B, 2) pixel units, values (B,))``.
 
     ``coords = (clip(policy(obs, t), -1, 1) + 1) / 2 * 27`` (clipped as the env clips),
     ``values = sampler(images, coords)``, ``histogram' = core.observe(histogram, coords, values)``.
-    A :class:`PixelReader` with ``K > 1`` candidates: ``histogram' = observe(h, c_0, v_0) + m -
-    stopgrad(m)`` with ``m = sum_k w_k (observe(h, c_k, v_k) - h)``: forward, exactly candidate 0's
-    glimpse; backward, the gradient of the mixture of the candidates' increments.
+
+    A :class:`PixelReader` with ``K > 1`` candidates: forward, exactly candidate 0's glimpse,
+    ``histogram' = observe(h, c_0, v_0) + m - stopgrad(m)`` with the mixture of the candidates'
+    increments ``m = sum_k w_k d_k``; backward, ``estimator`` (:data:`PIXEL_ESTIMATORS`) says what
+    learns from ``m``:
+
+    * ``"mixture"``: ``d_k = observe(h, c_k, v_k) - h`` with gradients, so the weights, the core and
+      the earlier glimpses (through ``h``) all learn from every candidate's increment;
+    * ``"taken"``: ``d_k = stopgrad(observe(h, c_k, v_k) - h)``, the straight-through Gumbel-softmax of
+      ``F.gumbel_softmax(hard=True)``: the weights get the same gradient, ``dL/dw_k = g . d_k``, but the
+      core and the earlier glimpses learn only from the glimpse taken (the candidates run without a
+      graph, so the backward pass is one glimpse's, not ``K``'s).
     """
+    if estimator not in PIXEL_ESTIMATORS:
+        raise ValueError(f"Unknown pixel estimator {estimator!r}; valid values are {list(PIXEL_ESTIMATORS)}.")
     if not isinstance(policy, PixelReader):
         coords = action_to_pixel(policy(observation, step).clamp(-1.0, 1.0))
         values = sampler(images, coords)
@@ -72,10 +87,17 @@ def look(
     if coords.shape[1] == 1:
         return core.observe(histogram, coords[:, 0], values[:, 0]), coords[:, 0], values[:, 0]
     batch, k = values.shape
-    candidates = core.observe(histogram.repeat_interleave(k, dim=0), coords.flatten(0, 1), values.flatten(0, 1))
-    candidates = candidates.view(batch, k, -1)
-    mixed = (weights.unsqueeze(-1) * (candidates - histogram.unsqueeze(1))).sum(dim=1)
-    return candidates[:, 0] + (mixed - mixed.detach()), coords[:, 0], values[:, 0]  # straight-through
+    if estimator == "mixture":
+        candidates = core.observe(histogram.repeat_interleave(k, dim=0), coords.flatten(0, 1), values.flatten(0, 1))
+        candidates = candidates.view(batch, k, -1)
+        taken, increments = candidates[:, 0], candidates - histogram.unsqueeze(1)  # d_k with their graph
+    else:  # "taken": only the glimpse taken keeps its graph
+        taken = core.observe(histogram, coords[:, 0], values[:, 0])
+        with torch.no_grad():
+            rest = core.observe(histogram.repeat_interleave(k - 1, dim=0), coords[:, 1:].flatten(0, 1), values[:, 1:].flatten(0, 1))
+            increments = torch.cat([taken.unsqueeze(1), rest.view(batch, k - 1, -1)], dim=1) - histogram.unsqueeze(1)
+    mixed = (weights.unsqueeze(-1) * increments).sum(dim=1)
+    return taken + (mixed - mixed.detach()), coords[:, 0], values[:, 0]  # straight-through
 
 
 @dataclass
@@ -95,19 +117,25 @@ class Episode:
 
 
 def run_episodes(
-    policy: GlimpsePolicy, core: PerceptionCore, sampler: Sampler, images: torch.Tensor, glimpses: int
+    policy: GlimpsePolicy,
+    core: PerceptionCore,
+    sampler: Sampler,
+    images: torch.Tensor,
+    glimpses: int,
+    estimator: str = "mixture",
 ) -> Episode:
     """Roll ``policy`` for ``glimpses`` steps on ``images`` ``(B, 28, 28)`` (float in ``[0, 1]``).
 
     Gradients flow from the logits into the core, and through the sampler and the coordinates into
-    the policy (except with the ``nearest`` sampler, whose gradient is zero).
+    the policy (except with the ``nearest`` sampler, whose gradient is zero); a :class:`PixelReader`'s
+    through its candidates' weights, as ``estimator`` says (:func:`look`).
     """
     histogram = core.initial_histogram(images.shape[0], images.device)
     observation = core.observation(histogram)
     logits, coords, values, observations = [], [], [], []
     for step in range(glimpses):
         observations.append(observation)
-        histogram, coords_t, values_t = look(policy, core, histogram, observation, step, images, sampler)
+        histogram, coords_t, values_t = look(policy, core, histogram, observation, step, images, sampler, estimator)
         logits_t = core(histogram)
         observation = core.observation(histogram, logits_t)
         logits.append(logits_t)

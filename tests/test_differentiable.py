@@ -195,11 +195,14 @@ def test_train_script_pixel_policy_and_time_budget(tmp_path, memory):
     assert result["test_accuracy"] == metrics["test_accuracy"]
 
 
-def test_train_script_rejects_pixel_memory_without_pixel_policy(tmp_path):
+@pytest.mark.parametrize("option", [{"pixel_memory": "pixels"}, {"pixel_estimator": "taken"}])
+def test_train_script_rejects_pixel_options_without_pixel_policy(tmp_path, option):
     import train.differentiable as script
 
-    with pytest.raises(ValueError, match="--pixel-memory pixels is an option of --policy pixel, not of --policy attention"):
-        script.main(script.Args(glimpses=2, epochs=1, pixel_memory="pixels", out=str(tmp_path), device="cpu"))
+    (name, value), = option.items()
+    flag = "--" + name.replace("_", "-")
+    with pytest.raises(ValueError, match=f"{flag} {value} is an option of --policy pixel, not of --policy attention"):
+        script.main(script.Args(glimpses=2, epochs=1, out=str(tmp_path), device="cpu", **option))
 
 
 @pytest.mark.parametrize("flag, message", [("max_train_seconds", "--max-train-seconds must be >= 0"),

@@ -82,6 +82,37 @@ def test_training_glimpse_is_candidate_zero_with_the_mixture_gradient(batch):
     assert (got[0] != 0).sum() > 16  # many candidate pixels learn, not just the chosen one
 
 
+def test_taken_estimator_core_learns_from_the_glimpses_taken_and_scores_as_the_mixture(batch):
+    """estimator="taken" (the standard straight-through Gumbel-softmax): the same episode forward;
+    the core's gradient is that of re-reading the glimpses taken, nothing from the other candidates;
+    the scores' gradient at a glimpse equals the mixture estimator's (one glimpse: nothing earlier)."""
+    images, labels = batch
+    policy, core = make_agent(glimpses=4)
+    policy.train()
+    sampler = Sampler("nearest")
+    episodes, core_grads, beta_grads = {}, {}, {}
+    for estimator in ("mixture", "taken"):
+        torch.manual_seed(1)
+        episodes[estimator] = run_episodes(policy, core, sampler, images, 4, estimator)
+        loss = torch.nn.functional.cross_entropy(episodes[estimator].logits.flatten(0, 1), labels.repeat(4))
+        core_grads[estimator] = torch.autograd.grad(loss, list(core.parameters()), retain_graph=True)
+        torch.manual_seed(1)
+        one = run_episodes(policy, core, sampler, images, 1, estimator)
+        (beta_grads[estimator],) = torch.autograd.grad(torch.nn.functional.cross_entropy(one.logits[0], labels), policy.beta)
+    mixture, taken = episodes["mixture"], episodes["taken"]
+    assert torch.equal(taken.coords, mixture.coords) and torch.equal(taken.values, mixture.values)
+    torch.testing.assert_close(taken.logits, mixture.logits)
+    replayed = core.replay(taken.coords.transpose(0, 1), taken.values.transpose(0, 1))
+    hard = torch.nn.functional.cross_entropy(replayed.flatten(0, 1), labels.repeat(4))
+    for got, expected in zip(core_grads["taken"], torch.autograd.grad(hard, list(core.parameters()))):
+        torch.testing.assert_close(got, expected)
+    assert any(not torch.allclose(a, b) for a, b in zip(core_grads["mixture"], core_grads["taken"]))
+    torch.testing.assert_close(beta_grads["taken"], beta_grads["mixture"])
+    assert (beta_grads["taken"][0] != 0).sum() > 16  # every candidate's score learns, as with the mixture
+    with pytest.raises(ValueError, match="Unknown pixel estimator 'soft'; valid values are"):
+        run_episodes(policy, core, sampler, images, 1, "soft")
+
+
 def test_eval_rollout_matches_the_environment(batch):
     images, _ = batch
     policy, core = make_agent(glimpses=4)
@@ -147,6 +178,10 @@ def test_errors():
         DualOptimizerTrainer(FixedSequence(2), PerceptionCore(), Sampler(), 2, repeat_penalty=1.0)
     with pytest.raises(ValueError, match="location_noise"):
         DualOptimizerTrainer(policy, PerceptionCore(), Sampler(), 2, location_noise=0.1)
+    with pytest.raises(ValueError, match="pixel_estimator='taken' is for a policy that chooses pixels"):
+        DualOptimizerTrainer(FixedSequence(2), PerceptionCore(), Sampler(), 2, pixel_estimator="taken")
+    with pytest.raises(ValueError, match="Unknown pixel_estimator 'soft'"):
+        DualOptimizerTrainer(policy, PerceptionCore(), Sampler(), 2, pixel_estimator="soft")
     assert policy.beta.shape == (2, NUM_PIXELS)
 
 

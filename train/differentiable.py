@@ -62,6 +62,10 @@ class Args:
     """--policy pixel: "pixels" lets the policy see the pixels it has read (mask and grey levels, the
     masked image GDFS's selector sees) and never read one twice; it then runs outside the environment
     only (its observation has no grey levels). See README"""
+    pixel_estimator: Literal["mixture", "taken"] = "mixture"
+    """--policy pixel: what learns from the relaxed choice among the candidate pixels: "mixture" (the
+    scores, the core and the earlier glimpses) or "taken" (the scores only, the standard straight-through
+    Gumbel-softmax: the core learns from the glimpses taken; agents.rollout.look). See README"""
     step_bias: bool = True
     """add a learned per-glimpse offset to the attention output (fixed sequence + adaptive correction)"""
     attention_target: Literal["argmin", "second", "label"] = "label"
@@ -126,8 +130,9 @@ def main(args: Args) -> dict:
         core = PerceptionCore.load(RANDOM_GLIMPSES_PATH, device).train()
     else:
         core = PerceptionCore(PerceptionConfig(args.channels, args.n_bins, encoding=args.encoding)).to(device)
-    if args.pixel_memory != "none" and args.policy != "pixel":
-        raise ValueError(f"--pixel-memory {args.pixel_memory} is an option of --policy pixel, not of --policy {args.policy}.")
+    for flag, value, default in (("memory", args.pixel_memory, "none"), ("estimator", args.pixel_estimator, "mixture")):
+        if value != default and args.policy != "pixel":
+            raise ValueError(f"--pixel-{flag} {value} is an option of --policy pixel, not of --policy {args.policy}.")
     if args.policy == "attention":
         policy = AttentionNetwork(core.observation_size, args.hidden, args.glimpses, args.step_bias).to(device)
     elif args.policy == "pixel":
@@ -148,6 +153,7 @@ def main(args: Args) -> dict:
         attention_lr=args.attention_lr,
         location_noise=args.location_noise,
         repeat_penalty=args.pixel_repeat_penalty,
+        pixel_estimator=args.pixel_estimator,
     )
 
     steps_per_epoch = len(data) // args.batch_size
