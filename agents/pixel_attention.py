@@ -20,6 +20,9 @@ from torch import nn
 from envs.data import IMAGE_SIZE
 from envs.sampler import Sampler, pixel_to_action
 
+#: An episode's glimpses so far, ``(coords (B, t, 2) pixel units, values (B, t))``.
+History = tuple[torch.Tensor, torch.Tensor]
+
 NUM_PIXELS = IMAGE_SIZE * IMAGE_SIZE
 #: What a :class:`PixelAttention` remembers of its episode besides the observation.
 MEMORIES = ("none", "pixels")
@@ -44,12 +47,13 @@ class PixelAttention(nn.Module):
     :param hidden: width of the two hidden layers.
     :param temperature: ``tau`` of the training relaxation (> 0).
     :param candidates: ``K``, pixels whose increments the training relaxation mixes (>= 1).
-    :param memory: ``"none"``: scores from the observation alone. ``"pixels"``: the policy also keeps,
-        within an episode, the record of the pixels it read, the masked image ``(mask, mask * image)``
-        (``(B, 2 * 784)``, detached: a record, not a path for gradients), feeds it to the MLP beside the
-        observation, and never reads a pixel twice, as GDFS's selector does. The grey levels are not in
-        the environment's observation, so such a policy acts through :func:`agents.rollout.run_episodes`
-        only (:meth:`forward` refuses). Measured in the README.
+    :param memory: ``"none"``: scores from the observation alone. ``"pixels"``: the policy also sees
+        the pixels read so far in the episode as the masked image ``(mask, mask * image)``
+        (:meth:`masked_image`, ``(B, 2 * 784)``, detached: a record, not a path for gradients), fed to
+        the MLP beside the observation, and never reads a pixel twice, as GDFS's selector does. The
+        episode's glimpses come from :func:`agents.rollout.run_episodes` (``history``); the grey levels
+        are not in the environment's observation, so such a policy does not act in the environment
+        (:meth:`forward` refuses). Measured in the README.
     """
 
     def __init__(
@@ -76,7 +80,6 @@ class PixelAttention(nn.Module):
         if memory not in MEMORIES:
             raise ValueError(f"Unknown PixelAttention memory {memory!r}; valid values are {list(MEMORIES)}.")
         self.memory = memory
-        self._record: tuple[torch.Tensor, torch.Tensor] | None = None  # (mask, mask * image), (B, 784) each
         #: Scale of the Gumbel noise in training: 1 samples from ``softmax(scores)``; towards 0 the
         #: training choice approaches the argmax that acting takes (``train/differentiable.py`` anneals it).
         self.noise = 1.0
@@ -98,11 +101,12 @@ class PixelAttention(nn.Module):
         return {"observation_size": self.observation_size, "glimpses": self.glimpses, "hidden": self.hidden,
                 "temperature": self.temperature, "candidates": self.candidates, "memory": self.memory}
 
-    def scores(self, observation: torch.Tensor, step: int) -> torch.Tensor:
+    def scores(self, observation: torch.Tensor, step: int, history: History | None = None) -> torch.Tensor:
         """Unnormalised log-probabilities of the 784 pixels (row-major), ``(B, 784)``.
 
-        With ``memory="pixels"`` this reads the episode's record (a new, empty one at ``step = 0``) and
-        gives the pixels already read the lowest score; :meth:`read` adds each pixel it takes.
+        :param history: the episode's glimpses before ``step``, ``(coords (B, step, 2), values (B, step))``;
+            ``memory="pixels"`` needs it (its :meth:`masked_image`), and gives the pixels already read the
+            lowest score. ``memory="none"`` ignores it.
         """
         if observation.shape[-1] != self.observation_size:
             raise ValueError(
@@ -113,12 +117,14 @@ class PixelAttention(nn.Module):
             raise IndexError(f"PixelAttention has per-glimpse scores for {self.glimpses} glimpses; step {step} is past them.")
         if self.memory == "none":
             return self.net(observation) + self.beta[step]
-        if step == 0:
-            empty = observation.new_zeros(observation.shape[0], NUM_PIXELS)
-            self._record = (empty, empty)
-        elif self._record is None or self._record[0].shape[0] != observation.shape[0]:
-            raise RuntimeError("PixelAttention(memory='pixels') keeps an episode's record from step 0; start at step 0.")
-        mask, seen = self._record
+        if history is None or history[1].shape != (observation.shape[0], step):
+            found = None if history is None else tuple(history[1].shape)
+            raise ValueError(
+                f"PixelAttention(memory='pixels') scores glimpse {step} from the episode's {step} earlier glimpses: "
+                f"history=(coords (B, {step}, 2), values (B, {step})) with B = {observation.shape[0]}, got values of "
+                f"shape {found}. agents.rollout.run_episodes passes it."
+            )
+        mask, seen = self.masked_image(history)
         scores = self.net(torch.cat([observation, mask, seen], dim=-1)) + self.beta[step]
         return scores.masked_fill(mask > 0, torch.finfo(scores.dtype).min)  # never the same pixel twice
 
@@ -131,13 +137,29 @@ class PixelAttention(nn.Module):
             )
         return pixel_to_action(self.centres[self.scores(observation, step).argmax(dim=-1)])
 
+    @staticmethod
+    def masked_image(history: History) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pixels read so far as ``(mask, mask * image)``, ``(B, 784)`` each, detached, from the
+        episode's glimpses ``history = (coords (B, t, 2) pixel centres, values (B, t))``."""
+        coords, values = history
+        index = coords.detach().round().long()
+        flat = index[..., 0] * IMAGE_SIZE + index[..., 1]  # (B, t)
+        empty = values.new_zeros(values.shape[0], NUM_PIXELS)
+        return empty.scatter(1, flat, 1.0), empty.scatter(1, flat, values.detach())
+
     def read(
-        self, observation: torch.Tensor, step: int, images: torch.Tensor, sampler: Sampler
+        self,
+        observation: torch.Tensor,
+        step: int,
+        images: torch.Tensor,
+        sampler: Sampler,
+        history: History | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Choose and read pixels: ``(coords (B, K, 2) pixel units, values (B, K), weights (B, K))``.
 
         Candidate ``k`` is glimpse ``(coords[:, k], values[:, k])``; the core's histogram moves by the
         ``weights``-mixture of the candidates' increments (:func:`agents.rollout.run_episodes`).
+        ``history``: the episode's glimpses so far, as in :meth:`scores`.
 
         * Eval mode: ``K = 1``, the best pixel (:meth:`forward`), weight 1.
         * Train mode: ``K = candidates``, the top-``K`` pixels of ``scores + noise * g`` (``g ~ Gumbel(0, 1)``;
@@ -146,7 +168,7 @@ class PixelAttention(nn.Module):
           all ``K`` increments, so each candidate's score learns from what reading that pixel would
           have added.
         """
-        scores = self.scores(observation, step)
+        scores = self.scores(observation, step, history)
         if not self.training:
             chosen = scores.argmax(dim=-1, keepdim=True)  # (B, 1)
             coords = self.centres[chosen]  # (B, 1, 2)
@@ -156,10 +178,6 @@ class PixelAttention(nn.Module):
             perturbed, chosen = (scores + self.noise * gumbel).topk(min(self.candidates, NUM_PIXELS), dim=-1)  # best first
             coords = self.centres[chosen]  # (B, K, 2)
             values, weights = _read(sampler, images, coords), torch.softmax(perturbed / self.temperature, dim=-1)
-        if self.memory != "none":
-            mask, seen = self._record
-            taken = chosen[:, :1]
-            self._record = (mask.scatter(1, taken, 1.0), seen.scatter(1, taken, values[:, :1].detach()))
         return coords, values, weights
 
     def repeat_probability(self, observations: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:

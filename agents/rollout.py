@@ -42,11 +42,18 @@ class PixelReader(Protocol):
 
     Candidate 0 is the glimpse taken; with ``K > 1``, gradients flow as if the histogram had moved by
     the ``weights``-mixture of the candidates' increments (straight-through, :func:`look`).
+    ``history = (coords (B, t, 2), values (B, t))`` holds the episode's glimpses before ``step``
+    (``t = step``), for a reader that remembers what it read.
     :class:`~agents.pixel_attention.PixelAttention` is one.
     """
 
     def read(
-        self, observation: torch.Tensor, step: int, images: torch.Tensor, sampler: Sampler
+        self,
+        observation: torch.Tensor,
+        step: int,
+        images: torch.Tensor,
+        sampler: Sampler,
+        history: tuple[torch.Tensor, torch.Tensor],
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
 
 
@@ -59,6 +66,7 @@ def look(
     images: torch.Tensor,
     sampler: Sampler,
     estimator: str = "mixture",
+    history: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One glimpse of ``policy``: ``(histogram' (B, H), coords (B, 2) pixel units, values (B,))``.
 
@@ -76,6 +84,8 @@ def look(
       ``F.gumbel_softmax(hard=True)``: the weights get the same gradient, ``dL/dw_k = g . d_k``, but the
       core and the earlier glimpses learn only from the glimpse taken (the candidates run without a
       graph, so the backward pass is one glimpse's, not ``K``'s).
+
+    ``history``: the episode's glimpses before ``step`` for a :class:`PixelReader` (``None``: none yet).
     """
     if estimator not in PIXEL_ESTIMATORS:
         raise ValueError(f"Unknown pixel estimator {estimator!r}; valid values are {list(PIXEL_ESTIMATORS)}.")
@@ -83,7 +93,9 @@ def look(
         coords = action_to_pixel(policy(observation, step).clamp(-1.0, 1.0))
         values = sampler(images, coords)
         return core.observe(histogram, coords, values), coords, values
-    coords, values, weights = policy.read(observation, step, images, sampler)
+    if history is None:  # the episode's first glimpse
+        history = (images.new_zeros(images.shape[0], 0, 2), images.new_zeros(images.shape[0], 0))
+    coords, values, weights = policy.read(observation, step, images, sampler, history)
     if coords.shape[1] == 1:
         return core.observe(histogram, coords[:, 0], values[:, 0]), coords[:, 0], values[:, 0]
     batch, k = values.shape
@@ -135,7 +147,10 @@ def run_episodes(
     logits, coords, values, observations = [], [], [], []
     for step in range(glimpses):
         observations.append(observation)
-        histogram, coords_t, values_t = look(policy, core, histogram, observation, step, images, sampler, estimator)
+        history = None  # what a PixelReader read before this step
+        if coords and isinstance(policy, PixelReader):
+            history = (torch.stack(coords, dim=1), torch.stack(values, dim=1))
+        histogram, coords_t, values_t = look(policy, core, histogram, observation, step, images, sampler, estimator, history)
         logits_t = core(histogram)
         observation = core.observation(histogram, logits_t)
         logits.append(logits_t)

@@ -197,15 +197,21 @@ def test_memory_sees_the_masked_image_and_never_rereads(batch, mode):
     flat = (flat[..., 0] * 28 + flat[..., 1]).T  # (B, T)
     assert all(len(set(row.tolist())) == 30 for row in flat)  # 30 distinct pixels per image
     assert (flat[:, 0] == 100).all()
-    mask, seen = policy._record
+    mask, seen = policy.masked_image((episode.coords.transpose(0, 1), episode.values.transpose(0, 1)))
     expected = torch.zeros_like(mask).scatter(1, flat, 1.0)
     torch.testing.assert_close(mask, expected)
     torch.testing.assert_close(seen, images.flatten(1) * expected)  # the grey levels read, where read
-    # a new batch starts a new record at step 0; a record cannot start mid-episode
-    policy.scores(core.observation(core.initial_histogram(2)), 0)
-    assert policy._record[0].shape == (2, NUM_PIXELS) and policy._record[0].sum() == 0
-    with pytest.raises(RuntimeError, match="from step 0"):
-        policy.scores(core.observation(core.initial_histogram(3)), 1)
+    # scores see the history they are given: the pixels in it are never chosen, others can be
+    observation = core.observation(core.initial_histogram(len(images)))
+    history = (episode.coords[:2].transpose(0, 1), episode.values[:2].transpose(0, 1))
+    scores = policy.scores(observation, 2, history)
+    assert (scores.gather(1, flat[:, :2]) == torch.finfo(scores.dtype).min).all()
+    assert (scores.argmax(-1) != 100).all()  # the favourite, read at step 0, is out
+    # the history must be the episode's glimpses before this step
+    with pytest.raises(ValueError, match=r"glimpse 1 from the episode's 1 earlier glimpses.*got values of shape None"):
+        policy.scores(observation, 1)
+    with pytest.raises(ValueError, match=r"got values of shape \(16, 2\)"):
+        policy.scores(observation, 3, history)
     # it trains through the dual optimizers, and refuses what it cannot do
     trainer = DualOptimizerTrainer(policy.train(), core, Sampler("bilinear"), 30, attention_target="label")
     before = policy.net[0].weight.detach().clone()
