@@ -386,7 +386,8 @@ def plot_accuracy_curves(results: Sequence[JobResult], methods: Sequence[str], p
         values = 100.0 * np.array([c[:length] for c in curves])
         mean, std = values.mean(axis=0), values.std(axis=0, ddof=1) if len(curves) > 1 else np.zeros(length)
         steps = np.arange(1, length + 1)
-        axis.plot(steps, mean, color=colours(k % 10), label=f"{method} (n={len(curves)})", linewidth=1.8)
+        style = ("-", "--", ":")[k // 10 % 3]  # tab10 has 10 colours: methods 11+ reuse them, dashed
+        axis.plot(steps, mean, color=colours(k % 10), linestyle=style, label=f"{method} (n={len(curves)})", linewidth=1.8)
         axis.fill_between(steps, mean - std, mean + std, color=colours(k % 10), alpha=0.18, linewidth=0)
     budgets = sorted(GDFS_PUBLISHED)
     centre = np.array([sum(GDFS_PUBLISHED[b]) / 2 for b in budgets])
