@@ -212,3 +212,18 @@ def test_train_script_rejects_negative_budgets(tmp_path, flag, message):
 
     with pytest.raises(ValueError, match=message):
         script.main(script.Args(glimpses=2, epochs=1, batch_size=6000, out=str(tmp_path), device="cpu", **{flag: -1.0}))
+
+
+def test_train_script_starts_from_a_core_checkpoint(tmp_path):
+    """--core PATH starts from that perception core, whatever its size; a missing file is an error."""
+    import train.differentiable as script
+    from envs.perception import PerceptionConfig
+
+    torch.manual_seed(0)
+    PerceptionCore(PerceptionConfig(channels=8, n_bins=2)).save(tmp_path / "core.pt")
+    script.main(script.Args(glimpses=2, epochs=1, batch_size=6000, max_train_seconds=1e-9, readout_epochs=0,
+                            core=str(tmp_path / "core.pt"), out=str(tmp_path / "run"), device="cpu"))
+    _, core, _ = load_agent(tmp_path / "run" / "checkpoint.pt")
+    assert (core.config.channels, core.config.n_bins) == (8, 2)
+    with pytest.raises(ValueError, match="--core missing.pt: not random-glimpses, scratch or an existing file"):
+        script.main(script.Args(glimpses=2, epochs=1, core="missing.pt", out=str(tmp_path / "bad"), device="cpu"))

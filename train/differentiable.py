@@ -79,8 +79,10 @@ class Args:
     """straight-through: read with --sampler, but take the location gradient from this kernel"""
     location_noise: float = 0.0
     """std of Gaussian jitter on training glimpse locations (normalised units; 0 = off)"""
-    core: Literal["random-glimpses", "scratch"] = "random-glimpses"
-    """start the perception core from the packaged core trained on random glimpses (a warm-up), or from a fresh init"""
+    core: str = "random-glimpses"
+    """start the perception core from the packaged core trained on random glimpses (a warm-up,
+    "random-glimpses"), from a fresh init ("scratch"), or from a perception-core checkpoint PATH (e.g.
+    one of another size, written by train/pretrain_perception.py)"""
     channels: int = 32
     """RecurrentSoftOrdering channels of a scratch core"""
     n_bins: int = 4
@@ -126,10 +128,13 @@ def main(args: Args) -> dict:
     writer = SummaryWriter(str(out / "tb"))
 
     data = load_mnist("train", device)
-    if args.core == "random-glimpses":
-        core = PerceptionCore.load(RANDOM_GLIMPSES_PATH, device).train()
-    else:
+    if args.core == "scratch":
         core = PerceptionCore(PerceptionConfig(args.channels, args.n_bins, encoding=args.encoding)).to(device)
+    elif args.core == "random-glimpses" or Path(args.core).is_file():
+        core = PerceptionCore.load(RANDOM_GLIMPSES_PATH if args.core == "random-glimpses" else args.core, device).train()
+    else:
+        raise ValueError(f"--core {args.core}: not random-glimpses, scratch or an existing file; pass the path of a "
+                         "perception-core checkpoint (train/pretrain_perception.py --out PATH writes one).")
     for flag, value, default in (("memory", args.pixel_memory, "none"), ("estimator", args.pixel_estimator, "mixture")):
         if value != default and args.policy != "pixel":
             raise ValueError(f"--pixel-{flag} {value} is an option of --policy pixel, not of --policy {args.policy}.")
