@@ -1,0 +1,93 @@
+"""How fast each differentiable agent trains: optimizer steps per second of
+:class:`agents.differentiable.DualOptimizerTrainer` (batch 256, 25 glimpses, the script's settings),
+for the continuous attention network and for :class:`agents.pixel_attention.PixelAttention` with each
+memory and gradient estimator. The variants take turns, one step each, so every one sees the same
+machine load; the ratio column is against the first variant.
+
+    python benchmarks/train_step_speed.py                 # about 1 minute on 1 CPU core
+    python benchmarks/train_step_speed.py --steps 40 --device cuda
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+import tyro
+
+from agents.attention import AttentionNetwork
+from agents.differentiable import DualOptimizerTrainer
+from agents.pixel_attention import PixelAttention
+from envs.config import resolve_device
+from envs.data import load_mnist
+from envs.perception import RANDOM_GLIMPSES_PATH, PerceptionCore
+from envs.sampler import Sampler
+
+#: name -> (policy, PixelAttention memory, pixel estimator)
+VARIANTS: dict[str, tuple[str, str, str]] = {
+    "attention": ("attention", "none", "mixture"),
+    "pixel": ("pixel", "none", "mixture"),
+    "pixel, estimator taken": ("pixel", "none", "taken"),
+    "pixel memory": ("pixel", "pixels", "mixture"),
+    "pixel memory, estimator taken": ("pixel", "pixels", "taken"),
+}
+
+
+@dataclass
+class Args:
+    steps: int = 10
+    """timed optimizer steps per variant (after one untimed warm-up step each)"""
+    batch_size: int = 256
+    """images per step (train/differentiable.py's default)"""
+    glimpses: int = 25
+    """glimpses per episode"""
+    device: str = "auto"
+    """cpu, cuda or auto"""
+    torch_threads: int = 1
+    """CPU threads for torch (0 = torch's default)"""
+    seed: int = 0
+    """seed of torch"""
+
+
+def make_trainer(policy_kind: str, memory: str, estimator: str, glimpses: int, device: torch.device) -> DualOptimizerTrainer:
+    """The trainer train/differentiable.py builds for this variant (its default learning rates)."""
+    core = PerceptionCore.load(RANDOM_GLIMPSES_PATH, device).train()
+    if policy_kind == "attention":
+        policy = AttentionNetwork(core.observation_size, 128, glimpses, True).to(device)
+    else:
+        policy = PixelAttention(core.observation_size, glimpses, 128, memory=memory).to(device)
+    return DualOptimizerTrainer(policy, core, Sampler("bilinear"), glimpses, attention_target="label",
+                                pixel_estimator=estimator)
+
+
+def main(args: Args) -> dict[str, float]:
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
+    torch.manual_seed(args.seed)
+    device = resolve_device(args.device)
+    data = load_mnist("train", device)
+    images, labels = data.images[: args.batch_size].float() / 255.0, data.labels[: args.batch_size]
+    trainers = {name: make_trainer(*variant, args.glimpses, device) for name, variant in VARIANTS.items()}
+    seconds = dict.fromkeys(trainers, 0.0)
+    for step in range(args.steps + 1):  # step 0 warms up
+        for name, trainer in trainers.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            trainer.step(images, labels)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            seconds[name] += (time.perf_counter() - start) if step else 0.0
+    rates = {name: args.steps / total for name, total in seconds.items()}
+    first = next(iter(rates.values()))
+    print(f"DualOptimizerTrainer.step, batch {args.batch_size}, {args.glimpses} glimpses, {args.steps} steps each, "
+          f"device {device}, {torch.get_num_threads()} thread(s)")
+    print("| variant | steps/s | time per step vs attention |\n|---|--:|--:|")
+    for name, rate in rates.items():
+        print(f"| {name} | {rate:.2f} | {first / rate:.2f}x |")
+    return rates
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
