@@ -186,16 +186,17 @@ def test_train_script_pixel_policy_and_time_budget(tmp_path, memory):
 
     out = tmp_path / "run"
     metrics = script.main(script.Args(glimpses=3, policy="pixel", pixel_noise_final=0.2, epochs=2, batch_size=6000,
-                                      max_train_seconds=1e-9, out=str(out), device="cpu", pixel_memory=memory))
+                                      max_train_seconds=1e-9, out=str(out), device="cpu", pixel_memory=memory,
+                                      pixel_candidates=4))
     assert metrics["agent"] == "differentiable-pixel" and metrics["attention_target"] == "label"
     assert metrics["optimizer_steps"] == 0 and metrics["readout_steps"] == 10
     policy, _, _ = load_agent(out / "checkpoint.pt")
-    assert isinstance(policy, PixelAttention) and policy.memory == memory
+    assert isinstance(policy, PixelAttention) and policy.memory == memory and policy.candidates == 4
     result = evaluate.main(evaluate.Args(checkpoint=str(out / "checkpoint.pt"), device="cpu"))
     assert result["test_accuracy"] == metrics["test_accuracy"]
 
 
-@pytest.mark.parametrize("option", [{"pixel_memory": "pixels"}, {"pixel_estimator": "taken"}])
+@pytest.mark.parametrize("option", [{"pixel_memory": "pixels"}, {"pixel_estimator": "taken"}, {"pixel_candidates": 4}])
 def test_train_script_rejects_pixel_options_without_pixel_policy(tmp_path, option):
     import train.differentiable as script
 

@@ -52,6 +52,8 @@ class Args:
     (non-adaptive) sequence of T locations"""
     pixel_temperature: float = 1.0
     """temperature of --policy pixel's Gumbel-softmax relaxation"""
+    pixel_candidates: int = 16
+    """--policy pixel: K, the top-K Gumbel-perturbed pixels whose increments the training relaxation mixes"""
     pixel_repeat_penalty: float = 0.0
     """--policy pixel: weight of the penalty on looking again at a pixel already read
     (PixelAttention.repeat_probability) in the attention loss"""
@@ -135,14 +137,21 @@ def main(args: Args) -> dict:
     else:
         raise ValueError(f"--core {args.core}: not random-glimpses, scratch or an existing file; pass the path of a "
                          "perception-core checkpoint (train/pretrain_perception.py --out PATH writes one).")
-    for flag, value, default in (("memory", args.pixel_memory, "none"), ("estimator", args.pixel_estimator, "mixture")):
+    pixel_options = (("memory", args.pixel_memory, "none"), ("estimator", args.pixel_estimator, "mixture"),
+                     ("candidates", args.pixel_candidates, 16))
+    for flag, value, default in pixel_options:
         if value != default and args.policy != "pixel":
             raise ValueError(f"--pixel-{flag} {value} is an option of --policy pixel, not of --policy {args.policy}.")
     if args.policy == "attention":
         policy = AttentionNetwork(core.observation_size, args.hidden, args.glimpses, args.step_bias).to(device)
     elif args.policy == "pixel":
         policy = PixelAttention(
-            core.observation_size, args.glimpses, args.hidden, args.pixel_temperature, memory=args.pixel_memory
+            core.observation_size,
+            args.glimpses,
+            args.hidden,
+            args.pixel_temperature,
+            candidates=args.pixel_candidates,
+            memory=args.pixel_memory,
         ).to(device)
     else:
         policy = FixedSequence(args.glimpses).to(device)
