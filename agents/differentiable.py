@@ -144,8 +144,17 @@ class DualOptimizerTrainer:
         self.training_policy = NoisyLocations(policy, location_noise) if location_noise > 0 else policy
         self.perception_params = list(core.parameters())
         self.attention_params = list(policy.parameters())
+        self.perception_lr, self.attention_lr = perception_lr, attention_lr
         self.perception_optimizer = torch.optim.Adam(self.perception_params, lr=perception_lr)
         self.attention_optimizer = torch.optim.Adam(self.attention_params, lr=attention_lr)
+
+    def scale_learning_rates(self, scale: float) -> None:
+        """Set both optimizers' learning rates to ``scale`` times those they were built with (a schedule)."""
+        if not scale > 0:
+            raise ValueError(f"The learning-rate scale must be > 0, got {scale}.")
+        for optimizer, base in ((self.perception_optimizer, self.perception_lr), (self.attention_optimizer, self.attention_lr)):
+            for group in optimizer.param_groups:
+                group["lr"] = base * scale
 
     def losses(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Roll out and return ``(perception loss, attention loss, logits (T, B, 10))``."""

@@ -207,7 +207,8 @@ def test_train_script_rejects_pixel_options_without_pixel_policy(tmp_path, optio
 
 
 @pytest.mark.parametrize("flag, message", [("max_train_seconds", "--max-train-seconds must be >= 0"),
-                                           ("readout_epochs", "--readout-epochs must be >= 0")])
+                                           ("readout_epochs", "--readout-epochs must be >= 0"),
+                                           ("lr_final", "--lr-final must be > 0")])
 def test_train_script_rejects_negative_budgets(tmp_path, flag, message):
     import train.differentiable as script
 
@@ -228,3 +229,13 @@ def test_train_script_starts_from_a_core_checkpoint(tmp_path):
     assert (core.config.channels, core.config.n_bins) == (8, 2)
     with pytest.raises(ValueError, match="--core missing.pt: not random-glimpses, scratch or an existing file"):
         script.main(script.Args(glimpses=2, epochs=1, core="missing.pt", out=str(tmp_path / "bad"), device="cpu"))
+
+
+def test_learning_rate_schedule_scales_both_optimizers_from_their_start():
+    trainer = DualOptimizerTrainer(FixedSequence(2), PerceptionCore(), Sampler(), 2, perception_lr=1e-3, attention_lr=1e-2)
+    trainer.scale_learning_rates(0.5)
+    trainer.scale_learning_rates(0.25)  # from the start, not compounded
+    assert [g["lr"] for g in trainer.perception_optimizer.param_groups] == [2.5e-4]
+    assert [g["lr"] for g in trainer.attention_optimizer.param_groups] == [2.5e-3]
+    with pytest.raises(ValueError, match="scale must be > 0"):
+        trainer.scale_learning_rates(0.0)

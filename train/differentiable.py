@@ -106,6 +106,9 @@ class Args:
     """Adam learning rate of the perception optimizer"""
     attention_lr: float = 1e-3
     """Adam learning rate of the attention optimizer"""
+    lr_final: float = 1.0
+    """both learning rates at the end of the dual epochs, as a fraction of --perception-lr and
+    --attention-lr, annealed linearly (1 = constant); the read-out epochs keep the final rate"""
     hidden: int = 128
     """attention network width"""
     seed: int = 0
@@ -175,6 +178,8 @@ def main(args: Args) -> dict:
         raise ValueError(f"--max-train-seconds must be >= 0 (0 = no limit), got {args.max_train_seconds}.")
     if args.readout_epochs < 0:
         raise ValueError(f"--readout-epochs must be >= 0 (0 = off), got {args.readout_epochs}.")
+    if not args.lr_final > 0:
+        raise ValueError(f"--lr-final must be > 0 (1 = constant learning rates), got {args.lr_final}.")
     readout = Sampler("nearest")
     schedule = {"dual": args.epochs * steps_per_epoch, "readout": round(args.readout_epochs * steps_per_epoch)}
     steps_done = dict.fromkeys(schedule, 0)
@@ -190,8 +195,11 @@ def main(args: Args) -> dict:
             images, labels = data.images[batch].float() / 255.0, data.labels[batch]
             global_step = sum(steps_done.values())
             if phase == "dual":
+                done = steps_done["dual"] / schedule["dual"]  # linear schedules over the dual epochs
                 if isinstance(policy, PixelAttention):
-                    policy.noise = 1.0 - (1.0 - args.pixel_noise_final) * steps_done["dual"] / schedule["dual"]
+                    policy.noise = 1.0 - (1.0 - args.pixel_noise_final) * done
+                if args.lr_final != 1.0:
+                    trainer.scale_learning_rates(1.0 - (1.0 - args.lr_final) * done)
                 stats = trainer.step(images, labels)
                 if global_step % 50 == 0:
                     writer.add_scalar("losses/perception", stats.perception_loss, global_step)
