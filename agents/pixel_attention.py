@@ -142,8 +142,7 @@ class PixelAttention(nn.Module):
         """The pixels read so far as ``(mask, mask * image)``, ``(B, 784)`` each, detached, from the
         episode's glimpses ``history = (coords (B, t, 2) pixel centres, values (B, t))``."""
         coords, values = history
-        index = coords.detach().round().long()
-        flat = index[..., 0] * IMAGE_SIZE + index[..., 1]  # (B, t)
+        flat = _pixel_index(coords)  # (B, t)
         empty = values.new_zeros(values.shape[0], NUM_PIXELS)
         return empty.scatter(1, flat, 1.0), empty.scatter(1, flat, values.detach())
 
@@ -199,11 +198,16 @@ class PixelAttention(nn.Module):
             raise ValueError("PixelAttention(memory='pixels') never reads a pixel twice; the repeat penalty is for memory='none'.")
         steps = observations.shape[0]
         probabilities = torch.stack([torch.softmax(self.scores(observations[t], t), dim=-1) for t in range(steps)])
-        index = coords.round().long()
-        flat = (index[..., 0] * IMAGE_SIZE + index[..., 1]).T  # (B, T)
+        flat = _pixel_index(coords).T  # (B, T)
         previous = probabilities.gather(-1, flat.unsqueeze(0).expand(steps, -1, -1))  # (T, B, T): P_t(p_s)
         earlier = torch.ones(steps, steps, device=coords.device).tril(-1).unsqueeze(1)  # s < t
         return (previous * earlier).sum(dim=-1).mean()
+
+
+def _pixel_index(coords: torch.Tensor) -> torch.Tensor:
+    """Row-major index ``i * 28 + j`` (int64) of the pixel centres ``coords`` ``(..., 2)`` (pixel units)."""
+    index = coords.round().long()
+    return index[..., 0] * IMAGE_SIZE + index[..., 1]
 
 
 def _read(sampler: Sampler, images: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
