@@ -231,6 +231,17 @@ def test_train_script_starts_from_a_core_checkpoint(tmp_path):
         script.main(script.Args(glimpses=2, epochs=1, core="missing.pt", out=str(tmp_path / "bad"), device="cpu"))
 
 
+@pytest.mark.parametrize("option", [{"channels": 16}, {"n_bins": 32}, {"encoding": "fourier"}])
+def test_train_script_rejects_core_sizes_without_scratch_core(tmp_path, option):
+    """--channels, --n-bins and --encoding size a fresh core; with a warm start they would be ignored."""
+    import train.differentiable as script
+
+    (name, value), = option.items()
+    flag = "--" + name.replace("_", "-")
+    with pytest.raises(ValueError, match=f"{flag} {value} sizes a --core scratch; --core random-glimpses brings its own size"):
+        script.main(script.Args(glimpses=2, epochs=1, out=str(tmp_path), device="cpu", **option))
+
+
 def test_learning_rate_schedule_scales_both_optimizers_from_their_start():
     trainer = DualOptimizerTrainer(FixedSequence(2), PerceptionCore(), Sampler(), 2, perception_lr=1e-3, attention_lr=1e-2)
     trainer.scale_learning_rates(0.5)

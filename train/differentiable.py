@@ -86,11 +86,11 @@ class Args:
     "random-glimpses"), from a fresh init ("scratch"), or from a perception-core checkpoint PATH (e.g.
     one of another size, written by train/pretrain_perception.py)"""
     channels: int = 32
-    """RecurrentSoftOrdering channels of a scratch core"""
+    """RecurrentSoftOrdering channels of a --core scratch (an error with another --core)"""
     n_bins: int = 4
-    """soft bins per channel of a scratch core"""
+    """soft bins per channel of a --core scratch (an error with another --core)"""
     encoding: Literal["plain", "fourier", "learned"] = "plain"
-    """glimpse encoding of a scratch core (envs.perception.GlimpseEncoding)"""
+    """glimpse encoding of a --core scratch (envs.perception.GlimpseEncoding; an error with another --core)"""
     epochs: int = 15
     """passes over the 60,000 training images (15: about 5 minutes on 2 CPU cores; train/compare.py
     runs 5 to keep its 30 runs short)"""
@@ -133,6 +133,11 @@ def main(args: Args) -> dict:
     writer = SummaryWriter(str(out / "tb"))
 
     data = load_mnist("train", device)
+    scratch_options = (("channels", args.channels, 32), ("n-bins", args.n_bins, 4), ("encoding", args.encoding, "plain"))
+    for flag, value, default in scratch_options:
+        if value != default and args.core != "scratch":
+            raise ValueError(f"--{flag} {value} sizes a --core scratch; --core {args.core} brings its own size. Pass "
+                             "--core scratch, or pretrain a core of that size (train/pretrain_perception.py) and pass its path.")
     if args.core == "scratch":
         core = PerceptionCore(PerceptionConfig(args.channels, args.n_bins, encoding=args.encoding)).to(device)
     elif args.core == "random-glimpses" or Path(args.core).is_file():
