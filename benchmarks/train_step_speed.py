@@ -6,6 +6,7 @@ machine load; the ratio column is against the first variant.
 
     python benchmarks/train_step_speed.py                 # about 1 minute on 1 CPU core
     python benchmarks/train_step_speed.py --steps 40 --device cuda
+    python benchmarks/train_step_speed.py --core runs/core16x32/perception.pt   # another core size
 """
 
 from __future__ import annotations
@@ -48,11 +49,16 @@ class Args:
     """CPU threads for torch (0 = torch's default)"""
     seed: int = 0
     """seed of torch"""
+    core: str = "random-glimpses"
+    """the perception core every variant starts from: the packaged warm start ("random-glimpses") or a
+    perception-core checkpoint PATH (train/pretrain_perception.py --out PATH)"""
 
 
-def make_trainer(policy_kind: str, memory: str, estimator: str, glimpses: int, device: torch.device) -> DualOptimizerTrainer:
+def make_trainer(
+    policy_kind: str, memory: str, estimator: str, glimpses: int, core_path: str, device: torch.device
+) -> DualOptimizerTrainer:
     """The trainer train/differentiable.py builds for this variant (its default learning rates)."""
-    core = PerceptionCore.load(RANDOM_GLIMPSES_PATH, device).train()
+    core = PerceptionCore.load(RANDOM_GLIMPSES_PATH if core_path == "random-glimpses" else core_path, device).train()
     if policy_kind == "attention":
         policy = AttentionNetwork(core.observation_size, 128, glimpses, True).to(device)
     else:
@@ -68,7 +74,7 @@ def main(args: Args) -> dict[str, float]:
     device = resolve_device(args.device)
     data = load_mnist("train", device)
     images, labels = data.images[: args.batch_size].float() / 255.0, data.labels[: args.batch_size]
-    trainers = {name: make_trainer(*variant, args.glimpses, device) for name, variant in VARIANTS.items()}
+    trainers = {name: make_trainer(*variant, args.glimpses, args.core, device) for name, variant in VARIANTS.items()}
     seconds = dict.fromkeys(trainers, 0.0)
     for step in range(args.steps + 1):  # step 0 warms up
         for name, trainer in trainers.items():
@@ -82,7 +88,7 @@ def main(args: Args) -> dict[str, float]:
     rates = {name: args.steps / total for name, total in seconds.items()}
     first = next(iter(rates.values()))
     print(f"DualOptimizerTrainer.step, batch {args.batch_size}, {args.glimpses} glimpses, {args.steps} steps each, "
-          f"device {device}, {torch.get_num_threads()} thread(s)")
+          f"device {device}, {torch.get_num_threads()} thread(s), core {args.core}")
     print("| variant | steps/s | time per step vs attention |\n|---|--:|--:|")
     for name, rate in rates.items():
         print(f"| {name} | {rate:.2f} | {first / rate:.2f}x |")
