@@ -171,12 +171,12 @@ class PixelAttention(nn.Module):
         if not self.training:
             chosen = scores.argmax(dim=-1, keepdim=True)  # (B, 1)
             coords = self.centres[chosen]  # (B, 1, 2)
-            values, weights = sampler(images, coords), torch.ones(coords.shape[:2], device=coords.device)
+            values, weights = _read(sampler, images, coords), torch.ones(coords.shape[:2], device=coords.device)
         else:
             gumbel = -torch.empty_like(scores).exponential_().log()  # -log Exp(1) ~ Gumbel(0, 1), as F.gumbel_softmax
             perturbed, chosen = (scores + self.noise * gumbel).topk(min(self.candidates, NUM_PIXELS), dim=-1)  # best first
             coords = self.centres[chosen]  # (B, K, 2)
-            values, weights = sampler(images, coords), torch.softmax(perturbed / self.temperature, dim=-1)
+            values, weights = _read(sampler, images, coords), torch.softmax(perturbed / self.temperature, dim=-1)
         return coords, values, weights
 
     def repeat_probability(self, observations: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
@@ -209,3 +209,8 @@ def _pixel_index(coords: torch.Tensor) -> torch.Tensor:
     index = coords.round().long()
     return index[..., 0] * IMAGE_SIZE + index[..., 1]
 
+
+def _read(sampler: Sampler, images: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+    """``sampler`` at ``coords`` ``(B, K, 2)`` of each image ``(B, 28, 28)`` -> ``(B, K)``."""
+    batch, k = coords.shape[:2]
+    return sampler(images.repeat_interleave(k, dim=0), coords.reshape(-1, 2)).view(batch, k)

@@ -179,14 +179,6 @@ class PerceptionCore(nn.Module):
         ``values`` ``(B,)`` -> the new histogram ``(B, H)``."""
         return self.rso(histogram, self.encoding(pixel_to_action(coords), values))
 
-    def increments(self, histogram: torch.Tensor, coords: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        """What each of ``K`` alternative glimpses would add to ``histogram`` ``(B, H)``: ``coords`` ``(B, K, 2)``
-        pixel units, ``values`` ``(B, K)`` -> ``(B, K, H)``; ``histogram + increments[:, k]`` is
-        ``observe(histogram, coords[:, k], values[:, k])`` (:meth:`RecurrentSoftOrdering.increments`)."""
-        batch, k = values.shape
-        features = self.encoding(pixel_to_action(coords.reshape(-1, 2)), values.reshape(-1)).view(batch, k, -1)
-        return self.rso.increments(histogram, features)
-
     def forward(self, histogram: torch.Tensor) -> torch.Tensor:
         """Class logits ``(B, 10)`` of a histogram ``(B, H)``."""
         return self.head(histogram)

@@ -51,8 +51,6 @@ class Sampler:
     the environment passes grey levels in ``[0, 1]``) and ``coords`` of shape ``(B, 2)`` holding
     ``(i, j)`` in pixel units; ``values`` has shape ``(B,)`` and is differentiable with respect to
     ``coords`` (and ``images``) for every mode except ``nearest``, whose gradient is zero.
-    ``coords`` of shape ``(B, K, 2)`` reads ``K`` locations of each image, ``values`` ``(B, K)``,
-    without copying the images.
 
     :param mode: one of :data:`SAMPLER_MODES`.
     :param sigma: standard deviation in pixels of the ``gaussian`` kernel (ignored by other modes).
@@ -83,9 +81,9 @@ class Sampler:
         return f"{self.mode}+{self.gradient}" if self.gradient else self.mode
 
     def __call__(self, images: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
-        if images.dim() != 3 or coords.dim() not in (2, 3) or coords.shape[0] != images.shape[0] or coords.shape[-1] != 2:
+        if images.dim() != 3 or coords.shape != (images.shape[0], 2):
             raise ValueError(
-                f"Sampler expects images (B, H, W) and coords (B, 2) or (B, K, 2); got {tuple(images.shape)} and "
+                f"Sampler expects images (B, H, W) and coords (B, 2); got {tuple(images.shape)} and "
                 f"{tuple(coords.shape)}."
             )
         values = self._read(self.mode, images, coords)
@@ -100,11 +98,11 @@ class Sampler:
         height, width = images.shape[-2:]
         # grid_sample wants (x, y) = (column, row), normalised with align_corners=True.
         scale = coords.new_tensor([2.0 / (height - 1), 2.0 / (width - 1)])
-        grid = (coords * scale - 1.0).flip(-1).view(images.shape[0], -1, 1, 2)  # (B, K, 1, 2)
+        grid = (coords * scale - 1.0).flip(-1).view(-1, 1, 1, 2)
         values = F.grid_sample(
             images.unsqueeze(1), grid, mode=mode, padding_mode="zeros", align_corners=True
-        )  # (B, 1, K, 1)
-        return values.view(coords.shape[:-1])
+        )
+        return values.view(-1)
 
     def _gaussian(self, images: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
         """Separable Gaussian read: ``v = sum_pq w_i(p) w_j(q) image[p, q]``.
@@ -118,9 +116,6 @@ class Sampler:
         cols = torch.arange(width, device=images.device, dtype=images.dtype)
         # Weights are cut to exactly 0 beyond 7.7 sigma (exponent < -30, weight < 1e-13): further out
         # float32 goes denormal, and denormal arithmetic made training steps ~100x slower on the CPU.
-        if coords.dim() == 3:  # K locations per image: as K rows of one location each
-            k = coords.shape[1]
-            return self._gaussian(images.repeat_interleave(k, dim=0), coords.reshape(-1, 2)).view(-1, k)
         w_i = self._weights(rows[None, :] - coords[:, :1]) * norm  # (B, H)
         w_j = self._weights(cols[None, :] - coords[:, 1:]) * norm  # (B, W)
         return torch.einsum("bp,bpq,bq->b", w_i, images, w_j)

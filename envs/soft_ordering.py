@@ -45,17 +45,14 @@ class SOHE(nn.Module):
         self.n_bins = n_bins
         thresholds = torch.arange(1, n_bins + 1, dtype=torch.float32) - (n_bins + 1) / 2.0
         self.register_buffer("thresholds", thresholds, persistent=False)
-        # bin_k = upper_k - upper_{k+1} (the top bin: upper_n) as one product with a difference
-        # matrix: exactly the subtraction (the other terms are zeros), without a shifted copy.
-        difference = torch.eye(n_bins) - torch.diag(torch.ones(n_bins - 1), -1)
-        self.register_buffer("difference", difference, persistent=False)
 
     def extra_repr(self) -> str:
         return f"n_bins={self.n_bins}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         upper = torch.sigmoid(x.unsqueeze(-1) - self.thresholds.to(x.dtype))  # (..., C, n): P(x > t_k)
-        return (upper @ self.difference.to(x.dtype)).flatten(-2)
+        above_next = torch.cat([upper[..., 1:], torch.zeros_like(upper[..., :1])], dim=-1)
+        return (upper - above_next).flatten(-2)
 
 
 class SoftOrdering(nn.Module):
@@ -129,17 +126,6 @@ class RecurrentSoftOrdering(nn.Module):
     def increment(self, state: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """What one glimpse adds: ``SOHE(W [x, state] + b)``, shape ``(B, channels * n_bins)``."""
         return self.sohe(self.linear(torch.cat([x, state], dim=-1)))
-
-    def increments(self, state: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """What each of ``K`` alternative glimpses would add to the same state: ``state`` ``(B, C * n_bins)``,
-        ``x`` ``(B, K, in_features)`` -> ``(B, K, C * n_bins)``, row ``k`` equal to ``increment(state, x[:, k])``.
-
-        ``W [x_k, state] + b = W_x x_k + (W_s state + b)``: the state's term is computed once per row,
-        not ``K`` times on a repeated state (the cost of a relaxed choice among candidate glimpses).
-        """
-        weight_x, weight_state = self.linear.weight.split([self.in_features, self.state_features], dim=1)
-        shared = nn.functional.linear(state, weight_state, self.linear.bias).unsqueeze(1)  # (B, 1, C)
-        return self.sohe(nn.functional.linear(x, weight_x) + shared)
 
     def forward(self, state: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """One step: ``state`` ``(B, channels * n_bins)`` and ``x`` ``(B, in_features)`` -> new state."""

@@ -67,16 +67,6 @@ def test_observe_feeds_normalised_coordinates_and_value(core):
     torch.testing.assert_close(core.observe(histogram, coords, values), expected, rtol=0.0, atol=0.0)
 
 
-def test_increments_of_candidates_are_what_observe_adds(core):
-    histogram = core.observe(core.initial_histogram(4), torch.rand(4, 2) * 27, torch.rand(4))
-    coords, values = torch.rand(4, 3, 2) * 27, torch.rand(4, 3)
-    increments = core.increments(histogram, coords, values)
-    assert increments.shape == (4, 3, core.histogram_size)
-    for k in range(3):
-        torch.testing.assert_close(histogram + increments[:, k], core.observe(histogram, coords[:, k], values[:, k]),
-                                   rtol=1e-6, atol=1e-5)
-
-
 def test_glimpse_is_sample_observe_classify(core, test_split):
     images = test_split.images[:3].float() / 255.0
     coords = torch.tensor([[10.2, 14.7], [5.0, 5.0], [20.5, 13.0]])

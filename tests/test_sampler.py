@@ -296,23 +296,3 @@ def test_straight_through_reads_nearest_and_takes_bilinear_gradient():
     assert straight.name == "nearest+bilinear"
     with pytest.raises(ValueError, match="sampler gradient"):
         Sampler("nearest", gradient="box")
-
-
-@pytest.mark.parametrize("mode", [*SAMPLER_MODES, "nearest+bilinear"])
-def test_several_locations_per_image_read_as_one_location_per_row(mode):
-    """coords (B, K, 2) -> values (B, K), equal (values and gradients) to K reads of (B, 2)."""
-    name, _, gradient = mode.partition("+")
-    sampler = Sampler(name, gradient=gradient or None)
-    images = random_images(3, 31).requires_grad_()
-    coords = (torch.rand(3, 5, 2, generator=torch.Generator().manual_seed(32), dtype=torch.float64) * 29 - 1).requires_grad_()
-    together = sampler(images, coords)
-    one_by_one = torch.stack([sampler(images, coords[:, k]) for k in range(5)], dim=1)
-    assert together.shape == (3, 5)
-    torch.testing.assert_close(together, one_by_one, **EXACT)
-    probe = torch.randn(3, 5, generator=torch.Generator().manual_seed(33), dtype=torch.float64)
-    grads = torch.autograd.grad((together * probe).sum(), [images, coords])
-    expected = torch.autograd.grad((one_by_one * probe).sum(), [images, coords])
-    for got, want in zip(grads, expected):
-        torch.testing.assert_close(got, want, **EXACT)
-    with pytest.raises(ValueError, match=r"\(B, K, 2\)"):
-        sampler(images, coords[:, :, :1])

@@ -167,25 +167,6 @@ def test_recurrent_initial_state_and_shapes():
     assert bool((rso.increment(state, x) > 0).all())
 
 
-def test_recurrent_increments_of_candidates_equal_one_increment_each():
-    """increments(state, x (B, K, F)) is increment(state, x[:, k]) for every k, gradients included,
-    with non-zero state weights (the state's term is computed once, not K times)."""
-    rso = seeded(lambda: RecurrentSoftOrdering(3, 8, 4), 21)
-    with torch.no_grad():
-        rso.linear.weight[:, 3:].normal_(std=0.3)
-    state = (torch.rand(5, 32, generator=torch.Generator().manual_seed(22)) * 3).requires_grad_()
-    x = glimpses(5, 6, 23)  # (B, K, F)
-    together = rso.increments(state, x)
-    one_by_one = torch.stack([rso.increment(state, x[:, k]) for k in range(6)], dim=1)
-    assert together.shape == (5, 6, 32)
-    torch.testing.assert_close(together, one_by_one, rtol=1e-6, atol=1e-6)
-    probe = torch.randn(5, 6, 32, generator=torch.Generator().manual_seed(24))
-    grads = torch.autograd.grad((together * probe).sum(), [state, rso.linear.weight, rso.linear.bias])
-    expected = torch.autograd.grad((one_by_one * probe).sum(), [state, rso.linear.weight, rso.linear.bias])
-    for got, want in zip(grads, expected):
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-
-
 def test_recurrent_init_is_order_blind_soft_ordering_times_t():
     rso = seeded(lambda: RecurrentSoftOrdering(3, 8, 4), 17)
     assert torch.equal(rso.linear.weight[:, 3:], torch.zeros(8, 32))  # state weights start at zero
