@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import tyro
@@ -49,16 +50,16 @@ class Args:
     """CPU threads for torch (0 = torch's default)"""
     seed: int = 0
     """seed of torch"""
-    core: str = "random-glimpses"
-    """the perception core every variant starts from: the packaged warm start ("random-glimpses") or a
-    perception-core checkpoint PATH (train/pretrain_perception.py --out PATH)"""
+    core: Path = RANDOM_GLIMPSES_PATH
+    """the perception-core checkpoint every variant starts from (default: the packaged warm start;
+    train/pretrain_perception.py --out PATH writes others)"""
 
 
 def make_trainer(
-    policy_kind: str, memory: str, estimator: str, glimpses: int, core_path: str, device: torch.device
+    policy_kind: str, memory: str, estimator: str, glimpses: int, core_path: Path, device: torch.device
 ) -> DualOptimizerTrainer:
     """The trainer train/differentiable.py builds for this variant (its default learning rates)."""
-    core = PerceptionCore.load(RANDOM_GLIMPSES_PATH if core_path == "random-glimpses" else core_path, device).train()
+    core = PerceptionCore.load(core_path, device).train()
     if policy_kind == "attention":
         policy = AttentionNetwork(core.observation_size, 128, glimpses, True).to(device)
     else:

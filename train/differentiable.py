@@ -121,7 +121,31 @@ class Args:
     """output folder"""
 
 
+def check_args(args: Args) -> None:
+    """Refuse, before any work, options that are out of range or that the chosen --policy / --core would ignore."""
+    if args.max_train_seconds < 0:
+        raise ValueError(f"--max-train-seconds must be >= 0 (0 = no limit), got {args.max_train_seconds}.")
+    if args.readout_epochs < 0:
+        raise ValueError(f"--readout-epochs must be >= 0 (0 = off), got {args.readout_epochs}.")
+    if not args.lr_final > 0:
+        raise ValueError(f"--lr-final must be > 0 (1 = constant learning rates), got {args.lr_final}.")
+    if args.core not in ("scratch", "random-glimpses") and not Path(args.core).is_file():
+        raise ValueError(f"--core {args.core}: not random-glimpses, scratch or an existing file; pass the path of a "
+                         "perception-core checkpoint (train/pretrain_perception.py --out PATH writes one).")
+    defaults = Args()
+    for name in ("channels", "n_bins", "encoding"):
+        value, flag = getattr(args, name), "--" + name.replace("_", "-")
+        if value != getattr(defaults, name) and args.core != "scratch":
+            raise ValueError(f"{flag} {value} sizes a --core scratch; --core {args.core} brings its own size. Pass "
+                             "--core scratch, or pretrain a core of that size (train/pretrain_perception.py) and pass its path.")
+    for name in ("pixel_memory", "pixel_estimator", "pixel_candidates"):
+        value, flag = getattr(args, name), "--" + name.replace("_", "-")
+        if value != getattr(defaults, name) and args.policy != "pixel":
+            raise ValueError(f"{flag} {value} is an option of --policy pixel, not of --policy {args.policy}.")
+
+
 def main(args: Args) -> dict:
+    check_args(args)
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
@@ -133,23 +157,10 @@ def main(args: Args) -> dict:
     writer = SummaryWriter(str(out / "tb"))
 
     data = load_mnist("train", device)
-    scratch_options = (("channels", args.channels, 32), ("n-bins", args.n_bins, 4), ("encoding", args.encoding, "plain"))
-    for flag, value, default in scratch_options:
-        if value != default and args.core != "scratch":
-            raise ValueError(f"--{flag} {value} sizes a --core scratch; --core {args.core} brings its own size. Pass "
-                             "--core scratch, or pretrain a core of that size (train/pretrain_perception.py) and pass its path.")
     if args.core == "scratch":
         core = PerceptionCore(PerceptionConfig(args.channels, args.n_bins, encoding=args.encoding)).to(device)
-    elif args.core == "random-glimpses" or Path(args.core).is_file():
-        core = PerceptionCore.load(RANDOM_GLIMPSES_PATH if args.core == "random-glimpses" else args.core, device).train()
     else:
-        raise ValueError(f"--core {args.core}: not random-glimpses, scratch or an existing file; pass the path of a "
-                         "perception-core checkpoint (train/pretrain_perception.py --out PATH writes one).")
-    pixel_options = (("memory", args.pixel_memory, "none"), ("estimator", args.pixel_estimator, "mixture"),
-                     ("candidates", args.pixel_candidates, 16))
-    for flag, value, default in pixel_options:
-        if value != default and args.policy != "pixel":
-            raise ValueError(f"--pixel-{flag} {value} is an option of --policy pixel, not of --policy {args.policy}.")
+        core = PerceptionCore.load(RANDOM_GLIMPSES_PATH if args.core == "random-glimpses" else args.core, device).train()
     if args.policy == "attention":
         policy = AttentionNetwork(core.observation_size, args.hidden, args.glimpses, args.step_bias).to(device)
     elif args.policy == "pixel":
@@ -179,12 +190,6 @@ def main(args: Args) -> dict:
     )
 
     steps_per_epoch = len(data) // args.batch_size
-    if args.max_train_seconds < 0:
-        raise ValueError(f"--max-train-seconds must be >= 0 (0 = no limit), got {args.max_train_seconds}.")
-    if args.readout_epochs < 0:
-        raise ValueError(f"--readout-epochs must be >= 0 (0 = off), got {args.readout_epochs}.")
-    if not args.lr_final > 0:
-        raise ValueError(f"--lr-final must be > 0 (1 = constant learning rates), got {args.lr_final}.")
     readout = Sampler("nearest")
     schedule = {"dual": args.epochs * steps_per_epoch, "readout": round(args.readout_epochs * steps_per_epoch)}
     steps_done = dict.fromkeys(schedule, 0)
