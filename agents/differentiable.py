@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from agents.pixel_attention import PixelAttention
-from agents.rollout import PIXEL_ESTIMATORS, GlimpsePolicy, PixelReader, run_episodes
+from agents.rollout import CREDITS, PIXEL_ESTIMATORS, GlimpsePolicy, PixelReader, run_episodes
 from envs.perception import PerceptionCore, perception_loss
 from envs.sampler import Sampler
 
@@ -103,6 +103,9 @@ class DualOptimizerTrainer:
     :param pixel_estimator: what learns from a :class:`~agents.rollout.PixelReader`'s relaxed choice:
         ``"mixture"`` (the weights, the core and the earlier glimpses) or ``"taken"`` (the weights only;
         the core learns from the glimpses taken). See :func:`agents.rollout.look`.
+    :param attention_credit: which losses train a glimpse's choice: ``"episode"`` (its own and every
+        later glimpse's) or ``"greedy"`` (its own only, as GDFS; needs ``loss_on="all"``). The core
+        learns from the whole episode either way. See :func:`agents.rollout.run_episodes`.
     """
 
     def __init__(
@@ -118,6 +121,7 @@ class DualOptimizerTrainer:
         location_noise: float = 0.0,
         repeat_penalty: float = 0.0,
         pixel_estimator: str = "mixture",
+        attention_credit: str = "episode",
     ) -> None:
         if attention_target not in ATTENTION_TARGETS:
             raise ValueError(f"Unknown attention target {attention_target!r}; valid targets are {list(ATTENTION_TARGETS)}.")
@@ -139,6 +143,12 @@ class DualOptimizerTrainer:
             raise ValueError(f"pixel_estimator={pixel_estimator!r} is for a policy that chooses pixels (PixelReader, e.g. "
                              f"PixelAttention), not {type(policy).__name__}; leave it at 'mixture'.")
         self.pixel_estimator = pixel_estimator
+        if attention_credit not in CREDITS:
+            raise ValueError(f"Unknown attention_credit {attention_credit!r}; valid values are {list(CREDITS)}.")
+        if attention_credit == "greedy" and loss_on != "all":
+            raise ValueError("attention_credit='greedy' trains each glimpse's choice on the loss right after it, so it "
+                             "needs the losses of all glimpses: pass loss_on='all'.")
+        self.attention_credit = attention_credit
         if location_noise > 0 and isinstance(policy, PixelReader):
             raise ValueError("location_noise jitters continuous locations; a PixelReader policy chooses pixels. Pass location_noise=0.")
         self.training_policy = NoisyLocations(policy, location_noise) if location_noise > 0 else policy
@@ -158,7 +168,8 @@ class DualOptimizerTrainer:
 
     def losses(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Roll out and return ``(perception loss, attention loss, logits (T, B, 10))``."""
-        episode = run_episodes(self.training_policy, self.core, self.sampler, images, self.glimpses, self.pixel_estimator)
+        episode = run_episodes(self.training_policy, self.core, self.sampler, images, self.glimpses, self.pixel_estimator,
+                               self.attention_credit)
         logits = self._scored(episode.logits)
         perception = perception_loss(logits, labels)
         attention = perception_loss(logits, attention_targets(logits, labels, self.attention_target))

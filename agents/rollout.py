@@ -27,6 +27,8 @@ from envs.sampler import Sampler, action_to_pixel
 
 #: How a :class:`PixelReader`'s relaxed choice among ``K`` candidates sends gradients back (:func:`look`).
 PIXEL_ESTIMATORS = ("mixture", "taken")
+#: Which losses a glimpse's choice learns from (:func:`run_episodes`).
+CREDITS = ("episode", "greedy")
 
 
 class GlimpsePolicy(Protocol):
@@ -135,13 +137,25 @@ def run_episodes(
     images: torch.Tensor,
     glimpses: int,
     estimator: str = "mixture",
+    credit: str = "episode",
 ) -> Episode:
     """Roll ``policy`` for ``glimpses`` steps on ``images`` ``(B, 28, 28)`` (float in ``[0, 1]``).
 
     Gradients flow from the logits into the core, and through the sampler and the coordinates into
     the policy (except with the ``nearest`` sampler, whose gradient is zero); a :class:`PixelReader`'s
-    through its candidates' weights, as ``estimator`` says (:func:`look`).
+    through its candidates' weights, as ``estimator`` says (:func:`look`). ``credit`` (:data:`CREDITS`)
+    says which logits reach glimpse ``t``'s choice:
+
+    * ``"episode"``: ``logits_{t+1}`` and every later one (backpropagation through the episode: the
+      histogram carries the choice forward, and so does the policy's next observation);
+    * ``"greedy"``: ``logits_{t+1}`` only, as GDFS (Covert et al., 2023) trains its selector. The
+      histogram carried to the next glimpse re-reads glimpse ``t`` with its location and value
+      detached, and the next observation is detached (both stated decisions: the core still learns
+      through the whole episode, the policy's choice from what it adds at once). Forward values are
+      those of ``"episode"``; the re-read costs one more ``core.observe`` per glimpse.
     """
+    if credit not in CREDITS:
+        raise ValueError(f"Unknown credit {credit!r}; valid values are {list(CREDITS)}.")
     histogram = core.initial_histogram(images.shape[0], images.device)
     observation = core.observation(histogram)
     logits, coords, values, observations = [], [], [], []
@@ -150,9 +164,14 @@ def run_episodes(
         history = None  # what a PixelReader read before this step
         if coords and isinstance(policy, PixelReader):
             history = (torch.stack(coords, dim=1), torch.stack(values, dim=1))
-        histogram, coords_t, values_t = look(policy, core, histogram, observation, step, images, sampler, estimator, history)
-        logits_t = core(histogram)
-        observation = core.observation(histogram, logits_t)
+        relaxed, coords_t, values_t = look(policy, core, histogram, observation, step, images, sampler, estimator, history)
+        logits_t = core(relaxed)
+        if credit == "greedy":
+            histogram = core.observe(histogram, coords_t.detach(), values_t.detach())
+            observation = core.observation(histogram, logits_t).detach()
+        else:
+            histogram = relaxed
+            observation = core.observation(histogram, logits_t)
         logits.append(logits_t)
         coords.append(coords_t)
         values.append(values_t)

@@ -105,6 +105,43 @@ def test_training_improves_the_loss(batch):
     assert last < first - 0.2
 
 
+@pytest.mark.parametrize("kind", ["fixed", "pixel"])
+def test_greedy_credit_trains_each_choice_on_the_next_prediction_only(batch, kind):
+    """credit="greedy": the same episode forward; the loss after glimpse t reaches glimpse t's own
+    per-step parameters and no earlier glimpse's (with "episode" it reaches the earlier ones too);
+    the core still learns through the whole episode."""
+    images, labels = batch
+    torch.manual_seed(0)
+    core = PerceptionCore()
+    if kind == "fixed":  # per-glimpse locations theta (T, 2), bilinear reads
+        policy, sampler, per_step = FixedSequence(4), Sampler("bilinear"), lambda p: p.theta
+    else:  # per-glimpse pixel scores beta (T, 784), relaxed choice among 8 candidates
+        policy, sampler = PixelAttention(core.observation_size, 4, hidden=16, candidates=8).train(), Sampler("nearest")
+        torch.nn.init.normal_(policy.beta, std=3.0)
+        per_step = lambda p: p.beta  # noqa: E731
+    episodes, grads, core_grads = {}, {}, {}
+    for credit in ("episode", "greedy"):
+        torch.manual_seed(1)
+        episodes[credit] = run_episodes(policy, core, sampler, images, 4, credit=credit)
+        last = perception_loss(episodes[credit].logits[-1:], labels)
+        (grads[credit],) = torch.autograd.grad(last, per_step(policy), retain_graph=True)
+        core_grads[credit] = torch.autograd.grad(last, list(core.parameters()))
+    episode, greedy = episodes["episode"], episodes["greedy"]
+    assert torch.equal(greedy.coords, episode.coords) and torch.equal(greedy.values, episode.values)
+    torch.testing.assert_close(greedy.logits, episode.logits)
+    assert torch.all(grads["greedy"][:3] == 0) and torch.any(grads["greedy"][3] != 0)
+    assert torch.any(grads["episode"][:3] != 0)
+    torch.testing.assert_close(grads["greedy"][3], grads["episode"][3])  # the last choice: nothing after it
+    if kind == "fixed":  # the core's gradient is the episode's (a pixel reader's differs by the relaxation's
+        for got, expected in zip(core_grads["greedy"], core_grads["episode"]):  # earlier candidates)
+            torch.testing.assert_close(got, expected)
+    assert all(torch.any(g != 0) for g in core_grads["greedy"])
+    with pytest.raises(ValueError, match="Unknown credit 'myopic'; valid values are"):
+        run_episodes(policy, core, sampler, images, 1, credit="myopic")
+    with pytest.raises(ValueError, match="needs the losses of all glimpses: pass loss_on='all'"):
+        DualOptimizerTrainer(policy, core, sampler, 4, loss_on="last", attention_credit="greedy")
+
+
 def test_rollout_matches_the_environment(batch):
     """The differentiable rollout and MnistGlimpseEnv compute the same observations and predictions."""
     images, _ = batch
@@ -204,6 +241,13 @@ def test_train_script_rejects_pixel_options_without_pixel_policy(tmp_path, optio
     flag = "--" + name.replace("_", "-")
     with pytest.raises(ValueError, match=f"{flag} {value} is an option of --policy pixel, not of --policy attention"):
         script.main(script.Args(glimpses=2, epochs=1, out=str(tmp_path), device="cpu", **option))
+
+
+def test_train_script_passes_the_attention_credit_to_the_trainer(tmp_path):
+    import train.differentiable as script
+
+    with pytest.raises(ValueError, match="attention_credit='greedy' trains each glimpse's choice"):
+        script.main(script.Args(attention_credit="greedy", loss_on="last", out=str(tmp_path / "run"), device="cpu"))
 
 
 @pytest.mark.parametrize("flag, message", [("max_train_seconds", "--max-train-seconds must be >= 0"),

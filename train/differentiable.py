@@ -73,6 +73,8 @@ class Args:
     attention_target: Literal["argmin", "second", "label"] = "label"
     """class the attention optimizer pushes the prediction toward (argmin and second measured far
     worse than label: see README)"""
+    attention_credit: Literal["episode", "greedy"] = "episode"
+    """which losses train a glimpse's choice: its own and all later ones (episode), or its own only (greedy, as GDFS)"""
     loss_on: Literal["all", "last"] = "all"
     """losses over the logits of all glimpses or of the last one"""
     sampler: Literal["bilinear", "bicubic", "gaussian", "nearest"] = "bilinear"
@@ -187,6 +189,7 @@ def main(args: Args) -> dict:
         location_noise=args.location_noise,
         repeat_penalty=args.pixel_repeat_penalty,
         pixel_estimator=args.pixel_estimator,
+        attention_credit=args.attention_credit,
     )
 
     steps_per_epoch = len(data) // args.batch_size
