@@ -41,7 +41,13 @@ import torch
 from torch import nn
 
 from agents.pixel_attention import PixelAttention
-from agents.rollout import CREDITS, PIXEL_ESTIMATORS, GlimpsePolicy, PixelReader, run_episodes
+from agents.rollout import (
+    CREDITS,
+    PIXEL_ESTIMATORS,
+    GlimpsePolicy,
+    PixelReader,
+    run_episodes,
+)
 from envs.perception import PerceptionCore, perception_loss
 from envs.sampler import Sampler
 

@@ -114,17 +114,17 @@ def test_greedy_credit_trains_each_choice_on_the_next_prediction_only(batch, kin
     torch.manual_seed(0)
     core = PerceptionCore()
     if kind == "fixed":  # per-glimpse locations theta (T, 2), bilinear reads
-        policy, sampler, per_step = FixedSequence(4), Sampler("bilinear"), lambda p: p.theta
+        policy, sampler, per_step = FixedSequence(4), Sampler("bilinear"), "theta"
     else:  # per-glimpse pixel scores beta (T, 784), relaxed choice among 8 candidates
         policy, sampler = PixelAttention(core.observation_size, 4, hidden=16, candidates=8).train(), Sampler("nearest")
         torch.nn.init.normal_(policy.beta, std=3.0)
-        per_step = lambda p: p.beta  # noqa: E731
+        per_step = "beta"
     episodes, grads, core_grads = {}, {}, {}
     for credit in ("episode", "greedy"):
         torch.manual_seed(1)
         episodes[credit] = run_episodes(policy, core, sampler, images, 4, credit=credit)
         last = perception_loss(episodes[credit].logits[-1:], labels)
-        (grads[credit],) = torch.autograd.grad(last, per_step(policy), retain_graph=True)
+        (grads[credit],) = torch.autograd.grad(last, getattr(policy, per_step), retain_graph=True)
         core_grads[credit] = torch.autograd.grad(last, list(core.parameters()))
     episode, greedy = episodes["episode"], episodes["greedy"]
     assert torch.equal(greedy.coords, episode.coords) and torch.equal(greedy.values, episode.values)
