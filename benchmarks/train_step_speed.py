@@ -1,7 +1,7 @@
 """How fast each differentiable agent trains: optimizer steps per second of
 :class:`agents.differentiable.DualOptimizerTrainer` (batch 256, 25 glimpses, the script's settings),
 for the continuous attention network and for :class:`agents.pixel_attention.PixelAttention` with each
-memory and gradient estimator. The variants take turns, one step each, so every one sees the same
+memory, gradient estimator and attention credit. The variants take turns, one step each, so every one sees the same
 machine load; the ratio column is against the first variant.
 
     python benchmarks/train_step_speed.py                 # about 1 minute on 1 CPU core
@@ -26,13 +26,14 @@ from envs.data import load_mnist
 from envs.perception import RANDOM_GLIMPSES_PATH, PerceptionCore
 from envs.sampler import Sampler
 
-#: name -> (policy, PixelAttention memory, pixel estimator)
-VARIANTS: dict[str, tuple[str, str, str]] = {
-    "attention": ("attention", "none", "mixture"),
-    "pixel": ("pixel", "none", "mixture"),
-    "pixel, estimator taken": ("pixel", "none", "taken"),
-    "pixel memory": ("pixel", "pixels", "mixture"),
-    "pixel memory, estimator taken": ("pixel", "pixels", "taken"),
+#: name -> (policy, PixelAttention memory, pixel estimator, attention credit)
+VARIANTS: dict[str, tuple[str, str, str, str]] = {
+    "attention": ("attention", "none", "mixture", "episode"),
+    "pixel": ("pixel", "none", "mixture", "episode"),
+    "pixel, estimator taken": ("pixel", "none", "taken", "episode"),
+    "pixel memory": ("pixel", "pixels", "mixture", "episode"),
+    "pixel memory, estimator taken": ("pixel", "pixels", "taken", "episode"),
+    "pixel memory, greedy credit": ("pixel", "pixels", "mixture", "greedy"),
 }
 
 
@@ -56,7 +57,7 @@ class Args:
 
 
 def make_trainer(
-    policy_kind: str, memory: str, estimator: str, glimpses: int, core_path: Path, device: torch.device
+    policy_kind: str, memory: str, estimator: str, credit: str, glimpses: int, core_path: Path, device: torch.device
 ) -> DualOptimizerTrainer:
     """The trainer train/differentiable.py builds for this variant (its default learning rates)."""
     core = PerceptionCore.load(core_path, device).train()
@@ -65,7 +66,7 @@ def make_trainer(
     else:
         policy = PixelAttention(core.observation_size, glimpses, 128, memory=memory).to(device)
     return DualOptimizerTrainer(policy, core, Sampler("bilinear"), glimpses, attention_target="label",
-                                pixel_estimator=estimator)
+                                pixel_estimator=estimator, attention_credit=credit)
 
 
 def main(args: Args) -> dict[str, float]:
