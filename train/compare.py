@@ -50,8 +50,8 @@ from envs.data import NUM_CLASSES, load_mnist
 
 MethodName = Literal[
     "random-glimpses", "fixed-sequence", "differentiable-argmin", "differentiable-second", "differentiable-label",
-    "differentiable-pixel", "differentiable-pixel-memory", "reinforce-frozen", "reinforce-joint", "ppo-frozen",
-    "ppo-joint", "ppo-joint-from-fixed",
+    "differentiable-pixel", "differentiable-pixel-memory", "differentiable-pixel-memory-greedy", "reinforce-frozen",
+    "reinforce-joint", "ppo-frozen", "ppo-joint", "ppo-joint-from-fixed",
 ]
 
 #: The methods: which trainer (train/ script) and the flags that make it this method.
@@ -69,6 +69,12 @@ METHODS: dict[str, Method] = {
     "differentiable-pixel-memory": Method(
         "differentiable",
         ("--policy", "pixel", "--pixel-memory", "pixels", "--attention-lr", "1e-2", "--pixel-noise-final", "0.1"),
+    ),
+    # ... whose choices each learn from the prediction right after them only, as GDFS trains its selector
+    "differentiable-pixel-memory-greedy": Method(
+        "differentiable",
+        ("--policy", "pixel", "--pixel-memory", "pixels", "--attention-lr", "1e-2", "--pixel-noise-final", "0.1",
+         "--attention-credit", "greedy"),
     ),
     "reinforce-frozen": Method("reinforce", ("--perception", "frozen")),
     "reinforce-joint": Method("reinforce", ("--perception", "joint")),
