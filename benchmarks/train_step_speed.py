@@ -1,8 +1,8 @@
 """How fast each differentiable agent trains: optimizer steps per second of
 :class:`agents.differentiable.DualOptimizerTrainer` (batch 256, 25 glimpses, the script's settings),
 for the continuous attention network and for :class:`agents.pixel_attention.PixelAttention` with each
-memory, gradient estimator and attention credit. The variants take turns, one step each, so every one sees the same
-machine load; the ratio column is against the first variant.
+memory, gradient estimator and attention credit. The variants take turns, one step each, so every
+one sees the same machine load; the ratio column is against the first variant.
 
     python benchmarks/train_step_speed.py                 # about 1 minute on 1 CPU core
     python benchmarks/train_step_speed.py --steps 40 --device cuda

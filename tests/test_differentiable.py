@@ -132,8 +132,10 @@ def test_greedy_credit_trains_each_choice_on_the_next_prediction_only(batch, kin
     assert torch.all(grads["greedy"][:3] == 0) and torch.any(grads["greedy"][3] != 0)
     assert torch.any(grads["episode"][:3] != 0)
     torch.testing.assert_close(grads["greedy"][3], grads["episode"][3])  # the last choice: nothing after it
-    if kind == "fixed":  # the core's gradient is the episode's (a pixel reader's differs by the relaxation's
-        for got, expected in zip(core_grads["greedy"], core_grads["episode"]):  # earlier candidates)
+    if kind == "fixed":
+        # The core's gradient is the episode's; a pixel reader's differs by the earlier glimpses' candidates,
+        # whose relaxation the greedy histogram no longer carries.
+        for got, expected in zip(core_grads["greedy"], core_grads["episode"]):
             torch.testing.assert_close(got, expected)
     assert all(torch.any(g != 0) for g in core_grads["greedy"])
     with pytest.raises(ValueError, match="Unknown credit 'myopic'; valid values are"):
