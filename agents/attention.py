@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from agents.checkpoint import SavedPolicy
 
-class AttentionNetwork(nn.Module):
+
+class AttentionNetwork(SavedPolicy, nn.Module):
     """``action_t = tanh(MLP(concat(histogram_t, prediction_t)) + theta_t)``: ``(B, H + 10) -> (B, 2)``.
 
     The action is the next glimpse location in normalised coordinates (``envs.sampler``), in
@@ -40,6 +42,12 @@ class AttentionNetwork(nn.Module):
         # Start near the centre of the image, where the ink is, with a small spread.
         nn.init.normal_(self.net[-1].weight, std=0.01)
         nn.init.zeros_(self.net[-1].bias)
+
+    checkpoint_kind = "attention"
+
+    def checkpoint_config(self) -> dict:
+        return {"observation_size": self.observation_size, "hidden": self.hidden, "glimpses": self.glimpses,
+                "step_bias": self.step_bias}
 
     def forward(self, observation: torch.Tensor, step: int = 0) -> torch.Tensor:
         if observation.shape[-1] != self.observation_size:

@@ -9,24 +9,31 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from agents.checkpoint import SavedPolicy
 
-class RandomGlimpses(nn.Module):
+
+class RandomGlimpses(SavedPolicy, nn.Module):
     """Glimpses drawn uniformly over the image, independently of what was seen.
 
     :param generator: the ``torch.Generator`` to draw from (on the observations' device); ``None``
         uses torch's global generator.
     """
 
+    checkpoint_kind = "random"
+
     def __init__(self, generator: torch.Generator | None = None) -> None:
         super().__init__()
         self.generator = generator
+
+    def checkpoint_config(self) -> dict:
+        return {}  # the generator is not saved: a loaded policy draws from torch's global generator
 
     def forward(self, observation: torch.Tensor, step: int) -> torch.Tensor:
         shape = (observation.shape[0], 2)
         return torch.rand(shape, generator=self.generator, device=observation.device) * 2.0 - 1.0
 
 
-class FixedSequence(nn.Module):
+class FixedSequence(SavedPolicy, nn.Module):
     """A learned, non-adaptive sequence of ``glimpses`` locations: ``action_t = tanh(theta_t)``.
 
     The same ``T`` locations are used for every image; gradients reach ``theta`` through a
@@ -40,6 +47,11 @@ class FixedSequence(nn.Module):
     def __init__(self, glimpses: int, generator: torch.Generator | None = None) -> None:
         super().__init__()
         self.theta = nn.Parameter(torch.rand(glimpses, 2, generator=generator) * 2.0 - 1.0)
+
+    checkpoint_kind = "fixed"
+
+    def checkpoint_config(self) -> dict:
+        return {"glimpses": self.theta.shape[0]}
 
     def locations(self) -> torch.Tensor:
         """The sequence as actions, ``tanh(theta)`` of shape ``(T, 2)`` in ``[-1, 1]`` (detached)."""

@@ -1,57 +1,74 @@
 """Agent checkpoints: the policy and the perception core it was trained with, in one file.
 
-``{"format", "agent", "glimpses", "policy": {"kind", "config", "state_dict"}, "core": <core checkpoint>,
-**extra}``, tensors on the CPU, so a checkpoint written on a GPU loads anywhere.
+``{"format", "agent", "glimpses", "policy": {"kind", "module", "config", "state_dict"}, "core": <core
+checkpoint>, **extra}``, tensors on the CPU, so a checkpoint written on a GPU loads anywhere.
+
+Every policy class that can be saved derives from :class:`SavedPolicy` and declares its
+``checkpoint_kind``; the loader imports the module the record names (only modules of the ``agents``
+package) and looks the kind up in the registry those classes fill. So this module imports no policy,
+and a checkpoint of one kind never imports another kind's dependencies (e.g. stable-baselines3).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from agents.attention import AttentionNetwork
-from agents.baselines import FixedSequence, RandomGlimpses
-from agents.pixel_attention import PixelAttention
-from agents.reinforce import GaussianAttentionPolicy
 from envs.perception import PerceptionCore
 
 AGENT_FORMAT = "mnist-glimpse/agent/v1"
 
-
-def _policy_record(policy: nn.Module) -> dict[str, Any]:
-    if callable(getattr(policy, "checkpoint_record", None)):  # e.g. agents.ppo.SB3GlimpsePolicy ("sb3-ppo")
-        return policy.checkpoint_record()
-    if isinstance(policy, GaussianAttentionPolicy):
-        return {"kind": "gaussian-attention", "config": policy.config(), "state_dict": _cpu(policy.state_dict())}
-    if isinstance(policy, PixelAttention):
-        return {"kind": "pixel-attention", "config": policy.config(), "state_dict": _cpu(policy.state_dict())}
-    if isinstance(policy, AttentionNetwork):
-        config = {
-            "observation_size": policy.observation_size,
-            "hidden": policy.hidden,
-            "glimpses": policy.glimpses,
-            "step_bias": policy.step_bias,
-        }
-        return {"kind": "attention", "config": config, "state_dict": _cpu(policy.state_dict())}
-    if isinstance(policy, FixedSequence):
-        return {"kind": "fixed", "config": {"glimpses": policy.theta.shape[0]}, "state_dict": _cpu(policy.state_dict())}
-    if isinstance(policy, RandomGlimpses):
-        return {"kind": "random", "config": {}, "state_dict": {}}
-    raise TypeError(f"Cannot save a policy of type {type(policy).__name__}.")
+#: checkpoint kind -> policy class, filled by :class:`SavedPolicy` subclasses as they are defined.
+_REGISTRY: dict[str, type[SavedPolicy]] = {}
 
 
-def _sb3_policy(config: dict[str, Any]) -> nn.Module:
-    from agents.ppo import SB3GlimpsePolicy  # imports stable-baselines3: only for PPO checkpoints
+class SavedPolicy:
+    """Mixin of a policy class that agent checkpoints save and rebuild.
 
-    return SB3GlimpsePolicy.from_config(config)
+    A subclass sets ``checkpoint_kind`` (unique) and implements :meth:`checkpoint_config`, the
+    arguments that :meth:`from_checkpoint_config` rebuilds it from (``cls(**config)`` by default);
+    the weights travel separately, as its ``state_dict``.
+    """
+
+    checkpoint_kind: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        kind = cls.__dict__.get("checkpoint_kind")
+        if kind is None:
+            return
+        known = _REGISTRY.get(kind)
+        if known is not None and known.__qualname__ != cls.__qualname__:
+            raise TypeError(f"checkpoint kind {kind!r} is taken by {known.__module__}.{known.__qualname__}; "
+                            f"give {cls.__qualname__} another checkpoint_kind.")
+        _REGISTRY[kind] = cls
+
+    def checkpoint_config(self) -> dict[str, Any]:
+        """The arguments that rebuild this policy (JSON-like values only)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement checkpoint_config() to be saved.")
+
+    @classmethod
+    def from_checkpoint_config(cls, config: dict[str, Any]) -> SavedPolicy:
+        """A freshly initialised policy of the shape ``config`` describes (its weights are loaded next)."""
+        return cls(**config)
 
 
 def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {key: value.detach().cpu() for key, value in state.items()}
+
+
+def policy_record(policy: nn.Module) -> dict[str, Any]:
+    """The ``policy`` entry of an agent checkpoint."""
+    if not isinstance(policy, SavedPolicy):
+        raise TypeError(f"Cannot save a policy of type {type(policy).__name__}: it does not derive from "
+                        "agents.checkpoint.SavedPolicy (set checkpoint_kind and implement checkpoint_config).")
+    return {"kind": policy.checkpoint_kind, "module": type(policy).__module__,
+            "config": policy.checkpoint_config(), "state_dict": _cpu(policy.state_dict())}
 
 
 def save_agent(
@@ -60,10 +77,21 @@ def save_agent(
     """Save ``policy`` and ``core`` to ``path`` (parents created)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     torch.save(
-        {"format": AGENT_FORMAT, "agent": agent, "glimpses": glimpses, "policy": _policy_record(policy),
+        {"format": AGENT_FORMAT, "agent": agent, "glimpses": glimpses, "policy": policy_record(policy),
          "core": core.checkpoint(), **extra},
         path,
     )
+
+
+def _policy_class(record: dict[str, Any], path: Path) -> type[SavedPolicy]:
+    module = record.get("module")
+    if isinstance(module, str) and module.split(".")[0] == "agents":  # never import what a file names elsewhere
+        importlib.import_module(module)
+    kind = record.get("kind")
+    if kind not in _REGISTRY:
+        raise ValueError(f"{path} holds a policy of unknown kind {kind!r}; known kinds are {sorted(_REGISTRY)} "
+                         "(import the module that defines it before loading).")
+    return _REGISTRY[kind]
 
 
 def load_agent(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[nn.Module, PerceptionCore, dict]:
@@ -76,17 +104,7 @@ def load_agent(path: str | os.PathLike, device: torch.device | str = "cpu") -> t
         raise ValueError(f"{path} is not an agent checkpoint (expected format {AGENT_FORMAT!r}).")
     core = PerceptionCore.from_checkpoint(checkpoint["core"], source=f"{path} (core)").to(device).eval()
     record = checkpoint["policy"]
-    builders = {
-        "attention": lambda config: AttentionNetwork(**config),
-        "pixel-attention": lambda config: PixelAttention(**config),
-        "fixed": lambda config: FixedSequence(**config),
-        "random": lambda config: RandomGlimpses(),
-        "sb3-ppo": _sb3_policy,
-        "gaussian-attention": lambda config: GaussianAttentionPolicy(**config),
-    }
-    if record["kind"] not in builders:
-        raise ValueError(f"{path} holds a policy of unknown kind {record['kind']!r}; valid kinds are {list(builders)}.")
-    policy = builders[record["kind"]](record["config"])
+    policy = _policy_class(record, path).from_checkpoint_config(record["config"])
     try:
         policy.load_state_dict(record["state_dict"])
     except RuntimeError as error:

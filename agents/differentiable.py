@@ -7,7 +7,7 @@ Per glimpse (``agents.rollout.run_episodes``)::
     histogram_{t+1} = histogram_t + SOHE(W [i, j, value_t, histogram_t] + b)
     logits_{t+1}    = head(histogram_{t+1})
 
-Two losses over the logits of all glimpses (or of the last, ``loss_on="last"``), two optimizers:
+Two losses over the logits of all glimpses, two optimizers:
 
 * **perception** (RecurrentSoftOrdering + head): ``CE(logits_t, y)``, the true class.
 * **attention** (attention network only): ``CE(logits_t, target_t)`` where ``target_t`` is
@@ -25,10 +25,9 @@ Each loss is differentiated with respect to its own optimizer's parameters only
 Gradients reach the attention network by two paths: through the sampled value (the sampler's
 gradient with respect to the location) and through the location itself, which the core reads as a
 feature. Dead zones: with ``bilinear`` the first path is zero wherever the 2x2 neighbourhood is flat
-(most of the background). Options that address it, each measured in the README: the ``gaussian``
-sampler (wide kernel), ``location_noise`` (Gaussian jitter of the glimpse location in training), a
-straight-through sampler (``Sampler("nearest", gradient=...)``) and per-glimpse offsets
-(``AttentionNetwork(step_bias=True)``). A :class:`~agents.pixel_attention.PixelAttention` policy
+(most of the background). Options that address it (docs/studies/differentiable-agent-fixes.md): the
+``gaussian`` sampler (wide kernel), a straight-through sampler (``Sampler("nearest", gradient=...)``)
+and per-glimpse offsets (``AttentionNetwork(step_bias=True)``). A :class:`~agents.pixel_attention.PixelAttention` policy
 removes the local view altogether: it chooses among all pixels, and its relaxed choice gives every
 candidate pixel a gradient.
 """
@@ -44,7 +43,6 @@ from agents.pixel_attention import PixelAttention
 from agents.rollout import (
     CREDITS,
     PIXEL_ESTIMATORS,
-    GlimpsePolicy,
     PixelReader,
     run_episodes,
 )
@@ -52,7 +50,6 @@ from envs.perception import PerceptionCore, perception_loss
 from envs.sampler import Sampler
 
 ATTENTION_TARGETS = ("argmin", "second", "label")
-LOSS_ON = ("all", "last")
 
 
 def attention_targets(logits: torch.Tensor, labels: torch.Tensor, target: str) -> torch.Tensor:
@@ -64,22 +61,6 @@ def attention_targets(logits: torch.Tensor, labels: torch.Tensor, target: str) -
     if target == "label":
         return labels.expand(logits.shape[0], -1)
     raise ValueError(f"Unknown attention target {target!r}; valid targets are {list(ATTENTION_TARGETS)}.")
-
-
-class NoisyLocations(nn.Module):
-    """Wraps a policy and jitters its actions with ``N(0, std^2)`` noise, clipped to ``[-1, 1]``.
-
-    Used in training only: a glimpse off a flat patch gives the sampler a gradient to follow.
-    """
-
-    def __init__(self, policy: GlimpsePolicy, std: float) -> None:
-        super().__init__()
-        self.policy = policy
-        self.std = std
-
-    def forward(self, observation: torch.Tensor, step: int) -> torch.Tensor:
-        action = self.policy(observation, step)
-        return (action + self.std * torch.randn_like(action)).clamp(-1.0, 1.0)
 
 
 @dataclass
@@ -100,17 +81,15 @@ class DualOptimizerTrainer:
     :param sampler: the training read-out (``bilinear`` by default; ``gaussian`` avoids dead zones).
     :param glimpses: episode length ``T``.
     :param attention_target: ``"argmin"``, ``"second"`` or ``"label"``.
-    :param loss_on: ``"all"`` glimpses or the ``"last"`` one.
     :param perception_lr: Adam learning rate of the perception optimizer.
     :param attention_lr: Adam learning rate of the attention optimizer.
-    :param location_noise: std of the training jitter on actions (0 = none).
     :param repeat_penalty: weight of a :class:`~agents.pixel_attention.PixelAttention`'s
         :meth:`~agents.pixel_attention.PixelAttention.repeat_probability` in the attention loss (0 = off).
     :param pixel_estimator: what learns from a :class:`~agents.rollout.PixelReader`'s relaxed choice:
         ``"mixture"`` (the weights, the core and the earlier glimpses) or ``"taken"`` (the weights only;
         the core learns from the glimpses taken). See :func:`agents.rollout.look`.
     :param attention_credit: which losses train a glimpse's choice: ``"episode"`` (its own and every
-        later glimpse's) or ``"greedy"`` (its own only, as GDFS; needs ``loss_on="all"``). The core
+        later glimpse's) or ``"greedy"`` (its own only, as GDFS). The core
         learns from the whole episode either way. See :func:`agents.rollout.run_episodes`.
     """
 
@@ -121,22 +100,17 @@ class DualOptimizerTrainer:
         sampler: Sampler,
         glimpses: int,
         attention_target: str = "argmin",
-        loss_on: str = "all",
         perception_lr: float = 1e-3,
         attention_lr: float = 1e-3,
-        location_noise: float = 0.0,
         repeat_penalty: float = 0.0,
         pixel_estimator: str = "mixture",
         attention_credit: str = "episode",
     ) -> None:
         if attention_target not in ATTENTION_TARGETS:
             raise ValueError(f"Unknown attention target {attention_target!r}; valid targets are {list(ATTENTION_TARGETS)}.")
-        if loss_on not in LOSS_ON:
-            raise ValueError(f"Unknown loss_on {loss_on!r}; valid values are {list(LOSS_ON)}.")
         self.policy, self.core, self.sampler = policy, core, sampler
         self.glimpses = glimpses
         self.attention_target = attention_target
-        self.loss_on = loss_on
         if repeat_penalty < 0 or (repeat_penalty > 0 and not isinstance(policy, PixelAttention)):
             raise ValueError(f"repeat_penalty must be >= 0 and needs a PixelAttention policy; got {repeat_penalty} "
                              f"with {type(policy).__name__}.")
@@ -151,13 +125,7 @@ class DualOptimizerTrainer:
         self.pixel_estimator = pixel_estimator
         if attention_credit not in CREDITS:
             raise ValueError(f"Unknown attention_credit {attention_credit!r}; valid values are {list(CREDITS)}.")
-        if attention_credit == "greedy" and loss_on != "all":
-            raise ValueError("attention_credit='greedy' trains each glimpse's choice on the loss right after it, so it "
-                             "needs the losses of all glimpses: pass loss_on='all'.")
         self.attention_credit = attention_credit
-        if location_noise > 0 and isinstance(policy, PixelReader):
-            raise ValueError("location_noise jitters continuous locations; a PixelReader policy chooses pixels. Pass location_noise=0.")
-        self.training_policy = NoisyLocations(policy, location_noise) if location_noise > 0 else policy
         self.perception_params = list(core.parameters())
         self.attention_params = list(policy.parameters())
         self.perception_lr, self.attention_lr = perception_lr, attention_lr
@@ -174,9 +142,9 @@ class DualOptimizerTrainer:
 
     def losses(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Roll out and return ``(perception loss, attention loss, logits (T, B, 10))``."""
-        episode = run_episodes(self.training_policy, self.core, self.sampler, images, self.glimpses, self.pixel_estimator,
+        episode = run_episodes(self.policy, self.core, self.sampler, images, self.glimpses, self.pixel_estimator,
                                self.attention_credit)
-        logits = self._scored(episode.logits)
+        logits = episode.logits
         perception = perception_loss(logits, labels)
         attention = perception_loss(logits, attention_targets(logits, labels, self.attention_target))
         if self.repeat_penalty > 0:
@@ -213,13 +181,9 @@ class DualOptimizerTrainer:
             episode = run_episodes(self.policy.eval(), self.core, readout, images, self.glimpses)
         self.policy.train(mode)
         logits = self.core.replay(episode.coords.transpose(0, 1), episode.values.transpose(0, 1))
-        loss = perception_loss(self._scored(logits), labels)
+        loss = perception_loss(logits, labels)
         _apply(self.perception_optimizer, self.perception_params, torch.autograd.grad(loss, self.perception_params))
         return float(loss.detach())
-
-    def _scored(self, logits: torch.Tensor) -> torch.Tensor:
-        """The logits ``(T, B, 10)`` the losses are taken over: all glimpses, or the last (``loss_on``)."""
-        return logits if self.loss_on == "all" else logits[-1:]
 
 
 def _apply(optimizer: torch.optim.Optimizer, params: list[nn.Parameter], grads: tuple[torch.Tensor | None, ...]) -> None:

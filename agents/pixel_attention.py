@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from agents.checkpoint import SavedPolicy
+
 from envs.data import IMAGE_SIZE
 from envs.sampler import Sampler, pixel_to_action
 
@@ -28,7 +30,7 @@ NUM_PIXELS = IMAGE_SIZE * IMAGE_SIZE
 MEMORIES = ("none", "pixels")
 
 
-class PixelAttention(nn.Module):
+class PixelAttention(SavedPolicy, nn.Module):
     """``scores_t = MLP(concat(histogram_t, prediction_t)) + beta_t``: ``(B, H + 10) -> (B, 784)``.
 
     * **Acting** (``forward``, eval mode, the environment): the highest-scoring pixel's centre,
@@ -96,7 +98,9 @@ class PixelAttention(nn.Module):
         rows, cols = torch.meshgrid(torch.arange(IMAGE_SIZE), torch.arange(IMAGE_SIZE), indexing="ij")
         self.register_buffer("centres", torch.stack([rows, cols], dim=-1).reshape(-1, 2).float(), persistent=False)
 
-    def config(self) -> dict:
+    checkpoint_kind = "pixel-attention"
+
+    def checkpoint_config(self) -> dict:
         """The constructor's arguments, for checkpoints."""
         return {"observation_size": self.observation_size, "glimpses": self.glimpses, "hidden": self.hidden,
                 "temperature": self.temperature, "candidates": self.candidates, "memory": self.memory}

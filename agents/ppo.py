@@ -14,7 +14,7 @@ removes that gap.
 :class:`SB3GlimpsePolicy` turns the SB3 policy into an :class:`agents.rollout.GlimpsePolicy`, the
 deterministic action (the Gaussian's mean, clipped to ``[-1, 1]`` as the environment clips it), so
 :func:`agents.evaluation.accuracy_by_glimpse` and :func:`agents.checkpoint.save_agent` work on it
-like on every other agent. It is rebuilt from ``(config, state_dict)`` alone (:meth:`SB3GlimpsePolicy.from_config`),
+like on every other agent. It is rebuilt from ``(config, state_dict)`` alone (:meth:`SB3GlimpsePolicy.from_checkpoint_config`),
 so agent checkpoints need neither the SB3 zip nor pickled classes.
 """
 
@@ -36,7 +36,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepR
 from torch import nn
 
 from agents.baselines import FixedSequence
-from agents.checkpoint import load_agent
+from agents.checkpoint import SavedPolicy, load_agent
 from agents.evaluation import accuracy_on
 from envs.data import load_mnist
 from envs.perception import PerceptionCore
@@ -233,7 +233,7 @@ def glimpse_action_space() -> spaces.Box:
     return spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
 
 
-class SB3GlimpsePolicy(nn.Module):
+class SB3GlimpsePolicy(SavedPolicy, nn.Module):
     """An SB3 ``ActorCriticPolicy`` as a :class:`~agents.rollout.GlimpsePolicy`:
     ``policy(observation (B, H + 10), step) -> clip(mean action, -1, 1)`` ``(B, 2)`` (with
     ``config.step_feature``, ``step / glimpses`` is appended to the observation first, as
@@ -253,13 +253,14 @@ class SB3GlimpsePolicy(nn.Module):
             observation = torch.cat([observation, observation.new_full((observation.shape[0], 1), step / self.config.glimpses)], dim=1)
         return self.policy._predict(observation, deterministic=True).clamp(-1.0, 1.0)
 
-    def checkpoint_record(self) -> dict[str, Any]:
-        """The ``policy`` entry of an agent checkpoint (:func:`agents.checkpoint.save_agent`)."""
-        state = {key: value.detach().cpu() for key, value in self.state_dict().items()}
-        return {"kind": POLICY_KIND, "config": asdict(self.config), "state_dict": state}
+    checkpoint_kind = POLICY_KIND
+
+    def checkpoint_config(self) -> dict[str, Any]:
+        """The :class:`PolicyConfig`, as a dict (:func:`agents.checkpoint.save_agent`)."""
+        return asdict(self.config)
 
     @classmethod
-    def from_config(cls, config: dict[str, Any] | PolicyConfig) -> "SB3GlimpsePolicy":
+    def from_checkpoint_config(cls, config: dict[str, Any] | PolicyConfig) -> "SB3GlimpsePolicy":
         """A freshly initialised policy of the shape ``config`` describes (load its state dict next)."""
         config = config if isinstance(config, PolicyConfig) else PolicyConfig(**config)
         policy = GlimpseActorCriticPolicy(

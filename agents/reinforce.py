@@ -35,6 +35,7 @@ from gymnasium.vector import AutoresetMode
 from torch import nn
 
 from agents.attention import AttentionNetwork
+from agents.checkpoint import SavedPolicy
 from envs.data import NUM_CLASSES
 from envs.vector_env import MnistGlimpseVectorEnv
 
@@ -46,7 +47,7 @@ def input_scale(observation_size: int, histogram_scale: float) -> torch.Tensor:
     return scale
 
 
-class GaussianAttentionPolicy(nn.Module):
+class GaussianAttentionPolicy(SavedPolicy, nn.Module):
     """The stochastic glimpse policy: a diagonal Gaussian over normalised ``(i, j)``.
 
     ``pi(a | o, t) = Normal(a; mu, diag(sigma^2))`` with
@@ -102,7 +103,9 @@ class GaussianAttentionPolicy(nn.Module):
         # Derived from the config, so not saved (persistent=False) and rebuilt on load.
         self.register_buffer("input_scale", input_scale(observation_size, self.histogram_scale), persistent=False)
 
-    def config(self) -> dict:
+    checkpoint_kind = "gaussian-attention"
+
+    def checkpoint_config(self) -> dict:
         """The constructor arguments (what :mod:`agents.checkpoint` stores to rebuild the policy)."""
         return {
             "observation_size": self.observation_size,

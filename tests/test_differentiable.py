@@ -140,8 +140,6 @@ def test_greedy_credit_trains_each_choice_on_the_next_prediction_only(batch, kin
     assert all(torch.any(g != 0) for g in core_grads["greedy"])
     with pytest.raises(ValueError, match="Unknown credit 'myopic'; valid values are"):
         run_episodes(policy, core, sampler, images, 1, credit="myopic")
-    with pytest.raises(ValueError, match="needs the losses of all glimpses: pass loss_on='all'"):
-        DualOptimizerTrainer(policy, core, sampler, 4, loss_on="last", attention_credit="greedy")
 
 
 def test_rollout_matches_the_environment(batch):
@@ -241,20 +239,13 @@ def test_train_script_rejects_pixel_options_without_pixel_policy(tmp_path, optio
 
     (name, value), = option.items()
     flag = "--" + name.replace("_", "-")
-    with pytest.raises(ValueError, match=f"{flag} {value} is an option of --policy pixel, not of --policy attention"):
+    with pytest.raises(ValueError, match=f"{flag} {value} .* is an option of the pixel policy .*, not of --preset continuous"):
         script.main(script.Args(glimpses=2, epochs=1, out=str(tmp_path), device="cpu", **option))
-
-
-def test_train_script_passes_the_attention_credit_to_the_trainer(tmp_path):
-    import train.differentiable as script
-
-    with pytest.raises(ValueError, match="attention_credit='greedy' trains each glimpse's choice"):
-        script.main(script.Args(attention_credit="greedy", loss_on="last", out=str(tmp_path / "run"), device="cpu"))
 
 
 @pytest.mark.parametrize("flag, message", [("max_train_seconds", "--max-train-seconds must be >= 0"),
                                            ("readout_epochs", "--readout-epochs must be >= 0"),
-                                           ("lr_final", "--lr-final must be > 0")])
+                                           ("lr_final", "lr_final must be > 0")])
 def test_train_script_rejects_negative_budgets(tmp_path, flag, message):
     import train.differentiable as script
 
@@ -273,7 +264,7 @@ def test_train_script_starts_from_a_core_checkpoint(tmp_path):
                             core=str(tmp_path / "core.pt"), out=str(tmp_path / "run"), device="cpu"))
     _, core, _ = load_agent(tmp_path / "run" / "checkpoint.pt")
     assert (core.config.channels, core.config.n_bins) == (8, 2)
-    with pytest.raises(ValueError, match="--core missing.pt: not random-glimpses, scratch or an existing file"):
+    with pytest.raises(ValueError, match="--core missing.pt: not random-glimpses, scratch, pretrain or an existing file"):
         script.main(script.Args(glimpses=2, epochs=1, core="missing.pt", out=str(tmp_path / "bad"), device="cpu"))
 
 
@@ -284,7 +275,7 @@ def test_train_script_rejects_core_sizes_without_scratch_core(tmp_path, option):
 
     (name, value), = option.items()
     flag = "--" + name.replace("_", "-")
-    with pytest.raises(ValueError, match=f"{flag} {value} sizes a --core scratch; --core random-glimpses brings its own size"):
+    with pytest.raises(ValueError, match=f"{flag} {value} .* sizes a --core scratch or pretrain; --core random-glimpses brings its own size"):
         script.main(script.Args(glimpses=2, epochs=1, out=str(tmp_path), device="cpu", **option))
 
 
@@ -296,3 +287,55 @@ def test_learning_rate_schedule_scales_both_optimizers_from_their_start():
     assert [g["lr"] for g in trainer.attention_optimizer.param_groups] == [2.5e-3]
     with pytest.raises(ValueError, match="scale must be > 0"):
         trainer.scale_learning_rates(0.0)
+
+
+def test_presets_set_recipes_and_flags_change_them():
+    """--preset picks a recipe's values; run flags change them; recipe-only fields have no flag."""
+    import train.differentiable as script
+
+    args = script.parse_args(["--preset", "best", "--seed", "1", "--epochs", "2"])
+    assert (args.preset, args.policy, args.pixel_memory, args.attention_credit) == ("best", "pixel", "pixels", "greedy")
+    assert (args.core, args.channels, args.n_bins, args.encoding) == ("pretrain", 16, 32, "learned")
+    assert (args.seed, args.epochs, args.attention_lr) == (1, 2, 1e-2)
+    assert script.parse_args([]) == script.Args()
+    for name in script.PRESETS:
+        script.check_args(script.preset_args(name))  # every preset is a valid combination
+    with pytest.raises(SystemExit):
+        script.parse_args(["--preset", "nonsense"])
+    with pytest.raises(SystemExit):
+        script.parse_args(["--policy", "pixel"])  # a recipe field: only presets set it
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--preset", "fixed-sequence", "--hidden", "64"], "--hidden 64 .* a fixed sequence has none"),
+    (["--preset", "pixel", "--no-step-bias"], "--step-bias False .* not of --preset pixel"),
+    (["--preset", "continuous", "--pixel-noise-final", "0.5"], "--pixel-noise-final 0.5 .* not of --preset continuous"),
+    (["--preset", "best", "--core", "random-glimpses"], "--channels 16 .* --core random-glimpses brings its own size"),
+    (["--pretrain-steps", "5"], "--pretrain-steps 5 .* option of --core pretrain"),
+    (["--batch-size", "0"], "--batch-size must be between 1 and 60000"),
+    (["--epochs", "-1"], "must be >= 0"),
+])
+def test_options_a_recipe_would_ignore_are_refused(flags, message):
+    import train.differentiable as script
+
+    with pytest.raises(ValueError, match=message):
+        script.check_args(script.parse_args(flags))
+
+
+def test_core_pretrain_trains_a_core_first_then_reuses_it(tmp_path):
+    """--core pretrain writes OUT/core/perception.pt (seed 0 whatever --seed) and a second run reuses it."""
+    import train.differentiable as script
+
+    def run(out, seed):
+        args = script.Args(glimpses=2, epochs=0, readout_epochs=0, core="pretrain", channels=4, n_bins=2,
+                           pretrain_steps=2, seed=seed, out=str(out), device="cpu")
+        script.main(args)
+        return PerceptionCore.load(out / "core" / "perception.pt")
+
+    first, other_seed = run(tmp_path / "a", 0), run(tmp_path / "b", 3)
+    assert (first.config.channels, first.config.n_bins) == (4, 2)
+    for x, y in zip(first.state_dict().values(), other_seed.state_dict().values()):
+        assert torch.equal(x, y)
+    stamp = (tmp_path / "a" / "core" / "perception.pt").stat().st_mtime_ns
+    run(tmp_path / "a", 0)
+    assert (tmp_path / "a" / "core" / "perception.pt").stat().st_mtime_ns == stamp

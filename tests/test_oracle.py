@@ -1,4 +1,4 @@
-"""agents.oracle: the lookup-table oracle counts exactly, its search finds the true argmax, and bad
+"""experiments.oracle: the lookup-table oracle counts exactly, its search finds the true argmax, and bad
 input is refused with an actionable message. Everything runs on tiny hand-made or synthetic data,
 except one check of ``--search 1`` on the MNIST test split."""
 
@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from agents.oracle import (
+from experiments.oracle import (
     check_levels,
     check_positions,
     check_search_size,
@@ -195,7 +195,7 @@ def test_best_single_pixel_matches_direct_evaluation(test_split):
     assert direct.evaluate(test_split.images, test_split.labels)["correct"] == best["in_sample_correct"]
     scores = single_correct(test_split.images, test_split.labels, 256)
     assert int(scores.max()) == best["in_sample_correct"] == int(scores[best["pixels"][0]])
-    json.dumps(report)  # JSON-serialisable as written by train/oracle.py
+    json.dumps(report)  # JSON-serialisable as written by experiments/oracle.py
 
 
 def test_pixel_parsing():
@@ -237,15 +237,9 @@ def test_bad_input_names_problem_and_fix(call, words):
         assert word in str(error.value)
 
 
-def test_script_prints_and_writes_json(tmp_path, capsys, monkeypatch, test_split):
-    import importlib.util
-    from pathlib import Path
+def test_script_prints_and_writes_json(tmp_path, capsys, test_split):
+    import experiments.oracle as script
 
-    path = Path(__file__).resolve().parents[1] / "train" / "oracle.py"
-    spec = importlib.util.spec_from_file_location("train_oracle", path)
-    script = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, script)  # dataclasses look their module up there
-    spec.loader.exec_module(script)
     out = tmp_path / "oracle.json"
     script.main(script.Args(pixels=("14,14", "409"), levels=4, fit="test", device="cpu", json=str(out)))
     written = json.loads(out.read_text())

@@ -176,8 +176,6 @@ def test_errors():
         policy(torch.zeros(1, 10), 2)
     with pytest.raises(ValueError, match="repeat_penalty must be >= 0 and needs a PixelAttention"):
         DualOptimizerTrainer(FixedSequence(2), PerceptionCore(), Sampler(), 2, repeat_penalty=1.0)
-    with pytest.raises(ValueError, match="location_noise"):
-        DualOptimizerTrainer(policy, PerceptionCore(), Sampler(), 2, location_noise=0.1)
     with pytest.raises(ValueError, match="pixel_estimator='taken' is for a policy that chooses pixels"):
         DualOptimizerTrainer(FixedSequence(2), PerceptionCore(), Sampler(), 2, pixel_estimator="taken")
     with pytest.raises(ValueError, match="Unknown pixel_estimator 'soft'"):

@@ -212,7 +212,7 @@ def test_checkpoint_round_trip_gives_the_same_actions(tmp_path, make_core, step_
     save_agent(tmp_path / "checkpoint.pt", "reinforce-frozen", policy, core, 4)
     loaded, loaded_core, checkpoint = load_agent(tmp_path / "checkpoint.pt")
     assert isinstance(loaded, GaussianAttentionPolicy) and checkpoint["policy"]["kind"] == "gaussian-attention"
-    assert loaded.config() == policy.config()
+    assert loaded.checkpoint_config() == policy.checkpoint_config()
     observation = torch.rand(32, core.observation_size) * torch.cat([torch.full((core.histogram_size,), 4.0), torch.ones(10)])
     for step in range(4):
         assert torch.equal(loaded(observation, step), policy(observation, step))

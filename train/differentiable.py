@@ -1,14 +1,24 @@
 """Train the differentiable end-to-end glimpse agent with its two optimizers.
 
-    python train/differentiable.py                                  # label target, 25 glimpses
-    python train/differentiable.py --attention-target second
-    python train/differentiable.py --policy fixed                   # learned fixed-sequence baseline
-    python train/differentiable.py --policy pixel --attention-lr 1e-2 --pixel-noise-final 0.1 --epochs 5
-                                                                    # choose among the 784 pixels (README)
+    python train/differentiable.py                               # the continuous agent (preset "continuous")
+    python train/differentiable.py --preset best --seed 1        # the best agent, its core's pretraining included
+    python train/differentiable.py --preset fixed-sequence       # the learned fixed-sequence baseline
+    python train/differentiable.py --preset pixel --epochs 10    # a preset, with a run flag changed
+    python train/differentiable.py --preset best --help          # the flags, with that preset's values
+
+A preset (:data:`PRESETS`) names a recipe: the policy, its attention target and training read-out,
+and the settings that recipe was measured with. Run flags (epochs, learning rates, seed, device,
+output, ...) change a preset's values; options that a recipe would ignore are refused with the fix.
+The recipes' ablations are presets of their own (``argmin``, ``second``, ``ablation-*``), documented
+in docs/studies/.
 
 Training runs ``--epochs`` of both optimizers with the training read-out (bilinear), then
 ``--readout-epochs`` of the perception optimizer alone on nearest reads of the policy's glimpses, so
-the core is tuned to the read-out it is evaluated with.
+the core is tuned to the read-out it is evaluated with. With ``--core pretrain`` a core of
+``--channels`` x ``--n-bins`` (``--encoding``) is first pretrained on random glimpses
+(:func:`agents.pretrain.pretrain_core`, seed 0 whatever ``--seed``, so the seeds of a recipe share one
+warm start, as they share the packaged one) and written to ``OUT/core/perception.pt``; a run whose
+``OUT/core/perception.pt`` exists reuses it.
 
 Writes ``OUT/checkpoint.pt`` (attention + core), ``OUT/metrics.json`` (nearest-pixel test accuracy
 after 1, 2, 5, 10, 25 glimpses) and ``OUT/glimpses.png``; TensorBoard logs go to ``OUT/tb``.
@@ -16,8 +26,11 @@ after 1, 2, 5, 10, 25 glimpses) and ``OUT/glimpses.png``; TensorBoard logs go to
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import math
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,69 +49,42 @@ from agents.differentiable import DualOptimizerTrainer
 from agents.evaluation import accuracy_by_glimpse, accuracy_table, write_metrics
 from agents.figures import plot_glimpse_trails
 from agents.pixel_attention import PixelAttention
+from agents.pretrain import pretrain_core
 from envs.config import resolve_device
 from envs.data import load_mnist, shuffled_batches
 from envs.perception import RANDOM_GLIMPSES_PATH, PerceptionConfig, PerceptionCore
 from envs.sampler import Sampler
 
+Recipe = tyro.conf.Suppress  # a field that only a preset sets (no flag)
+
 
 @dataclass
 class Args:
+    preset: Recipe[str] = "continuous"
+    """the preset these values came from (recorded in the checkpoint and metrics.json)"""
+    policy: Recipe[Literal["attention", "pixel", "fixed"]] = "attention"
+    """adaptive attention network (continuous locations), adaptive choice among the 784 pixel centres
+    (agents.pixel_attention), or a learned fixed (non-adaptive) sequence of T locations"""
+    attention_target: Recipe[Literal["argmin", "second", "label"]] = "label"
+    """class the attention optimizer pushes the prediction toward (argmin and second: ablations)"""
+    sampler: Recipe[Literal["bilinear", "bicubic", "gaussian", "nearest"]] = "bilinear"
+    """training read-out (evaluation always uses nearest)"""
+    sampler_gradient: Recipe[Literal["bilinear", "bicubic", "gaussian"] | None] = None
+    """straight-through: read with `sampler`, take the location gradient from this kernel"""
+    pixel_estimator: Recipe[Literal["mixture", "taken"]] = "mixture"
+    """pixel policy: what learns from the relaxed choice (agents.rollout.look)"""
+    pixel_repeat_penalty: Recipe[float] = 0.0
+    """pixel policy without memory: weight of PixelAttention.repeat_probability in the attention loss"""
+    lr_final: Recipe[float] = 1.0
+    """both learning rates at the end of the dual epochs, as a fraction of the initial ones (1 = constant)"""
+
     glimpses: int = 25
     """glimpses per episode (T)"""
-    policy: Literal["attention", "pixel", "fixed"] = "attention"
-    """adaptive attention network (continuous locations), adaptive choice among the 784 pixel centres
-    (agents.pixel_attention, straight-through Gumbel-softmax in training), or a learned fixed
-    (non-adaptive) sequence of T locations"""
-    pixel_temperature: float = 1.0
-    """temperature of --policy pixel's Gumbel-softmax relaxation"""
-    pixel_candidates: int = 16
-    """--policy pixel: K, the top-K Gumbel-perturbed pixels whose increments the training relaxation mixes"""
-    pixel_repeat_penalty: float = 0.0
-    """--policy pixel: weight of the penalty on looking again at a pixel already read
-    (PixelAttention.repeat_probability) in the attention loss"""
-    pixel_noise_final: float = 1.0
-    """--policy pixel: scale of the training Gumbel noise at the end of the dual epochs, annealed
-    linearly from 1 (sampling from the policy) towards 0 (its argmax, what acting takes)"""
-    pixel_memory: Literal["none", "pixels"] = "none"
-    """--policy pixel: "pixels" lets the policy see the pixels it has read (mask and grey levels, the
-    masked image GDFS's selector sees) and never read one twice; it then runs outside the environment
-    only (its observation has no grey levels). See README"""
-    pixel_estimator: Literal["mixture", "taken"] = "mixture"
-    """--policy pixel: what learns from the relaxed choice among the candidate pixels: "mixture" (the
-    scores, the core and the earlier glimpses) or "taken" (the scores only, the standard straight-through
-    Gumbel-softmax: the core learns from the glimpses taken; agents.rollout.look). See README"""
-    step_bias: bool = True
-    """add a learned per-glimpse offset to the attention output (fixed sequence + adaptive correction)"""
-    attention_target: Literal["argmin", "second", "label"] = "label"
-    """class the attention optimizer pushes the prediction toward (argmin and second measured far
-    worse than label: see README)"""
-    attention_credit: Literal["episode", "greedy"] = "episode"
-    """which losses train a glimpse's choice: its own and all later ones (episode), or its own only (greedy, as GDFS)"""
-    loss_on: Literal["all", "last"] = "all"
-    """losses over the logits of all glimpses or of the last one"""
-    sampler: Literal["bilinear", "bicubic", "gaussian", "nearest"] = "bilinear"
-    """training read-out (evaluation always uses nearest)"""
-    sampler_gradient: Literal["bilinear", "bicubic", "gaussian"] | None = None
-    """straight-through: read with --sampler, but take the location gradient from this kernel"""
-    location_noise: float = 0.0
-    """std of Gaussian jitter on training glimpse locations (normalised units; 0 = off)"""
-    core: str = "random-glimpses"
-    """start the perception core from the packaged core trained on random glimpses (a warm-up,
-    "random-glimpses"), from a fresh init ("scratch"), or from a perception-core checkpoint PATH (e.g.
-    one of another size, written by train/pretrain_perception.py)"""
-    channels: int = 32
-    """RecurrentSoftOrdering channels of a --core scratch (an error with another --core)"""
-    n_bins: int = 4
-    """soft bins per channel of a --core scratch (an error with another --core)"""
-    encoding: Literal["plain", "fourier", "learned"] = "plain"
-    """glimpse encoding of a --core scratch (envs.perception.GlimpseEncoding; an error with another --core)"""
     epochs: int = 15
-    """passes over the 60,000 training images (15: about 5 minutes on 2 CPU cores; train/compare.py
-    runs 5 to keep its 30 runs short)"""
+    """passes of both optimizers over the 60,000 training images"""
     readout_epochs: float = 1.0
     """after --epochs, passes that train only the core (perception optimizer, policy fixed) on nearest
-    reads of the policy's own glimpses, the evaluation read-out (0 = off); see README"""
+    reads of the policy's own glimpses, the evaluation read-out (0 = off)"""
     max_train_seconds: float = 0.0
     """stop the dual-optimizer epochs after this many seconds of wall clock, mid-epoch if need be
     (0 = no limit); the read-out epochs still run; the steps actually taken are in metrics.json"""
@@ -108,11 +94,35 @@ class Args:
     """Adam learning rate of the perception optimizer"""
     attention_lr: float = 1e-3
     """Adam learning rate of the attention optimizer"""
-    lr_final: float = 1.0
-    """both learning rates at the end of the dual epochs, as a fraction of --perception-lr and
-    --attention-lr, annealed linearly (1 = constant); the read-out epochs keep the final rate"""
+    attention_credit: Literal["episode", "greedy"] = "episode"
+    """which losses train a glimpse's choice: its own and all later ones (episode), or its own only (greedy, as GDFS)"""
     hidden: int = 128
-    """attention network width"""
+    """attention network width (continuous and pixel policies)"""
+    step_bias: bool = True
+    """continuous policy: add a learned per-glimpse offset to the attention output (fixed sequence +
+    adaptive correction)"""
+    pixel_memory: Literal["none", "pixels"] = "none"
+    """pixel policy: "pixels" lets the policy see the pixels it has read (mask and grey levels, the
+    masked image GDFS's selector sees) and never read one twice; it then acts outside the environment only"""
+    pixel_noise_final: float = 1.0
+    """pixel policy: scale of the training Gumbel noise at the end of the dual epochs, annealed
+    linearly from 1 (sampling from the policy) towards 0 (its argmax, what acting takes)"""
+    pixel_candidates: int = 16
+    """pixel policy: K, the top-K Gumbel-perturbed pixels whose increments the training relaxation mixes"""
+    pixel_temperature: float = 1.0
+    """pixel policy: temperature of the Gumbel-softmax relaxation"""
+    core: str = "random-glimpses"
+    """the perception core to start from: the packaged core trained on random glimpses
+    ("random-glimpses"), a fresh init ("scratch"), a core pretrained on random glimpses first ("pretrain",
+    sized by --channels/--n-bins/--encoding), or a perception-core checkpoint PATH"""
+    channels: int = 32
+    """RecurrentSoftOrdering channels of a --core scratch or pretrain"""
+    n_bins: int = 4
+    """soft bins per channel of a --core scratch or pretrain"""
+    encoding: Literal["plain", "fourier", "learned"] = "plain"
+    """glimpse encoding of a --core scratch or pretrain (envs.perception.GlimpseEncoding)"""
+    pretrain_steps: int = 3000
+    """--core pretrain: Adam steps on random glimpses (batch 256, lr 3e-3, as train/pretrain_perception.py)"""
     seed: int = 0
     """seed of python, numpy and torch"""
     device: str = "auto"
@@ -123,27 +133,104 @@ class Args:
     """output folder"""
 
 
+_PIXEL = dict(policy="pixel", attention_lr=1e-2, pixel_noise_final=0.1, epochs=5)
+_PIXEL_MEMORY = dict(_PIXEL, pixel_memory="pixels")
+
+#: The recipes: name -> (what it is, the values that differ from :class:`Args`' defaults).
+PRESETS: dict[str, tuple[str, dict]] = {
+    "continuous": ("the continuous attention network, trained end to end (label target)", {}),
+    "fixed-sequence": ("a learned fixed (non-adaptive) sequence of glimpses: the baseline", dict(policy="fixed")),
+    "pixel": ("choose among the 784 pixel centres (Gumbel-softmax relaxation, noise annealed to 0.1)", _PIXEL),
+    "pixel-memory": ("pixel, and the policy sees the pixels it has read (acts outside the environment)", _PIXEL_MEMORY),
+    "best": ("pixel-memory with greedy credit, on a 16x32 core with the learned encoding pretrained first",
+             dict(_PIXEL_MEMORY, attention_credit="greedy", core="pretrain", channels=16, n_bins=32, encoding="learned")),
+    "argmin": ("ablation: attention toward the least probable class", dict(attention_target="argmin")),
+    "second": ("ablation: attention toward the runner-up class", dict(attention_target="second")),
+    "ablation-straight-through": ("ablation: read the nearest pixel, take the bilinear kernel's gradient",
+                                  dict(sampler="nearest", sampler_gradient="bilinear")),
+    "ablation-gaussian-sampler": ("ablation: train with the gaussian read-out (no dead zones)", dict(sampler="gaussian")),
+    "ablation-repeat-penalty": ("ablation: pixel, penalising pixels read twice (weight 1)", dict(_PIXEL, pixel_repeat_penalty=1.0)),
+    "ablation-estimator-taken": ("ablation: pixel-memory, the straight-through estimator of the choice taken",
+                                 dict(_PIXEL_MEMORY, pixel_estimator="taken")),
+    "ablation-lr-final": ("ablation: pixel-memory, both learning rates annealed to a tenth", dict(_PIXEL_MEMORY, lr_final=0.1)),
+}
+
+
+def preset_args(name: str) -> Args:
+    """The :class:`Args` of preset ``name``."""
+    if name not in PRESETS:
+        raise ValueError(f"Unknown preset {name!r}; valid presets are {list(PRESETS)}.")
+    return dataclasses.replace(Args(), preset=name, **PRESETS[name][1])
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    """``--preset NAME`` (default ``continuous``) picks the defaults; the other flags change them."""
+    first = argparse.ArgumentParser(add_help=False)
+    first.add_argument("--preset", default="continuous", choices=list(PRESETS))
+    known, rest = first.parse_known_args(sys.argv[1:] if argv is None else argv)
+    listing = "\n".join(f"  {name:<26} {text}" for name, (text, _) in PRESETS.items())
+    description = f"{__doc__}\npresets (--preset NAME; this help shows {known.preset!r}):\n{listing}"
+    return tyro.cli(Args, default=preset_args(known.preset), args=rest, description=description)
+
+
 def check_args(args: Args) -> None:
-    """Refuse, before any work, options that are out of range or that the chosen --policy / --core would ignore."""
-    if args.max_train_seconds < 0:
-        raise ValueError(f"--max-train-seconds must be >= 0 (0 = no limit), got {args.max_train_seconds}.")
-    if args.readout_epochs < 0:
-        raise ValueError(f"--readout-epochs must be >= 0 (0 = off), got {args.readout_epochs}.")
+    """Refuse, before any work, values out of range and options the recipe would ignore."""
+    for name in ("epochs", "max_train_seconds", "readout_epochs"):
+        if getattr(args, name) < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 0 (0 = none), got {getattr(args, name)}.")
+    if not 1 <= args.batch_size <= 60_000:
+        raise ValueError(f"--batch-size must be between 1 and 60000 (the training images), got {args.batch_size}.")
+    if args.glimpses < 1:
+        raise ValueError(f"--glimpses must be >= 1, got {args.glimpses}.")
     if not args.lr_final > 0:
-        raise ValueError(f"--lr-final must be > 0 (1 = constant learning rates), got {args.lr_final}.")
-    if args.core not in ("scratch", "random-glimpses") and not Path(args.core).is_file():
-        raise ValueError(f"--core {args.core}: not random-glimpses, scratch or an existing file; pass the path of a "
-                         "perception-core checkpoint (train/pretrain_perception.py --out PATH writes one).")
+        raise ValueError(f"lr_final must be > 0 (1 = constant learning rates), got {args.lr_final}.")
+    if args.core not in ("scratch", "random-glimpses", "pretrain") and not Path(args.core).is_file():
+        raise ValueError(f"--core {args.core}: not random-glimpses, scratch, pretrain or an existing file; pass the path "
+                         "of a perception-core checkpoint (train/pretrain_perception.py --out PATH writes one).")
     defaults = Args()
-    for name in ("channels", "n_bins", "encoding"):
-        value, flag = getattr(args, name), "--" + name.replace("_", "-")
-        if value != getattr(defaults, name) and args.core != "scratch":
-            raise ValueError(f"{flag} {value} sizes a --core scratch; --core {args.core} brings its own size. Pass "
-                             "--core scratch, or pretrain a core of that size (train/pretrain_perception.py) and pass its path.")
-    for name in ("pixel_memory", "pixel_estimator", "pixel_candidates"):
-        value, flag = getattr(args, name), "--" + name.replace("_", "-")
-        if value != getattr(defaults, name) and args.policy != "pixel":
-            raise ValueError(f"{flag} {value} is an option of --policy pixel, not of --policy {args.policy}.")
+
+    def refuse_unless(condition: bool, names: tuple[str, ...], reason: str) -> None:
+        for name in names:
+            value = getattr(args, name)
+            if value != getattr(defaults, name) and not condition:
+                flag = "--" + name.replace("_", "-")
+                raise ValueError(f"{flag} {value} (from --preset {args.preset} or your flags) {reason}")
+
+    refuse_unless(args.core in ("scratch", "pretrain"), ("channels", "n_bins", "encoding"),
+                  f"sizes a --core scratch or pretrain; --core {args.core} brings its own size. Pass --core scratch "
+                  "or --core pretrain, or leave the size at its default.")
+    refuse_unless(args.core == "pretrain", ("pretrain_steps",), f"is an option of --core pretrain, not of --core {args.core}.")
+    pixel_presets = [name for name, (_, values) in PRESETS.items() if values.get("policy") == "pixel"]
+    refuse_unless(args.policy == "pixel",
+                  ("pixel_memory", "pixel_estimator", "pixel_candidates", "pixel_noise_final", "pixel_temperature"),
+                  f"is an option of the pixel policy ({', '.join(pixel_presets)}), not of --preset {args.preset}.")
+    refuse_unless(args.policy == "attention", ("step_bias",),
+                  f"is an option of the continuous policy (--preset continuous), not of --preset {args.preset}.")
+    refuse_unless(args.policy != "fixed", ("hidden",), "sizes an attention network; a fixed sequence has none.")
+
+
+def build_core(args: Args, data, device: torch.device, out: Path) -> PerceptionCore:
+    """The core the agent starts from (``--core``); ``pretrain`` trains one first, or reuses ``OUT/core``'s."""
+    if args.core == "scratch":
+        return PerceptionCore(PerceptionConfig(args.channels, args.n_bins, encoding=args.encoding)).to(device)
+    if args.core == "random-glimpses":
+        return PerceptionCore.load(RANDOM_GLIMPSES_PATH, device).train()
+    if args.core != "pretrain":
+        return PerceptionCore.load(args.core, device).train()
+    path = out / "core" / "perception.pt"
+    if path.is_file():
+        print(f"reusing the pretrained core {path}")
+    else:
+        # Seed 0 in a forked generator: the recipe's seeds share one warm start, and the agent's own
+        # random stream is left as if the core had been loaded from a file.
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(0)
+            core = PerceptionCore(PerceptionConfig(args.channels, args.n_bins, encoding=args.encoding)).to(device)
+            with tqdm(total=args.pretrain_steps, desc="pretrain core on random glimpses") as progress:
+                pretrain_core(core, data, args.pretrain_steps, glimpses=args.glimpses, report=lambda step, loss: progress.update())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        core.eval().save(path, trained_by="train/differentiable.py --core pretrain", args=vars(args))
+    return PerceptionCore.load(path, device).train()
 
 
 def main(args: Args) -> dict:
@@ -159,10 +246,7 @@ def main(args: Args) -> dict:
     writer = SummaryWriter(str(out / "tb"))
 
     data = load_mnist("train", device)
-    if args.core == "scratch":
-        core = PerceptionCore(PerceptionConfig(args.channels, args.n_bins, encoding=args.encoding)).to(device)
-    else:
-        core = PerceptionCore.load(RANDOM_GLIMPSES_PATH if args.core == "random-glimpses" else args.core, device).train()
+    core = build_core(args, data, device, out)
     if args.policy == "attention":
         policy = AttentionNetwork(core.observation_size, args.hidden, args.glimpses, args.step_bias).to(device)
     elif args.policy == "pixel":
@@ -183,10 +267,8 @@ def main(args: Args) -> dict:
         sampler,
         args.glimpses,
         attention_target=args.attention_target,
-        loss_on=args.loss_on,
         perception_lr=args.perception_lr,
         attention_lr=args.attention_lr,
-        location_noise=args.location_noise,
         repeat_penalty=args.pixel_repeat_penalty,
         pixel_estimator=args.pixel_estimator,
         attention_credit=args.attention_credit,
@@ -199,7 +281,7 @@ def main(args: Args) -> dict:
     batches = shuffled_batches(len(data), args.batch_size, device)
     start = time.time()
     deadline = start + args.max_train_seconds if args.max_train_seconds > 0 else math.inf
-    progress = tqdm(total=sum(schedule.values()), desc=f"differentiable {args.policy}/{args.attention_target}")
+    progress = tqdm(total=sum(schedule.values()), desc=f"differentiable --preset {args.preset}")
     for phase, phase_steps in schedule.items():
         for _ in range(phase_steps):
             if phase == "dual" and time.time() > deadline:
@@ -252,6 +334,7 @@ def main(args: Args) -> dict:
         epochs_done=round(steps_done["dual"] / steps_per_epoch, 2),
         readout_epochs=args.readout_epochs,
         readout_steps=steps_done["readout"],
+        preset=args.preset,
     )
     plot_glimpse_trails(policy, core, args.glimpses, out / "glimpses.png", device=device)
     writer.close()
@@ -260,4 +343,4 @@ def main(args: Args) -> dict:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    main(parse_args())

@@ -22,10 +22,10 @@ from tqdm import tqdm
 
 from agents.baselines import RandomGlimpses
 from agents.evaluation import accuracy_by_glimpse, write_metrics
-from agents.rollout import run_episodes
+from agents.pretrain import pretrain_core
 from envs.config import resolve_device
 from envs.data import load_mnist
-from envs.perception import PerceptionConfig, PerceptionCore, perception_loss
+from envs.perception import PerceptionConfig, PerceptionCore
 from envs.sampler import Sampler
 
 
@@ -65,29 +65,22 @@ def main(args: Args) -> None:
 
     data = load_mnist("train", device)
     core = PerceptionCore(PerceptionConfig(args.channels, args.n_bins, args.hidden, args.encoding)).to(device)
-    policy = RandomGlimpses()
-    sampler = Sampler(args.sampler)
-    optimizer = torch.optim.Adam(core.parameters(), lr=args.learning_rate)
-
     start = time.time()
-    progress = tqdm(range(args.steps), desc="pretrain perception")
-    for step in progress:
-        batch = torch.randint(len(data), (args.batch_size,), device=device)
-        images = data.images[batch].float() / 255.0
-        episode = run_episodes(policy, core, sampler, images, args.glimpses)
-        loss = perception_loss(episode.logits, data.labels[batch])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if step % 50 == 0:
-            progress.set_postfix(loss=f"{loss.item():.3f}")
+    with tqdm(total=args.steps, desc="pretrain perception") as progress:
+
+        def report(step: int, loss: float) -> None:
+            progress.update()
+            if step % 50 == 0:
+                progress.set_postfix(loss=f"{loss:.3f}")
+
+        pretrain_core(core, data, args.steps, args.batch_size, args.glimpses, args.learning_rate, Sampler(args.sampler), report)
     train_seconds = time.time() - start
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     core.eval()
     core.save(out, trained_by="train/pretrain_perception.py", args=vars(args))
-    accuracy = accuracy_by_glimpse(policy, core, args.glimpses, device=device)
+    accuracy = accuracy_by_glimpse(RandomGlimpses(), core, args.glimpses, device=device)
     metrics = write_metrics(
         out.parent / "metrics.json", "random-glimpses", accuracy, args.sampler, train_seconds, str(device), args.seed
     )
