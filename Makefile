@@ -1,6 +1,6 @@
-# make venv   create .venv and install the package (editable) with its test extras
+# make venv   create .venv and install the package (editable) with its test and experiment extras
 # make demo   a few random-glimpse episodes; saves runs/demo/glimpse_trail.png
-# make test   the test suite
+# make test   ruff (lint + format check), then the test suite
 # make train  train the differentiable agent (python train/differentiable.py; ARGS= passes options)
 # make bench  env throughput (pass options with ARGS="--seconds 1 --num-envs 64 1024")
 
@@ -17,13 +17,15 @@ venv: $(STAMP)
 # Re-installs only when pyproject.toml is newer than the stamp (or the venv is missing).
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -e '.[test]'
+	$(BIN)/python -m pip install -e '.[test,experiments]'
 	touch $(STAMP)
 
 demo: venv
 	$(BIN)/python train/demo.py $(ARGS)
 
 test: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
 
 train: venv

@@ -213,7 +213,7 @@ class Rollout:
 def make_env(
     num_envs: int,
     glimpses: int,
-    perception: str = "frozen",
+    core_training: str = "frozen",
     perception_lr: float = 1e-3,
     sampler: str = "nearest",
     reward: str = "dense",
@@ -224,13 +224,13 @@ def make_env(
     ``same_step`` autoreset (the step that ends a batch already returns the next batch's first
     observations, so batches follow each other without an extra reset call).
 
-    :param perception: ``"frozen"`` (the core is never trained) or ``"joint"`` (the env trains its
+    :param core_training: ``"frozen"`` (the core is never trained) or ``"joint"`` (the env trains its
         own copy with cross-entropy after each batch, ``learn_perception=True``; read it as ``env.core``).
     :param core: the core to start from (``None``: the packaged one; the env copies it in ``joint``
         mode only if it is the packaged one, see :func:`envs.config.resolve_perception`).
     """
-    if perception not in ("frozen", "joint"):
-        raise ValueError(f"Unknown perception mode {perception!r}; valid modes are ['frozen', 'joint'].")
+    if core_training not in ("frozen", "joint"):
+        raise ValueError(f"Unknown core_training {core_training!r}; valid values are ['frozen', 'joint'].")
     return MnistGlimpseVectorEnv(
         num_envs=num_envs,
         max_glimpses=glimpses,
@@ -238,7 +238,7 @@ def make_env(
         sampler=sampler,
         reward=reward,
         perception=core,
-        learn_perception=perception == "joint",
+        learn_perception=core_training == "joint",
         perception_lr=perception_lr,
         device=device,
         autoreset_mode="same_step",

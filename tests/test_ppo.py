@@ -37,7 +37,7 @@ def tiny_run(tmp_path_factory):
     ppo = load_script("ppo")
     out = tmp_path_factory.mktemp("ppo")
     args = ppo.Args(
-        glimpses=3, num_envs=16, total_steps=16 * 3 * 3, n_epochs=2, perception="joint", eval_every=48,
+        glimpses=3, num_envs=16, total_steps=16 * 3 * 3, n_epochs=2, core_training="joint", eval_every=48,
         eval_images=200, progress_bar=False, device="cpu", torch_threads=1, out=str(out),
     )
     return args, ppo.main(args), out
@@ -49,7 +49,7 @@ def test_outputs_and_metrics_schema(tiny_run):
         assert (out / name).is_file(), name
     assert json.loads((out / "metrics.json").read_text()) == metrics
     assert {"agent", "test_accuracy", "readout", "train_sampler", "train_seconds", "device", "seed"} <= set(metrics)
-    assert metrics["agent"] == "ppo-joint" and metrics["perception"] == "joint" and metrics["readout"] == "nearest"
+    assert metrics["agent"] == "ppo-joint" and metrics["core_training"] == "joint" and metrics["readout"] == "nearest"
     assert set(metrics["test_accuracy"]) == {"1", "2", "3"}
     assert all(0.0 <= acc <= 1.0 for acc in metrics["test_accuracy"].values())
     assert metrics["env_steps"] == args.total_steps and metrics["env_steps_per_second"] > 0
@@ -164,7 +164,7 @@ def test_init_from_runs_the_sequence_core_and_checks_the_checkpoint(fixed_checkp
     ppo = load_script("ppo")
     common = dict(glimpses=3, num_envs=8, total_steps=8 * 3, n_epochs=1, eval_images=50, progress_bar=False,
                   device="cpu", torch_threads=1)
-    ppo.main(ppo.Args(perception="frozen", init_from=str(path), out=str(tmp_path / "warm"), **common))
+    ppo.main(ppo.Args(core_training="frozen", init_from=str(path), out=str(tmp_path / "warm"), **common))
     _, saved_core, checkpoint = load_agent(tmp_path / "warm" / "checkpoint.pt")
     _, fixed_core, _ = load_agent(path)
     assert checkpoint["args"]["init_from"] == str(path)

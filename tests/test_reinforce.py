@@ -221,22 +221,22 @@ def test_checkpoint_round_trip_gives_the_same_actions(tmp_path, make_core, step_
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("perception", ["frozen", "joint"])
-def test_train_script_smoke(tmp_path, perception):
+@pytest.mark.parametrize("core_training", ["frozen", "joint"])
+def test_train_script_smoke(tmp_path, core_training):
     script = _load_script("reinforce")
-    out = tmp_path / perception
+    out = tmp_path / core_training
     args = script.Args(
-        glimpses=3, num_envs=32, total_steps=3 * 32 * 4, perception=perception, eval_every=3 * 32 * 2,
+        glimpses=3, num_envs=32, total_steps=3 * 32 * 4, core_training=core_training, eval_every=3 * 32 * 2,
         eval_images=200, device="cpu", out=str(out),
     )
     metrics = script.main(args)
     written = json.loads((out / "metrics.json").read_text())
     assert written == json.loads(json.dumps(metrics))
-    for key in ("agent", "test_accuracy", "readout", "train_sampler", "train_seconds", "device", "seed", "perception",
+    for key in ("agent", "test_accuracy", "readout", "train_sampler", "train_seconds", "device", "seed", "core_training",
                 "env_steps", "env_steps_per_second", "random_baseline_accuracy", "seconds_to_random_baseline",
                 "seconds_to_80_at_25", "test_accuracy_sampled", "learning_curve"):
         assert key in written, key
-    assert written["agent"] == f"reinforce-{perception}" and written["perception"] == perception
+    assert written["agent"] == f"reinforce-{core_training}" and written["core_training"] == core_training
     assert set(written["test_accuracy"]) == {"1", "2", "3"}
     assert all(0.0 <= v <= 1.0 for v in written["test_accuracy"].values())
     assert all(0.0 <= v <= 1.0 for v in written["test_accuracy_sampled"].values())

@@ -1,13 +1,13 @@
 """Train a PPO glimpse agent (Stable-Baselines3) on the batched environment.
 
     python train/ppo.py                                     # 25 glimpses, frozen packaged core
-    python train/ppo.py --perception joint                  # the env also trains its core (perception optimizer)
+    python train/ppo.py --core-training joint                  # the env also trains its core (perception optimizer)
     python train/ppo.py --glimpses 10 --num-envs 512 --total-steps 2000000 --torch-threads 1
     python train/differentiable.py --policy fixed --out runs/fixed && \
-        python train/ppo.py --perception joint --init-from runs/fixed/checkpoint.pt   # warm start
+        python train/ppo.py --core-training joint --init-from runs/fixed/checkpoint.pt   # warm start
 
 The agent acts through :class:`envs.sb3.MnistGlimpseSB3VecEnv` (``--num-envs`` episodes as one batch
-of tensors). With ``--perception joint`` the environment runs its own copy of the packaged core with
+of tensors). With ``--core-training joint`` the environment runs its own copy of the packaged core with
 ``learn_perception=True``: after each batch of finished episodes it takes one cross-entropy step on
 the true labels (:meth:`envs.simulator.GlimpseSimulator.learn`); that core is the one saved. Rewards
 are the environment's dense log-likelihood gains; ``--gamma`` < 1 weights the early glimpses more
@@ -57,7 +57,7 @@ class Args:
     """episodes simulated in parallel (one batched env)"""
     total_steps: int = 5_000_000
     """environment steps (glimpses) to train for"""
-    perception: Literal["frozen", "joint"] = "frozen"
+    core_training: Literal["frozen", "joint"] = "frozen"
     """frozen: the packaged core as is; joint: the env trains its core with the perception optimizer"""
     perception_lr: float = 1e-3
     """Adam learning rate of the perception optimizer (joint mode)"""
@@ -109,6 +109,8 @@ class Args:
 
 
 def main(args: Args) -> dict:
+    if args.core_training == "frozen" and args.perception_lr != Args.perception_lr:
+        raise ValueError(f"--perception-lr {args.perception_lr} trains the core; pass --core-training joint, or drop it.")
     if args.torch_threads > 0:
         torch.set_num_threads(args.torch_threads)
     random.seed(args.seed)
@@ -124,7 +126,7 @@ def main(args: Args) -> dict:
         max_glimpses=args.glimpses,
         sampler=args.sampler,
         perception=start[1] if start else None,
-        learn_perception=args.perception == "joint",
+        learn_perception=args.core_training == "joint",
         perception_lr=args.perception_lr,
         device=device,
     )
@@ -176,7 +178,7 @@ def main(args: Args) -> dict:
     for glimpses, accuracy in accuracy_table(nearest).items():
         model.logger.record(f"eval/test_accuracy_nearest_{glimpses}", accuracy)
     model.logger.dump(model.num_timesteps)
-    agent = f"ppo-{args.perception}"
+    agent = f"ppo-{args.core_training}"
     save_agent(out / "checkpoint.pt", agent, policy, core, args.glimpses, args=vars(args), sb3_model="model.zip")
     metrics = write_metrics(
         out / "metrics.json",
@@ -186,7 +188,7 @@ def main(args: Args) -> dict:
         train_seconds,
         str(device),
         args.seed,
-        perception=args.perception,
+        core_training=args.core_training,
         env_steps=int(model.num_timesteps),
         env_steps_per_second=round(model.num_timesteps / train_seconds, 1),
         seconds_to_80_percent=probe.seconds_to(0.8),

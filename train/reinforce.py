@@ -1,12 +1,12 @@
 """Train the REINFORCE glimpse agent on the batched environment (``agents.reinforce``).
 
     python train/reinforce.py                                  # frozen packaged core, 25 glimpses
-    python train/reinforce.py --perception joint               # the env trains the core too (RAM-style)
+    python train/reinforce.py --core-training joint               # the env trains the core too (RAM-style)
     python train/reinforce.py --reward final --total-steps 5000000
 
 Each iteration runs ``--num-envs`` lockstep episodes of ``--glimpses`` glimpses in
 ``MnistGlimpseVectorEnv`` (torch tensors, ``same_step`` autoreset) and takes one REINFORCE step on the
-policy and one regression step on the baseline; with ``--perception joint`` the env also takes one
+policy and one regression step on the baseline; with ``--core-training joint`` the env also takes one
 cross-entropy step on its own core after each batch. Every ``--eval-every`` env steps the greedy
 (mean) policy is evaluated on a fixed subset of the test set (nearest readout); the clock used for
 ``seconds_to_*`` and ``env_steps_per_second`` stops during those evaluations.
@@ -61,7 +61,7 @@ class Args:
     """episodes per batch (N); one policy update per batch of N * T env steps"""
     total_steps: int = 10_000_000
     """env glimpse-steps to train for (rounded down to whole batches, at least one)"""
-    perception: Literal["frozen", "joint"] = "frozen"
+    core_training: Literal["frozen", "joint"] = "frozen"
     """frozen: the packaged core as is; joint: the env trains its copy with cross-entropy on the same rollouts"""
     reward: Literal["dense", "final"] = "dense"
     """dense: per-glimpse log-likelihood gain of the true class; final: 1 if the last prediction is right"""
@@ -111,6 +111,8 @@ class Args:
 
 
 def main(args: Args) -> dict:
+    if args.core_training == "frozen" and args.perception_lr != Args.perception_lr:
+        raise ValueError(f"--perception-lr {args.perception_lr} trains the core; pass --core-training joint, or drop it.")
     if args.torch_threads is not None:
         torch.set_num_threads(args.torch_threads)
     random.seed(args.seed)
@@ -123,7 +125,7 @@ def main(args: Args) -> dict:
     writer = SummaryWriter(str(out / "tb"))
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
 
-    env = make_env(args.num_envs, args.glimpses, args.perception, args.perception_lr, args.sampler, args.reward, device)
+    env = make_env(args.num_envs, args.glimpses, args.core_training, args.perception_lr, args.sampler, args.reward, device)
     policy = GaussianAttentionPolicy(
         env.single_observation_space.shape[0],
         args.hidden,
@@ -173,7 +175,7 @@ def main(args: Args) -> dict:
     evaluate(0, 0.0)
     observation, _ = env.reset(seed=args.seed)
     train_seconds = 0.0
-    progress = tqdm(total=iterations * batch_steps, desc=f"reinforce {args.perception}", unit="step", unit_scale=True)
+    progress = tqdm(total=iterations * batch_steps, desc=f"reinforce {args.core_training}", unit="step", unit_scale=True)
     for iteration in range(iterations):
         start = time.perf_counter()
         rollout, observation = collect_rollout(env, policy, observation)
@@ -210,7 +212,7 @@ def main(args: Args) -> dict:
     sampled = accuracy_by_glimpse(SampledGlimpses(policy), core, args.glimpses, device=device)
     for budget, value in accuracy_table(nearest).items():
         writer.add_scalar("eval/test_accuracy_nearest", value, int(budget))
-    agent = f"reinforce-{args.perception}"
+    agent = f"reinforce-{args.core_training}"
     save_agent(out / "checkpoint.pt", agent, policy, core, args.glimpses, args=vars(args))
     metrics = write_metrics(
         out / "metrics.json",
@@ -220,7 +222,7 @@ def main(args: Args) -> dict:
         train_seconds,
         str(device),
         args.seed,
-        perception=args.perception,
+        core_training=args.core_training,
         reward=args.reward,
         num_envs=args.num_envs,
         env_steps=env_steps,

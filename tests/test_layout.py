@@ -1,0 +1,50 @@
+"""The house rules a reader relies on: no import circles between the project's modules, and one
+results folder."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("envs", "agents", "experiments")
+
+
+def project_imports(path: Path) -> set[str]:
+    """The project modules ``path`` imports (at any depth of the file, lazily or not)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+        found.update(name for name in names if name.split(".")[0] in PACKAGES)
+    return found
+
+
+def test_no_import_circles():
+    graph = {
+        ".".join(path.relative_to(ROOT).with_suffix("").parts): project_imports(path)
+        for package in PACKAGES
+        for path in (ROOT / package).glob("*.py")
+        if path.name != "__init__.py"
+    }
+    graph = {module: {m for m in imports if m in graph} for module, imports in graph.items()}
+    done: set[str] = set()
+
+    def visit(module: str, trail: list[str]) -> None:
+        if module in trail:
+            raise AssertionError("import circle: " + " -> ".join([*trail[trail.index(module) :], module]))
+        if module in done:
+            return
+        for imported in sorted(graph[module]):
+            visit(imported, [*trail, module])
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module, [])
+    assert "agents.checkpoint" in graph and not graph["agents.checkpoint"] & {m for m in graph if m.startswith("agents.")}
+
+
+def test_one_results_folder():
+    folders = {p.relative_to(ROOT).as_posix() for p in ROOT.rglob("results") if p.is_dir() and ".venv" not in p.parts}
+    assert folders == {"experiments/results"}
