@@ -46,8 +46,12 @@ class AttentionNetwork(SavedPolicy, nn.Module):
     checkpoint_kind = "attention"
 
     def checkpoint_config(self) -> dict:
-        return {"observation_size": self.observation_size, "hidden": self.hidden, "glimpses": self.glimpses,
-                "step_bias": self.step_bias}
+        return {
+            "observation_size": self.observation_size,
+            "hidden": self.hidden,
+            "glimpses": self.glimpses,
+            "step_bias": self.step_bias,
+        }
 
     def forward(self, observation: torch.Tensor, step: int = 0) -> torch.Tensor:
         if observation.shape[-1] != self.observation_size:
@@ -58,6 +62,8 @@ class AttentionNetwork(SavedPolicy, nn.Module):
         output = self.net(observation)
         if self.theta is not None:
             if step >= self.glimpses:
-                raise IndexError(f"AttentionNetwork has step offsets for {self.glimpses} glimpses; step {step} is past them.")
+                raise IndexError(
+                    f"AttentionNetwork has step offsets for {self.glimpses} glimpses; step {step} is past them."
+                )
             output = output + self.theta[step]
         return torch.tanh(output)

@@ -44,8 +44,10 @@ class SavedPolicy:
             return
         known = _REGISTRY.get(kind)
         if known is not None and known.__qualname__ != cls.__qualname__:
-            raise TypeError(f"checkpoint kind {kind!r} is taken by {known.__module__}.{known.__qualname__}; "
-                            f"give {cls.__qualname__} another checkpoint_kind.")
+            raise TypeError(
+                f"checkpoint kind {kind!r} is taken by {known.__module__}.{known.__qualname__}; "
+                f"give {cls.__qualname__} another checkpoint_kind."
+            )
         _REGISTRY[kind] = cls
 
     def checkpoint_config(self) -> dict[str, Any]:
@@ -65,10 +67,16 @@ def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def policy_record(policy: nn.Module) -> dict[str, Any]:
     """The ``policy`` entry of an agent checkpoint."""
     if not isinstance(policy, SavedPolicy):
-        raise TypeError(f"Cannot save a policy of type {type(policy).__name__}: it does not derive from "
-                        "agents.checkpoint.SavedPolicy (set checkpoint_kind and implement checkpoint_config).")
-    return {"kind": policy.checkpoint_kind, "module": type(policy).__module__,
-            "config": policy.checkpoint_config(), "state_dict": _cpu(policy.state_dict())}
+        raise TypeError(
+            f"Cannot save a policy of type {type(policy).__name__}: it does not derive from "
+            "agents.checkpoint.SavedPolicy (set checkpoint_kind and implement checkpoint_config)."
+        )
+    return {
+        "kind": policy.checkpoint_kind,
+        "module": type(policy).__module__,
+        "config": policy.checkpoint_config(),
+        "state_dict": _cpu(policy.state_dict()),
+    }
 
 
 def save_agent(
@@ -77,8 +85,14 @@ def save_agent(
     """Save ``policy`` and ``core`` to ``path`` (parents created)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     torch.save(
-        {"format": AGENT_FORMAT, "agent": agent, "glimpses": glimpses, "policy": policy_record(policy),
-         "core": core.checkpoint(), **extra},
+        {
+            "format": AGENT_FORMAT,
+            "agent": agent,
+            "glimpses": glimpses,
+            "policy": policy_record(policy),
+            "core": core.checkpoint(),
+            **extra,
+        },
         path,
     )
 
@@ -89,8 +103,10 @@ def _policy_class(record: dict[str, Any], path: Path) -> type[SavedPolicy]:
         importlib.import_module(module)
     kind = record.get("kind")
     if kind not in _REGISTRY:
-        raise ValueError(f"{path} holds a policy of unknown kind {kind!r}; known kinds are {sorted(_REGISTRY)} "
-                         "(import the module that defines it before loading).")
+        raise ValueError(
+            f"{path} holds a policy of unknown kind {kind!r}; known kinds are {sorted(_REGISTRY)} "
+            "(import the module that defines it before loading)."
+        )
     return _REGISTRY[kind]
 
 
@@ -98,7 +114,9 @@ def load_agent(path: str | os.PathLike, device: torch.device | str = "cpu") -> t
     """Load ``(policy, core, checkpoint)`` from a file written by :func:`save_agent`, onto ``device``."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"Agent checkpoint {path} not found; train one with a train/ script (it writes DIR/checkpoint.pt).")
+        raise FileNotFoundError(
+            f"Agent checkpoint {path} not found; train one with a train/ script (it writes DIR/checkpoint.pt)."
+        )
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != AGENT_FORMAT:
         raise ValueError(f"{path} is not an agent checkpoint (expected format {AGENT_FORMAT!r}).")

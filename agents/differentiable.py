@@ -107,21 +107,29 @@ class DualOptimizerTrainer:
         attention_credit: str = "episode",
     ) -> None:
         if attention_target not in ATTENTION_TARGETS:
-            raise ValueError(f"Unknown attention target {attention_target!r}; valid targets are {list(ATTENTION_TARGETS)}.")
+            raise ValueError(
+                f"Unknown attention target {attention_target!r}; valid targets are {list(ATTENTION_TARGETS)}."
+            )
         self.policy, self.core, self.sampler = policy, core, sampler
         self.glimpses = glimpses
         self.attention_target = attention_target
         if repeat_penalty < 0 or (repeat_penalty > 0 and not isinstance(policy, PixelAttention)):
-            raise ValueError(f"repeat_penalty must be >= 0 and needs a PixelAttention policy; got {repeat_penalty} "
-                             f"with {type(policy).__name__}.")
+            raise ValueError(
+                f"repeat_penalty must be >= 0 and needs a PixelAttention policy; got {repeat_penalty} "
+                f"with {type(policy).__name__}."
+            )
         if repeat_penalty > 0 and policy.memory != "none":
-            raise ValueError("repeat_penalty is for PixelAttention(memory='none'); with a memory it never reads a pixel twice.")
+            raise ValueError(
+                "repeat_penalty is for PixelAttention(memory='none'); with a memory it never reads a pixel twice."
+            )
         self.repeat_penalty = repeat_penalty
         if pixel_estimator not in PIXEL_ESTIMATORS:
             raise ValueError(f"Unknown pixel_estimator {pixel_estimator!r}; valid values are {list(PIXEL_ESTIMATORS)}.")
         if pixel_estimator != "mixture" and not isinstance(policy, PixelReader):
-            raise ValueError(f"pixel_estimator={pixel_estimator!r} is for a policy that chooses pixels (PixelReader, e.g. "
-                             f"PixelAttention), not {type(policy).__name__}; leave it at 'mixture'.")
+            raise ValueError(
+                f"pixel_estimator={pixel_estimator!r} is for a policy that chooses pixels (PixelReader, e.g. "
+                f"PixelAttention), not {type(policy).__name__}; leave it at 'mixture'."
+            )
         self.pixel_estimator = pixel_estimator
         if attention_credit not in CREDITS:
             raise ValueError(f"Unknown attention_credit {attention_credit!r}; valid values are {list(CREDITS)}.")
@@ -136,14 +144,18 @@ class DualOptimizerTrainer:
         """Set both optimizers' learning rates to ``scale`` times those they were built with (a schedule)."""
         if not scale > 0:
             raise ValueError(f"The learning-rate scale must be > 0, got {scale}.")
-        for optimizer, base in ((self.perception_optimizer, self.perception_lr), (self.attention_optimizer, self.attention_lr)):
+        for optimizer, base in (
+            (self.perception_optimizer, self.perception_lr),
+            (self.attention_optimizer, self.attention_lr),
+        ):
             for group in optimizer.param_groups:
                 group["lr"] = base * scale
 
     def losses(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Roll out and return ``(perception loss, attention loss, logits (T, B, 10))``."""
-        episode = run_episodes(self.policy, self.core, self.sampler, images, self.glimpses, self.pixel_estimator,
-                               self.attention_credit)
+        episode = run_episodes(
+            self.policy, self.core, self.sampler, images, self.glimpses, self.pixel_estimator, self.attention_credit
+        )
         logits = episode.logits
         perception = perception_loss(logits, labels)
         attention = perception_loss(logits, attention_targets(logits, labels, self.attention_target))
@@ -186,7 +198,9 @@ class DualOptimizerTrainer:
         return float(loss.detach())
 
 
-def _apply(optimizer: torch.optim.Optimizer, params: list[nn.Parameter], grads: tuple[torch.Tensor | None, ...]) -> None:
+def _apply(
+    optimizer: torch.optim.Optimizer, params: list[nn.Parameter], grads: tuple[torch.Tensor | None, ...]
+) -> None:
     """Set ``params``' gradients to ``grads`` (from ``torch.autograd.grad``) and step ``optimizer``."""
     for param, grad in zip(params, grads):
         param.grad = grad

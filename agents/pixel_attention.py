@@ -1,10 +1,10 @@
 """A categorical attention policy: the next glimpse is one of the 28 x 28 pixel centres.
 
 The continuous :class:`~agents.attention.AttentionNetwork` learns where to look from the sampler's
-gradient, which only knows the 2 x 2 pixels around the current location. ``benchmarks/core_capacity.py
---agent`` showed that this leaves the policy, not the core, as the limit: a plain MLP on the pixels
-the 30-epoch differentiable agent reads gets 81.9% at 25 glimpses, about as much as on a fixed
-5 x 5 grid (81.8%), and the agent's own core reads them at 79.1%.
+gradient, which only knows the 2 x 2 pixels around the current location. That leaves the policy, not
+the core, as the limit: on the pixels the continuous agent reads, a plain MLP does about as well as
+on a fixed 5 x 5 grid, and little better than the agent's own core (``experiments/core_capacity.py
+--agent``; docs/studies/pixels-vs-core.md).
 
 Here the policy scores every pixel and, in training, chooses with a straight-through Gumbel-softmax
 (Concrete) relaxation, as GDFS (Covert et al., ICML 2023) does for its feature choice, so the
@@ -18,7 +18,6 @@ import torch
 from torch import nn
 
 from agents.checkpoint import SavedPolicy
-
 from envs.data import IMAGE_SIZE
 from envs.sampler import Sampler, pixel_to_action
 
@@ -38,8 +37,8 @@ class PixelAttention(SavedPolicy, nn.Module):
     * **Training** (:meth:`read` in train mode): a straight-through Gumbel-softmax choice whose
       relaxation mixes what ``K`` candidate pixels would add to the histogram (see :meth:`read`).
       Mixing the candidates' *increments*, not their locations and values, matters: a glimpse at the
-      mean location with the mean grey level is no pixel at all, and that first relaxation collapsed
-      to 4 distinct pixels out of 25 (23% at 25 glimpses after 2 epochs).
+      mean location with the mean grey level is no pixel at all, and a relaxation that mixes
+      locations and values collapses onto a few distinct pixels (docs/studies/choosing-pixels.md).
 
     ``beta_t`` (``(T, 784)``, zeros at first) is a learned per-glimpse score: the policy can be a fixed
     sequence plus an adaptive correction, as :class:`~agents.attention.AttentionNetwork`'s offsets.
@@ -55,7 +54,7 @@ class PixelAttention(SavedPolicy, nn.Module):
         the MLP beside the observation, and never reads a pixel twice, as GDFS's selector does. The
         episode's glimpses come from :func:`agents.rollout.run_episodes` (``history``); the grey levels
         are not in the environment's observation, so such a policy does not act in the environment
-        (:meth:`forward` refuses). Measured in the README.
+        (:meth:`forward` refuses). Its results: docs/studies/pixel-memory.md.
     """
 
     def __init__(
@@ -102,8 +101,14 @@ class PixelAttention(SavedPolicy, nn.Module):
 
     def checkpoint_config(self) -> dict:
         """The constructor's arguments, for checkpoints."""
-        return {"observation_size": self.observation_size, "glimpses": self.glimpses, "hidden": self.hidden,
-                "temperature": self.temperature, "candidates": self.candidates, "memory": self.memory}
+        return {
+            "observation_size": self.observation_size,
+            "glimpses": self.glimpses,
+            "hidden": self.hidden,
+            "temperature": self.temperature,
+            "candidates": self.candidates,
+            "memory": self.memory,
+        }
 
     def scores(self, observation: torch.Tensor, step: int, history: History | None = None) -> torch.Tensor:
         """Unnormalised log-probabilities of the 784 pixels (row-major), ``(B, 784)``.
@@ -118,7 +123,9 @@ class PixelAttention(SavedPolicy, nn.Module):
                 "was it built for another perception core?"
             )
         if step >= self.glimpses:
-            raise IndexError(f"PixelAttention has per-glimpse scores for {self.glimpses} glimpses; step {step} is past them.")
+            raise IndexError(
+                f"PixelAttention has per-glimpse scores for {self.glimpses} glimpses; step {step} is past them."
+            )
         if self.memory == "none":
             return self.net(observation) + self.beta[step]
         if history is None or history[1].shape != (observation.shape[0], step):
@@ -178,7 +185,9 @@ class PixelAttention(SavedPolicy, nn.Module):
             values, weights = _read(sampler, images, coords), torch.ones(coords.shape[:2], device=coords.device)
         else:
             gumbel = -torch.empty_like(scores).exponential_().log()  # -log Exp(1) ~ Gumbel(0, 1), as F.gumbel_softmax
-            perturbed, chosen = (scores + self.noise * gumbel).topk(min(self.candidates, NUM_PIXELS), dim=-1)  # best first
+            perturbed, chosen = (scores + self.noise * gumbel).topk(
+                min(self.candidates, NUM_PIXELS), dim=-1
+            )  # best first
             coords = self.centres[chosen]  # (B, K, 2)
             values, weights = _read(sampler, images, coords), torch.softmax(perturbed / self.temperature, dim=-1)
         return coords, values, weights
@@ -190,16 +199,19 @@ class PixelAttention(SavedPolicy, nn.Module):
 
         The observation (histogram + prediction) does not say which pixels were read, so nothing
         stops a policy that scores one pixel highest from reading it again and again (a glimpse
-        that reads no new pixel; a 5-epoch run reads 16 distinct pixels out of 25). GDFS masks the pixels already
-        chosen; here the policy must learn it, and this term is its training signal
-        (``DualOptimizerTrainer(repeat_penalty=...)``). Measured: it does stop the repeats (24 distinct
-        pixels) but lowers accuracy at 25 glimpses (README), so it is off by default.
+        that reads no new pixel). GDFS masks the pixels already chosen; here the policy must learn
+        it, and this term is its training signal (``DualOptimizerTrainer(repeat_penalty=...)``, the
+        preset ``ablation-repeat-penalty`` of ``train/differentiable.py``). It stops most repeats but
+        lowers accuracy at 25 glimpses (docs/studies/choosing-pixels.md), so it is off by default;
+        ``memory="pixels"`` rules repeats out instead.
 
         :param observations: ``(T, B, H + 10)`` what each glimpse was chosen from (an episode's).
         :param coords: ``(T, B, 2)`` the pixels chosen, in pixel units (centres).
         """
         if self.memory != "none":
-            raise ValueError("PixelAttention(memory='pixels') never reads a pixel twice; the repeat penalty is for memory='none'.")
+            raise ValueError(
+                "PixelAttention(memory='pixels') never reads a pixel twice; the repeat penalty is for memory='none'."
+            )
         steps = observations.shape[0]
         probabilities = torch.stack([torch.softmax(self.scores(observations[t], t), dim=-1) for t in range(steps)])
         flat = _pixel_index(coords).T  # (B, T)

@@ -36,7 +36,9 @@ def pretrain_core(
     :param report: called as ``report(step, loss)`` after every step (e.g. a progress bar).
     """
     if steps < 0 or batch_size < 1 or glimpses < 1:
-        raise ValueError(f"pretrain_core needs steps >= 0, batch_size >= 1 and glimpses >= 1; got {steps}, {batch_size}, {glimpses}.")
+        raise ValueError(
+            f"pretrain_core needs steps >= 0, batch_size >= 1 and glimpses >= 1; got {steps}, {batch_size}, {glimpses}."
+        )
     device = data.images.device
     policy, sampler = RandomGlimpses(), sampler or Sampler("bilinear")
     optimizer = torch.optim.Adam(core.parameters(), lr=learning_rate)

@@ -39,6 +39,7 @@ from agents.checkpoint import SavedPolicy
 from envs.data import NUM_CLASSES
 from envs.vector_env import MnistGlimpseVectorEnv
 
+
 def input_scale(observation_size: int, histogram_scale: float) -> torch.Tensor:
     """Per-entry scale of an observation ``(H + 10,)``: ``1 / histogram_scale`` on the histogram
     (entries up to ``T``, so the first layer sees inputs in ``[0, 1]``), ``1`` on the probabilities."""
@@ -69,9 +70,10 @@ class GaussianAttentionPolicy(SavedPolicy, nn.Module):
     :param step_bias: add the attention network's learned per-glimpse offsets ``theta_t``.
     :param histogram_scale: divides the histogram part of the observation (use ``T``).
     :param log_std_init: initial ``log sigma`` (both coordinates). The default, ``log 0.1`` (about 1.4
-        pixels), was measured against 0.5, 0.2 and 0.05 (``train/reinforce.py``'s ``--log-std-init``):
-        wide exploration noise makes most sampled glimpses land off the informative spots, and the
-        greedy policy that is evaluated learns little from them.
+        pixels), is the best of std 0.5, 0.2, 0.1 and 0.05 in a sweep of ``train/reinforce.py
+        --log-std-init`` (``experiments/results/studies/rl_noise_and_warm_start.json``): wide
+        exploration noise makes most sampled glimpses land off the informative spots, and the greedy
+        policy that is evaluated learns little from them.
     :param log_std_min: lower clamp of ``log sigma`` (default ``log 0.05``: about 0.7 pixel).
     :param log_std_max: upper clamp of ``log sigma`` (default ``log 1``: half the image width).
     """
@@ -89,7 +91,9 @@ class GaussianAttentionPolicy(SavedPolicy, nn.Module):
     ) -> None:
         super().__init__()
         if not log_std_min <= log_std_init <= log_std_max:
-            raise ValueError(f"log_std_init {log_std_init} must lie in [log_std_min, log_std_max] = [{log_std_min}, {log_std_max}].")
+            raise ValueError(
+                f"log_std_init {log_std_init} must lie in [log_std_min, log_std_max] = [{log_std_min}, {log_std_max}]."
+            )
         self.observation_size = observation_size
         self.hidden = hidden
         self.glimpses = glimpses
@@ -180,12 +184,18 @@ class ValueBaseline(nn.Module):
         super().__init__()
         self.glimpses = glimpses
         self.net = nn.Sequential(
-            nn.Linear(observation_size + 1, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1)
+            nn.Linear(observation_size + 1, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, 1),
         )
         self.register_buffer("input_scale", input_scale(observation_size, histogram_scale), persistent=False)
 
     def forward(self, observation: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
-        features = torch.cat([observation * self.input_scale, (step.to(observation.dtype) / self.glimpses).unsqueeze(-1)], dim=-1)
+        features = torch.cat(
+            [observation * self.input_scale, (step.to(observation.dtype) / self.glimpses).unsqueeze(-1)], dim=-1
+        )
         return self.net(features).squeeze(-1)
 
 
@@ -344,7 +354,9 @@ class ReinforceLearner:
         self.gamma, self.ent_coef = gamma, ent_coef
         self.normalize_advantage, self.max_grad_norm = normalize_advantage, max_grad_norm
         self.policy_optimizer = torch.optim.Adam(policy.parameters(), lr=learning_rate)
-        self.baseline_optimizer = torch.optim.Adam(baseline.parameters(), lr=baseline_lr) if baseline is not None else None
+        self.baseline_optimizer = (
+            torch.optim.Adam(baseline.parameters(), lr=baseline_lr) if baseline is not None else None
+        )
 
     def losses(self, rollout: Rollout) -> Losses:
         """``L_pi`` and ``L_b`` of a rollout (see the module docstring for the equations).

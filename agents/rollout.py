@@ -108,7 +108,9 @@ def look(
     else:  # "taken": only the glimpse taken keeps its graph
         taken = core.observe(histogram, coords[:, 0], values[:, 0])
         with torch.no_grad():
-            rest = core.observe(histogram.repeat_interleave(k - 1, dim=0), coords[:, 1:].flatten(0, 1), values[:, 1:].flatten(0, 1))
+            rest = core.observe(
+                histogram.repeat_interleave(k - 1, dim=0), coords[:, 1:].flatten(0, 1), values[:, 1:].flatten(0, 1)
+            )
             increments = torch.cat([taken.unsqueeze(1), rest.view(batch, k - 1, -1)], dim=1) - histogram.unsqueeze(1)
     mixed = (weights.unsqueeze(-1) * increments).sum(dim=1)
     return taken + (mixed - mixed.detach()), coords[:, 0], values[:, 0]  # straight-through
@@ -164,7 +166,9 @@ def run_episodes(
         history = None  # what a PixelReader read before this step
         if coords and isinstance(policy, PixelReader):
             history = (torch.stack(coords, dim=1), torch.stack(values, dim=1))
-        relaxed, coords_t, values_t = look(policy, core, histogram, observation, step, images, sampler, estimator, history)
+        relaxed, coords_t, values_t = look(
+            policy, core, histogram, observation, step, images, sampler, estimator, history
+        )
         logits_t = core(relaxed)
         if credit == "greedy":
             histogram = core.observe(histogram, coords_t.detach(), values_t.detach())

@@ -16,7 +16,10 @@ is read after ``torch.cuda.synchronize()``. The table's last column is batched /
 same ``N``, against the sync run on the same device if there is one, else on CPU.
 
     python benchmarks/env_throughput.py                                   # the full default grid
-    python benchmarks/env_throughput.py --seconds 1 --num-envs 64 1024 --json results/bench.json
+    python benchmarks/env_throughput.py --seconds 1 --num-envs 64 1024 --json runs/env_throughput.json
+
+Recorded runs are in ``experiments/results/speed/`` (``env_throughput_*.json``), discussed in
+docs/studies/env-throughput.md.
 """
 
 from __future__ import annotations
@@ -25,10 +28,11 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 import gymnasium
 import numpy as np
@@ -140,7 +144,12 @@ def make_sync(args: Args, device: str, num_envs: int, core: PerceptionCore) -> V
 def make_batched(args: Args, device: str, num_envs: int, core: PerceptionCore) -> VectorRunner:
     """The batched ``MnistGlimpseVectorEnv``, returning torch tensors on ``device``."""
     env = MnistGlimpseVectorEnv(
-        num_envs, args.max_glimpses, "train", args.sampler, perception=core, device=device,
+        num_envs,
+        args.max_glimpses,
+        "train",
+        args.sampler,
+        perception=core,
+        device=device,
         autoreset_mode=autoreset_mode(args),
     )
     generator = torch.Generator(device=device).manual_seed(args.seed)
@@ -211,13 +220,18 @@ def describe_machine() -> dict[str, object]:
 # --- the benchmark -----------------------------------------------------------------------------------
 
 
-def benchmark(device: str, implementation: str, num_envs: int, build: Callable[[], SingleRunner | VectorRunner], args: Args) -> dict:
+def benchmark(
+    device: str, implementation: str, num_envs: int, build: Callable[[], SingleRunner | VectorRunner], args: Args
+) -> dict:
     """Build one configuration (untimed), measure it, print a progress line and return the result."""
     started = time.perf_counter()
     runner = build()
     setup = time.perf_counter() - started
     rate = measure(runner, args, device)
-    print(f"  {device:4s} {implementation:22s} N={num_envs:<6d} {rate:>14,.0f} steps/s   (setup {setup:.1f} s)", flush=True)
+    print(
+        f"  {device:4s} {implementation:22s} N={num_envs:<6d} {rate:>14,.0f} steps/s   (setup {setup:.1f} s)",
+        flush=True,
+    )
     return {"device": device, "implementation": implementation, "num_envs": num_envs, "steps_per_s": rate}
 
 
@@ -249,7 +263,9 @@ def main(args: Args) -> None:
     for device in (d for d in args.devices if d in cores):
         core = cores[device]
         for n in args.num_envs:
-            results.append(benchmark(device, "MnistGlimpseVectorEnv", n, partial(make_batched, args, device, n, core), args))
+            results.append(
+                benchmark(device, "MnistGlimpseVectorEnv", n, partial(make_batched, args, device, n, core), args)
+            )
             if device == "cuda":
                 torch.cuda.empty_cache()
 
@@ -261,13 +277,19 @@ def main(args: Args) -> None:
         n = result["num_envs"]
         reference = next(((d, n) for d in (result["device"], "cpu") if (d, n) in sync), None)
         if reference is not None:
-            result["vs_sync"] = {"device": reference[0], "num_envs": n, "ratio": result["steps_per_s"] / sync[reference]}
+            result["vs_sync"] = {
+                "device": reference[0],
+                "num_envs": n,
+                "ratio": result["steps_per_s"] / sync[reference],
+            }
 
     print("\n| device | implementation | N | steps/s | batched / sync |")
     print("| --- | --- | ---: | ---: | --- |")
     for result in results:
         versus = result.get("vs_sync")
-        ratio = f"{versus['ratio']:,.1f}x (vs SyncVectorEnv {versus['device']}, N={versus['num_envs']})" if versus else ""
+        ratio = (
+            f"{versus['ratio']:,.1f}x (vs SyncVectorEnv {versus['device']}, N={versus['num_envs']})" if versus else ""
+        )
         print(
             f"| {result['device']} | {result['implementation']} | {result['num_envs']} | "
             f"{result['steps_per_s']:,.0f} | {ratio} |"

@@ -12,7 +12,10 @@ warmed up (at least one full episode), then stepped for ``--seconds`` of wall-cl
 sub-environment steps (glimpses) divided by the time elapsed.
 
     python benchmarks/sb3_vec_env.py                           # N=256, T=25, on CPU
-    python benchmarks/sb3_vec_env.py --num-envs 64 256 1024 --torch-threads 1 --json results/sb3.json
+    python benchmarks/sb3_vec_env.py --num-envs 64 256 1024 --torch-threads 1 --json runs/sb3_vec_env.json
+
+Recorded runs: ``experiments/results/speed/sb3_vec_env_cpu.json`` and
+``experiments/results/studies/sb3_vec_env_cuda_h200.json``.
 """
 
 from __future__ import annotations
@@ -64,7 +67,9 @@ def make_dummy(args: Args, num_envs: int, core) -> VecEnv:
 
 
 def make_adapter(args: Args, num_envs: int, core) -> VecEnv:
-    return MnistGlimpseSB3VecEnv(num_envs, max_glimpses=args.max_glimpses, sampler=args.sampler, perception=core, device=args.device)
+    return MnistGlimpseSB3VecEnv(
+        num_envs, max_glimpses=args.max_glimpses, sampler=args.sampler, perception=core, device=args.device
+    )
 
 
 def steps_per_second(env: VecEnv, args: Args) -> float:
@@ -113,7 +118,10 @@ def main(args: Args) -> list[dict]:
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"args": asdict(args), "torch_threads": torch.get_num_threads(), "results": results}, indent=2) + "\n")
+        path.write_text(
+            json.dumps({"args": asdict(args), "torch_threads": torch.get_num_threads(), "results": results}, indent=2)
+            + "\n"
+        )
         print(f"\nwrote {path}")
     return results
 

@@ -4,9 +4,11 @@ for the continuous attention network and for :class:`agents.pixel_attention.Pixe
 memory, gradient estimator and attention credit. The variants take turns, one step each, so every
 one sees the same machine load; the ratio column is against the first variant.
 
-    python benchmarks/train_step_speed.py                 # about 1 minute on 1 CPU core
+    python benchmarks/train_step_speed.py
     python benchmarks/train_step_speed.py --steps 40 --device cuda
     python benchmarks/train_step_speed.py --core runs/core16x32/perception.pt   # another core size
+
+A recorded run is in ``experiments/results/studies/train_step_speed.json``.
 """
 
 from __future__ import annotations
@@ -65,8 +67,15 @@ def make_trainer(
         policy = AttentionNetwork(core.observation_size, 128, glimpses, True).to(device)
     else:
         policy = PixelAttention(core.observation_size, glimpses, 128, memory=memory).to(device)
-    return DualOptimizerTrainer(policy, core, Sampler("bilinear"), glimpses, attention_target="label",
-                                pixel_estimator=estimator, attention_credit=credit)
+    return DualOptimizerTrainer(
+        policy,
+        core,
+        Sampler("bilinear"),
+        glimpses,
+        attention_target="label",
+        pixel_estimator=estimator,
+        attention_credit=credit,
+    )
 
 
 def main(args: Args) -> dict[str, float]:
@@ -89,8 +98,10 @@ def main(args: Args) -> dict[str, float]:
             seconds[name] += (time.perf_counter() - start) if step else 0.0
     rates = {name: args.steps / total for name, total in seconds.items()}
     first = next(iter(rates.values()))
-    print(f"DualOptimizerTrainer.step, batch {args.batch_size}, {args.glimpses} glimpses, {args.steps} steps each, "
-          f"device {device}, {torch.get_num_threads()} thread(s), core {args.core}")
+    print(
+        f"DualOptimizerTrainer.step, batch {args.batch_size}, {args.glimpses} glimpses, {args.steps} steps each, "
+        f"device {device}, {torch.get_num_threads()} thread(s), core {args.core}"
+    )
     print("| variant | steps/s | time per step vs attention |\n|---|--:|--:|")
     for name, rate in rates.items():
         print(f"| {name} | {rate:.2f} | {first / rate:.2f}x |")

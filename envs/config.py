@@ -91,9 +91,7 @@ def build_simulator(
         raise ValueError(f"learn_perception must be True or False, got {learn_perception!r}.")
     core = resolve_perception(perception, device, learn_perception)
     optimizer = torch.optim.Adam(core.parameters(), lr=learning_rate) if learn_perception else None
-    return GlimpseSimulator(
-        load_mnist(split, device), core, sampler, num_envs, int(max_glimpses), reward, optimizer
-    )
+    return GlimpseSimulator(load_mnist(split, device), core, sampler, num_envs, int(max_glimpses), reward, optimizer)
 
 
 def observation_space(core: PerceptionCore, max_glimpses: int) -> spaces.Box:

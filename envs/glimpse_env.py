@@ -33,7 +33,9 @@ def parse_image_options(options: dict[str, Any] | None, batch_shape: tuple[int, 
     if "index" in options:
         parsed["index"] = np.asarray(options["index"])
         if parsed["index"].shape != batch_shape or not np.issubdtype(parsed["index"].dtype, np.integer):
-            raise ValueError(f"reset option 'index' must be integer(s) of shape {batch_shape}, got {options['index']!r}.")
+            raise ValueError(
+                f"reset option 'index' must be integer(s) of shape {batch_shape}, got {options['index']!r}."
+            )
     if "image" in options:
         image, label = np.asarray(options["image"]), np.asarray(options["label"])
         if image.shape != (*batch_shape, 28, 28) or image.dtype != np.uint8:
@@ -41,8 +43,14 @@ def parse_image_options(options: dict[str, Any] | None, batch_shape: tuple[int, 
                 f"reset option 'image' must be a uint8 array of shape {(*batch_shape, 28, 28)} (grey levels "
                 f"0..255, like MNIST), got {image.dtype} {image.shape}."
             )
-        if label.shape != batch_shape or not np.issubdtype(label.dtype, np.integer) or ((label < 0) | (label > 9)).any():
-            raise ValueError(f"reset option 'label' must be class(es) in 0..9 of shape {batch_shape}, got {options['label']!r}.")
+        if (
+            label.shape != batch_shape
+            or not np.issubdtype(label.dtype, np.integer)
+            or ((label < 0) | (label > 9)).any()
+        ):
+            raise ValueError(
+                f"reset option 'label' must be class(es) in 0..9 of shape {batch_shape}, got {options['label']!r}."
+            )
         parsed["image"], parsed["label"] = image, label.astype(np.int64)
     if "reset_mask" in options:
         mask = np.asarray(options["reset_mask"])
@@ -186,7 +194,9 @@ class MnistGlimpseEnv(gym.Env[np.ndarray, np.ndarray]):
             raise RuntimeError("Call reset() before step().")
         action = np.asarray(action, dtype=np.float32)
         if action.shape != (2,):
-            raise ValueError(f"Expected an action of shape (2,) (normalised (i, j) in [-1, 1]), got shape {action.shape}.")
+            raise ValueError(
+                f"Expected an action of shape (2,) (normalised (i, j) in [-1, 1]), got shape {action.shape}."
+            )
         result = self.sim.step(torch.as_tensor(action[None], device=self.device))
         terminated = bool(result.terminated[0])
         info = {key: value[0].cpu().numpy() for key, value in result.info.items()}

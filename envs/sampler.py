@@ -99,9 +99,7 @@ class Sampler:
         # grid_sample wants (x, y) = (column, row), normalised with align_corners=True.
         scale = coords.new_tensor([2.0 / (height - 1), 2.0 / (width - 1)])
         grid = (coords * scale - 1.0).flip(-1).view(-1, 1, 1, 2)
-        values = F.grid_sample(
-            images.unsqueeze(1), grid, mode=mode, padding_mode="zeros", align_corners=True
-        )
+        values = F.grid_sample(images.unsqueeze(1), grid, mode=mode, padding_mode="zeros", align_corners=True)
         return values.view(-1)
 
     def _gaussian(self, images: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
@@ -115,7 +113,7 @@ class Sampler:
         rows = torch.arange(height, device=images.device, dtype=images.dtype)
         cols = torch.arange(width, device=images.device, dtype=images.dtype)
         # Weights are cut to exactly 0 beyond 7.7 sigma (exponent < -30, weight < 1e-13): further out
-        # float32 goes denormal, and denormal arithmetic made training steps ~100x slower on the CPU.
+        # float32 goes denormal, and denormal arithmetic is very slow on the CPU.
         w_i = self._weights(rows[None, :] - coords[:, :1]) * norm  # (B, H)
         w_j = self._weights(cols[None, :] - coords[:, 1:]) * norm  # (B, W)
         return torch.einsum("bp,bpq,bq->b", w_i, images, w_j)

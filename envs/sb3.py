@@ -147,7 +147,10 @@ class MnistGlimpseSB3VecEnv(VecEnv):
         return [False for _ in self._get_indices(indices)]  # no Gymnasium wrappers inside
 
     def get_images(self) -> Sequence[np.ndarray | None]:
-        warnings.warn("MnistGlimpseSB3VecEnv does not render; render single episodes with gymnasium.make('MnistGlimpse-v0', render_mode='rgb_array').")
+        warnings.warn(
+            "MnistGlimpseSB3VecEnv does not render; render single episodes with gymnasium.make('MnistGlimpse-v0', render_mode='rgb_array').",
+            stacklevel=2,
+        )
         return [None for _ in range(self.num_envs)]
 
     # --- helpers ---------------------------------------------------------------------------------------

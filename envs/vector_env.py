@@ -92,7 +92,15 @@ class MnistGlimpseVectorEnv(VectorEnv):
         self.array_type = array_type
         self.render_mode = None
         self.sim = build_simulator(
-            self.num_envs, max_glimpses, split, sampler, reward, perception, learn_perception, perception_lr, self.device
+            self.num_envs,
+            max_glimpses,
+            split,
+            sampler,
+            reward,
+            perception,
+            learn_perception,
+            perception_lr,
+            self.device,
         )
         self.max_glimpses = self.sim.max_glimpses
         self.single_action_space = action_space()

@@ -111,7 +111,10 @@ class Method:
         script, out_file, extra = TRAINERS[self.trainer]
         command = ["python", script, *self.flags, *extra]
         if self.warm_start:
-            command += ["--init-from", str(Path(folder).parent.parent / self.warm_start / f"seed{seed}" / "checkpoint.pt")]
+            command += [
+                "--init-from",
+                str(Path(folder).parent.parent / self.warm_start / f"seed{seed}" / "checkpoint.pt"),
+            ]
         return [*command, "--seed", str(seed), "--out", str(Path(folder) / out_file if out_file else folder)]
 
 
@@ -122,10 +125,15 @@ METHODS: dict[str, Method] = {
     "random-glimpses": Method("pretrain", ("--steps", "3000"), headline=True),
     "fixed-sequence-15ep": Method("differentiable", ("--preset", "fixed-sequence"), headline=True),
     "differentiable-15ep": Method("differentiable", ("--preset", "continuous"), headline=True),
-    "differentiable-best": Method("differentiable", ("--preset", "best"), headline=True, tiny=("--pretrain-steps", "20")),
-    "reinforce-joint-15M": Method("reinforce", ("--core-training", "joint", "--total-steps", "15000000"), headline=True),
-    "ppo-joint-from-fixed-15M": Method("ppo", ("--core-training", "joint", "--total-steps", "15000000"),
-                                       warm_start="fixed-sequence", headline=True),
+    "differentiable-best": Method(
+        "differentiable", ("--preset", "best"), headline=True, tiny=("--pretrain-steps", "20")
+    ),
+    "reinforce-joint-15M": Method(
+        "reinforce", ("--core-training", "joint", "--total-steps", "15000000"), headline=True
+    ),
+    "ppo-joint-from-fixed-15M": Method(
+        "ppo", ("--core-training", "joint", "--total-steps", "15000000"), warm_start="fixed-sequence", headline=True
+    ),
     "fixed-sequence": Method("differentiable", ("--preset", "fixed-sequence", "--epochs", "5")),
     "differentiable-argmin": Method("differentiable", ("--preset", "argmin", "--epochs", "5")),
     "differentiable-second": Method("differentiable", ("--preset", "second", "--epochs", "5")),
@@ -137,8 +145,9 @@ METHODS: dict[str, Method] = {
     "reinforce-joint": Method("reinforce", ("--core-training", "joint", "--total-steps", "5000000")),
     "ppo-frozen": Method("ppo", ("--core-training", "frozen", "--total-steps", "5000000")),
     "ppo-joint": Method("ppo", ("--core-training", "joint", "--total-steps", "5000000")),
-    "ppo-joint-from-fixed": Method("ppo", ("--core-training", "joint", "--total-steps", "5000000"),
-                                   warm_start="fixed-sequence"),
+    "ppo-joint-from-fixed": Method(
+        "ppo", ("--core-training", "joint", "--total-steps", "5000000"), warm_start="fixed-sequence"
+    ),
 }
 
 
@@ -187,7 +196,9 @@ def run_training(command: Sequence[str], env: dict[str, str], folder: str, after
     with open(log, "w") as handle:
         handle.write("$ " + " ".join(command) + "\n")
         handle.flush()
-        code = subprocess.run([sys.executable, *command[1:]], cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT).returncode
+        code = subprocess.run(
+            [sys.executable, *command[1:]], cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT
+        ).returncode
     metrics_path = run / "metrics.json"
     if code != 0 or not metrics_path.is_file():
         tail = "\n".join(log.read_text(errors="replace").replace("\r", "\n").strip().splitlines()[-5:])
@@ -248,7 +259,9 @@ def launch(args: Args, methods: list[str], out: Path) -> list[tuple[str, int, st
         spec = METHODS[method]
         command = spec.command(seed, folder.resolve())
         command += [*SCALES[scale][spec.trainer], *(spec.tiny if scale == "tiny" else ())] if scale else []
-        command += ["--device", args.device] + (["--torch-threads", str(args.torch_threads)] if spec.trainer != "pretrain" else [])
+        command += ["--device", args.device] + (
+            ["--torch-threads", str(args.torch_threads)] if spec.trainer != "pretrain" else []
+        )
         after = refs.get((spec.warm_start, seed))
         refs[(method, seed)] = task.remote(command, env, str(folder.resolve()), after)
     started, names = time.time(), {ref: key for key, ref in refs.items()}
@@ -263,8 +276,10 @@ def launch(args: Args, methods: list[str], out: Path) -> list[tuple[str, int, st
         else:
             accuracy = json.loads((out / method / f"seed{seed}" / "metrics.json").read_text())["test_accuracy"]
             figures = " / ".join(f"{100 * v:.1f}" for v in accuracy.values())
-            print(f"{stamp}: trained in {result['seconds']:.0f} s; test accuracy at {'/'.join(accuracy)} glimpses: {figures} %",
-                  flush=True)
+            print(
+                f"{stamp}: trained in {result['seconds']:.0f} s; test accuracy at {'/'.join(accuracy)} glimpses: {figures} %",
+                flush=True,
+            )
     ray.shutdown()
     return outcomes
 
@@ -304,7 +319,9 @@ def table_row(method: str, runs: Sequence[dict[str, Any]]) -> dict[str, str]:
     """One formatted row: accuracy mean ± std over the runs at each budget, mean train time and steps."""
     row = {"method": method}
     for budget in BUDGETS:
-        row[str(budget)] = format_mean_std([r["test_accuracy"][str(budget)] for r in runs if str(budget) in r["test_accuracy"]])
+        row[str(budget)] = format_mean_std(
+            [r["test_accuracy"][str(budget)] for r in runs if str(budget) in r["test_accuracy"]]
+        )
     seconds = [float(r["train_seconds"]) for r in runs if r.get("train_seconds") is not None]
     steps = [float(r["env_steps"]) for r in runs if r.get("env_steps")]
     row["train_seconds"] = f"{sum(seconds) / len(seconds):.0f} s" if seconds else "—"
@@ -323,7 +340,9 @@ def gdfs_row() -> dict[str, str]:
     return row
 
 
-def markdown_table(rows: Sequence[dict[str, str]], columns: Sequence[str] = ("train_seconds", "env_steps", "device", "seeds")) -> str:
+def markdown_table(
+    rows: Sequence[dict[str, str]], columns: Sequence[str] = ("train_seconds", "env_steps", "device", "seeds")
+) -> str:
     names = {"train_seconds": "train time (mean)", "env_steps": "env steps", "device": "device", "seeds": "seeds"}
     header = ["method", *[f"{b} glimpse{'s' if b > 1 else ''}" for b in BUDGETS], *[names[c] for c in columns]]
     keys = ["method", *[str(b) for b in BUDGETS], *columns]
@@ -333,8 +352,11 @@ def markdown_table(rows: Sequence[dict[str, str]], columns: Sequence[str] = ("tr
 
 def _commands(methods: Sequence[str], where: str) -> str:
     """Each method's command: the comparison's, and the training command it runs for seed K."""
-    return "\n".join(f"- `{m}`: `python experiments/compare.py --methods {m}` runs "
-                     f"`{' '.join(METHODS[m].command('K', f'{where}/{m}/seedK'))}`" for m in methods)
+    return "\n".join(
+        f"- `{m}`: `python experiments/compare.py --methods {m}` runs "
+        f"`{' '.join(METHODS[m].command('K', f'{where}/{m}/seedK'))}`"
+        for m in methods
+    )
 
 
 def results_doc(runs: dict[str, list[dict[str, Any]]], out: Path) -> str:
@@ -379,7 +401,11 @@ def readme_table(runs: dict[str, list[dict[str, Any]]]) -> str:
     header = "| agent | " + " | ".join(str(b) for b in BUDGETS) + " | seeds | reproduce |"
     lines = [header, "|---|" + "--:|" * len(BUDGETS) + "--:|---|"]
     for row in [*rows, gdfs]:
-        lines.append(f"| {row['method']} | " + " | ".join(row[str(b)] for b in BUDGETS) + f" | {row['seeds']} | {row['command']} |")
+        lines.append(
+            f"| {row['method']} | "
+            + " | ".join(row[str(b)] for b in BUDGETS)
+            + f" | {row['seeds']} | {row['command']} |"
+        )
     return "\n".join(lines)
 
 
@@ -426,7 +452,11 @@ def plot_accuracy(runs: dict[str, list[dict[str, Any]]], methods: Sequence[str],
 
 @torch.no_grad()
 def glimpse_density(
-    policy: GlimpsePolicy, core: PerceptionCore, images: torch.Tensor, labels: torch.Tensor, glimpses: int,
+    policy: GlimpsePolicy,
+    core: PerceptionCore,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    glimpses: int,
     batch_size: int = 2500,
 ) -> torch.Tensor:
     """Glimpse counts ``(10, 28, 28)`` (int64): entry ``[c, i, j]`` counts the glimpses, over all
@@ -443,7 +473,9 @@ def glimpse_density(
     return counts.view(NUM_CLASSES, IMAGE_SIZE, IMAGE_SIZE).cpu()
 
 
-def plot_where_they_look(densities: dict[str, torch.Tensor], class_means: torch.Tensor, path: Path, title: str = "") -> None:
+def plot_where_they_look(
+    densities: dict[str, torch.Tensor], class_means: torch.Tensor, path: Path, title: str = ""
+) -> None:
     """One row per method, one column per digit: the fraction of that class's glimpses at each pixel
     (square-root colour scale shared within a row), the class's mean digit outlined in cyan."""
     rows = len(densities)
@@ -460,8 +492,9 @@ def plot_where_they_look(densities: dict[str, torch.Tensor], class_means: torch.
             if r == 0:
                 axis.set_title(str(c), fontsize=11)
         axes[r, 0].set_ylabel(method, fontsize=8, rotation=0, ha="right", va="center")
-    figure.suptitle(title or "where they look: share of glimpses per pixel, by digit class (sqrt colour scale per row)",
-                    fontsize=10)
+    figure.suptitle(
+        title or "where they look: share of glimpses per pixel, by digit class (sqrt colour scale per row)", fontsize=10
+    )
     figure.tight_layout(rect=(0.0, 0.0, 1.0, 1.0 - 0.35 / (1.5 * rows + 0.6)))
     figure.savefig(path, dpi=90)
     plt.close(figure)
@@ -473,7 +506,9 @@ def draw_where_they_look(methods: Sequence[str], seed: int, out: Path, path: Pat
     from envs.data import load_mnist
 
     test = load_mnist("test", resolve_device(device))
-    class_means = torch.stack([test.images[test.labels == c].float().mean(dim=0) / 255.0 for c in range(NUM_CLASSES)]).cpu()
+    class_means = torch.stack(
+        [test.images[test.labels == c].float().mean(dim=0) / 255.0 for c in range(NUM_CLASSES)]
+    ).cpu()
     densities = {}
     for method in methods:
         checkpoint = out / method / f"seed{seed}" / "checkpoint.pt"
@@ -484,8 +519,13 @@ def draw_where_they_look(methods: Sequence[str], seed: int, out: Path, path: Pat
         torch.manual_seed(seed)  # the random-glimpses policy draws from torch's global generator
         densities[method] = glimpse_density(policy, core, test.images, test.labels, saved["glimpses"])
     if densities:
-        plot_where_they_look(densities, class_means, path, title=f"where they look (seed {seed}): share of each digit's "
-                             "glimpses per pixel (sqrt colour scale per row; cyan: mean digit)")
+        plot_where_they_look(
+            densities,
+            class_means,
+            path,
+            title=f"where they look (seed {seed}): share of each digit's "
+            "glimpses per pixel (sqrt colour scale per row; cyan: mean digit)",
+        )
         print(f"wrote {path}")
 
 
@@ -501,11 +541,15 @@ def main(args: Args) -> list[tuple[str, int, str]]:
         raise SystemExit(f"--jobs and --torch-threads must be >= 1, got {args.jobs} and {args.torch_threads}")
     out, doc = (REPO / args.out).resolve(), (REPO / args.doc).resolve()
     if (args.tiny or args.gpu) and out == RUNS.resolve():
-        raise SystemExit("--tiny and --gpu runs are not the results folder's budgets: pass --out DIR and --doc FILE elsewhere")
+        raise SystemExit(
+            "--tiny and --gpu runs are not the results folder's budgets: pass --out DIR and --doc FILE elsewhere"
+        )
     methods = with_warm_starts(args.methods)
-    print(f"compare: {len(methods)} methods x {len(args.seeds)} seeds as Ray tasks "
-          f"({'cluster ' + args.address if args.address else f'local, {args.jobs} at a time'}, "
-          f"{args.torch_threads} thread(s) each); runs in {out}")
+    print(
+        f"compare: {len(methods)} methods x {len(args.seeds)} seeds as Ray tasks "
+        f"({'cluster ' + args.address if args.address else f'local, {args.jobs} at a time'}, "
+        f"{args.torch_threads} thread(s) each); runs in {out}"
+    )
     outcomes = launch(args, methods, out)
 
     runs = finished_runs(out)
@@ -525,8 +569,10 @@ def main(args: Args) -> list[tuple[str, int, str]]:
         draw_where_they_look(methods, args.seeds[0], out, where, args.device)
     failed = [f"{m} seed {s}" for m, s, status in outcomes if status == "failed"]
     print(markdown_table([*[table_row(m, runs[m]) for m in methods if m in runs], gdfs_row()]))
-    print(f"\nwrote {', '.join(os.path.relpath(p, Path.cwd()) for p in written)}"
-          + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+    print(
+        f"\nwrote {', '.join(os.path.relpath(p, Path.cwd()) for p in written)}"
+        + (f"; FAILED: {', '.join(failed)}" if failed else "")
+    )
     return outcomes
 
 

@@ -21,10 +21,13 @@ Models:
 The gap between the MLP and the cores at 25 glimpses is what the soft histogram loses on these
 pixels: a policy chooses which pixels are read, not how the core reads them.
 
-    python benchmarks/core_capacity.py                                  # about 4 minutes on 1 CPU core
-    python benchmarks/core_capacity.py --cores 16x32 --epochs 6
-    python benchmarks/core_capacity.py --cores 32x4 16x32 --encodings plain fourier
-    python benchmarks/core_capacity.py --agent runs/differentiable/checkpoint.pt --cores 32x4
+    python experiments/core_capacity.py
+    python experiments/core_capacity.py --cores 16x32 --epochs 6
+    python experiments/core_capacity.py --cores 32x4 16x32 --encodings plain fourier
+    python experiments/core_capacity.py --agent runs/differentiable/checkpoint.pt --cores 32x4
+
+The results: docs/studies/core-on-fixed-pixels.md for the grid and docs/studies/pixels-vs-core.md for
+agents' pixels (``core_on_fixed_pixels.json`` and ``pixels_vs_core.json`` in experiments/results/studies/).
 """
 
 from __future__ import annotations
@@ -152,8 +155,13 @@ def main(args: Args) -> None:
         print(f"| agent's own core | {100 * own[5]:.1f} | {100 * own[10]:.1f} | {100 * own[25]:.1f} | |")
         start = time.time()
         mlp = {
-            t: train_mlp(args, masked_images(coords[:, :t], x[:, :t]), train.labels,
-                         masked_images(coords_test[:, :t], x_test[:, :t]), test.labels)
+            t: train_mlp(
+                args,
+                masked_images(coords[:, :t], x[:, :t]),
+                train.labels,
+                masked_images(coords_test[:, :t], x_test[:, :t]),
+                test.labels,
+            )
             for t in (5, 10, 25)
         }
     cells = " | ".join(f"{100 * mlp[t]:.1f}" if t in mlp else "" for t in (5, 10, 25))
@@ -163,7 +171,10 @@ def main(args: Args) -> None:
             start = time.time()
             acc = train_core(args, size, encoding, coords, x, train.labels, coords_test, x_test, test.labels)
             name = f"core {size}" + ("" if encoding == "plain" else f" {encoding}")
-            print(f"| {name} | {100 * acc[5]:.1f} | {100 * acc[10]:.1f} | {100 * acc[25]:.1f} | {time.time() - start:.0f} |", flush=True)
+            print(
+                f"| {name} | {100 * acc[5]:.1f} | {100 * acc[10]:.1f} | {100 * acc[25]:.1f} | {time.time() - start:.0f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
-# The README's GPU figures in one run (about 5 minutes on one H200; needs gymnasium, SB3, tyro):
-#   bash benchmarks/gpu_run.sh OUT_DIR
+# The GPU measurements in one run (needs gymnasium, SB3, tyro), discussed in docs/studies/gpu-training.md
+# and docs/studies/env-throughput.md; recorded runs are experiments/results/speed/env_throughput_cuda_h200.json,
+# experiments/results/studies/sb3_vec_env_cuda_h200.json and experiments/results/studies/differentiable_gpu_h200.json.
+#   bash experiments/gpu_run.sh OUT_DIR
 # 1. alone on the machine: env throughput (batched env on CUDA against SyncVectorEnv on CPU, measured
 #    in this run) and the SB3 adapter on CUDA;
 # 2. the CUDA tests (pytest -k cuda);
 # 3. side by side on the one GPU, TRAIN_SECONDS of wall clock each, batch 1024: the differentiable
 #    agent with the packaged-size core, with the 16x32 scratch core, and the fixed-sequence baseline.
-# A second set (batch 256, 240 s, 7 runs side by side) is the GRID=1 part; its figures are in
-# benchmarks/results/differentiable_gpu_h200.json.
+# A second set (batch 256, 240 s each, 7 runs side by side) is the GRID=1 part; its results are in
+# experiments/results/studies/differentiable_gpu_h200.json.
 # LEARNED=1 runs only the learned-encoding set instead (8 runs side by side, batch 256, TRAIN_SECONDS
 # of dual-optimizer training each, then the read-out epoch): 32x4 and 64x4 scratch cores with
 # encoding "learned" (seeds 0, 1, 2), the default agent and a learned-encoding fixed sequence.
 set -u
-OUT=${1:?usage: bash benchmarks/gpu_run.sh OUT_DIR}
+OUT=${1:?usage: bash experiments/gpu_run.sh OUT_DIR}
 TRAIN_SECONDS=${TRAIN_SECONDS:-140}
 mkdir -p "$OUT/runs"
 export PYTHONUNBUFFERED=1 TQDM_DISABLE=1 OMP_NUM_THREADS=2
@@ -35,7 +37,7 @@ if [ "${LEARNED:-0}" = 1 ]; then
     train "label-learned64x4-s$seed" "${budget[@]}" "${learned[@]}" --channels 64 --seed "$seed"
   done
   train label-default-s0 "${budget[@]}"
-  train fixed-learned32x4-s0 "${budget[@]}" "${learned[@]}" --policy fixed
+  train fixed-learned32x4-s0 "${budget[@]}" "${learned[@]}" --preset fixed-sequence
   wait
   summary
   exit 0
@@ -49,15 +51,15 @@ timeout 90 python benchmarks/sb3_vec_env.py --device cuda --num-envs 256 --secon
 fast=(--max-train-seconds "$TRAIN_SECONDS" --batch-size 1024 --perception-lr 3e-3 --attention-lr 3e-3)
 train label-bs1024 "${fast[@]}"
 train label-16x32-bs1024 "${fast[@]}" --core scratch --channels 16 --n-bins 32
-train fixed-bs1024 "${fast[@]}" --policy fixed
+train fixed-bs1024 "${fast[@]}" --preset fixed-sequence
 if [ "${GRID:-0}" = 1 ]; then
   grid=(--max-train-seconds 240)
   big=(--core scratch --channels 16 --n-bins 32 --perception-lr 3e-3)
   for seed in 0 1 2; do train "label-16x32-s$seed" "${grid[@]}" "${big[@]}" --seed "$seed"; done
-  train fixed-16x32-s0 "${grid[@]}" "${big[@]}" --policy fixed
+  train fixed-16x32-s0 "${grid[@]}" "${big[@]}" --preset fixed-sequence
   train label-packaged-s0 "${grid[@]}"
   train label-64x16-s0 "${grid[@]}" --core scratch --channels 64 --n-bins 16 --perception-lr 3e-3
-  train argmin-16x32-s0 "${grid[@]}" "${big[@]}" --attention-target argmin
+  train argmin-16x32-s0 "${grid[@]}" "${big[@]}" --preset argmin
 fi
 timeout 150 python -m pytest -q -p no:cacheprovider -k cuda > "$OUT/tests.log" 2>&1
 wait

@@ -27,8 +27,10 @@ Run it::
 
     python experiments/oracle.py --pixels 406 409                 # flat row-major indices (i * 28 + j)
     python experiments/oracle.py --pixels 14,14 14,17 --levels 4  # (i, j) pairs, 4 grey-level bins
-    python experiments/oracle.py --search 1                       # best single pixel (a second or so)
-    python experiments/oracle.py --search 2 --json runs/oracle/pair.json   # best pair (~1-2 min on one CPU core)
+    python experiments/oracle.py --search 1                       # best single pixel
+    python experiments/oracle.py --search 2 --json runs/oracle/pair.json   # best pair
+
+The results: docs/studies/oracle-pairs.md (``experiments/results/studies/oracle_pairs.json``).
 """
 
 from __future__ import annotations
@@ -36,9 +38,10 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -94,7 +97,9 @@ def check_positions(positions: Sequence[int], num_pixels: int = NUM_PIXELS) -> l
         raise ValueError("No pixel positions given; pass at least one, e.g. --pixels 406 or --pixels 14,14.")
     for p in positions:
         if isinstance(p, bool) or not isinstance(p, (int, np.integer)):
-            raise ValueError(f"Pixel position {p!r} is not an integer; pass a flat index like 406 or a pair like 14,14.")
+            raise ValueError(
+                f"Pixel position {p!r} is not an integer; pass a flat index like 406 or a pair like 14,14."
+            )
         if not 0 <= p < num_pixels:
             side = int(round(num_pixels**0.5))
             pair_hint = f" or an (i, j) pair with 0 <= i, j < {side}" if side * side == num_pixels else ""
@@ -156,7 +161,9 @@ def quantise(images: torch.Tensor, levels: int) -> torch.Tensor:
     """
     levels = check_levels(levels)
     if images.dtype != torch.uint8:
-        raise ValueError(f"images must be uint8 grey levels 0..255, got dtype {images.dtype}; pass load_mnist(...).images.")
+        raise ValueError(
+            f"images must be uint8 grey levels 0..255, got dtype {images.dtype}; pass load_mnist(...).images."
+        )
     flat = images.reshape(images.shape[0], -1)
     if levels == GREY_LEVELS:
         return flat
@@ -241,7 +248,9 @@ class LookupTable:
         }
 
 
-def fit_table(images: torch.Tensor, labels: torch.Tensor, positions: Sequence[int], levels: int = GREY_LEVELS) -> LookupTable:
+def fit_table(
+    images: torch.Tensor, labels: torch.Tensor, positions: Sequence[int], levels: int = GREY_LEVELS
+) -> LookupTable:
     """Count the class histogram of every code of ``positions`` on ``(images, labels)``.
 
     One ``torch.bincount`` over ``row * 10 + label``, where ``row`` numbers the distinct codes.
@@ -268,8 +277,9 @@ def fit_table(images: torch.Tensor, labels: torch.Tensor, positions: Sequence[in
 # --------------------------------------------------------------------------------------------------
 
 
-def _dense_correct(q: torch.Tensor, labels: torch.Tensor, tuples: torch.Tensor, levels: int,
-                   chunk_elements: int = DENSE_CHUNK_ELEMENTS) -> torch.Tensor:
+def _dense_correct(
+    q: torch.Tensor, labels: torch.Tensor, tuples: torch.Tensor, levels: int, chunk_elements: int = DENSE_CHUNK_ELEMENTS
+) -> torch.Tensor:
     """In-sample correct count of every row of ``tuples`` (``(T, K)`` positions), by dense counting.
 
     Chunks of ``C`` tuples are counted with one ``torch.bincount`` over the flattened index
@@ -313,8 +323,16 @@ def _marginal(q: torch.Tensor, labels: torch.Tensor, levels: int, chunk_pixels: 
     return torch.cat(parts).view(num_pixels, levels, NUM_CLASSES)
 
 
-def _sparse_pair_row(q: torch.Tensor, labels: torch.Tensor, a: int, levels: int, marginal: torch.Tensor,
-                     best_marginal: torch.Tensor, on_counts: torch.Tensor, class_counts: torch.Tensor) -> torch.Tensor:
+def _sparse_pair_row(
+    q: torch.Tensor,
+    labels: torch.Tensor,
+    a: int,
+    levels: int,
+    marginal: torch.Tensor,
+    best_marginal: torch.Tensor,
+    on_counts: torch.Tensor,
+    class_counts: torch.Tensor,
+) -> torch.Tensor:
     """In-sample correct counts of the pairs ``(a, b)``, ``b = a+1 .. P-1`` (see :func:`pair_correct`).
 
     Work is proportional to the (image, b) incidences where both pixels are off bin 0 ("on"). The
@@ -338,7 +356,7 @@ def _sparse_pair_row(q: torch.Tensor, labels: torch.Tensor, a: int, levels: int,
     if on_a.numel() and width:
         sub = q[on_a, a + 1 :]
         row, r = torch.nonzero(sub, as_tuple=True)
-        # int32 keys sort ~1.5x faster; int64 when the key space needs it
+        # int32 keys sort faster than int64; int64 when the key space needs it
         dtype = torch.int32 if width * levels * levels * NUM_CLASSES < 2**31 else torch.int64
         va = q[on_a, a].to(dtype)[row]
         vb = sub[row, r].to(dtype)
@@ -373,8 +391,9 @@ def _sparse_pair_row(q: torch.Tensor, labels: torch.Tensor, a: int, levels: int,
     return both_on + a_only + b_only + neither.amax(dim=1)
 
 
-def pair_correct(images: torch.Tensor, labels: torch.Tensor, levels: int = GREY_LEVELS,
-                 method: str = "sparse", progress: Any = None) -> torch.Tensor:
+def pair_correct(
+    images: torch.Tensor, labels: torch.Tensor, levels: int = GREY_LEVELS, method: str = "sparse", progress: Any = None
+) -> torch.Tensor:
     """``int64 (P, P)``: in-sample correct count of the lookup table of every pair ``(a, b)``,
     ``a < b``, in the upper triangle; ``-1`` on and below the diagonal.
 
@@ -385,13 +404,12 @@ def pair_correct(images: torch.Tensor, labels: torch.Tensor, levels: int = GREY_
       flattened ``(b, qa, qb, label)`` key) and recovers the other three cases (``a`` on / ``b`` off,
       etc.) by subtracting from per-pixel marginal histograms (see :func:`_sparse_pair_row`). Work
       ~ sum over images of (on-pixels choose 2): 7.2e8 on MNIST train at 256 levels, 3.6e8 at 2
-      levels. Measured on one shared CPU core: ~75 s (train, 256 levels), ~25-40 s (train, 2-16
-      levels), ~15 s (test, 256 levels). Exact on any data, but only fast on sparse data.
+      levels. Exact on any data, but only fast on sparse data.
     * ``"dense"``: chunks of pairs counted with one ``bincount`` over a flattened
       ``(pair, code, label)`` index (memory bounded by :data:`DENSE_CHUNK_ELEMENTS`). Touches all
       ``N * P(P-1)/2`` (image, pair) incidences, 1.8e10 on MNIST train, plus ``levels**2 * 10``
-      counts per pair: extrapolated ~12 min (2-4 levels) to ~25 min (256 levels) on one core.
-      Simple, kept as the reference the sparse method is tested against, and a fit for GPUs.
+      counts per pair: far slower than ``"sparse"`` on a CPU. Simple, kept as the reference the
+      sparse method is tested against, and a fit for GPUs.
 
     :param progress: optional callable ``progress(done_rows, total_rows)`` (sparse only).
     """
@@ -434,8 +452,15 @@ def rank(scores: torch.Tensor, k: int, top: int) -> list[tuple[tuple[int, ...], 
     return [((int(a[i]), int(b[i])), int(flat[i])) for i in order]
 
 
-def search(images: torch.Tensor, labels: torch.Tensor, k: int, levels: int = GREY_LEVELS, top: int = 5,
-           method: str = "sparse", progress: Any = None) -> list[tuple[tuple[int, ...], int]]:
+def search(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    k: int,
+    levels: int = GREY_LEVELS,
+    top: int = 5,
+    method: str = "sparse",
+    progress: Any = None,
+) -> list[tuple[tuple[int, ...], int]]:
     """Exhaustive search for the ``k`` positions (1 or 2) with the most in-sample correct images."""
     k = check_search_size(k)
     levels = check_levels(levels)
@@ -467,8 +492,13 @@ def fit_and_heldout(fit: str, device: torch.device | str = "cpu"):
     return fitting.images, fitting.labels, heldout.images, heldout.labels, other
 
 
-def describe(table: LookupTable, fit_images: torch.Tensor, fit_labels: torch.Tensor,
-             heldout_images: torch.Tensor | None, heldout_labels: torch.Tensor | None) -> dict[str, Any]:
+def describe(
+    table: LookupTable,
+    fit_images: torch.Tensor,
+    fit_labels: torch.Tensor,
+    heldout_images: torch.Tensor | None,
+    heldout_labels: torch.Tensor | None,
+) -> dict[str, Any]:
     """One result entry: positions, codes seen, in-sample and held-out counts and accuracies."""
     fit_size = int(fit_labels.shape[0])
     entry: dict[str, Any] = {
@@ -491,9 +521,16 @@ def describe(table: LookupTable, fit_images: torch.Tensor, fit_labels: torch.Ten
     return entry
 
 
-def oracle_report(pixels: Sequence[int] | None = None, search_k: int | None = None, levels: int = GREY_LEVELS,
-                  fit: str = "train", top: int = 5, method: str = "sparse", device: torch.device | str = "cpu",
-                  progress: Any = None) -> dict[str, Any]:
+def oracle_report(
+    pixels: Sequence[int] | None = None,
+    search_k: int | None = None,
+    levels: int = GREY_LEVELS,
+    fit: str = "train",
+    top: int = 5,
+    method: str = "sparse",
+    device: torch.device | str = "cpu",
+    progress: Any = None,
+) -> dict[str, Any]:
     """Fit (and, with ``search_k``, first search for) lookup tables and report their accuracies.
 
     Exactly one of ``pixels`` (flat indices) and ``search_k`` (1 or 2) must be given.
@@ -527,11 +564,14 @@ def oracle_report(pixels: Sequence[int] | None = None, search_k: int | None = No
         candidates = [positions for positions, _ in found]
     results = []
     for rank_, positions in enumerate(candidates, start=1):
-        entry = describe(fit_table(fit_images, fit_labels, positions, levels), fit_images, fit_labels,
-                         heldout_images, heldout_labels)
+        entry = describe(
+            fit_table(fit_images, fit_labels, positions, levels), fit_images, fit_labels, heldout_images, heldout_labels
+        )
         if search_k is not None and entry["in_sample_correct"] != found[rank_ - 1][1]:
-            raise RuntimeError(f"search counted {found[rank_ - 1][1]} correct for {positions}, the table "
-                               f"{entry['in_sample_correct']}: a bug in experiments/oracle.py's search")
+            raise RuntimeError(
+                f"search counted {found[rank_ - 1][1]} correct for {positions}, the table "
+                f"{entry['in_sample_correct']}: a bug in experiments/oracle.py's search"
+            )
         results.append({"rank": rank_, **entry} if search_k is not None else entry)
     report["results"] = results
     return report
@@ -544,14 +584,15 @@ def format_summary(report: dict[str, Any]) -> str:
     lines = []
     what = f"best {report['search']} position(s) by exhaustive search" if report["search"] else "given pixels"
     lines.append(
-        f"Lookup-table oracle, {what}; levels={report['levels']}; fitted on {fit_name} "
-        f"({report['fit_size']:,} images)"
+        f"Lookup-table oracle, {what}; levels={report['levels']}; fitted on {fit_name} ({report['fit_size']:,} images)"
     )
     if heldout is None:
         lines.append("held-out: not defined for --fit all (every image is in the fitting set): in-sample only")
     else:
-        lines.append(f"held-out: {heldout} ({report['heldout_size']:,} images); unseen codes predict class "
-                     f"{report['results'][0]['fallback_class']} (majority of {fit_name})")
+        lines.append(
+            f"held-out: {heldout} ({report['heldout_size']:,} images); unseen codes predict class "
+            f"{report['results'][0]['fallback_class']} (majority of {fit_name})"
+        )
     if report.get("search_seconds") is not None:
         lines.append(f"search: {report['search_seconds']:.1f} s on {report['device']} ({report['method']} counting)")
     header = f"{'rank':>4}  {'pixels':<12} {'(i, j)':<20} {'codes':>6}  {'in-sample':>18}"
@@ -561,8 +602,10 @@ def format_summary(report: dict[str, Any]) -> str:
     for i, entry in enumerate(report["results"], start=1):
         pixels = " ".join(str(p) for p in entry["pixels"])
         ij = " ".join(f"({a},{b})" for a, b in entry["ij"])
-        line = (f"{entry.get('rank', i):>4}  {pixels:<12} {ij:<20} {entry['codes_seen']:>6}  "
-                f"{entry['in_sample_correct']:>7,} ({entry['in_sample_accuracy']:7.2%})")
+        line = (
+            f"{entry.get('rank', i):>4}  {pixels:<12} {ij:<20} {entry['codes_seen']:>6}  "
+            f"{entry['in_sample_correct']:>7,} ({entry['in_sample_accuracy']:7.2%})"
+        )
         if heldout is not None:
             line += f"  {entry['heldout_correct']:>7,} ({entry['heldout_accuracy']:7.2%})  {entry['heldout_unseen_codes']:>6}"
         lines.append(line)
@@ -587,8 +630,8 @@ class Args:
     top: int = 5
     """with --search: how many of the best positions to report"""
     method: Literal["sparse", "dense"] = "sparse"
-    """pair-search counting, both exact: sparse skips background pixels (~75 s on train at 256 levels, one core);
-    dense counts every (image, pair) (~12-25 min on one core; a reference, or for a GPU)"""
+    """pair-search counting, both exact: sparse skips background pixels (fast on a CPU); dense counts
+    every (image, pair) (much slower on a CPU; a reference, or for a GPU)"""
     device: str = "auto"
     """cpu, cuda or auto"""
     json: str | None = None

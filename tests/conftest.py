@@ -1,8 +1,8 @@
 """Shared fixtures for the ``envs`` test suite.
 
 Tests never depend on the weights of the packaged perception core (``envs/pretrained/perception.pt``
-is retrained from time to time): they build their own :class:`PerceptionCore` from a fixed torch
-seed, and use the packaged one only for relative checks.
+can be regenerated with other weights): they build their own :class:`PerceptionCore` from a fixed
+torch seed, and use the packaged one only for relative checks.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from envs.perception import PerceptionConfig, PerceptionCore
+
 
 def _make_core(seed: int = 0, config: PerceptionConfig | None = None, device: str = "cpu") -> PerceptionCore:
     """A freshly initialised core, deterministic in ``seed``; leaves torch's global RNG untouched."""

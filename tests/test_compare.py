@@ -32,8 +32,15 @@ def test_format_mean_std():
 
 def test_tables_come_from_the_runs_metrics(tmp_path):
     write_run(tmp_path, "ppo-joint", 0, TABLE, train_seconds=100.0, env_steps=1_000_000, device="cpu")
-    write_run(tmp_path, "ppo-joint", 1, {k: v + 0.02 for k, v in TABLE.items()}, train_seconds=120.0,
-              env_steps=1_000_000, device="cpu")
+    write_run(
+        tmp_path,
+        "ppo-joint",
+        1,
+        {k: v + 0.02 for k, v in TABLE.items()},
+        train_seconds=120.0,
+        env_steps=1_000_000,
+        device="cpu",
+    )
     write_run(tmp_path, "differentiable-best", 0, TABLE, train_seconds=30.0, device="cuda")
     write_run(tmp_path, "not-a-method", 0, TABLE)
     (tmp_path / "fixed-sequence" / "seed0").mkdir(parents=True)  # unfinished: no metrics.json
@@ -53,8 +60,9 @@ def test_tables_come_from_the_runs_metrics(tmp_path):
     assert f"| {compare.GDFS_LABEL} | — | — | ~69 | ~87 | ~95.5–96 |" in headline
     assert "`python train/differentiable.py --preset best --seed K --out " in headline  # each row's command
 
-    readme = compare.replace_between_markers("top\n<!-- results-table:start -->\nold\n<!-- results-table:end -->\nend\n",
-                                             compare.readme_table(runs))
+    readme = compare.replace_between_markers(
+        "top\n<!-- results-table:start -->\nold\n<!-- results-table:end -->\nend\n", compare.readme_table(runs)
+    )
     assert readme.startswith("top\n<!-- results-table:start -->\n| agent | 1 | 2 | 5 | 10 | 25 | seeds | reproduce |")
     assert "old" not in readme and readme.endswith("<!-- results-table:end -->\nend\n")
     with pytest.raises(ValueError, match="lacks the markers"):
@@ -68,7 +76,10 @@ def test_commands_and_warm_starts():
     assert command[-4:] == ["--seed", "2", "--out", "/r/ppo-joint-from-fixed/seed2"]
     pretrain = compare.METHODS["random-glimpses"].command(0, Path("/r/random-glimpses/seed0"))
     assert pretrain[-1] == "/r/random-glimpses/seed0/perception.pt"  # the script writes metrics.json beside it
-    assert compare.with_warm_starts(["ppo-joint-from-fixed", "fixed-sequence"]) == ["fixed-sequence", "ppo-joint-from-fixed"]
+    assert compare.with_warm_starts(["ppo-joint-from-fixed", "fixed-sequence"]) == [
+        "fixed-sequence",
+        "ppo-joint-from-fixed",
+    ]
     with pytest.raises(SystemExit, match="unknown method"):
         compare.with_warm_starts(["nonsense"])
 
@@ -77,18 +88,23 @@ def test_every_method_uses_flags_its_script_accepts():
     """Each method's differentiable flags parse and pass the script's checks (no ignored option)."""
     import train.differentiable as script
 
-    for name, method in compare.METHODS.items():
+    for method in compare.METHODS.values():
         if method.trainer == "differentiable":
             script.check_args(script.parse_args(list(method.flags)))
 
 
 def test_run_training_reports_a_crash_and_records_the_command(tmp_path):
     ok = tmp_path / "ok.py"
-    ok.write_text("import json, sys; out = sys.argv[sys.argv.index('--out') + 1]\n"
-                  "open(out + '/metrics.json', 'w').write(json.dumps({'test_accuracy': {}}))\n")
+    ok.write_text(
+        "import json, sys; out = sys.argv[sys.argv.index('--out') + 1]\n"
+        "open(out + '/metrics.json', 'w').write(json.dumps({'test_accuracy': {}}))\n"
+    )
     result = compare.run_training(["python", str(ok), "--out", str(tmp_path / "run")], {}, str(tmp_path / "run"))
     assert result["status"] == "trained"
-    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["command"] == f"python {ok} --out {tmp_path / 'run'}"
+    assert (
+        json.loads((tmp_path / "run" / "metrics.json").read_text())["command"]
+        == f"python {ok} --out {tmp_path / 'run'}"
+    )
 
     bad = tmp_path / "bad.py"
     bad.write_text("import sys; print('to the log'); sys.exit(3)\n")
@@ -113,17 +129,28 @@ def test_main_runs_ray_tasks_and_skips_finished_runs(tmp_path, monkeypatch):
         "json.dump({'test_accuracy': {'1': 0.1 + seed / 100, '25': 0.5}, 'seed': seed}, open(out + '/metrics.json', 'w'))\n"
     )
     monkeypatch.setitem(compare.TRAINERS, "fake", (str(script), None, ()))
-    monkeypatch.setattr(compare, "METHODS", {"first": compare.Method("fake", headline=True),
-                                             "second": compare.Method("fake", warm_start="first")})
+    monkeypatch.setattr(
+        compare,
+        "METHODS",
+        {"first": compare.Method("fake", headline=True), "second": compare.Method("fake", warm_start="first")},
+    )
     args = compare.Args(methods=("second",), seeds=(0, 1), out=str(tmp_path / "runs"), doc=str(tmp_path / "results.md"))
     outcomes = compare.main(args)
-    assert sorted(outcomes) == [("first", 0, "trained"), ("first", 1, "trained"), ("second", 0, "trained"),
-                                ("second", 1, "trained")]
+    assert sorted(outcomes) == [
+        ("first", 0, "trained"),
+        ("first", 1, "trained"),
+        ("second", 0, "trained"),
+        ("second", 1, "trained"),
+    ]
     doc = (tmp_path / "results.md").read_text()
     assert "| first | 10.5 ± 0.7 | — | — | — | 50.0 ± 0.0 |" in doc
     assert (tmp_path / "accuracy_vs_glimpses.png").stat().st_size > 1000
-    assert compare.main(args) == [("first", 0, "done before"), ("second", 0, "done before"),
-                                  ("first", 1, "done before"), ("second", 1, "done before")]
+    assert compare.main(args) == [
+        ("first", 0, "done before"),
+        ("second", 0, "done before"),
+        ("first", 1, "done before"),
+        ("second", 1, "done before"),
+    ]
 
 
 def test_main_refuses_smoke_budgets_in_the_results_folder():

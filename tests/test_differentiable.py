@@ -78,11 +78,15 @@ def test_readout_step_trains_the_core_alone_on_nearest_reads(batch):
     nearest = Sampler("nearest")
     with torch.no_grad():
         episode = run_episodes(policy, core, nearest, images, 4)
-    assert torch.equal(episode.values, nearest(images.unsqueeze(0).expand(4, -1, -1, -1).flatten(0, 1),
-                                               episode.coords.flatten(0, 1)).view(4, -1))  # real pixels
+    assert torch.equal(
+        episode.values,
+        nearest(images.unsqueeze(0).expand(4, -1, -1, -1).flatten(0, 1), episode.coords.flatten(0, 1)).view(4, -1),
+    )  # real pixels
     expected_loss = perception_loss(episode.logits, labels)
-    expected = torch.autograd.grad(perception_loss(core.replay(episode.coords.transpose(0, 1), episode.values.transpose(0, 1)), labels),
-                                   list(core.parameters()))
+    expected = torch.autograd.grad(
+        perception_loss(core.replay(episode.coords.transpose(0, 1), episode.values.transpose(0, 1)), labels),
+        list(core.parameters()),
+    )
     policy_before = copy.deepcopy(policy.state_dict())
     core_before = copy.deepcopy(core.state_dict())
 
@@ -153,7 +157,9 @@ def test_rollout_matches_the_environment(batch):
         torch.testing.assert_close(torch.as_tensor(observation), episode.observations[step, 0].detach())
         action = policy(torch.as_tensor(observation)[None], step)[0].detach().numpy()
         observation, _, terminated, _, info = env.step(action)
-        torch.testing.assert_close(torch.as_tensor(info["prediction"]), torch.softmax(episode.logits[step, 0], -1).detach())
+        torch.testing.assert_close(
+            torch.as_tensor(info["prediction"]), torch.softmax(episode.logits[step, 0], -1).detach()
+        )
     assert terminated
 
 
@@ -163,8 +169,13 @@ def test_accuracy_by_glimpse_counts_correct_predictions():
     accuracy = accuracy_by_glimpse(RandomGlimpses(torch.Generator().manual_seed(0)), core, 3, batch_size=4000)
     assert accuracy.shape == (3,)
     data = load_mnist("test")
-    episode = run_episodes(RandomGlimpses(torch.Generator().manual_seed(0)), core, Sampler("nearest"),
-                           data.images[:4000].float() / 255.0, 3)
+    episode = run_episodes(
+        RandomGlimpses(torch.Generator().manual_seed(0)),
+        core,
+        Sampler("nearest"),
+        data.images[:4000].float() / 255.0,
+        3,
+    )
     first_chunk = (episode.logits.argmax(-1) == data.labels[:4000]).sum(1)
     assert torch.all(first_chunk <= accuracy * len(data) + 1e-3)
     assert accuracy_table(torch.linspace(0.1, 0.9, 30)).keys() == {"1", "2", "5", "10", "25", "30"}
@@ -200,8 +211,18 @@ def test_train_script_smoke(tmp_path):
     import train.evaluate as evaluate
 
     out = tmp_path / "run"
-    metrics = script.main(script.Args(glimpses=3, epochs=1, batch_size=6000, out=str(out), device="cpu",
-                                      step_bias=True, sampler="nearest", sampler_gradient="bilinear"))
+    metrics = script.main(
+        script.Args(
+            glimpses=3,
+            epochs=1,
+            batch_size=6000,
+            out=str(out),
+            device="cpu",
+            step_bias=True,
+            sampler="nearest",
+            sampler_gradient="bilinear",
+        )
+    )
     saved = json.loads((out / "metrics.json").read_text())
     assert saved == metrics
     assert set(saved["test_accuracy"]) == {"1", "2", "3"}
@@ -222,9 +243,20 @@ def test_train_script_pixel_policy_and_time_budget(tmp_path, memory):
     import train.evaluate as evaluate
 
     out = tmp_path / "run"
-    metrics = script.main(script.Args(glimpses=3, policy="pixel", pixel_noise_final=0.2, epochs=2, batch_size=6000,
-                                      max_train_seconds=1e-9, out=str(out), device="cpu", pixel_memory=memory,
-                                      pixel_candidates=4))
+    metrics = script.main(
+        script.Args(
+            glimpses=3,
+            policy="pixel",
+            pixel_noise_final=0.2,
+            epochs=2,
+            batch_size=6000,
+            max_train_seconds=1e-9,
+            out=str(out),
+            device="cpu",
+            pixel_memory=memory,
+            pixel_candidates=4,
+        )
+    )
     assert metrics["agent"] == "differentiable-pixel" and metrics["attention_target"] == "label"
     assert metrics["optimizer_steps"] == 0 and metrics["readout_steps"] == 10
     policy, _, _ = load_agent(out / "checkpoint.pt")
@@ -237,15 +269,22 @@ def test_train_script_pixel_policy_and_time_budget(tmp_path, memory):
 def test_train_script_rejects_pixel_options_without_pixel_policy(tmp_path, option):
     import train.differentiable as script
 
-    (name, value), = option.items()
+    ((name, value),) = option.items()
     flag = "--" + name.replace("_", "-")
-    with pytest.raises(ValueError, match=f"{flag} {value} .* is an option of the pixel policy .*, not of --preset continuous"):
+    with pytest.raises(
+        ValueError, match=f"{flag} {value} .* is an option of the pixel policy .*, not of --preset continuous"
+    ):
         script.main(script.Args(glimpses=2, epochs=1, out=str(tmp_path), device="cpu", **option))
 
 
-@pytest.mark.parametrize("flag, message", [("max_train_seconds", "--max-train-seconds must be >= 0"),
-                                           ("readout_epochs", "--readout-epochs must be >= 0"),
-                                           ("lr_final", "lr_final must be > 0")])
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        ("max_train_seconds", "--max-train-seconds must be >= 0"),
+        ("readout_epochs", "--readout-epochs must be >= 0"),
+        ("lr_final", "lr_final must be > 0"),
+    ],
+)
 def test_train_script_rejects_negative_budgets(tmp_path, flag, message):
     import train.differentiable as script
 
@@ -260,11 +299,23 @@ def test_train_script_starts_from_a_core_checkpoint(tmp_path):
 
     torch.manual_seed(0)
     PerceptionCore(PerceptionConfig(channels=8, n_bins=2)).save(tmp_path / "core.pt")
-    script.main(script.Args(glimpses=2, epochs=1, batch_size=6000, max_train_seconds=1e-9, readout_epochs=0,
-                            core=str(tmp_path / "core.pt"), out=str(tmp_path / "run"), device="cpu"))
+    script.main(
+        script.Args(
+            glimpses=2,
+            epochs=1,
+            batch_size=6000,
+            max_train_seconds=1e-9,
+            readout_epochs=0,
+            core=str(tmp_path / "core.pt"),
+            out=str(tmp_path / "run"),
+            device="cpu",
+        )
+    )
     _, core, _ = load_agent(tmp_path / "run" / "checkpoint.pt")
     assert (core.config.channels, core.config.n_bins) == (8, 2)
-    with pytest.raises(ValueError, match="--core missing.pt: not random-glimpses, scratch, pretrain or an existing file"):
+    with pytest.raises(
+        ValueError, match="--core missing.pt: not random-glimpses, scratch, pretrain or an existing file"
+    ):
         script.main(script.Args(glimpses=2, epochs=1, core="missing.pt", out=str(tmp_path / "bad"), device="cpu"))
 
 
@@ -273,14 +324,19 @@ def test_train_script_rejects_core_sizes_without_scratch_core(tmp_path, option):
     """--channels, --n-bins and --encoding size a fresh core; with a warm start they would be ignored."""
     import train.differentiable as script
 
-    (name, value), = option.items()
+    ((name, value),) = option.items()
     flag = "--" + name.replace("_", "-")
-    with pytest.raises(ValueError, match=f"{flag} {value} .* sizes a --core scratch or pretrain; --core random-glimpses brings its own size"):
+    with pytest.raises(
+        ValueError,
+        match=f"{flag} {value} .* sizes a --core scratch or pretrain; --core random-glimpses brings its own size",
+    ):
         script.main(script.Args(glimpses=2, epochs=1, out=str(tmp_path), device="cpu", **option))
 
 
 def test_learning_rate_schedule_scales_both_optimizers_from_their_start():
-    trainer = DualOptimizerTrainer(FixedSequence(2), PerceptionCore(), Sampler(), 2, perception_lr=1e-3, attention_lr=1e-2)
+    trainer = DualOptimizerTrainer(
+        FixedSequence(2), PerceptionCore(), Sampler(), 2, perception_lr=1e-3, attention_lr=1e-2
+    )
     trainer.scale_learning_rates(0.5)
     trainer.scale_learning_rates(0.25)  # from the start, not compounded
     assert [g["lr"] for g in trainer.perception_optimizer.param_groups] == [2.5e-4]
@@ -306,15 +362,24 @@ def test_presets_set_recipes_and_flags_change_them():
         script.parse_args(["--policy", "pixel"])  # a recipe field: only presets set it
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--preset", "fixed-sequence", "--hidden", "64"], "--hidden 64 .* a fixed sequence has none"),
-    (["--preset", "pixel", "--no-step-bias"], "--step-bias False .* not of --preset pixel"),
-    (["--preset", "continuous", "--pixel-noise-final", "0.5"], "--pixel-noise-final 0.5 .* not of --preset continuous"),
-    (["--preset", "best", "--core", "random-glimpses"], "--channels 16 .* --core random-glimpses brings its own size"),
-    (["--pretrain-steps", "5"], "--pretrain-steps 5 .* option of --core pretrain"),
-    (["--batch-size", "0"], "--batch-size must be between 1 and 60000"),
-    (["--epochs", "-1"], "must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--preset", "fixed-sequence", "--hidden", "64"], "--hidden 64 .* a fixed sequence has none"),
+        (["--preset", "pixel", "--no-step-bias"], "--step-bias False .* not of --preset pixel"),
+        (
+            ["--preset", "continuous", "--pixel-noise-final", "0.5"],
+            "--pixel-noise-final 0.5 .* not of --preset continuous",
+        ),
+        (
+            ["--preset", "best", "--core", "random-glimpses"],
+            "--channels 16 .* --core random-glimpses brings its own size",
+        ),
+        (["--pretrain-steps", "5"], "--pretrain-steps 5 .* option of --core pretrain"),
+        (["--batch-size", "0"], "--batch-size must be between 1 and 60000"),
+        (["--epochs", "-1"], "must be >= 0"),
+    ],
+)
 def test_options_a_recipe_would_ignore_are_refused(flags, message):
     import train.differentiable as script
 
@@ -327,8 +392,18 @@ def test_core_pretrain_trains_a_core_first_then_reuses_it(tmp_path):
     import train.differentiable as script
 
     def run(out, seed):
-        args = script.Args(glimpses=2, epochs=0, readout_epochs=0, core="pretrain", channels=4, n_bins=2,
-                           pretrain_steps=2, seed=seed, out=str(out), device="cpu")
+        args = script.Args(
+            glimpses=2,
+            epochs=0,
+            readout_epochs=0,
+            core="pretrain",
+            channels=4,
+            n_bins=2,
+            pretrain_steps=2,
+            seed=seed,
+            out=str(out),
+            device="cpu",
+        )
         script.main(args)
         return PerceptionCore.load(out / "core" / "perception.pt")
 

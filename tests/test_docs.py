@@ -25,16 +25,22 @@ def fenced(path: Path, language: str) -> list[str]:
 def commands(path: Path) -> list[str]:
     """Every command line of the ```bash blocks (comments dropped) and every `python ...` in backticks of a table row."""
     lines = [line.split("#")[0].strip() for block in fenced(path, "bash") for line in block.splitlines()]
-    table = [c for row in path.read_text().splitlines() if row.startswith("|") for c in re.findall(r"`(python [^`]+)`", row)]
+    table = [
+        c for row in path.read_text().splitlines() if row.startswith("|") for c in re.findall(r"`(python [^`]+)`", row)
+    ]
     return [line for line in lines + table if line]
 
 
-SNIPPETS = [pytest.param(code, id=f"{path.name}#{k}") for path in PAGES for k, code in enumerate(fenced(path, "python"))]
+SNIPPETS = [
+    pytest.param(code, id=f"{path.name}#{k}") for path in PAGES for k, code in enumerate(fenced(path, "python"))
+]
 COMMANDS = [pytest.param(line, id=line) for line in commands(ROOT / "README.md")]
 
 
 def test_the_pages_have_snippets_and_commands():
-    assert len(fenced(ROOT / "README.md", "python")) >= 1 and len(fenced(ROOT / "docs" / "environment.md", "python")) >= 2
+    assert (
+        len(fenced(ROOT / "README.md", "python")) >= 1 and len(fenced(ROOT / "docs" / "environment.md", "python")) >= 2
+    )
     assert any(line.startswith("make test") for line in commands(ROOT / "README.md"))
 
 

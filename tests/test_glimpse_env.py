@@ -106,7 +106,9 @@ def test_observation_is_what_the_core_computes(make_env, core, test_split):
         observation, _, _, _, step_info = env.step(action)
         coords = (torch.as_tensor(action[None]) + 1.0) * 13.5
         histogram, logits, values = core.glimpse(histogram, image, coords, Sampler("bilinear"))
-        np.testing.assert_allclose(observation, core.observation(histogram, logits)[0].detach().numpy(), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(
+            observation, core.observation(histogram, logits)[0].detach().numpy(), rtol=1e-6, atol=1e-6
+        )
         np.testing.assert_allclose(step_info["value"], float(values), rtol=0, atol=1e-6)
         np.testing.assert_allclose(step_info["glimpse"], coords[0].numpy(), rtol=0, atol=1e-5)
         assert env.observation_space.contains(observation)
@@ -247,7 +249,9 @@ def test_out_of_range_actions_are_clipped(make_env, test_split):
     _, info = env.reset(seed=2)
     clipped_env.reset(seed=2)
     image = test_split.images[info["index"]].numpy() / 255.0
-    actions = np.array([[5.0, -5.0], [-3.0, 7.0], [1.5, 0.2], [1e6, -1e6], [-1.0001, 0.5], [0.25, -2.0]], dtype=np.float32)
+    actions = np.array(
+        [[5.0, -5.0], [-3.0, 7.0], [1.5, 0.2], [1e6, -1e6], [-1.0001, 0.5], [0.25, -2.0]], dtype=np.float32
+    )
     for action in actions:
         observation, reward, _, _, step_info = env.step(action)
         reference = clipped_env.step(np.clip(action, -1.0, 1.0))
@@ -270,7 +274,7 @@ def test_index_option_selects_dataset_image(make_env, test_split):
         # the brightest pixels and a dark one
         order = np.argsort(image.flatten())
         pixels = [divmod(int(p), 28) for p in order[[-1, -2, -3, -4, 0]]]
-        for step, (i, j) in enumerate(pixels):
+        for i, j in pixels:
             _, _, terminated, _, step_info = env.step(pixel_action(i, j))
             np.testing.assert_allclose(step_info["glimpse"], [i, j], rtol=0, atol=1e-5)
             assert step_info["value"] == pytest.approx(image[i, j] / 255.0, abs=1e-7)
@@ -331,7 +335,9 @@ def test_bad_image_options_raise(make_env, options, match):
 def test_observation_does_not_depend_on_label(make_env, test_split):
     image = test_split.images[17].numpy()
     actions = random_actions(5, 40)
-    runs = [run_episode(make_env(max_glimpses=5), actions, options={"image": image, "label": label}) for label in (3, 8)]
+    runs = [
+        run_episode(make_env(max_glimpses=5), actions, options={"image": image, "label": label}) for label in (3, 8)
+    ]
     for obs_a, obs_b in zip(runs[0][1], runs[1][1], strict=True):
         np.testing.assert_array_equal(obs_a, obs_b)
     for info_a, info_b in zip(runs[0][3], runs[1][3], strict=True):
@@ -485,7 +491,9 @@ def test_learn_perception_without_learning_leaves_core_alone(make_env, core):
 def test_learn_perception_step_is_one_adam_step_on_the_episode(make_core):
     """The update equals Adam on the cross-entropy of the replayed episode, and a shared core is trained."""
     learning_core, reference = make_core(3), make_core(3)
-    env = MnistGlimpseEnv(split="test", max_glimpses=4, perception=learning_core, learn_perception=True, perception_lr=1e-2)
+    env = MnistGlimpseEnv(
+        split="test", max_glimpses=4, perception=learning_core, learn_perception=True, perception_lr=1e-2
+    )
     assert env.core is learning_core
     _, _, _, infos = run_episode(env, random_actions(4, 80), seed=5)
     coords = torch.tensor(np.stack([info["glimpse"] for info in infos]))[None]

@@ -42,7 +42,9 @@ def test_no_import_circles():
 
     for module in sorted(graph):
         visit(module, [])
-    assert "agents.checkpoint" in graph and not graph["agents.checkpoint"] & {m for m in graph if m.startswith("agents.")}
+    assert "agents.checkpoint" in graph and not graph["agents.checkpoint"] & {
+        m for m in graph if m.startswith("agents.")
+    }
 
 
 def test_one_results_folder():

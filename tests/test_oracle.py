@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import sys
 
 import pytest
 import torch
@@ -65,7 +64,9 @@ def sparse_images(n, pixels, levels_used, seed, on_probability=0.3):
     on = torch.rand(n, pixels, generator=generator) < on_probability
     images = torch.where(on, values, torch.zeros_like(values))
     noise = torch.randint(10, (n,), generator=generator)
-    labels = torch.where(torch.rand(n, generator=generator) < 0.6, (images[:, 1].long() // 40 + images[:, 3].long() // 60) % 10, noise)
+    labels = torch.where(
+        torch.rand(n, generator=generator) < 0.6, (images[:, 1].long() // 40 + images[:, 3].long() // 60) % 10, noise
+    )
     return images, labels
 
 
@@ -112,7 +113,9 @@ def test_tiny_table_single_pixel_and_levels():
 def test_heldout_unseen_codes_predict_the_fitting_majority():
     images, labels = tiny_data()
     table = fit_table(images, labels, [0, 1])
-    heldout = torch.tensor([[[0, 0], [0, 0]], [[100, 0], [0, 0]], [[50, 50], [0, 0]], [[200, 0], [0, 0]]], dtype=torch.uint8)
+    heldout = torch.tensor(
+        [[[0, 0], [0, 0]], [[100, 0], [0, 0]], [[50, 50], [0, 0]], [[200, 0], [0, 0]]], dtype=torch.uint8
+    )
     assert table.predict(heldout).tolist() == [3, 5, 5, 9]  # (100, 0) and (50, 50) are unseen -> 5
     result = table.evaluate(heldout, torch.tensor([3, 5, 4, 1]))
     assert result == {"correct": 2, "size": 4, "accuracy": 0.5, "unseen": 2}
@@ -138,7 +141,10 @@ def test_search_finds_the_true_argmax_by_brute_force():
     images, labels = sparse_images(400, 7, [0, 40, 80, 120, 200, 255], seed=1)
     for levels in (256, 4, 2, 1):
         singles = {(p,): brute_force_correct(images, labels, [p], levels) for p in range(7)}
-        pairs = {pair: brute_force_correct(images, labels, list(pair), levels) for pair in itertools.combinations(range(7), 2)}
+        pairs = {
+            pair: brute_force_correct(images, labels, list(pair), levels)
+            for pair in itertools.combinations(range(7), 2)
+        }
         assert single_correct(images, labels, levels).tolist() == [singles[(p,)] for p in range(7)]
         for method in ("sparse", "dense"):
             scores = pair_correct(images, labels, levels, method=method)
@@ -245,6 +251,8 @@ def test_script_prints_and_writes_json(tmp_path, capsys, test_split):
     written = json.loads(out.read_text())
     entry = written["results"][0]
     assert entry["pixels"] == [406, 409] and entry["ij"] == [[14, 14], [14, 17]]
-    assert entry["in_sample_correct"] == fit_table(test_split.images, test_split.labels, [406, 409], 4).in_sample_correct
+    assert (
+        entry["in_sample_correct"] == fit_table(test_split.images, test_split.labels, [406, 409], 4).in_sample_correct
+    )
     assert written["heldout"] == "train" and written["heldout_size"] == 60_000
     assert "406 409" in capsys.readouterr().out

@@ -92,7 +92,9 @@ def test_replay_rows_are_independent(core):
     coords, values = recorded_glimpses(4, 3, 3)
     together = core.replay(coords, values)
     for b in range(4):
-        torch.testing.assert_close(together[:, b], core.replay(coords[b : b + 1], values[b : b + 1])[:, 0], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            together[:, b], core.replay(coords[b : b + 1], values[b : b + 1])[:, 0], rtol=1e-5, atol=1e-5
+        )
 
 
 def test_perception_loss_is_mean_cross_entropy_over_glimpses(core):
@@ -203,7 +205,9 @@ def test_mismatched_shapes_raise_value_error_with_fix(make_core, tmp_path):
     small = make_core(0, PerceptionConfig(channels=8, n_bins=2, hidden=16))
     path = tmp_path / "mismatch.pt"
     # a checkpoint that claims the default config but holds another config's tensors
-    torch.save({"format": CHECKPOINT_FORMAT, "config": asdict(PerceptionConfig()), "state_dict": small.state_dict()}, path)
+    torch.save(
+        {"format": CHECKPOINT_FORMAT, "config": asdict(PerceptionConfig()), "state_dict": small.state_dict()}, path
+    )
     with pytest.raises(ValueError) as error:
         PerceptionCore.load(path)
     message = str(error.value)
@@ -287,8 +291,10 @@ def test_fourier_core_round_trip_and_old_checkpoints_read_as_plain(tmp_path, mak
     coords, values = recorded_glimpses(4, 5, seed=1)
     core.save(tmp_path / "fourier.pt")
     loaded = PerceptionCore.load(tmp_path / "fourier.pt")
-    assert loaded.config.encoding == "fourier" and torch.equal(loaded.replay(coords, values), core.replay(coords, values))
-    # checkpoints written before the encoding option (like the packaged core) have no such key
+    assert loaded.config.encoding == "fourier" and torch.equal(
+        loaded.replay(coords, values), core.replay(coords, values)
+    )
+    # a checkpoint config without an "encoding" key (like the packaged core's) reads as plain
     assert "encoding" not in torch.load(PRETRAINED_PATH, weights_only=True)["config"]
     assert load_pretrained().config.encoding == "plain"
 
@@ -306,7 +312,10 @@ def test_learned_encoding_starts_as_fourier_at_pixel_centres_and_interpolates():
     with torch.no_grad():
         learned.location_map.normal_()
     a, b = torch.tensor([[4.0, 7.0]]), torch.tensor([[4.0, 8.0]])
-    phi = lambda coords: learned(pixel_to_action(coords), torch.ones(1))[:, 2:18]  # the ink-gated features
+
+    def phi(coords):  # the ink-gated features
+        return learned(pixel_to_action(coords), torch.ones(1))[:, 2:18]
+
     torch.testing.assert_close(phi((a + b) / 2), (phi(a) + phi(b)) / 2)
     # the location gets a gradient in flat background too (value 0), unlike a bilinear read of the image
     position = pixel_to_action(torch.tensor([[2.3, 3.6]])).requires_grad_()

@@ -51,7 +51,9 @@ def test_training_reads_real_pixels_best_first(batch, mode):
     index = coords.long()
     assert torch.equal(coords, index.float())
     rows = torch.arange(len(images))[:, None]
-    torch.testing.assert_close(values, images[rows, index[..., 0], index[..., 1]], atol=1e-6, rtol=0)  # exact up to rounding
+    torch.testing.assert_close(
+        values, images[rows, index[..., 0], index[..., 1]], atol=1e-6, rtol=0
+    )  # exact up to rounding
     torch.testing.assert_close(weights.sum(-1), torch.ones(len(images)))
     assert torch.all(weights[:, 0] >= weights.max(-1).values)  # candidate 0 is the sampled choice
     policy.eval()
@@ -98,7 +100,9 @@ def test_taken_estimator_core_learns_from_the_glimpses_taken_and_scores_as_the_m
         core_grads[estimator] = torch.autograd.grad(loss, list(core.parameters()), retain_graph=True)
         torch.manual_seed(1)
         one = run_episodes(policy, core, sampler, images, 1, estimator)
-        (beta_grads[estimator],) = torch.autograd.grad(torch.nn.functional.cross_entropy(one.logits[0], labels), policy.beta)
+        (beta_grads[estimator],) = torch.autograd.grad(
+            torch.nn.functional.cross_entropy(one.logits[0], labels), policy.beta
+        )
     mixture, taken = episodes["mixture"], episodes["taken"]
     assert torch.equal(taken.coords, mixture.coords) and torch.equal(taken.values, mixture.values)
     torch.testing.assert_close(taken.logits, mixture.logits)
@@ -123,7 +127,9 @@ def test_eval_rollout_matches_the_environment(batch):
     for step in range(4):
         action = policy(torch.as_tensor(observation)[None], step)[0].detach().numpy()
         observation, _, _, _, info = env.step(action)
-        torch.testing.assert_close(torch.as_tensor(info["prediction"]), torch.softmax(episode.logits[step, 0], -1).detach())
+        torch.testing.assert_close(
+            torch.as_tensor(info["prediction"]), torch.softmax(episode.logits[step, 0], -1).detach()
+        )
 
 
 def test_dual_optimizers_train_it_and_readout_keeps_its_mode(batch):
@@ -143,7 +149,7 @@ def test_repeat_probability_and_its_penalty(batch):
     observations = torch.randn(3, 4, 10)
     coords = torch.tensor([[1.0, 2.0], [1.0, 2.0], [3.0, 3.0]]).unsqueeze(1).expand(3, 4, 2)
     p = [torch.softmax(policy.scores(observations[t], t), -1) for t in range(3)]
-    seen, other = 1 * 28 + 2, 3 * 28 + 3
+    seen = 1 * 28 + 2
     expected = (p[1][:, seen] + p[2][:, seen] + p[2][:, seen]).mean() / 3  # glimpse 0 never repeats
     torch.testing.assert_close(policy.repeat_probability(observations, coords), expected)
     # the penalty enters the attention loss only, and lowers the score of a pixel already read

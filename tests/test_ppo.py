@@ -37,8 +37,17 @@ def tiny_run(tmp_path_factory):
     ppo = load_script("ppo")
     out = tmp_path_factory.mktemp("ppo")
     args = ppo.Args(
-        glimpses=3, num_envs=16, total_steps=16 * 3 * 3, n_epochs=2, core_training="joint", eval_every=48,
-        eval_images=200, progress_bar=False, device="cpu", torch_threads=1, out=str(out),
+        glimpses=3,
+        num_envs=16,
+        total_steps=16 * 3 * 3,
+        n_epochs=2,
+        core_training="joint",
+        eval_every=48,
+        eval_images=200,
+        progress_bar=False,
+        device="cpu",
+        torch_threads=1,
+        out=str(out),
     )
     return args, ppo.main(args), out
 
@@ -80,7 +89,9 @@ def test_checkpoint_and_zip_act_alike(tiny_run):
     for step in range(3):
         with torch.no_grad():
             ours = policy(observations, step)
-        theirs, _ = model.predict(np.concatenate([observations.numpy(), np.full((32, 1), step / 3, np.float32)], 1), deterministic=True)
+        theirs, _ = model.predict(
+            np.concatenate([observations.numpy(), np.full((32, 1), step / 3, np.float32)], 1), deterministic=True
+        )
         np.testing.assert_allclose(ours.numpy(), theirs, atol=1e-6)
         assert ours.abs().max() <= 1.0
     from envs.perception import load_pretrained
@@ -96,7 +107,10 @@ def test_evaluation_path_matches_the_environment(tiny_run):
     policy, core, _ = load_agent(out / "checkpoint.pt")
     model = PPO.load(out / "model.zip", device="cpu")
     n, glimpses = 8, 3
-    env = VecStepFeature(MnistGlimpseSB3VecEnv(n, max_glimpses=glimpses, split="test", sampler="nearest", perception=core, device="cpu"), glimpses)
+    env = VecStepFeature(
+        MnistGlimpseSB3VecEnv(n, max_glimpses=glimpses, split="test", sampler="nearest", perception=core, device="cpu"),
+        glimpses,
+    )
     env.set_options([{"index": k} for k in range(n)])
     obs = env.reset()
     for _ in range(glimpses):
@@ -107,14 +121,18 @@ def test_evaluation_path_matches_the_environment(tiny_run):
     with torch.no_grad():
         episode = run_episodes(policy, core, Sampler("nearest"), data.images[:n].float() / 255.0, glimpses)
     final = np.stack([info["terminal_observation"][: core.observation_size] for info in infos])
-    np.testing.assert_allclose(final[:, core.histogram_size :], torch.softmax(episode.logits[-1], -1).numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        final[:, core.histogram_size :], torch.softmax(episode.logits[-1], -1).numpy(), atol=1e-5
+    )
     assert [info["correct"] for info in infos] == (episode.logits[-1].argmax(-1) == data.labels[:n]).tolist()
     assert all(math.isfinite(info["episode"]["r"]) for info in infos)
 
 
 def test_step_feature_wrapper(core):
     n, glimpses = 2, 3
-    env = VecStepFeature(MnistGlimpseSB3VecEnv(n, max_glimpses=glimpses, split="test", perception=core, device="cpu"), glimpses)
+    env = VecStepFeature(
+        MnistGlimpseSB3VecEnv(n, max_glimpses=glimpses, split="test", perception=core, device="cpu"), glimpses
+    )
     assert env.observation_space.shape == (core.observation_size + 1,) and env.observation_space.high[-1] == 1.0
     obs = env.reset()
     assert (obs[:, -1] == 0.0).all()
@@ -144,7 +162,15 @@ def test_warm_start_begins_as_the_fixed_sequence(fixed_checkpoint):
     assert torch.equal(loaded, locations)
     env = VecStepFeature(MnistGlimpseSB3VecEnv(4, max_glimpses=3, split="test", perception=core, device="cpu"), 3)
     config = PolicyConfig.for_space(env.observation_space, step_feature=True, glimpses=3, step_offsets=True)
-    model = PPO(GlimpseActorCriticPolicy, env, n_steps=3, batch_size=12, policy_kwargs=config.policy_kwargs(), device="cpu", seed=0)
+    model = PPO(
+        GlimpseActorCriticPolicy,
+        env,
+        n_steps=3,
+        batch_size=12,
+        policy_kwargs=config.policy_kwargs(),
+        device="cpu",
+        seed=0,
+    )
     model.policy.start_from_sequence(loaded)
     policy = SB3GlimpsePolicy(model.policy, config)
     observations = torch.rand(16, core.observation_size)
@@ -162,8 +188,16 @@ def test_warm_start_begins_as_the_fixed_sequence(fixed_checkpoint):
 def test_init_from_runs_the_sequence_core_and_checks_the_checkpoint(fixed_checkpoint, tmp_path):
     path, _ = fixed_checkpoint
     ppo = load_script("ppo")
-    common = dict(glimpses=3, num_envs=8, total_steps=8 * 3, n_epochs=1, eval_images=50, progress_bar=False,
-                  device="cpu", torch_threads=1)
+    common = dict(
+        glimpses=3,
+        num_envs=8,
+        total_steps=8 * 3,
+        n_epochs=1,
+        eval_images=50,
+        progress_bar=False,
+        device="cpu",
+        torch_threads=1,
+    )
     ppo.main(ppo.Args(core_training="frozen", init_from=str(path), out=str(tmp_path / "warm"), **common))
     _, saved_core, checkpoint = load_agent(tmp_path / "warm" / "checkpoint.pt")
     _, fixed_core, _ = load_agent(path)

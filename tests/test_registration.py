@@ -93,7 +93,9 @@ def test_lazy_attributes():
     assert envs.PerceptionCore is PerceptionCore and envs.PerceptionConfig is PerceptionConfig
     assert envs.load_pretrained is load_pretrained and envs.load_mnist is load_mnist
     assert envs.Sampler is Sampler
-    assert envs.SOHE is SOHE and envs.SoftOrdering is SoftOrdering and envs.RecurrentSoftOrdering is RecurrentSoftOrdering
+    assert (
+        envs.SOHE is SOHE and envs.SoftOrdering is SoftOrdering and envs.RecurrentSoftOrdering is RecurrentSoftOrdering
+    )
     assert set(envs.__all__) >= {"ENV_ID", "MnistGlimpseEnv", "MnistGlimpseVectorEnv", "PerceptionCore"}
     for name in envs.__all__:
         assert getattr(envs, name) is not None

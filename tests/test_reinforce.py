@@ -213,7 +213,9 @@ def test_checkpoint_round_trip_gives_the_same_actions(tmp_path, make_core, step_
     loaded, loaded_core, checkpoint = load_agent(tmp_path / "checkpoint.pt")
     assert isinstance(loaded, GaussianAttentionPolicy) and checkpoint["policy"]["kind"] == "gaussian-attention"
     assert loaded.checkpoint_config() == policy.checkpoint_config()
-    observation = torch.rand(32, core.observation_size) * torch.cat([torch.full((core.histogram_size,), 4.0), torch.ones(10)])
+    observation = torch.rand(32, core.observation_size) * torch.cat(
+        [torch.full((core.histogram_size,), 4.0), torch.ones(10)]
+    )
     for step in range(4):
         assert torch.equal(loaded(observation, step), policy(observation, step))
     assert torch.equal(loaded.std(), policy.std())
@@ -226,15 +228,35 @@ def test_train_script_smoke(tmp_path, core_training):
     script = _load_script("reinforce")
     out = tmp_path / core_training
     args = script.Args(
-        glimpses=3, num_envs=32, total_steps=3 * 32 * 4, core_training=core_training, eval_every=3 * 32 * 2,
-        eval_images=200, device="cpu", out=str(out),
+        glimpses=3,
+        num_envs=32,
+        total_steps=3 * 32 * 4,
+        core_training=core_training,
+        eval_every=3 * 32 * 2,
+        eval_images=200,
+        device="cpu",
+        out=str(out),
     )
     metrics = script.main(args)
     written = json.loads((out / "metrics.json").read_text())
     assert written == json.loads(json.dumps(metrics))
-    for key in ("agent", "test_accuracy", "readout", "train_sampler", "train_seconds", "device", "seed", "core_training",
-                "env_steps", "env_steps_per_second", "random_baseline_accuracy", "seconds_to_random_baseline",
-                "seconds_to_80_at_25", "test_accuracy_sampled", "learning_curve"):
+    for key in (
+        "agent",
+        "test_accuracy",
+        "readout",
+        "train_sampler",
+        "train_seconds",
+        "device",
+        "seed",
+        "core_training",
+        "env_steps",
+        "env_steps_per_second",
+        "random_baseline_accuracy",
+        "seconds_to_random_baseline",
+        "seconds_to_80_at_25",
+        "test_accuracy_sampled",
+        "learning_curve",
+    ):
         assert key in written, key
     assert written["agent"] == f"reinforce-{core_training}" and written["core_training"] == core_training
     assert set(written["test_accuracy"]) == {"1", "2", "3"}
@@ -251,7 +273,7 @@ def test_train_script_smoke(tmp_path, core_training):
     policy, core, checkpoint = load_agent(out / "checkpoint.pt")
     packaged = load_pretrained("cpu")
     same = all(torch.equal(a, b) for a, b in zip(_state(core), _state(packaged), strict=True))
-    assert same == (perception == "frozen")
+    assert same == (core_training == "frozen")
 
     evaluate = _load_script("evaluate")
     result = evaluate.main(evaluate.Args(checkpoint=str(out / "checkpoint.pt"), device="cpu"))

@@ -59,7 +59,14 @@ def test_vec_env_api(core):
         assert dones.all() == (step % glimpses == 0) and dones.all() == dones.any()
         for info in infos:
             if dones.any():
-                assert set(info) == {"terminal_observation", "TimeLimit.truncated", "episode", "label", "correct", "is_success"}
+                assert set(info) == {
+                    "terminal_observation",
+                    "TimeLimit.truncated",
+                    "episode",
+                    "label",
+                    "correct",
+                    "is_success",
+                }
                 assert info["TimeLimit.truncated"] is False and info["episode"]["l"] == glimpses
                 assert info["is_success"] == info["correct"] and 0 <= info["label"] <= 9
             else:
@@ -85,7 +92,7 @@ def test_adapter_equals_dummy_vec_env_across_episodes(make_pair):
     rng = np.random.default_rng(0)
     returns = np.zeros(n)
     ends = 0
-    for step in range(3 * glimpses + 1):
+    for _ in range(3 * glimpses + 1):
         actions = rng.uniform(-1.2, 1.2, size=(n, 2)).astype(np.float32)
         obs, rewards, dones, infos = adapter.step(actions)
         ref_obs, ref_rewards, ref_dones, ref_infos = dummy.step(actions)
@@ -96,7 +103,9 @@ def test_adapter_equals_dummy_vec_env_across_episodes(make_pair):
         for k in range(n):
             assert ("terminal_observation" in infos[k]) == bool(ref_dones[k])
             if ref_dones[k]:
-                np.testing.assert_allclose(infos[k]["terminal_observation"], ref_infos[k]["terminal_observation"], **TOL)
+                np.testing.assert_allclose(
+                    infos[k]["terminal_observation"], ref_infos[k]["terminal_observation"], **TOL
+                )
                 assert infos[k]["label"] == ref_infos[k]["label"] and infos[k]["correct"] == ref_infos[k]["correct"]
                 assert infos[k]["TimeLimit.truncated"] is False and ref_infos[k]["TimeLimit.truncated"] is False
                 assert infos[k]["episode"]["r"] == pytest.approx(returns[k], abs=1e-4)

@@ -79,9 +79,9 @@ class SingleEnvs:
 
 
 def check_step(vec_out, ref_out, vec: MnistGlimpseVectorEnv, ref: SingleEnvs, tol=TOL) -> None:
-    obs, reward, terminated, truncated, info = (
-        [x.cpu() if isinstance(x, torch.Tensor) else x for x in vec_out[:4]] + [vec_out[4]]
-    )
+    obs, reward, terminated, truncated, info = [x.cpu() if isinstance(x, torch.Tensor) else x for x in vec_out[:4]] + [
+        vec_out[4]
+    ]
     ref_obs, ref_reward, ref_terminated, ref_infos, ref_final = ref_out
     torch.testing.assert_close(obs, torch.as_tensor(ref_obs), **tol)
     torch.testing.assert_close(reward, torch.as_tensor(ref_reward), **tol)
@@ -135,7 +135,9 @@ def compare_rollout(vec, ref, seed: int, steps: int, action_seed: int, tol=TOL) 
 def test_batched_equals_single_envs(make_vec, core, mode, reward):
     n, glimpses = 4, 3
     vec = make_vec(n, max_glimpses=glimpses, autoreset_mode=mode, reward=reward)
-    ref = SingleEnvs([MnistGlimpseEnv(split="test", max_glimpses=glimpses, perception=core, reward=reward) for _ in range(n)], mode)
+    ref = SingleEnvs(
+        [MnistGlimpseEnv(split="test", max_glimpses=glimpses, perception=core, reward=reward) for _ in range(n)], mode
+    )
     counts = compare_rollout(vec, ref, seed=11, steps=3 * (glimpses + 1) + 1, action_seed=1)
     assert counts["terminations"] >= 3 * n  # three episodes each, autoreset included
 
@@ -147,7 +149,10 @@ def test_batched_equals_single_envs_past_index_block(make_vec, core, mode):
     episodes = INDEX_BLOCK + 5
     steps_per_episode = glimpses + (mode == AutoresetMode.NEXT_STEP)
     vec = make_vec(n, max_glimpses=glimpses, autoreset_mode=mode, sampler="nearest")
-    ref = SingleEnvs([MnistGlimpseEnv(split="test", max_glimpses=glimpses, perception=core, sampler="nearest") for _ in range(n)], mode)
+    ref = SingleEnvs(
+        [MnistGlimpseEnv(split="test", max_glimpses=glimpses, perception=core, sampler="nearest") for _ in range(n)],
+        mode,
+    )
     counts = compare_rollout(vec, ref, seed=2024, steps=episodes * steps_per_episode, action_seed=2)
     assert counts["terminations"] == n * episodes
     assert int(vec._streams.cursor.min()) >= 1  # a second block is in use
@@ -368,7 +373,12 @@ def test_returned_arrays_are_not_internal_state(make_vec):
 
 def test_make_vec_returns_the_class(core):
     vec = gymnasium.make_vec(
-        "MnistGlimpse-v0", num_envs=4, vectorization_mode="vector_entry_point", split="test", device="cpu", perception=core,
+        "MnistGlimpse-v0",
+        num_envs=4,
+        vectorization_mode="vector_entry_point",
+        split="test",
+        device="cpu",
+        perception=core,
         max_glimpses=2,
     )
     assert type(vec) is MnistGlimpseVectorEnv
@@ -472,8 +482,14 @@ def test_learn_perception_updates_shared_core(make_core):
 def test_batched_cuda_equals_single_cpu_envs(make_core, mode):
     n, glimpses = 4, 2
     cpu_core, cuda_core = make_core(0), make_core(0, device="cuda")
-    vec = MnistGlimpseVectorEnv(n, max_glimpses=glimpses, split="test", perception=cuda_core, device="cuda", autoreset_mode=mode)
+    vec = MnistGlimpseVectorEnv(
+        n, max_glimpses=glimpses, split="test", perception=cuda_core, device="cuda", autoreset_mode=mode
+    )
     assert vec.device.type == "cuda"
-    ref = SingleEnvs([MnistGlimpseEnv(split="test", max_glimpses=glimpses, perception=cpu_core) for _ in range(n)], mode)
-    counts = compare_rollout(vec, ref, seed=3, steps=INDEX_BLOCK * (glimpses + 1) + 4, action_seed=5, tol=dict(rtol=1e-4, atol=1e-4))
+    ref = SingleEnvs(
+        [MnistGlimpseEnv(split="test", max_glimpses=glimpses, perception=cpu_core) for _ in range(n)], mode
+    )
+    counts = compare_rollout(
+        vec, ref, seed=3, steps=INDEX_BLOCK * (glimpses + 1) + 4, action_seed=5, tol=dict(rtol=1e-4, atol=1e-4)
+    )
     assert counts["terminations"] > INDEX_BLOCK * n

@@ -142,17 +142,32 @@ PRESETS: dict[str, tuple[str, dict]] = {
     "fixed-sequence": ("a learned fixed (non-adaptive) sequence of glimpses: the baseline", dict(policy="fixed")),
     "pixel": ("choose among the 784 pixel centres (Gumbel-softmax relaxation, noise annealed to 0.1)", _PIXEL),
     "pixel-memory": ("pixel, and the policy sees the pixels it has read (acts outside the environment)", _PIXEL_MEMORY),
-    "best": ("pixel-memory with greedy credit, on a 16x32 core with the learned encoding pretrained first",
-             dict(_PIXEL_MEMORY, attention_credit="greedy", core="pretrain", channels=16, n_bins=32, encoding="learned")),
+    "best": (
+        "pixel-memory with greedy credit, on a 16x32 core with the learned encoding pretrained first",
+        dict(_PIXEL_MEMORY, attention_credit="greedy", core="pretrain", channels=16, n_bins=32, encoding="learned"),
+    ),
     "argmin": ("ablation: attention toward the least probable class", dict(attention_target="argmin")),
     "second": ("ablation: attention toward the runner-up class", dict(attention_target="second")),
-    "ablation-straight-through": ("ablation: read the nearest pixel, take the bilinear kernel's gradient",
-                                  dict(sampler="nearest", sampler_gradient="bilinear")),
-    "ablation-gaussian-sampler": ("ablation: train with the gaussian read-out (no dead zones)", dict(sampler="gaussian")),
-    "ablation-repeat-penalty": ("ablation: pixel, penalising pixels read twice (weight 1)", dict(_PIXEL, pixel_repeat_penalty=1.0)),
-    "ablation-estimator-taken": ("ablation: pixel-memory, the straight-through estimator of the choice taken",
-                                 dict(_PIXEL_MEMORY, pixel_estimator="taken")),
-    "ablation-lr-final": ("ablation: pixel-memory, both learning rates annealed to a tenth", dict(_PIXEL_MEMORY, lr_final=0.1)),
+    "ablation-straight-through": (
+        "ablation: read the nearest pixel, take the bilinear kernel's gradient",
+        dict(sampler="nearest", sampler_gradient="bilinear"),
+    ),
+    "ablation-gaussian-sampler": (
+        "ablation: train with the gaussian read-out (no dead zones)",
+        dict(sampler="gaussian"),
+    ),
+    "ablation-repeat-penalty": (
+        "ablation: pixel, penalising pixels read twice (weight 1)",
+        dict(_PIXEL, pixel_repeat_penalty=1.0),
+    ),
+    "ablation-estimator-taken": (
+        "ablation: pixel-memory, the straight-through estimator of the choice taken",
+        dict(_PIXEL_MEMORY, pixel_estimator="taken"),
+    ),
+    "ablation-lr-final": (
+        "ablation: pixel-memory, both learning rates annealed to a tenth",
+        dict(_PIXEL_MEMORY, lr_final=0.1),
+    ),
 }
 
 
@@ -185,8 +200,10 @@ def check_args(args: Args) -> None:
     if not args.lr_final > 0:
         raise ValueError(f"lr_final must be > 0 (1 = constant learning rates), got {args.lr_final}.")
     if args.core not in ("scratch", "random-glimpses", "pretrain") and not Path(args.core).is_file():
-        raise ValueError(f"--core {args.core}: not random-glimpses, scratch, pretrain or an existing file; pass the path "
-                         "of a perception-core checkpoint (train/pretrain_perception.py --out PATH writes one).")
+        raise ValueError(
+            f"--core {args.core}: not random-glimpses, scratch, pretrain or an existing file; pass the path "
+            "of a perception-core checkpoint (train/pretrain_perception.py --out PATH writes one)."
+        )
     defaults = Args()
 
     def refuse_unless(condition: bool, names: tuple[str, ...], reason: str) -> None:
@@ -196,16 +213,26 @@ def check_args(args: Args) -> None:
                 flag = "--" + name.replace("_", "-")
                 raise ValueError(f"{flag} {value} (from --preset {args.preset} or your flags) {reason}")
 
-    refuse_unless(args.core in ("scratch", "pretrain"), ("channels", "n_bins", "encoding"),
-                  f"sizes a --core scratch or pretrain; --core {args.core} brings its own size. Pass --core scratch "
-                  "or --core pretrain, or leave the size at its default.")
-    refuse_unless(args.core == "pretrain", ("pretrain_steps",), f"is an option of --core pretrain, not of --core {args.core}.")
+    refuse_unless(
+        args.core in ("scratch", "pretrain"),
+        ("channels", "n_bins", "encoding"),
+        f"sizes a --core scratch or pretrain; --core {args.core} brings its own size. Pass --core scratch "
+        "or --core pretrain, or leave the size at its default.",
+    )
+    refuse_unless(
+        args.core == "pretrain", ("pretrain_steps",), f"is an option of --core pretrain, not of --core {args.core}."
+    )
     pixel_presets = [name for name, (_, values) in PRESETS.items() if values.get("policy") == "pixel"]
-    refuse_unless(args.policy == "pixel",
-                  ("pixel_memory", "pixel_estimator", "pixel_candidates", "pixel_noise_final", "pixel_temperature"),
-                  f"is an option of the pixel policy ({', '.join(pixel_presets)}), not of --preset {args.preset}.")
-    refuse_unless(args.policy == "attention", ("step_bias",),
-                  f"is an option of the continuous policy (--preset continuous), not of --preset {args.preset}.")
+    refuse_unless(
+        args.policy == "pixel",
+        ("pixel_memory", "pixel_estimator", "pixel_candidates", "pixel_noise_final", "pixel_temperature"),
+        f"is an option of the pixel policy ({', '.join(pixel_presets)}), not of --preset {args.preset}.",
+    )
+    refuse_unless(
+        args.policy == "attention",
+        ("step_bias",),
+        f"is an option of the continuous policy (--preset continuous), not of --preset {args.preset}.",
+    )
     refuse_unless(args.policy != "fixed", ("hidden",), "sizes an attention network; a fixed sequence has none.")
 
 
@@ -227,7 +254,9 @@ def build_core(args: Args, data, device: torch.device, out: Path) -> PerceptionC
             torch.manual_seed(0)
             core = PerceptionCore(PerceptionConfig(args.channels, args.n_bins, encoding=args.encoding)).to(device)
             with tqdm(total=args.pretrain_steps, desc="pretrain core on random glimpses") as progress:
-                pretrain_core(core, data, args.pretrain_steps, glimpses=args.glimpses, report=lambda step, loss: progress.update())
+                pretrain_core(
+                    core, data, args.pretrain_steps, glimpses=args.glimpses, report=lambda step, loss: progress.update()
+                )
         path.parent.mkdir(parents=True, exist_ok=True)
         core.eval().save(path, trained_by="train/differentiable.py --core pretrain", args=vars(args))
     return PerceptionCore.load(path, device).train()
@@ -338,7 +367,9 @@ def main(args: Args) -> dict:
     )
     plot_glimpse_trails(policy, core, args.glimpses, out / "glimpses.png", device=device)
     writer.close()
-    print(f"nearest-pixel test accuracy: {metrics['test_accuracy']}; {sampler.name}: {metrics['test_accuracy_train_sampler']}")
+    print(
+        f"nearest-pixel test accuracy: {metrics['test_accuracy']}; {sampler.name}: {metrics['test_accuracy_train_sampler']}"
+    )
     return metrics
 
 

@@ -1,9 +1,9 @@
 """Train a PPO glimpse agent (Stable-Baselines3) on the batched environment.
 
     python train/ppo.py                                     # 25 glimpses, frozen packaged core
-    python train/ppo.py --core-training joint                  # the env also trains its core (perception optimizer)
+    python train/ppo.py --core-training joint               # the env also trains its core (perception optimizer)
     python train/ppo.py --glimpses 10 --num-envs 512 --total-steps 2000000 --torch-threads 1
-    python train/differentiable.py --policy fixed --out runs/fixed && \
+    python train/differentiable.py --preset fixed-sequence --out runs/fixed && \
         python train/ppo.py --core-training joint --init-from runs/fixed/checkpoint.pt   # warm start
 
 The agent acts through :class:`envs.sb3.MnistGlimpseSB3VecEnv` (``--num-envs`` episodes as one batch
@@ -13,8 +13,8 @@ the true labels (:meth:`envs.simulator.GlimpseSimulator.learn`); that core is th
 are the environment's dense log-likelihood gains; ``--gamma`` < 1 weights the early glimpses more
 (the discounted return telescopes into a weighted sum of the log-likelihood after every glimpse).
 ``--init-from`` warm-starts from a learned fixed sequence: PPO's per-glimpse offsets start at its
-locations and the environment runs its core instead of the packaged one (README: from scratch, PPO
-stayed below the fixed sequence at 2 and 5 glimpses; from it, above at every budget).
+locations and the environment runs its core instead of the packaged one (docs/results.md compares
+PPO from scratch, ``ppo-joint``, with PPO from the fixed sequence, ``ppo-joint-from-fixed``).
 
 Writes ``OUT/model.zip`` (SB3's ``PPO.load``), ``OUT/checkpoint.pt`` (policy + core, for
 ``train/evaluate.py``), ``OUT/metrics.json`` (nearest-pixel test accuracy after 1, 2, 5, 10, 25
@@ -94,7 +94,7 @@ class Args:
     eval_images: int = 2000
     """size of that subset"""
     init_from: str | None = None
-    """warm start: a fixed-sequence agent checkpoint (train/differentiable.py --policy fixed); PPO's
+    """warm start: a fixed-sequence agent checkpoint (train/differentiable.py --preset fixed-sequence); PPO's
     per-glimpse offsets start at its locations and the environment runs its core"""
     progress_bar: bool = True
     """show SB3's progress bar"""
@@ -110,7 +110,9 @@ class Args:
 
 def main(args: Args) -> dict:
     if args.core_training == "frozen" and args.perception_lr != Args.perception_lr:
-        raise ValueError(f"--perception-lr {args.perception_lr} trains the core; pass --core-training joint, or drop it.")
+        raise ValueError(
+            f"--perception-lr {args.perception_lr} trains the core; pass --core-training joint, or drop it."
+        )
     if args.torch_threads > 0:
         torch.set_num_threads(args.torch_threads)
     random.seed(args.seed)
@@ -163,7 +165,14 @@ def main(args: Args) -> dict:
     policy = SB3GlimpsePolicy(model.policy, config)
     budget = min(25, args.glimpses)
     probe = SubsetEvalCallback(
-        policy, batched.core, args.glimpses, budget, size=args.eval_images, every=args.eval_every, seed=args.seed, device=device
+        policy,
+        batched.core,
+        args.glimpses,
+        budget,
+        size=args.eval_images,
+        every=args.eval_every,
+        seed=args.seed,
+        device=device,
     )
 
     started = time.perf_counter()

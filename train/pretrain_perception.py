@@ -1,8 +1,9 @@
 """Train the perception core (RecurrentSoftOrdering + classifier head) on uniformly random glimpses.
 
-This is how the packaged core ``envs/pretrained/perception.pt`` is made::
+This is how the differentiable agent's warm start ``envs/pretrained/perception_random_glimpses.pt``
+is made::
 
-    python train/pretrain_perception.py --out envs/pretrained/perception.pt
+    python train/pretrain_perception.py --out envs/pretrained/perception_random_glimpses.pt
 
 It also gives the "random glimpses" baseline: ``metrics.json`` holds its nearest-pixel test accuracy.
 """
@@ -73,7 +74,9 @@ def main(args: Args) -> None:
             if step % 50 == 0:
                 progress.set_postfix(loss=f"{loss:.3f}")
 
-        pretrain_core(core, data, args.steps, args.batch_size, args.glimpses, args.learning_rate, Sampler(args.sampler), report)
+        pretrain_core(
+            core, data, args.steps, args.batch_size, args.glimpses, args.learning_rate, Sampler(args.sampler), report
+        )
     train_seconds = time.time() - start
 
     out = Path(args.out)

@@ -1,7 +1,7 @@
 """Train the REINFORCE glimpse agent on the batched environment (``agents.reinforce``).
 
     python train/reinforce.py                                  # frozen packaged core, 25 glimpses
-    python train/reinforce.py --core-training joint               # the env trains the core too (RAM-style)
+    python train/reinforce.py --core-training joint            # the env trains the core too (RAM-style)
     python train/reinforce.py --reward final --total-steps 5000000
 
 Each iteration runs ``--num-envs`` lockstep episodes of ``--glimpses`` glimpses in
@@ -12,16 +12,12 @@ cross-entropy step on its own core after each batch. Every ``--eval-every`` env 
 ``seconds_to_*`` and ``env_steps_per_second`` stops during those evaluations.
 
 Writes ``OUT/checkpoint.pt`` (policy + the core the env ran, ``env.core``), ``OUT/metrics.json``
-(nearest-pixel test accuracy after 1, 2, 5, 10, 25 glimpses, plus the fields below) and
-``OUT/glimpses.png``; TensorBoard logs go to ``OUT/tb``.
+(nearest-pixel test accuracy after 1, 2, 5, 10, 25 glimpses, plus the sampled policy's accuracy, env
+steps per second, the training seconds to the random baseline and to 80% at 25 glimpses on the subset,
+and the learning curve) and ``OUT/glimpses.png``; TensorBoard logs go to ``OUT/tb``.
 
-Measured with the defaults (10M env steps, 256 envs, seed 0, ``--torch-threads 1`` on a shared
-2-core CPU), greedy (mean) policy, nearest readout, 10,000 test images, after 1/2/5/10/25 glimpses:
-
-* ``frozen``: 18.4 / 17.8 / 33.1 / 43.4 / 42.0 % (sampled policy 48.0 % at 25), 205 s, ~49k env steps/s;
-* ``joint``: 16.2 / 19.7 / 40.3 / 47.3 / 57.6 % (sampled policy 54.2 % at 25), 286 s, ~35k env steps/s;
-* random glimpses with the packaged core: 39.3 % at 25. The untrained greedy policy (with
-  ``--step-bias``, a random fixed sequence) already gets 40.2 % on the 2,000-image subset.
+The accuracies of ``reinforce-frozen`` and ``reinforce-joint`` are in docs/results.md, their training
+speed in docs/studies/rl-training-speed.md.
 """
 
 from __future__ import annotations
@@ -43,7 +39,14 @@ from agents.baselines import RandomGlimpses
 from agents.checkpoint import save_agent
 from agents.evaluation import accuracy_by_glimpse, accuracy_on, accuracy_table, write_metrics
 from agents.figures import plot_glimpse_trails
-from agents.reinforce import GaussianAttentionPolicy, ReinforceLearner, SampledGlimpses, ValueBaseline, collect_rollout, make_env
+from agents.reinforce import (
+    GaussianAttentionPolicy,
+    ReinforceLearner,
+    SampledGlimpses,
+    ValueBaseline,
+    collect_rollout,
+    make_env,
+)
 from envs.config import resolve_device
 from envs.data import load_mnist
 from envs.perception import load_pretrained
@@ -90,8 +93,8 @@ class Args:
     step_bias: bool = True
     """learned per-glimpse offsets in the attention network (a fixed sequence plus an adaptive correction)"""
     log_std_init: float = math.log(0.1)
-    """initial log-std of the Gaussian policy (normalised units; 0.1 is about 1.4 pixels). Seed 0, 5M
-    steps, frozen core, accuracy at 25 glimpses: 0.5 -> 38.1%, 0.2 -> 59.5%, 0.1 -> 65.9%, 0.05 -> 64.8%"""
+    """initial log-std of the Gaussian policy (normalised units; 0.1 is about 1.4 pixels); the sweep behind
+    the default is in experiments/results/studies/rl_noise_and_warm_start.json"""
     log_std_min: float = math.log(0.05)
     """lower clamp of the log-std"""
     log_std_max: float = 0.0
@@ -112,7 +115,9 @@ class Args:
 
 def main(args: Args) -> dict:
     if args.core_training == "frozen" and args.perception_lr != Args.perception_lr:
-        raise ValueError(f"--perception-lr {args.perception_lr} trains the core; pass --core-training joint, or drop it.")
+        raise ValueError(
+            f"--perception-lr {args.perception_lr} trains the core; pass --core-training joint, or drop it."
+        )
     if args.torch_threads is not None:
         torch.set_num_threads(args.torch_threads)
     random.seed(args.seed)
@@ -123,9 +128,13 @@ def main(args: Args) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     writer = SummaryWriter(str(out / "tb"))
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
+    writer.add_text(
+        "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
+    )
 
-    env = make_env(args.num_envs, args.glimpses, args.core_training, args.perception_lr, args.sampler, args.reward, device)
+    env = make_env(
+        args.num_envs, args.glimpses, args.core_training, args.perception_lr, args.sampler, args.reward, device
+    )
     policy = GaussianAttentionPolicy(
         env.single_observation_space.shape[0],
         args.hidden,
@@ -142,15 +151,23 @@ def main(args: Args) -> dict:
         else None
     )
     learner = ReinforceLearner(
-        policy, baseline, args.learning_rate, args.baseline_lr, args.gamma, args.ent_coef,
-        args.normalize_advantage, args.max_grad_norm,
+        policy,
+        baseline,
+        args.learning_rate,
+        args.baseline_lr,
+        args.gamma,
+        args.ent_coef,
+        args.normalize_advantage,
+        args.max_grad_norm,
     )
 
     # The fixed evaluation subset and the random-glimpse baseline on it, with the packaged core.
     test = load_mnist("test", device)
     eval_images, eval_labels = test.images[: args.eval_images], test.labels[: args.eval_images]
     random_glimpses = RandomGlimpses(torch.Generator(device).manual_seed(args.seed))
-    random_baseline = float(accuracy_on(random_glimpses, load_pretrained(device, shared=True), eval_images, eval_labels, args.glimpses)[-1])
+    random_baseline = float(
+        accuracy_on(random_glimpses, load_pretrained(device, shared=True), eval_images, eval_labels, args.glimpses)[-1]
+    )
 
     batch_steps = args.num_envs * args.glimpses
     iterations = max(1, args.total_steps // batch_steps)
@@ -175,7 +192,9 @@ def main(args: Args) -> dict:
     evaluate(0, 0.0)
     observation, _ = env.reset(seed=args.seed)
     train_seconds = 0.0
-    progress = tqdm(total=iterations * batch_steps, desc=f"reinforce {args.core_training}", unit="step", unit_scale=True)
+    progress = tqdm(
+        total=iterations * batch_steps, desc=f"reinforce {args.core_training}", unit="step", unit_scale=True
+    )
     for iteration in range(iterations):
         start = time.perf_counter()
         rollout, observation = collect_rollout(env, policy, observation)
@@ -202,7 +221,9 @@ def main(args: Args) -> dict:
         progress.set_postfix(ret=f"{episodic_return:.3f}", acc=f"{accuracy:.3f}", std=f"{float(sigma.mean()):.3f}")
         if (iteration + 1) % eval_interval == 0 or iteration + 1 == iterations:
             evaluate(env_steps, train_seconds)
-            progress.set_postfix(ret=f"{episodic_return:.3f}", acc=f"{accuracy:.3f}", test=f"{curve[-1]['accuracy_T']:.3f}")
+            progress.set_postfix(
+                ret=f"{episodic_return:.3f}", acc=f"{accuracy:.3f}", test=f"{curve[-1]['accuracy_T']:.3f}"
+            )
     progress.close()
     env_steps = iterations * batch_steps
 
