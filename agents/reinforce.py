@@ -112,10 +112,7 @@ class GaussianAttentionPolicy(SavedPolicy, nn.Module):
     def checkpoint_config(self) -> dict:
         """The constructor arguments (what :mod:`agents.checkpoint` stores to rebuild the policy)."""
         return {
-            "observation_size": self.observation_size,
-            "hidden": self.hidden,
-            "glimpses": self.glimpses,
-            "step_bias": self.step_bias,
+            **self.attention.checkpoint_config(),  # observation_size, hidden, glimpses, step_bias
             "histogram_scale": self.histogram_scale,
             "log_std_init": self.log_std_init,
             "log_std_min": self.log_std_min,

@@ -151,6 +151,7 @@ def make_batched(args: Args, device: str, num_envs: int, core: PerceptionCore) -
         perception=core,
         device=device,
         autoreset_mode=autoreset_mode(args),
+        array_type="torch",
     )
     generator = torch.Generator(device=device).manual_seed(args.seed)
     actions = torch.rand(args.action_pool, num_envs, 2, generator=generator, device=device) * 2 - 1

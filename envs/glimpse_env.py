@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
+from gymnasium.envs.registration import EnvSpec
 
 from envs.config import PerceptionArg, action_space, build_simulator, observation_space, resolve_device
 from envs.render import draw_trail
@@ -98,7 +100,10 @@ class MnistGlimpseEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ## Episode End
 
-    ``terminated=True`` after ``max_glimpses`` glimpses. Never truncated.
+    ``terminated=True`` after ``max_glimpses`` glimpses; never truncated (no ``TimeLimit`` is
+    registered). ``env.spec.max_episode_steps`` reports ``max_glimpses``, so time-aware wrappers
+    (``gymnasium.wrappers.TimeAwareObservation``, which adds the glimpse counter to the observation)
+    know the episode length.
 
     ## Info
 
@@ -128,13 +133,17 @@ class MnistGlimpseEnv(gym.Env[np.ndarray, np.ndarray]):
     * ``device``: torch device of the simulation (``"cpu"``, ``"cuda"``, ``"auto"``).
     * ``render_mode``: ``None`` or ``"rgb_array"`` (the digit enlarged, with the numbered glimpse trail
       and the prediction).
+    * ``array_type``: ``"numpy"``, the only value for a single environment; accepted so that the same
+      keyword arguments work in every ``gymnasium.make_vec`` mode (``array_type="torch"`` is for
+      ``vectorization_mode="vector_entry_point"``).
 
     ## Version History
 
-    * v0: initial version.
+    * v0: initial version; ``spec.max_episode_steps`` reports ``max_glimpses``.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
+    _spec: EnvSpec | None = None
 
     def __init__(
         self,
@@ -147,7 +156,14 @@ class MnistGlimpseEnv(gym.Env[np.ndarray, np.ndarray]):
         perception_lr: float = 1e-3,
         device: torch.device | str = "cpu",
         render_mode: str | None = None,
+        array_type: str = "numpy",
     ) -> None:
+        if array_type != "numpy":
+            raise ValueError(
+                f"MnistGlimpseEnv returns numpy arrays; array_type={array_type!r} is for the batched env: "
+                "gymnasium.make_vec('MnistGlimpse-v0', num_envs=N, vectorization_mode='vector_entry_point', "
+                "array_type='torch')."
+            )
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"Unknown render_mode {render_mode!r}; valid values are {[None, 'rgb_array']}.")
         self.render_mode = render_mode
@@ -165,6 +181,19 @@ class MnistGlimpseEnv(gym.Env[np.ndarray, np.ndarray]):
     def core(self):
         """The perception core this environment runs."""
         return self.sim.core
+
+    @property
+    def spec(self) -> EnvSpec | None:
+        """The spec ``gymnasium.make`` gave this env, with ``max_episode_steps = max_glimpses`` (the
+        episode length, for time-aware wrappers; the episode ends by termination, so no ``TimeLimit``
+        wrapper is involved)."""
+        return self._spec
+
+    @spec.setter
+    def spec(self, value: EnvSpec | None) -> None:
+        if value is not None and value.max_episode_steps is None:
+            value = dataclasses.replace(value, max_episode_steps=self.max_glimpses)
+        self._spec = value
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None

@@ -15,7 +15,7 @@ from envs.glimpse_env import parse_image_options
 from envs.sampler import Sampler
 from envs.simulator import INDEX_BLOCK, IndexStreams, check_actions
 
-ARRAY_TYPES = ("torch", "numpy")
+ARRAY_TYPES = ("numpy", "torch")
 AUTORESET_MODES = {"next_step": AutoresetMode.NEXT_STEP, "same_step": AutoresetMode.SAME_STEP}
 
 
@@ -27,7 +27,9 @@ class MnistGlimpseVectorEnv(VectorEnv):
     ``seed=s + k``, so for equal actions the two produce equal observations, rewards and
     terminations (the tests check this). No Python loop runs over the batch during ``step``.
 
-    Returns torch tensors on ``device`` by default (``array_type="numpy"`` gives numpy arrays).
+    Returns numpy arrays by default, as every Gymnasium vector environment does, so Gymnasium's vector
+    wrappers (``NormalizeObservation``, ``RecordEpisodeStatistics``, ...) apply; ``array_type="torch"``
+    returns torch tensors on ``device`` instead (no copies: for loops that stay on the GPU).
     ``infos`` follow Gymnasium's vector convention: each key holds a batch and ``"_key"`` a boolean
     mask of the sub-environments it is meaningful for (``label`` and ``correct`` at the last glimpse).
 
@@ -51,7 +53,7 @@ class MnistGlimpseVectorEnv(VectorEnv):
     :param perception_lr: that optimizer's learning rate.
     :param device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ...
     :param autoreset_mode: ``"next_step"`` or ``"same_step"``.
-    :param array_type: ``"torch"`` or ``"numpy"``: what ``reset`` and ``step`` return.
+    :param array_type: ``"numpy"`` or ``"torch"``: what ``reset`` and ``step`` return.
     """
 
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
@@ -68,7 +70,7 @@ class MnistGlimpseVectorEnv(VectorEnv):
         perception_lr: float = 1e-3,
         device: torch.device | str = "auto",
         autoreset_mode: str | AutoresetMode = "next_step",
-        array_type: str = "torch",
+        array_type: str = "numpy",
         render_mode: str | None = None,
     ) -> None:
         if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:

@@ -11,6 +11,7 @@ import warnings
 import gymnasium
 import numpy as np
 import pytest
+import torch
 
 import envs
 
@@ -112,3 +113,42 @@ def test_make_passes_kwargs_and_wraps(core):
         env.step(np.zeros(2, dtype=np.float32))
     env.reset(seed=0)
     env.step(np.zeros(2, dtype=np.float32))
+
+
+def test_time_aware_observation_adds_the_glimpse_counter(core):
+    """The env reports its episode length in its spec, so TimeAwareObservation works without a TimeLimit."""
+    from gymnasium.wrappers import TimeAwareObservation
+
+    for glimpses in (25, 7):
+        made = gymnasium.make("MnistGlimpse-v0", split="test", perception=core, max_glimpses=glimpses)
+        assert made.spec.max_episode_steps == glimpses and made.spec.kwargs["max_glimpses"] == glimpses
+        env = TimeAwareObservation(made, normalize_time=True)
+        obs, _ = env.reset(seed=0)
+        assert obs.shape == (core.observation_size + 1,) and obs[-1] == 0.0
+        for _ in range(glimpses):
+            obs, _, terminated, truncated, info = env.step(np.zeros(2, dtype=np.float32))
+        assert obs[-1] == 1.0 and terminated and not truncated and "label" in info
+
+
+def test_make_vec_returns_numpy_and_gymnasium_vector_wrappers_apply(core):
+    from gymnasium.wrappers import vector as wrappers
+
+    kwargs = dict(split="test", perception=core, max_glimpses=3, device="cpu", array_type="numpy")
+    for mode in ("vector_entry_point", "sync"):  # the same keyword arguments in every mode
+        vec = gymnasium.make_vec("MnistGlimpse-v0", num_envs=4, vectorization_mode=mode, **kwargs)
+        obs, _ = vec.reset(seed=0)
+        assert isinstance(obs, np.ndarray) and obs.shape == (4, core.observation_size)
+    vec = gymnasium.make_vec("MnistGlimpse-v0", num_envs=4, vectorization_mode="vector_entry_point",
+                             split="test", perception=core, max_glimpses=3, device="cpu")
+    vec = wrappers.RecordEpisodeStatistics(wrappers.NormalizeObservation(wrappers.ClipAction(vec)))
+    vec = wrappers.TransformObservation(vec, lambda o: o * 2.0, vec.observation_space)
+    vec.reset(seed=0)
+    for _ in range(3):
+        obs, reward, terminated, truncated, info = vec.step(np.full((4, 2), 3.0, dtype=np.float32))  # clipped
+    assert isinstance(obs, np.ndarray) and terminated.all() and isinstance(reward, np.ndarray)
+    assert info["_episode"].all() and (info["episode"]["l"] == 3).all()
+    torch_vec = gymnasium.make_vec("MnistGlimpse-v0", num_envs=2, vectorization_mode="vector_entry_point",
+                                   split="test", perception=core, device="cpu", array_type="torch")
+    assert isinstance(torch_vec.reset(seed=0)[0], torch.Tensor)
+    with pytest.raises(ValueError, match="array_type='torch' is for the batched env"):
+        gymnasium.make("MnistGlimpse-v0", split="test", perception=core, array_type="torch")

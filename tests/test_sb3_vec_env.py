@@ -122,7 +122,7 @@ def test_terminal_observation_is_the_last_one_before_the_reset(core):
     returned observation is the next episode's first (empty histogram, uniform prediction)."""
     n, glimpses = 3, 2
     settings = dict(split="test", perception=core, device="cpu")
-    venv = MnistGlimpseVectorEnv(n, glimpses, autoreset_mode="same_step", **settings)
+    venv = MnistGlimpseVectorEnv(n, glimpses, autoreset_mode="same_step", array_type="torch", **settings)
     adapter = MnistGlimpseSB3VecEnv(venv=venv)
     plain = MnistGlimpseVectorEnv(n, glimpses, autoreset_mode="next_step", array_type="numpy", **settings)
     adapter.seed(4)
@@ -171,6 +171,8 @@ def test_set_options_and_seed(core):
 
 def test_constructor_errors(core):
     with pytest.raises(ValueError, match="same_step"):
-        MnistGlimpseSB3VecEnv(venv=MnistGlimpseVectorEnv(2, 2, perception=core, device="cpu"))
+        MnistGlimpseSB3VecEnv(venv=MnistGlimpseVectorEnv(2, 2, perception=core, device="cpu", array_type="torch"))
+    with pytest.raises(ValueError, match="array_type='torch'"):
+        MnistGlimpseSB3VecEnv(venv=MnistGlimpseVectorEnv(2, 2, perception=core, device="cpu", autoreset_mode="same_step"))
     with pytest.raises(ValueError, match="sets autoreset_mode"):
         MnistGlimpseSB3VecEnv(2, autoreset_mode="next_step", perception=core, device="cpu")

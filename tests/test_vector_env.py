@@ -26,7 +26,7 @@ TOL = dict(rtol=1e-5, atol=1e-5)
 @pytest.fixture
 def make_vec(core):
     def make(num_envs: int = 4, **kwargs) -> MnistGlimpseVectorEnv:
-        settings = dict(split="test", max_glimpses=3, perception=core, device="cpu")
+        settings = dict(split="test", max_glimpses=3, perception=core, device="cpu", array_type="torch")
         settings.update(kwargs)
         return MnistGlimpseVectorEnv(num_envs=num_envs, **settings)
 
@@ -483,7 +483,7 @@ def test_batched_cuda_equals_single_cpu_envs(make_core, mode):
     n, glimpses = 4, 2
     cpu_core, cuda_core = make_core(0), make_core(0, device="cuda")
     vec = MnistGlimpseVectorEnv(
-        n, max_glimpses=glimpses, split="test", perception=cuda_core, device="cuda", autoreset_mode=mode
+        n, max_glimpses=glimpses, split="test", perception=cuda_core, device="cuda", autoreset_mode=mode, array_type="torch"
     )
     assert vec.device.type == "cuda"
     ref = SingleEnvs(
