@@ -73,7 +73,9 @@ class MnistGlimpseSB3VecEnv(VecEnv):
         elif env_kwargs:
             raise ValueError(f"Pass either venv or environment arguments, not both (got {sorted(env_kwargs)}).")
         if venv.array_type != "torch":
-            raise ValueError("MnistGlimpseSB3VecEnv needs a MnistGlimpseVectorEnv with array_type='torch' (it converts once).")
+            raise ValueError(
+                "MnistGlimpseSB3VecEnv needs a MnistGlimpseVectorEnv with array_type='torch' (it converts once)."
+            )
         if venv.metadata["autoreset_mode"] != AutoresetMode.SAME_STEP:
             raise ValueError(
                 "MnistGlimpseSB3VecEnv needs a MnistGlimpseVectorEnv with autoreset_mode='same_step' "

@@ -173,6 +173,8 @@ def test_constructor_errors(core):
     with pytest.raises(ValueError, match="same_step"):
         MnistGlimpseSB3VecEnv(venv=MnistGlimpseVectorEnv(2, 2, perception=core, device="cpu", array_type="torch"))
     with pytest.raises(ValueError, match="array_type='torch'"):
-        MnistGlimpseSB3VecEnv(venv=MnistGlimpseVectorEnv(2, 2, perception=core, device="cpu", autoreset_mode="same_step"))
+        MnistGlimpseSB3VecEnv(
+            venv=MnistGlimpseVectorEnv(2, 2, perception=core, device="cpu", autoreset_mode="same_step")
+        )
     with pytest.raises(ValueError, match="sets autoreset_mode"):
         MnistGlimpseSB3VecEnv(2, autoreset_mode="next_step", perception=core, device="cpu")

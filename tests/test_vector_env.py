@@ -483,7 +483,13 @@ def test_batched_cuda_equals_single_cpu_envs(make_core, mode):
     n, glimpses = 4, 2
     cpu_core, cuda_core = make_core(0), make_core(0, device="cuda")
     vec = MnistGlimpseVectorEnv(
-        n, max_glimpses=glimpses, split="test", perception=cuda_core, device="cuda", autoreset_mode=mode, array_type="torch"
+        n,
+        max_glimpses=glimpses,
+        split="test",
+        perception=cuda_core,
+        device="cuda",
+        autoreset_mode=mode,
+        array_type="torch",
     )
     assert vec.device.type == "cuda"
     ref = SingleEnvs(
