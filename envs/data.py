@@ -2,10 +2,11 @@
 
 The four standard IDX files live gzipped in ``envs/mnist/`` (package data), so a clone or an
 installed wheel works offline and nothing is ever downloaded. On first use in a process each
-``.gz`` is checked against its SHA-256, decompressed into a cache folder (``$MNIST_GLIMPSE_CACHE``
-or ``~/.cache/mnist-glimpse``), and read with torchvision's own :class:`torchvision.datasets.MNIST`
-reader. Images are then kept once per process and device as ``uint8`` tensors of shape
-``(N, 28, 28)``; every environment and agent shares them.
+``.gz`` is checked against its SHA-256, decompressed in memory, its contents checked against their
+SHA-256 too, and parsed as IDX (big-endian header, then the ``uint8`` payload). Nothing is written
+to disk and no other copy is ever read, so only verified bytes become images. Images are then kept
+once per process and device as ``uint8`` tensors of shape ``(N, 28, 28)``; every environment and
+agent shares them. Pickling a split stores only which split it is (:meth:`MnistSplit.__reduce__`).
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 #: Where the packaged ``.gz`` files live.
@@ -53,19 +54,29 @@ class DataError(RuntimeError):
     """A data file is missing or does not match its checksum."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class MnistSplit:
     """One split of MNIST on one device.
 
     :param images: ``uint8`` tensor ``(N, 28, 28)``, grey levels 0..255, row-major (row i, column j).
     :param labels: ``int64`` tensor ``(N,)``, classes 0..9.
+    :param source: ``(split, data_dir)`` when loaded by :func:`load_mnist`: then pickling stores only
+        that, and unpickling loads (and verifies) the split again, so a pickled environment does not
+        carry the dataset.
     """
 
     images: torch.Tensor
     labels: torch.Tensor
+    source: tuple[str, str | None] | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    def __reduce__(self):
+        if self.source is None:
+            return (MnistSplit, (self.images, self.labels))
+        split, data_dir = self.source
+        return (load_mnist, (split, str(self.images.device), data_dir))
 
 
 def _sha256(path: Path) -> str:
@@ -74,21 +85,6 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def cache_dir() -> Path:
-    """The folder that holds the decompressed IDX files (``$MNIST_GLIMPSE_CACHE`` overrides it)."""
-    configured = os.environ.get("MNIST_GLIMPSE_CACHE")
-    if configured:
-        return Path(configured)
-    home_cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mnist-glimpse"
-    try:
-        home_cache.mkdir(parents=True, exist_ok=True)
-        if os.access(home_cache, os.W_OK):
-            return home_cache
-    except OSError:
-        pass
-    return Path(tempfile.gettempdir()) / "mnist-glimpse"
 
 
 def _restore_hint(source_dir: Path) -> str:
@@ -119,40 +115,31 @@ def verify_file(source_dir: Path, name: str) -> Path:
     return gz_path
 
 
-def _decompressed(source_dir: Path, name: str, raw_dir: Path) -> None:
-    """Make ``raw_dir/name`` hold the verified, decompressed contents of ``name.gz``."""
-    target = raw_dir / name
-    expected_raw = CHECKSUMS[name][1]
-    gz_path = verify_file(source_dir, name)  # always: a valid cache must not hide a corrupt package
-    if target.is_file() and _sha256(target) == expected_raw:
-        return
-    raw_dir.mkdir(parents=True, exist_ok=True)
+def _read_idx(source_dir: Path, name: str) -> np.ndarray:
+    """The verified contents of ``source_dir/name.gz`` as an array of the IDX file's shape."""
+    gz_path = verify_file(source_dir, name)
     with gzip.open(gz_path, "rb") as handle:
         payload = handle.read()
-    if hashlib.sha256(payload).hexdigest() != expected_raw:
+    if hashlib.sha256(payload).hexdigest() != CHECKSUMS[name][1]:
         raise DataError(
-            f"MNIST file {gz_path} decompresses to data whose SHA-256 is not {expected_raw}. "
+            f"MNIST file {gz_path} decompresses to data whose SHA-256 is not {CHECKSUMS[name][1]}. "
             f"{_restore_hint(source_dir)}"
         )
-    partial = target.with_suffix(f".{os.getpid()}.partial")
-    partial.write_bytes(payload)
-    os.replace(partial, target)  # atomic: concurrent processes never see a half-written file
+    dims = payload[3]  # magic number: two zero bytes, the type code 0x08 (uint8), the number of dimensions
+    shape = tuple(int.from_bytes(payload[4 + 4 * k : 8 + 4 * k], "big") for k in range(dims))
+    return np.frombuffer(payload, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
 
 
 _CPU_CACHE: dict[tuple[str, str], MnistSplit] = {}
 _DEVICE_CACHE: dict[tuple[str, str, str], MnistSplit] = {}
+FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"), "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 
 
 def _load_cpu(split: str, source_dir: Path) -> MnistSplit:
     key = (split, str(source_dir))
     if key not in _CPU_CACHE:
-        from torchvision.datasets import MNIST  # imported lazily: torchvision is slow to import
-
-        root = cache_dir()
-        for name in CHECKSUMS:  # torchvision's reader checks that all four files are present
-            _decompressed(source_dir, name, root / "MNIST" / "raw")
-        dataset = MNIST(root=str(root), train=split == "train", download=False)
-        _CPU_CACHE[key] = MnistSplit(images=dataset.data.contiguous(), labels=dataset.targets.long())
+        images, labels = (_read_idx(source_dir, name) for name in FILES[split])
+        _CPU_CACHE[key] = MnistSplit(torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64)))
     return _CPU_CACHE[key]
 
 
@@ -172,7 +159,8 @@ def load_mnist(
     key = (split, str(source_dir), str(device))
     if key not in _DEVICE_CACHE:
         cpu = _load_cpu(split, source_dir)
-        _DEVICE_CACHE[key] = MnistSplit(images=cpu.images.to(device), labels=cpu.labels.to(device))
+        source = (split, None if data_dir is None else str(data_dir))
+        _DEVICE_CACHE[key] = MnistSplit(cpu.images.to(device), cpu.labels.to(device), source)
     return _DEVICE_CACHE[key]
 
 

@@ -243,4 +243,5 @@ class MnistGlimpseEnv(gym.Env[np.ndarray, np.ndarray]):
         steps = int(self.sim.elapsed[0])
         image = (self.sim.images[0] * 255.0).round().to(torch.uint8).cpu().numpy()
         prediction = self.sim.prediction[0].cpu().numpy()
-        return draw_trail(image, self.sim.trail[0, :steps].cpu().numpy(), prediction)
+        label = int(self.sim.labels[0])
+        return draw_trail(image, self.sim.trail[0, :steps].cpu().numpy(), prediction, label=label)

@@ -259,9 +259,7 @@ def launch(args: Args, methods: list[str], out: Path) -> list[tuple[str, int, st
         spec = METHODS[method]
         command = spec.command(seed, folder.resolve())
         command += [*SCALES[scale][spec.trainer], *(spec.tiny if scale == "tiny" else ())] if scale else []
-        command += ["--device", args.device] + (
-            ["--torch-threads", str(args.torch_threads)] if spec.trainer != "pretrain" else []
-        )
+        command += ["--device", args.device, "--torch-threads", str(args.torch_threads)]
         after = refs.get((spec.warm_start, seed))
         refs[(method, seed)] = task.remote(command, env, str(folder.resolve()), after)
     started, names = time.time(), {ref: key for key, ref in refs.items()}

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from envs import data
-from envs.data import CHECKSUMS, PACKAGE_DATA_DIR, DataError, cache_dir, load_mnist
+from envs.data import CHECKSUMS, PACKAGE_DATA_DIR, DataError, load_mnist
 
 # The facts listed in envs/mnist/README.md.
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
@@ -90,40 +90,39 @@ def test_unknown_split_raises_value_error():
     assert "'train'" in str(error.value) and "'test'" in str(error.value)
 
 
-def test_cache_dir_follows_environment_variable(tmp_path, monkeypatch):
-    monkeypatch.setenv("MNIST_GLIMPSE_CACHE", str(tmp_path / "somewhere"))
-    assert cache_dir() == tmp_path / "somewhere"
+def test_a_pickled_split_or_env_does_not_carry_the_dataset():
+    """Pickling stores which split it is; unpickling loads (and verifies) it again."""
+    import pickle
+
+    import gymnasium
+
+    import envs  # noqa: F401 - registers the env
+
+    split = load_mnist("test")
+    assert len(pickle.dumps(split)) < 1000 and pickle.loads(pickle.dumps(split)) is split
+    env = gymnasium.make("MnistGlimpse-v0", split="test")
+    env.reset(seed=0)
+    assert len(pickle.dumps(env)) < 2_000_000  # the core's weights and the episode, not 10,000 images
 
 
 @pytest.fixture
 def data_copy(tmp_path, monkeypatch):
-    """A private copy of the four ``.gz`` files and an empty cache folder (``MNIST_GLIMPSE_CACHE``)."""
+    """A private copy of the four ``.gz`` files."""
     source = tmp_path / "mnist"
     source.mkdir()
     for name in CHECKSUMS:
         shutil.copy(PACKAGE_DATA_DIR / f"{name}.gz", source)
-    monkeypatch.setenv("MNIST_GLIMPSE_CACHE", str(tmp_path / "cache"))
     return source
 
 
-def test_copy_loads_into_fresh_cache_and_equals_packaged(data_copy, tmp_path, monkeypatch):
+def test_copy_loads_and_equals_packaged_without_writing_anything(data_copy, tmp_path):
+    before = sorted(tmp_path.rglob("*"))
     copy = load_mnist("test", data_dir=data_copy)
     packaged = load_mnist("test")
     assert copy is not packaged
     assert torch.equal(copy.images, packaged.images)
     assert torch.equal(copy.labels, packaged.labels)
-    raw_dir = tmp_path / "cache" / "MNIST" / "raw"
-    for name, (_, raw_sha) in CHECKSUMS.items():
-        assert hashlib.sha256((raw_dir / name).read_bytes()).hexdigest() == raw_sha
-
-    # a damaged decompressed file in the cache is detected and rewritten from the verified .gz
-    (raw_dir / "t10k-labels-idx1-ubyte").write_bytes(b"not the labels")
-    monkeypatch.setattr(data, "_CPU_CACHE", {})
-    monkeypatch.setattr(data, "_DEVICE_CACHE", {})
-    again = load_mnist("test", data_dir=data_copy)
-    assert torch.equal(again.labels, packaged.labels)
-    digest = hashlib.sha256((raw_dir / "t10k-labels-idx1-ubyte").read_bytes()).hexdigest()
-    assert digest == CHECKSUMS["t10k-labels-idx1-ubyte"][1]
+    assert sorted(tmp_path.rglob("*")) == before  # decompressed in memory only
 
 
 @pytest.mark.parametrize("name", sorted(CHECKSUMS))
@@ -133,7 +132,7 @@ def test_corrupt_file_raises_data_error_naming_file_and_checksum(data_copy, name
     payload[len(payload) // 2] ^= 0xFF
     target.write_bytes(bytes(payload))
     with pytest.raises(DataError) as error:
-        load_mnist("test", data_dir=data_copy)
+        load_mnist("train" if name.startswith("train") else "test", data_dir=data_copy)  # each split reads its 2 files
     message = str(error.value)
     assert str(target) in message
     assert CHECKSUMS[name][0] in message  # the expected SHA-256 of the .gz
@@ -147,7 +146,7 @@ def test_missing_file_raises_data_error_naming_file_and_checksum(data_copy, name
     target = data_copy / f"{name}.gz"
     target.unlink()
     with pytest.raises(DataError) as error:
-        load_mnist("test", data_dir=data_copy)
+        load_mnist("train" if name.startswith("train") else "test", data_dir=data_copy)  # each split reads its 2 files
     message = str(error.value)
     assert str(target) in message
     assert CHECKSUMS[name][0] in message

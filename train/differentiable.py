@@ -127,8 +127,9 @@ class Args:
     """seed of python, numpy and torch"""
     device: str = "auto"
     """cpu, cuda or auto"""
-    torch_threads: int = 0
-    """CPU threads for torch (0 = torch's default); 1 is much faster on a CPU shared with other jobs"""
+    torch_threads: int = 1
+    """CPU threads for torch (0 = torch's default, one per core); 1, the default, does not collapse when
+    other jobs share a small CPU (docs/studies/env-throughput.md)"""
     out: str = "runs/differentiable"
     """output folder"""
 
@@ -267,7 +268,7 @@ def main(args: Args) -> dict:
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
-    if args.torch_threads:
+    if args.torch_threads > 0:
         torch.set_num_threads(args.torch_threads)
     device = resolve_device(args.device)
     out = Path(args.out)

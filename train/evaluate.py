@@ -35,9 +35,13 @@ class Args:
     """cpu, cuda or auto"""
     seed: int = 0
     """torch seed set before the rollout (only a random policy, e.g. random-glimpses, uses it)"""
+    torch_threads: int = 1
+    """CPU threads for torch (0 = torch's default, one per core); 1 does not collapse on a shared CPU"""
 
 
 def main(args: Args) -> dict:
+    if args.torch_threads > 0:
+        torch.set_num_threads(args.torch_threads)
     device = resolve_device(args.device)
     policy, core, checkpoint = load_agent(args.checkpoint, device)
     glimpses = args.glimpses or checkpoint["glimpses"]

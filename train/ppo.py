@@ -98,8 +98,9 @@ class Args:
     per-glimpse offsets start at its locations and the environment runs its core"""
     progress_bar: bool = True
     """show SB3's progress bar"""
-    torch_threads: int = 0
-    """torch intra-op threads (0: torch's default; 1 on a small shared machine)"""
+    torch_threads: int = 1
+    """CPU threads for torch (0 = torch's default, one per core); 1, the default, does not collapse when
+    other jobs share a small CPU (docs/studies/env-throughput.md)"""
     seed: int = 0
     """seed of python, numpy, torch, PPO and the environments"""
     device: str = "auto"

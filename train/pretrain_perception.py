@@ -54,6 +54,9 @@ class Args:
     """seed of python, numpy and torch"""
     device: str = "auto"
     """cpu, cuda or auto"""
+    torch_threads: int = 1
+    """CPU threads for torch (0 = torch's default, one per core); 1, the default, does not collapse when
+    other jobs share a small CPU (docs/studies/env-throughput.md)"""
     out: str = "runs/pretrain/perception.pt"
     """where the core checkpoint goes; metrics.json is written beside it"""
 
@@ -62,6 +65,8 @@ def main(args: Args) -> None:
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
+    if args.torch_threads > 0:
+        torch.set_num_threads(args.torch_threads)
     device = resolve_device(args.device)
 
     data = load_mnist("train", device)

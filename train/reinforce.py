@@ -107,8 +107,9 @@ class Args:
     """seed of python, numpy, torch and of the env's image streams"""
     device: str = "auto"
     """cpu, cuda or auto"""
-    torch_threads: int | None = None
-    """torch intra-op threads (None: torch's default); use 1 on a shared machine"""
+    torch_threads: int = 1
+    """CPU threads for torch (0 = torch's default, one per core); 1, the default, does not collapse when
+    other jobs share a small CPU (docs/studies/env-throughput.md)"""
     out: str = "runs/reinforce"
     """output folder"""
 
@@ -118,7 +119,7 @@ def main(args: Args) -> dict:
         raise ValueError(
             f"--perception-lr {args.perception_lr} trains the core; pass --core-training joint, or drop it."
         )
-    if args.torch_threads is not None:
+    if args.torch_threads > 0:
         torch.set_num_threads(args.torch_threads)
     random.seed(args.seed)
     np.random.seed(args.seed)
