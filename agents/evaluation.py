@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -100,3 +102,23 @@ def write_metrics(
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+
+def log_folder(out: str | os.PathLike) -> Path:
+    """A TensorBoard folder of this run's own, ``OUT/tb/<start time>-<pid>``: a rerun or a killed run
+    in the same ``OUT`` never mixes its curves with this one's."""
+    return Path(out) / "tb" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+
+
+def summary(metrics: dict[str, Any], out: str | os.PathLike, files: Sequence[str]) -> str:
+    """What a training script ends with: its test accuracy by glimpses as a small table, and where its
+    files went."""
+    table = metrics["test_accuracy"]
+    width = max(6, *(len(b) + 1 for b in table))
+    lines = [
+        f"{metrics['agent']}, seed {metrics['seed']}: test accuracy (%), 10,000 test images, nearest read-out",
+        "  glimpses " + "".join(f"{b:>{width}}" for b in table),
+        "  accuracy " + "".join(f"{100 * v:>{width}.1f}" for v in table.values()),
+        f"wrote {', '.join(str(Path(out) / name) for name in files)}",
+    ]
+    return "\n".join(lines)

@@ -41,7 +41,9 @@ def plot_glimpse_trails(
         axes[0, digit].imshow(trail)
         guess = int(predictions[-1, digit].argmax())
         axes[0, digit].set_title(f"label {digit}, says {guess}", fontsize=9, color="green" if guess == digit else "red")
-        heatmap = axes[1, digit].imshow(predictions[:, digit].numpy(), aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0)
+        heatmap = axes[1, digit].imshow(
+            predictions[:, digit].numpy(), aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0
+        )
         axes[1, digit].set_xticks(range(NUM_CLASSES))
         axes[1, digit].tick_params(labelsize=6)
         axes[1, digit].set_xlabel("class", fontsize=8)

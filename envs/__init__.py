@@ -8,7 +8,11 @@ torch is not imported until an environment is made)::
     env = gymnasium.make("MnistGlimpse-v0")
     vec = gymnasium.make_vec("MnistGlimpse-v0", num_envs=1024, vectorization_mode="vector_entry_point")
 
-``gymnasium.make("envs:MnistGlimpse-v0")`` works without the import statement.
+``gymnasium.make("envs:MnistGlimpse-v0")`` works without the import statement. A project that has
+a package named ``envs`` of its own reaches the same package as ``mnist_glimpse`` (an alias the
+install maps to this folder; every module here imports its siblings relatively)::
+
+    env = gymnasium.make("mnist_glimpse:MnistGlimpse-v0")
 """
 
 from __future__ import annotations
@@ -23,21 +27,21 @@ ENV_ID = "MnistGlimpse-v0"
 if ENV_ID not in registry:
     register(
         id=ENV_ID,
-        entry_point="envs.glimpse_env:MnistGlimpseEnv",
-        vector_entry_point="envs.vector_env:MnistGlimpseVectorEnv",
+        entry_point=f"{__name__}.glimpse_env:MnistGlimpseEnv",
+        vector_entry_point=f"{__name__}.vector_env:MnistGlimpseVectorEnv",
     )
 
 _LAZY = {
-    "MnistGlimpseEnv": "envs.glimpse_env",
-    "MnistGlimpseVectorEnv": "envs.vector_env",
-    "PerceptionCore": "envs.perception",
-    "PerceptionConfig": "envs.perception",
-    "load_pretrained": "envs.perception",
-    "Sampler": "envs.sampler",
-    "SOHE": "envs.soft_ordering",
-    "SoftOrdering": "envs.soft_ordering",
-    "RecurrentSoftOrdering": "envs.soft_ordering",
-    "load_mnist": "envs.data",
+    "MnistGlimpseEnv": ".glimpse_env",
+    "MnistGlimpseVectorEnv": ".vector_env",
+    "PerceptionCore": ".perception",
+    "PerceptionConfig": ".perception",
+    "load_pretrained": ".perception",
+    "Sampler": ".sampler",
+    "SOHE": ".soft_ordering",
+    "SoftOrdering": ".soft_ordering",
+    "RecurrentSoftOrdering": ".soft_ordering",
+    "load_mnist": ".data",
 }
 
 __all__ = ["ENV_ID", *_LAZY]
@@ -45,5 +49,5 @@ __all__ = ["ENV_ID", *_LAZY]
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
     raise AttributeError(f"module 'envs' has no attribute {name!r}")

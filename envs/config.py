@@ -11,10 +11,10 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from envs.data import NUM_CLASSES, SPLITS, load_mnist
-from envs.perception import PerceptionCore, load_pretrained
-from envs.sampler import SAMPLER_MODES, Sampler
-from envs.simulator import REWARD_MODES, GlimpseSimulator
+from .data import NUM_CLASSES, SPLITS, load_mnist
+from .perception import PerceptionCore, load_pretrained
+from .sampler import SAMPLER_MODES, Sampler
+from .simulator import REWARD_MODES, GlimpseSimulator
 
 PerceptionArg = PerceptionCore | str | os.PathLike | None
 

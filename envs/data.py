@@ -132,7 +132,10 @@ def _read_idx(source_dir: Path, name: str) -> np.ndarray:
 
 _CPU_CACHE: dict[tuple[str, str], MnistSplit] = {}
 _DEVICE_CACHE: dict[tuple[str, str, str], MnistSplit] = {}
-FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"), "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
 
 
 def _load_cpu(split: str, source_dir: Path) -> MnistSplit:

@@ -10,10 +10,10 @@ import numpy as np
 import torch
 from gymnasium.envs.registration import EnvSpec
 
-from envs.config import PerceptionArg, action_space, build_simulator, observation_space, resolve_device
-from envs.render import draw_trail
-from envs.sampler import Sampler
-from envs.simulator import IndexStreams
+from .config import PerceptionArg, action_space, build_simulator, observation_space, resolve_device
+from .render import draw_trail
+from .sampler import Sampler
+from .simulator import IndexStreams
 
 
 def parse_image_options(options: dict[str, Any] | None, batch_shape: tuple[int, ...]) -> dict[str, np.ndarray]:

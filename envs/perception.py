@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from envs.data import IMAGE_SIZE, NUM_CLASSES
-from envs.sampler import Sampler, pixel_to_action
-from envs.soft_ordering import RecurrentSoftOrdering
+from .data import IMAGE_SIZE, NUM_CLASSES
+from .sampler import Sampler, pixel_to_action
+from .soft_ordering import RecurrentSoftOrdering
 
 #: The packaged pretrained core that environments load by default: the core of the continuous
 #: differentiable agent trained for 5 epochs without the nearest read-out epoch, trained by

@@ -27,7 +27,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from envs.data import IMAGE_SIZE
+from .data import IMAGE_SIZE
 
 SAMPLER_MODES = ("nearest", "bilinear", "bicubic", "gaussian")
 

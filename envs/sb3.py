@@ -44,7 +44,7 @@ import torch
 from gymnasium.vector import AutoresetMode
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
-from envs.vector_env import MnistGlimpseVectorEnv
+from .vector_env import MnistGlimpseVectorEnv
 
 
 class MnistGlimpseSB3VecEnv(VecEnv):

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from envs.data import IMAGE_SIZE, NUM_CLASSES, MnistSplit
-from envs.perception import PerceptionCore, perception_loss
-from envs.sampler import Sampler, action_to_pixel
+from .data import IMAGE_SIZE, NUM_CLASSES, MnistSplit
+from .perception import PerceptionCore, perception_loss
+from .sampler import Sampler, action_to_pixel
 
 REWARD_MODES = ("dense", "final")
 

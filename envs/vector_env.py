@@ -10,10 +10,10 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from envs.config import PerceptionArg, action_space, build_simulator, observation_space, resolve_device
-from envs.glimpse_env import parse_image_options
-from envs.sampler import Sampler
-from envs.simulator import INDEX_BLOCK, IndexStreams, check_actions
+from .config import PerceptionArg, action_space, build_simulator, observation_space, resolve_device
+from .glimpse_env import parse_image_options
+from .sampler import Sampler
+from .simulator import INDEX_BLOCK, IndexStreams, check_actions
 
 ARRAY_TYPES = ("numpy", "torch")
 AUTORESET_MODES = {"next_step": AutoresetMode.NEXT_STEP, "same_step": AutoresetMode.SAME_STEP}

@@ -35,21 +35,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
+# Only the standard library at import time: the Ray workers import this module to run
+# run_training, and torch, matplotlib and the agents are only needed for the figures.
+if TYPE_CHECKING:
+    import torch
 
-matplotlib.use("Agg")  # files only; no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import tyro  # noqa: E402
-from matplotlib.colors import PowerNorm  # noqa: E402
-
-from agents.rollout import GlimpsePolicy, run_episodes  # noqa: E402
-from envs.data import IMAGE_SIZE, NUM_CLASSES  # noqa: E402
-from envs.perception import PerceptionCore  # noqa: E402
-from envs.sampler import Sampler  # noqa: E402
+    from agents.rollout import GlimpsePolicy
+    from envs.perception import PerceptionCore
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "experiments" / "results"
@@ -418,8 +412,20 @@ def replace_between_markers(text: str, block: str) -> str:
 # --- figures -------------------------------------------------------------------------------------
 
 
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display needed
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def plot_accuracy(runs: dict[str, list[dict[str, Any]]], methods: Sequence[str], path: Path) -> None:
     """Test accuracy (nearest read-out) at the table's budgets: mean over seeds, ±1 std band; GDFS as markers."""
+    import numpy as np
+
+    plt = _pyplot()
     figure, axis = plt.subplots(figsize=(10.5, 5.0))
     colours = plt.get_cmap("tab10")
     for k, method in enumerate(methods):
@@ -448,7 +454,6 @@ def plot_accuracy(runs: dict[str, list[dict[str, Any]]], methods: Sequence[str],
     plt.close(figure)
 
 
-@torch.no_grad()
 def glimpse_density(
     policy: GlimpsePolicy,
     core: PerceptionCore,
@@ -460,10 +465,17 @@ def glimpse_density(
     """Glimpse counts ``(10, 28, 28)`` (int64): entry ``[c, i, j]`` counts the glimpses, over all
     ``glimpses`` steps of the episodes on the ``images`` (``uint8``) of class ``c``, that read pixel
     ``(i, j)`` with the nearest read-out (coordinates rounded half to even, as ``Sampler("nearest")``)."""
+    import torch
+
+    from agents.rollout import run_episodes
+    from envs.data import IMAGE_SIZE, NUM_CLASSES
+    from envs.sampler import Sampler
+
     counts = torch.zeros(NUM_CLASSES * IMAGE_SIZE * IMAGE_SIZE, dtype=torch.long, device=images.device)
     for start in range(0, len(images), batch_size):
         batch = images[start : start + batch_size].float() / 255.0
-        episode = run_episodes(policy, core, Sampler("nearest"), batch, glimpses)
+        with torch.no_grad():
+            episode = run_episodes(policy, core, Sampler("nearest"), batch, glimpses)
         pixel = episode.coords.round().long().clamp(0, IMAGE_SIZE - 1)  # (T, B, 2)
         label = labels[start : start + batch_size].expand(glimpses, -1)  # (T, B)
         flat = (label * IMAGE_SIZE + pixel[..., 0]) * IMAGE_SIZE + pixel[..., 1]
@@ -476,6 +488,11 @@ def plot_where_they_look(
 ) -> None:
     """One row per method, one column per digit: the fraction of that class's glimpses at each pixel
     (square-root colour scale shared within a row), the class's mean digit outlined in cyan."""
+    from matplotlib.colors import PowerNorm
+
+    from envs.data import NUM_CLASSES
+
+    plt = _pyplot()
     rows = len(densities)
     figure, axes = plt.subplots(rows, NUM_CLASSES, figsize=(1.5 * NUM_CLASSES + 1.6, 1.5 * rows + 0.6), squeeze=False)
     for r, (method, counts) in enumerate(densities.items()):
@@ -499,9 +516,11 @@ def plot_where_they_look(
 
 
 def draw_where_they_look(methods: Sequence[str], seed: int, out: Path, path: Path, device: str) -> None:
+    import torch
+
     from agents.checkpoint import load_agent
     from envs.config import resolve_device
-    from envs.data import load_mnist
+    from envs.data import NUM_CLASSES, load_mnist
 
     test = load_mnist("test", resolve_device(device))
     class_means = torch.stack(
@@ -575,5 +594,7 @@ def main(args: Args) -> list[tuple[str, int, str]]:
 
 
 if __name__ == "__main__":
+    import tyro
+
     outcomes = main(tyro.cli(Args))
     sys.exit(1 if any(status == "failed" for _, _, status in outcomes) else 0)

@@ -11,12 +11,14 @@ PACKAGES = ("envs", "agents", "experiments")
 
 
 def project_imports(path: Path) -> set[str]:
-    """The project modules ``path`` imports (at any depth of the file, lazily or not)."""
+    """The project modules ``path`` imports (at any depth of the file, lazily or not; relative
+    imports resolved against its package)."""
     found = set()
+    package = path.parent.name
     for node in ast.walk(ast.parse(path.read_text())):
         names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module]
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module if node.level == 0 else f"{package}.{node.module}"]
         found.update(name for name in names if name.split(".")[0] in PACKAGES)
     return found
 

@@ -42,6 +42,27 @@ def test_import_does_not_import_torch(tmp_path):
     assert result.stdout.strip() == "ok"
 
 
+def test_the_environment_needs_only_gymnasium_numpy_and_torch(tmp_path):
+    """Making, stepping and batching the env imports none of the extras (render, sb3, train, experiments)."""
+    result = run_python(
+        """
+        import sys
+        import gymnasium, envs
+        env = gymnasium.make('MnistGlimpse-v0', split='test', max_glimpses=2)
+        env.reset(seed=0)
+        env.step(env.action_space.sample())
+        vec = gymnasium.make_vec('MnistGlimpse-v0', num_envs=4, vectorization_mode='vector_entry_point', device='cpu')
+        vec.reset(seed=0)
+        vec.step(vec.action_space.sample())
+        extras = {'PIL', 'stable_baselines3', 'matplotlib', 'tyro', 'tensorboard', 'torchvision', 'ray'}  # torch imports tqdm itself when present
+        print(sorted(extras & {name.split('.')[0] for name in sys.modules}))
+        """,
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
 def test_make_with_module_prefix_in_fresh_process(tmp_path):
     result = run_python(
         """
@@ -166,3 +187,24 @@ def test_make_vec_returns_numpy_and_gymnasium_vector_wrappers_apply(core):
     assert isinstance(torch_vec.reset(seed=0)[0], torch.Tensor)
     with pytest.raises(ValueError, match="array_type='torch' is for the batched env"):
         gymnasium.make("MnistGlimpse-v0", split="test", perception=core, array_type="torch")
+
+
+def test_a_project_with_its_own_envs_package_reaches_the_env_as_mnist_glimpse(tmp_path):
+    (tmp_path / "envs").mkdir()
+    (tmp_path / "envs" / "__init__.py").write_text("OWN = True\n")
+    result = run_python(
+        """
+        import gymnasium as gym
+        env = gym.make('mnist_glimpse:MnistGlimpse-v0', split='test', max_glimpses=2)
+        env.reset(seed=0)
+        for _ in range(2):
+            _, _, terminated, _, info = env.step(env.action_space.sample())
+        vec = gym.make_vec('MnistGlimpse-v0', num_envs=2, vectorization_mode='vector_entry_point', device='cpu')
+        vec.reset(seed=0)
+        import envs
+        print(envs.OWN, terminated, info['label'] in range(10), type(vec).__module__)
+        """,
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "True", "True", "mnist_glimpse.vector_env"]

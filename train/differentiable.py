@@ -46,7 +46,7 @@ from agents.attention import AttentionNetwork
 from agents.baselines import FixedSequence
 from agents.checkpoint import save_agent
 from agents.differentiable import DualOptimizerTrainer
-from agents.evaluation import accuracy_by_glimpse, accuracy_table, write_metrics
+from agents.evaluation import accuracy_by_glimpse, accuracy_table, log_folder, summary, write_metrics
 from agents.figures import plot_glimpse_trails
 from agents.pixel_attention import PixelAttention
 from agents.pretrain import pretrain_core
@@ -273,7 +273,7 @@ def main(args: Args) -> dict:
     device = resolve_device(args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    writer = SummaryWriter(str(out / "tb"))
+    writer = SummaryWriter(str(log_folder(out)))
 
     data = load_mnist("train", device)
     core = build_core(args, data, device, out)
@@ -343,6 +343,7 @@ def main(args: Args) -> dict:
 
     policy.eval()
     core.eval()
+    print("evaluating on the 10,000 test images ...", flush=True)
     nearest = accuracy_by_glimpse(policy, core, args.glimpses, device=device)
     trained_readout = accuracy_by_glimpse(policy, core, args.glimpses, sampler=sampler, device=device)
     for budget, accuracy in accuracy_table(nearest).items():
@@ -366,11 +367,10 @@ def main(args: Args) -> dict:
         readout_steps=steps_done["readout"],
         preset=args.preset,
     )
+    print(f"drawing glimpse trails to {out / 'glimpses.png'} ...", flush=True)
     plot_glimpse_trails(policy, core, args.glimpses, out / "glimpses.png", device=device)
     writer.close()
-    print(
-        f"nearest-pixel test accuracy: {metrics['test_accuracy']}; {sampler.name}: {metrics['test_accuracy_train_sampler']}"
-    )
+    print(summary(metrics, out, ["checkpoint.pt", "metrics.json", "glimpses.png", "tb/"]))
     return metrics
 
 

@@ -35,7 +35,7 @@ import tyro
 from stable_baselines3 import PPO
 
 from agents.checkpoint import save_agent
-from agents.evaluation import accuracy_by_glimpse, accuracy_table, write_metrics
+from agents.evaluation import accuracy_by_glimpse, accuracy_table, summary, write_metrics
 from agents.figures import plot_glimpse_trails
 from agents.ppo import (
     GlimpseActorCriticPolicy,
@@ -182,6 +182,7 @@ def main(args: Args) -> dict:
     train_seconds = wall_seconds - probe.eval_seconds
     model.save(out / "model.zip")
 
+    print("evaluating on the 10,000 test images ...", flush=True)
     policy.eval()
     core = batched.core.eval()
     nearest = accuracy_by_glimpse(policy, core, args.glimpses, device=device)
@@ -211,12 +212,10 @@ def main(args: Args) -> dict:
         torch_threads=torch.get_num_threads(),
         sb3_model="model.zip",
     )
+    print(f"drawing glimpse trails to {out / 'glimpses.png'} ...", flush=True)
     plot_glimpse_trails(policy, core, args.glimpses, out / "glimpses.png", device=device)
     env.close()
-    print(
-        f"{agent}: nearest-pixel test accuracy {metrics['test_accuracy']}; {metrics['env_steps']:,} env steps at "
-        f"{metrics['env_steps_per_second']:,.0f}/s; wrote {out}"
-    )
+    print(summary(metrics, out, ["checkpoint.pt", "model.zip", "metrics.json", "glimpses.png", "tb/"]))
     return metrics
 
 

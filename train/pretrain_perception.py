@@ -22,7 +22,7 @@ import tyro
 from tqdm import tqdm
 
 from agents.baselines import RandomGlimpses
-from agents.evaluation import accuracy_by_glimpse, write_metrics
+from agents.evaluation import accuracy_by_glimpse, summary, write_metrics
 from agents.pretrain import pretrain_core
 from envs.config import resolve_device
 from envs.data import load_mnist
@@ -88,11 +88,12 @@ def main(args: Args) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     core.eval()
     core.save(out, trained_by="train/pretrain_perception.py", args=vars(args))
+    print("evaluating on the 10,000 test images ...", flush=True)
     accuracy = accuracy_by_glimpse(RandomGlimpses(), core, args.glimpses, device=device)
     metrics = write_metrics(
         out.parent / "metrics.json", "random-glimpses", accuracy, args.sampler, train_seconds, str(device), args.seed
     )
-    print(f"saved {out}; nearest-pixel test accuracy by glimpses: {metrics['test_accuracy']}")
+    print(summary(metrics, out.parent, [out.name, "metrics.json"]))
 
 
 if __name__ == "__main__":

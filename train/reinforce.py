@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from agents.baselines import RandomGlimpses
 from agents.checkpoint import save_agent
-from agents.evaluation import accuracy_by_glimpse, accuracy_on, accuracy_table, write_metrics
+from agents.evaluation import accuracy_by_glimpse, accuracy_on, accuracy_table, log_folder, summary, write_metrics
 from agents.figures import plot_glimpse_trails
 from agents.reinforce import (
     GaussianAttentionPolicy,
@@ -128,7 +128,7 @@ def main(args: Args) -> dict:
     device = resolve_device(args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    writer = SummaryWriter(str(out / "tb"))
+    writer = SummaryWriter(str(log_folder(out)))
     writer.add_text(
         "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
     )
@@ -228,6 +228,7 @@ def main(args: Args) -> dict:
     progress.close()
     env_steps = iterations * batch_steps
 
+    print("evaluating on the 10,000 test images ...", flush=True)
     policy.eval()
     core = env.core  # the core the env ran: packaged (frozen) or the env's own trained copy (joint)
     nearest = accuracy_by_glimpse(policy, core, args.glimpses, device=device)
@@ -258,13 +259,10 @@ def main(args: Args) -> dict:
         learning_curve=curve,
         torch_threads=torch.get_num_threads(),
     )
+    print(f"drawing glimpse trails to {out / 'glimpses.png'} ...", flush=True)
     plot_glimpse_trails(policy, core, args.glimpses, out / "glimpses.png", device=device)
     writer.close()
-    print(
-        f"nearest-pixel test accuracy: {metrics['test_accuracy']} (sampled policy: {metrics['test_accuracy_sampled']}); "
-        f"random baseline on the {args.eval_images}-image subset: {random_baseline:.4f}; "
-        f"{metrics['env_steps_per_second']:.0f} env steps/s"
-    )
+    print(summary(metrics, out, ["checkpoint.pt", "metrics.json", "glimpses.png", "tb/"]))
     return metrics
 
 
