@@ -117,11 +117,25 @@ def load_agent(path: str | os.PathLike, device: torch.device | str = "cpu") -> t
         raise FileNotFoundError(
             f"Agent checkpoint {path} not found; train one with a train/ script (it writes DIR/checkpoint.pt)."
         )
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != AGENT_FORMAT:
-        raise ValueError(f"{path} is not an agent checkpoint (expected format {AGENT_FORMAT!r}).")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for a file that is not a checkpoint (empty, cut, ...)
+        raise ValueError(
+            f"{path} is not an agent checkpoint ({type(error).__name__}: {error}); retrain it with a train/ script."
+        ) from None
+    missing = [
+        key for key in ("core", "policy", "glimpses") if not isinstance(checkpoint, dict) or key not in checkpoint
+    ]
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != AGENT_FORMAT or missing:
+        raise ValueError(
+            f"{path} is not an agent checkpoint (expected format {AGENT_FORMAT!r} with 'core', 'policy' and "
+            f"'glimpses'{'; missing ' + str(missing) if missing and isinstance(checkpoint, dict) else ''})."
+        )
     core = PerceptionCore.from_checkpoint(checkpoint["core"], source=f"{path} (core)").to(device).eval()
     record = checkpoint["policy"]
+    broken = [k for k, v in record["state_dict"].items() if not torch.isfinite(v).all()]
+    if broken:
+        raise ValueError(f"{path}: the policy holds non-finite (NaN or inf) weights in {broken}; retrain it.")
     policy = _policy_class(record, path).from_checkpoint_config(record["config"])
     try:
         policy.load_state_dict(record["state_dict"])

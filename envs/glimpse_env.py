@@ -38,6 +38,7 @@ def parse_image_options(options: dict[str, Any] | None, batch_shape: tuple[int, 
             raise ValueError(
                 f"reset option 'index' must be integer(s) of shape {batch_shape}, got {options['index']!r}."
             )
+        parsed["index"] = parsed["index"].astype(np.int64)  # any integer dtype indexes like int64
     if "image" in options:
         image, label = np.asarray(options["image"]), np.asarray(options["label"])
         if image.shape != (*batch_shape, 28, 28) or image.dtype != np.uint8:

@@ -241,8 +241,15 @@ class PerceptionCore(nn.Module):
         except TypeError as error:
             raise ValueError(f"{source} has an unknown perception config {checkpoint['config']!r}: {error}") from None
         core = cls(config)
+        state = checkpoint.get("state_dict")
+        broken = [k for k, v in (state or {}).items() if isinstance(v, torch.Tensor) and not torch.isfinite(v).all()]
+        if broken:
+            raise ValueError(
+                f"{source} holds non-finite (NaN or inf) weights in {broken}: the file is damaged or its training "
+                "diverged. Restore the file (reinstall the package for the packaged cores) or retrain it."
+            )
         try:
-            core.load_state_dict(checkpoint["state_dict"])
+            core.load_state_dict(state)
         except RuntimeError as error:
             raise ValueError(
                 f"{source} does not match PerceptionCore({config}): {error}. Was it written by another "

@@ -151,8 +151,6 @@ class MnistGlimpseVectorEnv(VectorEnv):
         else:
             if "index" in parsed:
                 indices = parsed["index"][rows_np]
-                if ((indices < 0) | (indices >= len(self.sim.data))).any():
-                    raise ValueError(f"reset option 'index' must be in [0, {len(self.sim.data)}).")
             else:
                 indices = self._streams.next(np.flatnonzero(rows_np))
             self.sim.reset(rows, indices=torch.as_tensor(indices, device=self.device))
@@ -163,6 +161,10 @@ class MnistGlimpseVectorEnv(VectorEnv):
     ) -> tuple[Any, dict[str, Any]]:
         parsed = parse_image_options(options, (self.num_envs,))
         mask = parsed.get("reset_mask")
+        if "index" in parsed:  # checked before anything changes: a refused reset leaves the episodes as they were
+            chosen = parsed["index"] if mask is None else parsed["index"][mask]
+            if ((chosen < 0) | (chosen >= len(self.sim.data))).any():
+                raise ValueError(f"reset option 'index' must be in [0, {len(self.sim.data)}), got {parsed['index']}.")
         if seed is not None or self._streams is None:
             self._seed(seed, mask)
         rows = torch.ones_like(self._needs_reset) if mask is None else torch.as_tensor(mask, device=self.device)
@@ -197,9 +199,10 @@ class MnistGlimpseVectorEnv(VectorEnv):
             "_value": stepped,
             "prediction": result.info["prediction"],
             "_prediction": stepped,
-            "label": result.info["label"],
+            # -1 and False until an episode ends: a consumer that ignores the masks never sees a label early
+            "label": torch.where(terminated, result.info["label"], -1),
             "_label": terminated,
-            "correct": result.info["correct"],
+            "correct": result.info["correct"] & terminated,
             "_correct": terminated,
         }
         if autoreset == AutoresetMode.SAME_STEP and bool(terminated.any()):

@@ -422,10 +422,15 @@ def test_render_rgb_array_as_documented(make_env, test_split):
     # 12 screen pixels per image pixel, plus a 3 * 12 high prediction strip below
     assert isinstance(frame, np.ndarray) and frame.dtype == np.uint8
     assert frame.shape == (28 * 12 + 3 * 12, 28 * 12, 3)
-    # no glimpse yet: the top is the digit itself, enlarged 12x, grey
+    # no glimpse yet: the top is the digit itself, enlarged 12x, grey, but for the true label written
+    # in the top-left corner (image rows 0-1, columns 0-7, background in MNIST)
     image = test_split.images[info["index"]].numpy()
-    centres = frame[6 : 28 * 12 : 12, 6 : 28 * 12 : 12]
-    np.testing.assert_array_equal(centres, np.repeat(image[:, :, None], 3, axis=2))
+    centres = frame[6 : 28 * 12 : 12, 6 : 28 * 12 : 12].copy()
+    expected = np.repeat(image[:, :, None], 3, axis=2)
+    corner = (slice(0, 2), slice(0, 8))
+    assert (frame[: 2 * 12, : 8 * 12] == [120, 255, 120]).all(axis=-1).any()  # the label's text colour
+    centres[corner], expected[corner] = 0, 0
+    np.testing.assert_array_equal(centres, expected)
     before = frame.copy()
     env.step(pixel_action(14, 14))
     env.step(pixel_action(3, 24))

@@ -499,3 +499,27 @@ def test_batched_cuda_equals_single_cpu_envs(make_core, mode):
         vec, ref, seed=3, steps=INDEX_BLOCK * (glimpses + 1) + 4, action_seed=5, tol=dict(rtol=1e-4, atol=1e-4)
     )
     assert counts["terminations"] > INDEX_BLOCK * n
+
+
+def test_reset_index_of_any_integer_dtype_and_a_refused_reset_changes_nothing(make_vec):
+    """int32/uint8/... indices reset like int64; an index out of range is refused before any state changes."""
+    vec = make_vec(3, max_glimpses=2)
+    for dtype in (np.int8, np.int32, np.uint16, np.int64):
+        obs, info = vec.reset(options={"index": np.array([5, 0, 9], dtype=dtype)})
+        assert info["index"].tolist() == [5, 0, 9]
+    vec.reset(seed=1)
+    vec.step(np.zeros((3, 2), dtype=np.float32))
+    before = (vec.sim.indices.clone(), vec.sim.labels.clone(), vec.sim.elapsed.clone(), vec.sim.observation().clone())
+    with pytest.raises(ValueError, match="must be in \\[0, 10000\\)"):
+        vec.reset(seed=7, options={"index": np.array([1, 2, 10_000], dtype=np.int32)})
+    after = (vec.sim.indices, vec.sim.labels, vec.sim.elapsed, vec.sim.observation())
+    assert all(torch.equal(x, y) for x, y in zip(before, after))
+
+
+def test_infos_hold_no_label_before_an_episode_ends(make_vec):
+    vec = make_vec(4, max_glimpses=2)
+    vec.reset(seed=0)
+    _, _, terminated, _, info = vec.step(np.zeros((4, 2), dtype=np.float32))
+    assert not terminated.any() and (info["label"] == -1).all() and not info["correct"].any()
+    _, _, terminated, _, info = vec.step(np.zeros((4, 2), dtype=np.float32))
+    assert terminated.all() and torch.equal(info["label"], vec.sim.labels)
