@@ -81,8 +81,12 @@ def build_simulator(
     device: torch.device,
 ) -> GlimpseSimulator:
     """Validate the environment arguments and build the simulator they describe."""
-    if not isinstance(max_glimpses, (int, np.integer)) or max_glimpses < 1:
-        raise ValueError(f"max_glimpses must be a positive integer, got {max_glimpses!r}.")
+    if (
+        isinstance(max_glimpses, bool)
+        or not isinstance(max_glimpses, (int, np.integer))
+        or not 1 <= max_glimpses <= 784
+    ):
+        raise ValueError(f"max_glimpses must be an integer in 1..784 (an image has 784 pixels), got {max_glimpses!r}.")
     _choose("split", split, SPLITS)
     _choose("reward", reward, REWARD_MODES)
     if not isinstance(sampler, Sampler):

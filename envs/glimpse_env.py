@@ -166,7 +166,10 @@ class MnistGlimpseEnv(gym.Env[np.ndarray, np.ndarray]):
                 "array_type='torch')."
             )
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"Unknown render_mode {render_mode!r}; valid values are {[None, 'rgb_array']}.")
+            raise ValueError(
+                f"Unknown render_mode {render_mode!r}; valid values are {[None, 'rgb_array']} (no window: show the "
+                "rgb_array frames with your own viewer, or gymnasium.wrappers.RecordVideo)."
+            )
         self.render_mode = render_mode
         self.device = resolve_device(device)
         self.sim = build_simulator(
@@ -222,7 +225,10 @@ class MnistGlimpseEnv(gym.Env[np.ndarray, np.ndarray]):
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._streams is None:
             raise RuntimeError("Call reset() before step().")
-        action = np.asarray(action, dtype=np.float32)
+        action = np.asarray(action)
+        if action.dtype.kind == "f" and action.dtype != np.float32:  # finite values past float32's range
+            action = np.where(np.isfinite(action), np.clip(action, -2.0, 2.0), action)  # clip, not overflow to inf
+        action = action.astype(np.float32)
         if action.shape != (2,):
             raise ValueError(
                 f"Expected an action of shape (2,) (normalised (i, j) in [-1, 1]), got shape {action.shape}."

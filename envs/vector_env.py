@@ -125,6 +125,8 @@ class MnistGlimpseVectorEnv(VectorEnv):
         the others keep their image streams."""
         if seed is None:
             seeds = [None] * self.num_envs
+        elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer, list, tuple, np.ndarray)):
+            raise ValueError(f"seed must be an int or a list of {self.num_envs} ints, got {seed!r}.")
         elif isinstance(seed, (int, np.integer)):
             seeds = [int(seed) + k for k in range(self.num_envs)]
         else:
@@ -174,7 +176,10 @@ class MnistGlimpseVectorEnv(VectorEnv):
     def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
         if self._streams is None:
             raise RuntimeError("Call reset() before step().")
-        actions = torch.as_tensor(actions, dtype=torch.float32, device=self.device)
+        actions = torch.as_tensor(actions, device=self.device)
+        if actions.is_floating_point() and actions.dtype != torch.float32:  # finite values past float32's range
+            actions = torch.where(actions.isfinite(), actions.clamp(-2.0, 2.0), actions)  # clip, not overflow to inf
+        actions = actions.to(torch.float32)
         check_actions(actions, self.num_envs)  # also on the autoreset step, which ignores them
         autoreset = self.metadata["autoreset_mode"]
         pending = self._needs_reset

@@ -35,3 +35,62 @@ def test_agent_checkpoints_that_are_empty_keyless_or_non_finite_are_refused(tmp_
     save_agent(tmp_path / "nan.pt", "fixed-sequence", policy, core, 3)
     with pytest.raises(ValueError, match="non-finite .* in \\['theta'\\]; retrain it"):
         load_agent(tmp_path / "nan.pt")
+
+
+def test_bad_constructor_arguments_and_seeds_are_refused():
+    import gymnasium
+
+    import envs  # noqa: F401
+
+    for glimpses in (True, 0, 785, 1.5):
+        with pytest.raises(ValueError, match="max_glimpses must be an integer in 1..784"):
+            gymnasium.make("MnistGlimpse-v0", split="test", max_glimpses=glimpses)
+    vec = gymnasium.make_vec("MnistGlimpse-v0", num_envs=2, vectorization_mode="vector_entry_point", device="cpu")
+    with pytest.raises(ValueError, match="seed must be an int or a list of 2 ints, got 1.5"):
+        vec.reset(seed=1.5)
+
+
+def test_finite_float64_actions_past_float32_range_are_clipped_not_called_infinite():
+    import gymnasium
+    import numpy as np
+
+    import envs  # noqa: F401
+
+    env = gymnasium.make("MnistGlimpse-v0", split="test", max_glimpses=2)
+    env.reset(seed=0)
+    _, _, _, _, info = env.step(np.array([1e300, -1e300]))
+    assert info["glimpse"].tolist() == [27.0, 0.0]
+    vec = gymnasium.make_vec("MnistGlimpse-v0", num_envs=2, vectorization_mode="vector_entry_point", device="cpu")
+    vec.reset(seed=0)
+    _, _, _, _, info = vec.step(np.array([[1e300, 0.0], [0.0, -1e300]]))
+    assert info["glimpse"][0, 0] == 27.0 and info["glimpse"][1, 1] == 0.0
+    with pytest.raises(ValueError, match="NaN or inf"):
+        env.step(np.array([np.inf, 0.0]))
+
+
+def test_mnist_is_read_only_from_the_verified_package_files(tmp_path, monkeypatch):
+    """Files planted where a torchvision cache would be (processed/*.pt) are never read."""
+    from envs import data
+
+    planted = tmp_path / "MNIST" / "processed"
+    planted.mkdir(parents=True)
+    torch.save(
+        (torch.zeros(60000, 28, 28, dtype=torch.uint8), torch.zeros(60000, dtype=torch.long)), planted / "training.pt"
+    )
+    torch.save(
+        (torch.zeros(10000, 28, 28, dtype=torch.uint8), torch.zeros(10000, dtype=torch.long)), planted / "test.pt"
+    )
+    for variable in ("MNIST_GLIMPSE_CACHE", "XDG_CACHE_HOME", "TMPDIR"):
+        monkeypatch.setenv(variable, str(tmp_path))
+    monkeypatch.setattr(data, "_CPU_CACHE", {})
+    monkeypatch.setattr(data, "_DEVICE_CACHE", {})
+    split = data.load_mnist("test")
+    assert split.images.float().mean() > 30 and len(set(split.labels.tolist())) == 10
+
+
+def test_a_damaged_packaged_core_is_refused(monkeypatch):
+    from envs import perception
+
+    monkeypatch.setitem(perception.PACKAGED_SHA256, "perception.pt", "0" * 64)
+    with pytest.raises(ValueError, match="packaged core .* is damaged or replaced: SHA-256 .* Reinstall the package"):
+        PerceptionCore.load(perception.PRETRAINED_PATH)
