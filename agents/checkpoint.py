@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from envs.atomic import write_atomic
 from envs.perception import PerceptionCore
 
 AGENT_FORMAT = "mnist-glimpse/agent/v1"
@@ -82,19 +83,16 @@ def policy_record(policy: nn.Module) -> dict[str, Any]:
 def save_agent(
     path: str | os.PathLike, agent: str, policy: nn.Module, core: PerceptionCore, glimpses: int, **extra: Any
 ) -> None:
-    """Save ``policy`` and ``core`` to ``path`` (parents created)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    torch.save(
-        {
-            "format": AGENT_FORMAT,
-            "agent": agent,
-            "glimpses": glimpses,
-            "policy": policy_record(policy),
-            "core": core.checkpoint(),
-            **extra,
-        },
-        path,
-    )
+    """Save ``policy`` and ``core`` to ``path`` (parents created), atomically (:mod:`envs.atomic`)."""
+    record = {
+        "format": AGENT_FORMAT,
+        "agent": agent,
+        "glimpses": glimpses,
+        "policy": policy_record(policy),
+        "core": core.checkpoint(),
+        **extra,
+    }
+    write_atomic(path, lambda handle: torch.save(record, handle))  # never a half-written checkpoint
 
 
 def _policy_class(record: dict[str, Any], path: Path) -> type[SavedPolicy]:

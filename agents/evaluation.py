@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from agents.rollout import GlimpsePolicy, run_episodes
+from envs.atomic import write_atomic
 from envs.data import load_mnist
 from envs.perception import PerceptionCore
 from envs.sampler import Sampler
@@ -99,8 +100,8 @@ def write_metrics(
         "seed": seed,
         **extra,
     }
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(metrics, indent=2) + "\n")
+    text = json.dumps(metrics, indent=2, allow_nan=False) + "\n"  # NaN is not JSON: refuse it here
+    write_atomic(path, lambda handle: handle.write(text.encode()))
     return metrics
 
 
@@ -122,3 +123,19 @@ def summary(metrics: dict[str, Any], out: str | os.PathLike, files: Sequence[str
         f"wrote {', '.join(str(Path(out) / name) for name in files)}",
     ]
     return "\n".join(lines)
+
+
+def claim_output(out: str | os.PathLike, overwrite: bool) -> Path:
+    """The output folder of a run, created. A folder that holds a finished run (``metrics.json``) is
+    refused unless ``overwrite``; then its ``metrics.json`` goes first, so that a run that fails
+    leaves no finished-looking mix of old and new files. Call it before any work."""
+    out = Path(out)
+    metrics = out / "metrics.json"
+    if metrics.is_file():
+        if not overwrite:
+            raise FileExistsError(
+                f"{out} holds a finished run ({metrics}); pass --overwrite to replace it, or another --out."
+            )
+        metrics.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    return out

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .atomic import write_atomic
 from .data import IMAGE_SIZE, NUM_CLASSES
 from .sampler import Sampler, pixel_to_action
 from .soft_ordering import RecurrentSoftOrdering
@@ -232,8 +233,9 @@ class PerceptionCore(nn.Module):
         return {"format": CHECKPOINT_FORMAT, "config": asdict(self.config), "state_dict": state, **extra}
 
     def save(self, path: str | os.PathLike, **extra: object) -> None:
-        """Write :meth:`checkpoint` to ``path``; load it with :meth:`load`."""
-        torch.save(self.checkpoint(**extra), path)
+        """Write :meth:`checkpoint` to ``path`` atomically (:mod:`envs.atomic`); load it with :meth:`load`."""
+        checkpoint = self.checkpoint(**extra)
+        write_atomic(path, lambda handle: torch.save(checkpoint, handle))
 
     @classmethod
     def from_checkpoint(cls, checkpoint: dict, source: str = "checkpoint") -> PerceptionCore:

@@ -403,6 +403,7 @@ def test_core_pretrain_trains_a_core_first_then_reuses_it(tmp_path):
             seed=seed,
             out=str(out),
             device="cpu",
+            overwrite=True,
         )
         script.main(args)
         return PerceptionCore.load(out / "core" / "perception.pt")

@@ -94,3 +94,28 @@ def test_a_damaged_packaged_core_is_refused(monkeypatch):
     monkeypatch.setitem(perception.PACKAGED_SHA256, "perception.pt", "0" * 64)
     with pytest.raises(ValueError, match="packaged core .* is damaged or replaced: SHA-256 .* Reinstall the package"):
         PerceptionCore.load(perception.PRETRAINED_PATH)
+
+
+def test_a_finished_run_is_not_overwritten_without_overwrite_and_failed_writes_keep_the_old_file(tmp_path, core):
+    from agents.evaluation import claim_output
+    from envs.atomic import write_atomic
+
+    run = tmp_path / "run"
+    claim_output(run, overwrite=False)
+    (run / "metrics.json").write_text("{}")
+    with pytest.raises(FileExistsError, match="holds a finished run .* pass --overwrite"):
+        claim_output(run, overwrite=False)
+    assert (run / "metrics.json").is_file()  # refused: nothing changed
+    claim_output(run, overwrite=True)
+    assert not (run / "metrics.json").exists()  # a run that now fails leaves no finished-looking folder
+
+    save_agent(run / "checkpoint.pt", "fixed-sequence", FixedSequence(2), core, 2)
+    good = (run / "checkpoint.pt").read_bytes()
+
+    def failing(handle):
+        handle.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_atomic(run / "checkpoint.pt", failing)
+    assert (run / "checkpoint.pt").read_bytes() == good and sorted(p.name for p in run.iterdir()) == ["checkpoint.pt"]

@@ -46,7 +46,7 @@ from agents.attention import AttentionNetwork
 from agents.baselines import FixedSequence
 from agents.checkpoint import save_agent
 from agents.differentiable import DualOptimizerTrainer
-from agents.evaluation import accuracy_by_glimpse, accuracy_table, log_folder, summary, write_metrics
+from agents.evaluation import accuracy_by_glimpse, accuracy_table, claim_output, log_folder, summary, write_metrics
 from agents.figures import plot_glimpse_trails
 from agents.pixel_attention import PixelAttention
 from agents.pretrain import pretrain_core
@@ -132,6 +132,8 @@ class Args:
     other jobs share a small CPU (docs/studies/env-throughput.md)"""
     out: str = "runs/differentiable"
     """output folder"""
+    overwrite: bool = False
+    """replace a finished run in --out (its metrics.json); without it such a folder is refused"""
 
 
 _PIXEL = dict(policy="pixel", attention_lr=1e-2, pixel_noise_final=0.1, epochs=5)
@@ -271,8 +273,7 @@ def main(args: Args) -> dict:
     if args.torch_threads > 0:
         torch.set_num_threads(args.torch_threads)
     device = resolve_device(args.device)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim_output(args.out, args.overwrite)
     writer = SummaryWriter(str(log_folder(out)))
 
     data = load_mnist("train", device)

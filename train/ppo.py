@@ -26,7 +26,6 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -35,7 +34,7 @@ import tyro
 from stable_baselines3 import PPO
 
 from agents.checkpoint import save_agent
-from agents.evaluation import accuracy_by_glimpse, accuracy_table, summary, write_metrics
+from agents.evaluation import accuracy_by_glimpse, accuracy_table, claim_output, summary, write_metrics
 from agents.figures import plot_glimpse_trails
 from agents.ppo import (
     GlimpseActorCriticPolicy,
@@ -107,6 +106,8 @@ class Args:
     """cpu, cuda or auto (environment and networks)"""
     out: str = "runs/ppo"
     """output folder"""
+    overwrite: bool = False
+    """replace a finished run in --out (its metrics.json); without it such a folder is refused"""
 
 
 def main(args: Args) -> dict:
@@ -120,8 +121,7 @@ def main(args: Args) -> dict:
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     device = resolve_device(args.device)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim_output(args.out, args.overwrite)
 
     start = load_fixed_sequence(args.init_from, args.glimpses) if args.init_from else None
     batched = MnistGlimpseSB3VecEnv(

@@ -22,7 +22,7 @@ import tyro
 from tqdm import tqdm
 
 from agents.baselines import RandomGlimpses
-from agents.evaluation import accuracy_by_glimpse, summary, write_metrics
+from agents.evaluation import accuracy_by_glimpse, claim_output, summary, write_metrics
 from agents.pretrain import pretrain_core
 from envs.config import resolve_device
 from envs.data import load_mnist
@@ -59,6 +59,8 @@ class Args:
     other jobs share a small CPU (docs/studies/env-throughput.md)"""
     out: str = "runs/pretrain/perception.pt"
     """where the core checkpoint goes; metrics.json is written beside it"""
+    overwrite: bool = False
+    """replace a finished run in --out (its metrics.json); without it such a folder is refused"""
 
 
 def main(args: Args) -> None:
@@ -68,6 +70,7 @@ def main(args: Args) -> None:
     if args.torch_threads > 0:
         torch.set_num_threads(args.torch_threads)
     device = resolve_device(args.device)
+    claim_output(Path(args.out).parent, args.overwrite)
 
     data = load_mnist("train", device)
     core = PerceptionCore(PerceptionConfig(args.channels, args.n_bins, args.hidden, args.encoding)).to(device)
@@ -85,7 +88,6 @@ def main(args: Args) -> None:
     train_seconds = time.time() - start
 
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     core.eval()
     core.save(out, trained_by="train/pretrain_perception.py", args=vars(args))
     print("evaluating on the 10,000 test images ...", flush=True)

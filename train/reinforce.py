@@ -26,7 +26,6 @@ import math
 import random
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -37,7 +36,15 @@ from tqdm import tqdm
 
 from agents.baselines import RandomGlimpses
 from agents.checkpoint import save_agent
-from agents.evaluation import accuracy_by_glimpse, accuracy_on, accuracy_table, log_folder, summary, write_metrics
+from agents.evaluation import (
+    accuracy_by_glimpse,
+    accuracy_on,
+    accuracy_table,
+    claim_output,
+    log_folder,
+    summary,
+    write_metrics,
+)
 from agents.figures import plot_glimpse_trails
 from agents.reinforce import (
     GaussianAttentionPolicy,
@@ -112,6 +119,8 @@ class Args:
     other jobs share a small CPU (docs/studies/env-throughput.md)"""
     out: str = "runs/reinforce"
     """output folder"""
+    overwrite: bool = False
+    """replace a finished run in --out (its metrics.json); without it such a folder is refused"""
 
 
 def main(args: Args) -> dict:
@@ -126,8 +135,7 @@ def main(args: Args) -> dict:
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = True
     device = resolve_device(args.device)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim_output(args.out, args.overwrite)
     writer = SummaryWriter(str(log_folder(out)))
     writer.add_text(
         "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
