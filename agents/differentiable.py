@@ -140,6 +140,21 @@ class DualOptimizerTrainer:
         self.perception_optimizer = torch.optim.Adam(self.perception_params, lr=perception_lr)
         self.attention_optimizer = torch.optim.Adam(self.attention_params, lr=attention_lr)
 
+    def state_dict(self) -> dict:
+        """The policy, the core and both optimizers, for resuming (:meth:`load_state_dict`)."""
+        return {
+            "policy": self.policy.state_dict(),
+            "core": self.core.state_dict(),
+            "perception_optimizer": self.perception_optimizer.state_dict(),
+            "attention_optimizer": self.attention_optimizer.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.policy.load_state_dict(state["policy"])
+        self.core.load_state_dict(state["core"])
+        self.perception_optimizer.load_state_dict(state["perception_optimizer"])
+        self.attention_optimizer.load_state_dict(state["attention_optimizer"])
+
     def scale_learning_rates(self, scale: float) -> None:
         """Set both optimizers' learning rates to ``scale`` times those they were built with (a schedule)."""
         if not scale > 0:

@@ -17,6 +17,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -167,15 +168,42 @@ def load_mnist(
     return _DEVICE_CACHE[key]
 
 
+class ShuffledBatches:
+    """Index batches ``(batch_size,)`` over ``range(n)``, for ever: a fresh ``torch.randperm`` (torch's
+    global generator) at the start of each epoch, the last partial batch of an epoch dropped. Its
+    position can be saved and restored (:meth:`state_dict`), so a resumed run draws the same batches
+    as an uninterrupted one (with torch's generator state restored too)."""
+
+    def __init__(self, n: int, batch_size: int, device: torch.device | str | None = None) -> None:
+        self.n, self.batch_size, self.device = n, batch_size, device
+        self.order: torch.Tensor | None = None
+        self.position = 0
+
+    def __iter__(self) -> ShuffledBatches:
+        return self
+
+    def __next__(self) -> torch.Tensor:
+        if self.order is None or self.position + self.batch_size > self.n:
+            self.order, self.position = torch.randperm(self.n, device=self.device), 0
+        self.position += self.batch_size
+        return self.order[self.position - self.batch_size : self.position]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"order": None if self.order is None else self.order.cpu(), "position": self.position}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        order = state["order"]
+        self.order = None if order is None else order.to(self.device)
+        self.position = int(state["position"])
+
+
 def shuffled_batches(
     n: int, batch_size: int, device: torch.device | str | None = None, epochs: int | None = None
 ) -> Iterator[torch.Tensor]:
     """Index batches ``(batch_size,)`` over ``range(n)``: a fresh ``torch.randperm`` (torch's global
     generator) at the start of each epoch, the last partial batch of an epoch dropped; ``epochs``
     passes, or forever with ``None``."""
-    epoch = 0
-    while epochs is None or epoch < epochs:
-        order = torch.randperm(n, device=device)
-        for start in range(0, n - batch_size + 1, batch_size):
-            yield order[start : start + batch_size]
-        epoch += 1
+    batches, per_epoch, drawn = ShuffledBatches(n, batch_size, device), n // batch_size, 0
+    while epochs is None or drawn < epochs * per_epoch:
+        yield next(batches)
+        drawn += 1

@@ -119,3 +119,31 @@ def test_a_finished_run_is_not_overwritten_without_overwrite_and_failed_writes_k
     with pytest.raises(OSError, match="disk full"):
         write_atomic(run / "checkpoint.pt", failing)
     assert (run / "checkpoint.pt").read_bytes() == good and sorted(p.name for p in run.iterdir()) == ["checkpoint.pt"]
+
+
+@pytest.mark.parametrize("preset", ["continuous", "pixel-memory"])
+def test_an_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, preset):
+    """Stopped mid-epoch (as by SIGINT), then --resume: the same final weights as a run never stopped."""
+    import train.differentiable as script
+
+    def args(out, **extra):
+        settings = dict(glimpses=2, epochs=2, batch_size=20_000, out=str(tmp_path / out), device="cpu")
+        if preset != "continuous":
+            settings["pixel_candidates"] = 4
+        return script.dataclasses.replace(script.preset_args(preset), **{**settings, **extra})
+
+    script.main(args("whole"))
+    with pytest.raises(script.Interrupted):
+        script.main(args("cut"), stop_after=4)  # in the second epoch of 3 steps
+    assert (tmp_path / "cut" / "resume.pt").is_file() and not (tmp_path / "cut" / "metrics.json").exists()
+    with pytest.raises(FileExistsError, match="holds an interrupted run .* pass --resume"):
+        script.main(args("cut"))
+    with pytest.raises(ValueError, match="started with other values of \\['epochs'\\]"):
+        script.main(args("cut", resume=True, epochs=3))
+    script.main(args("cut", resume=True))
+    assert not (tmp_path / "cut" / "resume.pt").exists()
+    whole = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)
+    cut = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)
+    for part in ("policy", "core"):
+        for key, value in whole[part]["state_dict"].items():
+            assert torch.equal(value, cut[part]["state_dict"][key]), (part, key)
