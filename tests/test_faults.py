@@ -127,14 +127,16 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, preset
     import train.differentiable as script
 
     def args(out, **extra):
-        settings = dict(glimpses=2, epochs=2, batch_size=20_000, out=str(tmp_path / out), device="cpu")
+        settings = dict(
+            glimpses=2, epochs=1, readout_epochs=0.5, batch_size=15_000, out=str(tmp_path / out), device="cpu"
+        )
         if preset != "continuous":
             settings["pixel_candidates"] = 4
         return script.dataclasses.replace(script.preset_args(preset), **{**settings, **extra})
 
     script.main(args("whole"))
     with pytest.raises(script.Interrupted):
-        script.main(args("cut"), stop_after=4)  # in the second epoch of 3 steps
+        script.main(args("cut"), stop_after=3)  # mid-epoch; the read-out steps then start a new epoch
     assert (tmp_path / "cut" / "resume.pt").is_file() and not (tmp_path / "cut" / "metrics.json").exists()
     with pytest.raises(FileExistsError, match="holds an interrupted run .* pass --resume"):
         script.main(args("cut"))
