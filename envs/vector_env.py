@@ -163,6 +163,8 @@ class MnistGlimpseVectorEnv(VectorEnv):
     ) -> tuple[Any, dict[str, Any]]:
         parsed = parse_image_options(options, (self.num_envs,))
         mask = parsed.get("reset_mask")
+        if self._streams is None and mask is not None and not mask.all():
+            raise ValueError("The first reset starts every sub-environment: pass no reset_mask (or an all-True one).")
         if "index" in parsed:  # checked before anything changes: a refused reset leaves the episodes as they were
             chosen = parsed["index"] if mask is None else parsed["index"][mask]
             if ((chosen < 0) | (chosen >= len(self.sim.data))).any():

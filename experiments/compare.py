@@ -191,7 +191,12 @@ def run_training(command: Sequence[str], env: dict[str, str], folder: str, after
         handle.write("$ " + " ".join(command) + "\n")
         handle.flush()
         code = subprocess.run(
-            [sys.executable, *command[1:]], cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT
+            [sys.executable, *command[1:]],
+            cwd=REPO,
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_normal_priority,
         ).returncode
     metrics_path = run / "metrics.json"
     if code != 0 or not metrics_path.is_file():
@@ -203,6 +208,15 @@ def run_training(command: Sequence[str], env: dict[str, str], folder: str, after
     temporary.write_text(json.dumps(metrics, indent=2) + "\n")
     temporary.replace(metrics_path)
     return {"status": "trained", "seconds": time.time() - start}
+
+
+def _normal_priority() -> None:
+    """Ray starts its workers niced; a training run should compete with other jobs as the call that
+    launched it would (allowed for root only; otherwise it keeps the worker's priority)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, 0)
+    except OSError:
+        pass
 
 
 def subprocess_env(torch_threads: int) -> dict[str, str]:

@@ -149,3 +149,27 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, preset
     for part in ("policy", "core"):
         for key, value in whole[part]["state_dict"].items():
             assert torch.equal(value, cut[part]["state_dict"][key]), (part, key)
+
+
+def test_a_first_reset_with_a_partial_mask_and_empty_rl_budgets_are_refused(tmp_path):
+    import gymnasium
+    import numpy as np
+
+    import envs  # noqa: F401
+
+    vec = gymnasium.make_vec("MnistGlimpse-v0", num_envs=2, vectorization_mode="vector_entry_point", device="cpu")
+    with pytest.raises(ValueError, match="first reset starts every sub-environment"):
+        vec.reset(seed=0, options={"reset_mask": np.array([True, False])})
+    vec.reset(seed=0, options={"reset_mask": np.array([True, True])})
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    for name in ("reinforce", "ppo"):
+        path = Path(__file__).resolve().parents[1] / "train" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(f"_faults_{name}", path)
+        script = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = script
+        spec.loader.exec_module(script)
+        with pytest.raises(ValueError, match="--eval-images must be >= 1, got 0"):
+            script.main(script.Args(eval_images=0, out=str(tmp_path / name)))

@@ -111,6 +111,9 @@ class Args:
 
 
 def main(args: Args) -> dict:
+    for name in ("num_envs", "total_steps", "eval_images", "glimpses"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}.")
     if args.core_training == "frozen" and args.perception_lr != Args.perception_lr:
         raise ValueError(
             f"--perception-lr {args.perception_lr} trains the core; pass --core-training joint, or drop it."
