@@ -31,7 +31,8 @@ class MnistGlimpseVectorEnv(VectorEnv):
     wrappers (``NormalizeObservation``, ``RecordEpisodeStatistics``, ...) apply; ``array_type="torch"``
     returns torch tensors on ``device`` instead (no copies: for loops that stay on the GPU).
     ``infos`` follow Gymnasium's vector convention: each key holds a batch and ``"_key"`` a boolean
-    mask of the sub-environments it is meaningful for (``label`` and ``correct`` at the last glimpse).
+    mask of the sub-environments it is meaningful for (``label`` and ``correct`` at the last glimpse;
+    elsewhere ``label`` is -1 and ``correct`` False: no label leaks to a consumer that ignores the masks).
 
     **Autoreset** (``metadata["autoreset_mode"]``): ``"next_step"`` (Gymnasium's default) resets a
     finished sub-environment on the following ``step``, which ignores that sub-environment's action
