@@ -159,15 +159,8 @@ def test_make_vec_returns_numpy_and_gymnasium_vector_wrappers_apply(core):
         vec = gymnasium.make_vec("MnistGlimpse-v0", num_envs=4, vectorization_mode=mode, **kwargs)
         obs, _ = vec.reset(seed=0)
         assert isinstance(obs, np.ndarray) and obs.shape == (4, core.observation_size)
-    vec = gymnasium.make_vec(
-        "MnistGlimpse-v0",
-        num_envs=4,
-        vectorization_mode="vector_entry_point",
-        split="test",
-        perception=core,
-        max_glimpses=3,
-        device="cpu",
-    )
+    base = dict(vectorization_mode="vector_entry_point", split="test", perception=core, device="cpu")
+    vec = gymnasium.make_vec("MnistGlimpse-v0", num_envs=4, max_glimpses=3, **base)  # numpy by default
     vec = wrappers.RecordEpisodeStatistics(wrappers.NormalizeObservation(wrappers.ClipAction(vec)))
     vec = wrappers.TransformObservation(vec, lambda o: o * 2.0, vec.observation_space)
     vec.reset(seed=0)
@@ -175,15 +168,7 @@ def test_make_vec_returns_numpy_and_gymnasium_vector_wrappers_apply(core):
         obs, reward, terminated, truncated, info = vec.step(np.full((4, 2), 3.0, dtype=np.float32))  # clipped
     assert isinstance(obs, np.ndarray) and terminated.all() and isinstance(reward, np.ndarray)
     assert info["_episode"].all() and (info["episode"]["l"] == 3).all()
-    torch_vec = gymnasium.make_vec(
-        "MnistGlimpse-v0",
-        num_envs=2,
-        vectorization_mode="vector_entry_point",
-        split="test",
-        perception=core,
-        device="cpu",
-        array_type="torch",
-    )
+    torch_vec = gymnasium.make_vec("MnistGlimpse-v0", num_envs=2, array_type="torch", **base)
     assert isinstance(torch_vec.reset(seed=0)[0], torch.Tensor)
     with pytest.raises(ValueError, match="array_type='torch' is for the batched env"):
         gymnasium.make("MnistGlimpse-v0", split="test", perception=core, array_type="torch")

@@ -54,6 +54,7 @@ from agents.reinforce import (
     collect_rollout,
     make_env,
 )
+from agents.rl_args import check_rl_args
 from envs.config import resolve_device
 from envs.data import load_mnist
 from envs.perception import load_pretrained
@@ -124,13 +125,7 @@ class Args:
 
 
 def main(args: Args) -> dict:
-    for name in ("num_envs", "total_steps", "eval_images", "glimpses"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}.")
-    if args.core_training == "frozen" and args.perception_lr != Args.perception_lr:
-        raise ValueError(
-            f"--perception-lr {args.perception_lr} trains the core; pass --core-training joint, or drop it."
-        )
+    check_rl_args(args, Args.perception_lr)
     if args.torch_threads > 0:
         torch.set_num_threads(args.torch_threads)
     random.seed(args.seed)

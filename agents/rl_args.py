@@ -1,0 +1,21 @@
+"""Checks shared by the RL training scripts (train/reinforce.py, train/ppo.py), run before any work."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def check_rl_args(args: Any, default_perception_lr: float) -> None:
+    """Refuse empty budgets and a perception learning rate that a frozen core would ignore.
+
+    :param args: the script's ``Args`` (``num_envs``, ``total_steps``, ``eval_images``, ``glimpses``,
+        ``core_training``, ``perception_lr``).
+    :param default_perception_lr: the script's default ``perception_lr``.
+    """
+    for name in ("num_envs", "total_steps", "eval_images", "glimpses"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}.")
+    if args.core_training == "frozen" and args.perception_lr != default_perception_lr:
+        raise ValueError(
+            f"--perception-lr {args.perception_lr} trains the core; pass --core-training joint, or drop it."
+        )
