@@ -26,7 +26,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 import tyro
-from gymnasium.wrappers import TimeAwareObservation
+from gymnasium.wrappers import NormalizeObservation, TimeAwareObservation
 
 import envs  # noqa: F401 - registers MnistGlimpse-v0
 from envs.vector_env import MnistGlimpseVectorEnv
@@ -45,6 +45,8 @@ class Args:
     """environment steps of each run"""
     plain: bool = False
     """train on the environment without the glimpse counter"""
+    normalize: bool = False
+    """also wrap the environment in gymnasium.wrappers.NormalizeObservation (under the glimpse counter)"""
     out: str = "experiments/results/off_the_shelf"
     """runs go to OUT/<algo>[-plain]/seed<k>.json"""
     torch_threads: int = 1
@@ -52,14 +54,17 @@ class Args:
 
 
 @torch.no_grad()
-def test_accuracy(act, time_feature: bool, seed: int) -> dict[str, float]:
-    """Accuracy after 1, 2, 5, 10 and 25 glimpses on the 10,000 test images; ``act(obs (N, D)) -> (N, 2)``."""
+def test_accuracy(act, time_feature: bool, seed: int, normalize=None) -> dict[str, float]:
+    """Accuracy after 1, 2, 5, 10 and 25 glimpses on the 10,000 test images; ``act(obs (N, D)) -> (N, 2)``;
+    ``normalize``: the training env's ``NormalizeObservation`` statistics, applied to the observation."""
     vec = MnistGlimpseVectorEnv(10_000, GLIMPSES, split="test", device="cpu")
     obs, _ = vec.reset(options={"index": np.arange(10_000)}, seed=seed)
     labels = vec.sim.labels.cpu().numpy()
     correct = {}
     for t in range(GLIMPSES):
-        features = np.concatenate([obs, np.full((len(obs), 1), t / GLIMPSES, np.float32)], 1) if time_feature else obs
+        features = obs if normalize is None else (obs - normalize.mean) / np.sqrt(normalize.var + 1e-8)
+        if time_feature:
+            features = np.concatenate([features, np.full((len(obs), 1), t / GLIMPSES)], 1).astype(np.float32)
         obs, *_ = vec.step(act(features))  # the last step returns the last observation (next_step autoreset)
         if t + 1 in BUDGETS:
             correct[str(t + 1)] = round(float((obs[:, -10:].argmax(1) == labels).mean()), 4)
@@ -70,19 +75,26 @@ def run(algo: str, seed: int, args: Args) -> dict:
     from stable_baselines3 import PPO, SAC
 
     env = gym.make("MnistGlimpse-v0")
+    statistics = None
+    if args.normalize:
+        env = NormalizeObservation(env)
+        statistics = env.obs_rms  # the running mean and variance it learned, applied again at test time
     if not args.plain:
         env = TimeAwareObservation(env, normalize_time=True)
     model = {"ppo": PPO, "sac": SAC}[algo]("MlpPolicy", env, seed=seed, verbose=0)
     start = time.time()
     model.learn(total_timesteps=args.steps)
     seconds = time.time() - start
-    accuracy = test_accuracy(lambda o: model.predict(o, deterministic=True)[0], not args.plain, seed)
+    accuracy = test_accuracy(lambda o: model.predict(o, deterministic=True)[0], not args.plain, seed, statistics)
+    sampled = test_accuracy(lambda o: model.predict(o, deterministic=False)[0], not args.plain, seed, statistics)
     return {
         "algo": algo,
         "seed": seed,
         "steps": args.steps,
         "time_feature": not args.plain,
+        "normalize": args.normalize,
         "test_accuracy": accuracy,
+        "test_accuracy_sampled": sampled,
         "train_seconds": round(seconds, 1),
     }
 
@@ -96,7 +108,7 @@ def main(args: Args) -> None:
     (out / "random.json").write_text(json.dumps(random, indent=2) + "\n")
     rows = {"random policy": [random]}
     for algo in args.algos:
-        name = algo + ("-plain" if args.plain else "")
+        name = algo + ("-plain" if args.plain else "") + ("-normalized" if args.normalize else "")
         for seed in args.seeds:
             path = out / name / f"seed{seed}.json"
             if not path.is_file():
