@@ -10,8 +10,8 @@ configuration: the observation plus the glimpse counter ``t / 25``) or, with ``-
 ``gymnasium.make("MnistGlimpse-v0")`` alone. It is then scored with its deterministic policy on the
 10,000 test images, in the same environment (bilinear read-out, the packaged core), batched: one
 :class:`~envs.vector_env.MnistGlimpseVectorEnv` of 10,000 episodes. The random policy is scored the
-same way. Each run writes ``OUT/<algo>[-plain]/seed<k>.json``; a run whose file exists is skipped, so
-an interrupted call resumes. The table goes to ``OUT/table.md``.
+same way. Each run writes ``OUT/<algo>[-plain][-normalized]/seed<k>.json``; a run whose file exists
+is skipped, so an interrupted call resumes. It prints the table of this call's configuration.
 """
 
 from __future__ import annotations
@@ -126,9 +126,7 @@ def main(args: Args) -> None:
             values = 100 * np.array([r["test_accuracy"][str(b)] for r in results])
             cells.append(f"{values.mean():.1f}" + (f" ± {values.std(ddof=1):.1f}" if len(values) > 1 else ""))
         lines.append(f"| {label} | {len(results)} | " + " | ".join(cells) + " |")
-    table = "\n".join(lines)
-    (out / "table.md").write_text(table + "\n")
-    print(table)
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":
