@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from envs.atomic import write_atomic
-from envs.perception import PerceptionCore
+from envs.perception import PerceptionCore, non_finite
 
 AGENT_FORMAT = "mnist-glimpse/agent/v1"
 
@@ -121,17 +121,14 @@ def load_agent(path: str | os.PathLike, device: torch.device | str = "cpu") -> t
         raise ValueError(
             f"{path} is not an agent checkpoint ({type(error).__name__}: {error}); retrain it with a train/ script."
         ) from None
-    missing = [
-        key for key in ("core", "policy", "glimpses") if not isinstance(checkpoint, dict) or key not in checkpoint
-    ]
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != AGENT_FORMAT or missing:
-        raise ValueError(
-            f"{path} is not an agent checkpoint (expected format {AGENT_FORMAT!r} with 'core', 'policy' and "
-            f"'glimpses'{'; missing ' + str(missing) if missing and isinstance(checkpoint, dict) else ''})."
-        )
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != AGENT_FORMAT:
+        raise ValueError(f"{path} is not an agent checkpoint (expected format {AGENT_FORMAT!r}).")
+    missing = [key for key in ("core", "policy", "glimpses") if key not in checkpoint]
+    if missing:
+        raise ValueError(f"{path} is an agent checkpoint missing {missing}; retrain it with a train/ script.")
     core = PerceptionCore.from_checkpoint(checkpoint["core"], source=f"{path} (core)").to(device).eval()
     record = checkpoint["policy"]
-    broken = [k for k, v in record["state_dict"].items() if not torch.isfinite(v).all()]
+    broken = non_finite(record["state_dict"])
     if broken:
         raise ValueError(f"{path}: the policy holds non-finite (NaN or inf) weights in {broken}; retrain it.")
     policy = _policy_class(record, path).from_checkpoint_config(record["config"])

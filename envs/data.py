@@ -80,7 +80,7 @@ class MnistSplit:
         return (load_mnist, (split, str(self.images.device), data_dir))
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -108,7 +108,7 @@ def verify_file(source_dir: Path, name: str) -> Path:
     expected = CHECKSUMS[name][0]
     if not gz_path.is_file():
         raise DataError(f"MNIST file {gz_path} is missing (expected SHA-256 {expected}). {_restore_hint(source_dir)}")
-    actual = _sha256(gz_path)
+    actual = file_sha256(gz_path)
     if actual != expected:
         raise DataError(
             f"MNIST file {gz_path} is corrupt: SHA-256 {actual}, expected {expected}. {_restore_hint(source_dir)}"

@@ -11,7 +11,6 @@ on any device (:meth:`PerceptionCore.save`, :meth:`PerceptionCore.load`).
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .atomic import write_atomic
-from .data import IMAGE_SIZE, NUM_CLASSES
+from .data import IMAGE_SIZE, NUM_CLASSES, file_sha256
 from .sampler import Sampler, pixel_to_action
 from .soft_ordering import RecurrentSoftOrdering
 
@@ -152,6 +151,11 @@ class ClassifierHead(nn.Module):
         return self.net(histogram)
 
 
+def non_finite(state: dict) -> list[str]:
+    """The names of the tensors of a ``state_dict`` that hold NaN or inf (a damaged or diverged checkpoint)."""
+    return [k for k, v in state.items() if isinstance(v, torch.Tensor) and not torch.isfinite(v).all()]
+
+
 class PerceptionCore(nn.Module):
     """Glimpses -> soft histogram -> class logits.
 
@@ -252,7 +256,7 @@ class PerceptionCore(nn.Module):
             raise ValueError(f"{source} has an unknown perception config {checkpoint['config']!r}: {error}") from None
         core = cls(config)
         state = checkpoint.get("state_dict")
-        broken = [k for k, v in (state or {}).items() if isinstance(v, torch.Tensor) and not torch.isfinite(v).all()]
+        broken = non_finite(state or {})
         if broken:
             raise ValueError(
                 f"{source} holds non-finite (NaN or inf) weights in {broken}: the file is damaged or its training "
@@ -281,7 +285,7 @@ class PerceptionCore(nn.Module):
                 "a file written by PerceptionCore.save."
             )
         if path.resolve().parent == PRETRAINED_PATH.parent and path.name in PACKAGED_SHA256:
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            digest = file_sha256(path)
             if digest != PACKAGED_SHA256[path.name]:
                 raise ValueError(
                     f"The packaged core {path} is damaged or replaced: SHA-256 {digest}, expected "

@@ -37,8 +37,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-# Only the standard library at import time: the Ray workers import this module to run
-# run_training, and torch, matplotlib and the agents are only needed for the figures.
+from envs.atomic import write_atomic
+
+# No torch, matplotlib or agents at import time (only the standard library, and envs.atomic with
+# Gymnasium's registry): the Ray workers import this module to run run_training, and the rest is
+# needed only for the figures.
 if TYPE_CHECKING:
     import torch
 
@@ -204,9 +207,8 @@ def run_training(command: Sequence[str], env: dict[str, str], folder: str, after
         return {"status": "failed", "error": f"exit status {code}; {log}:\n{tail}", "seconds": time.time() - start}
     metrics = json.loads(metrics_path.read_text())
     metrics["command"] = " ".join(command)
-    temporary = metrics_path.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(metrics, indent=2) + "\n")
-    temporary.replace(metrics_path)
+    text = json.dumps(metrics, indent=2) + "\n"
+    write_atomic(metrics_path, lambda handle: handle.write(text.encode()))
     return {"status": "trained", "seconds": time.time() - start}
 
 

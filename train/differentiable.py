@@ -256,19 +256,18 @@ def build_core(args: Args, data, device: torch.device, out: Path) -> PerceptionC
     path = out / "core" / "perception.pt"
     if path.is_file():
         print(f"reusing the pretrained core {path}")
-    else:
-        # Seed 0 in a forked generator: the recipe's seeds share one warm start, and the agent's own
-        # random stream is left as if the core had been loaded from a file.
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(0)
-            core = PerceptionCore(PerceptionConfig(args.channels, args.n_bins, encoding=args.encoding)).to(device)
-            with tqdm(total=args.pretrain_steps, desc="pretrain core on random glimpses") as progress:
-                pretrain_core(
-                    core, data, args.pretrain_steps, glimpses=args.glimpses, report=lambda step, loss: progress.update()
-                )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        core.eval().save(path, trained_by="train/differentiable.py --core pretrain", args=vars(args))
-    return PerceptionCore.load(path, device).train()
+        return PerceptionCore.load(path, device).train()
+    # Seed 0 in a forked generator: the recipe's seeds share one warm start, and the agent's own
+    # random stream is left as if the core had been loaded from a file.
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(0)
+        core = PerceptionCore(PerceptionConfig(args.channels, args.n_bins, encoding=args.encoding)).to(device)
+        with tqdm(total=args.pretrain_steps, desc="pretrain core on random glimpses") as progress:
+            pretrain_core(
+                core, data, args.pretrain_steps, glimpses=args.glimpses, report=lambda step, loss: progress.update()
+            )
+    core.save(path, trained_by="train/differentiable.py --core pretrain", args=vars(args))
+    return core.train()
 
 
 #: Fields that may differ between an interrupted run and its --resume (they do not change the result).
@@ -383,45 +382,44 @@ def main(args: Args, stop_after: int | None = None) -> dict:
     progress = tqdm(
         total=sum(schedule.values()), initial=sum(steps_done.values()), desc=f"differentiable --preset {args.preset}"
     )
-    for phase, phase_steps in schedule.items():
-        for _ in range(phase_steps - steps_done[phase]):
-            if phase == "dual" and time.time() > deadline:
-                break
-            if stop or (stop_after is not None and sum(steps_done.values()) >= stop_after):
-                save_resume(resume_path, args, trainer, batches, steps_done)
-                progress.close()
-                for s, handler in handlers.items():
-                    signal.signal(s, handler)
-                print(f"interrupted: saved {resume_path}; continue with the same command and --resume")
-                raise Interrupted
-            if time.time() - last_save > args.save_every:
-                save_resume(resume_path, args, trainer, batches, steps_done)
-                last_save = time.time()
-            batch = next(batches)
-            images, labels = data.images[batch].float() / 255.0, data.labels[batch]
-            global_step = sum(steps_done.values())
-            if phase == "dual":
-                done = steps_done["dual"] / schedule["dual"]  # linear schedules over the dual epochs
-                if isinstance(policy, PixelAttention):
-                    policy.noise = 1.0 - (1.0 - args.pixel_noise_final) * done
-                if args.lr_final != 1.0:
-                    trainer.scale_learning_rates(1.0 - (1.0 - args.lr_final) * done)
-                stats = trainer.step(images, labels)
-                if global_step % 50 == 0:
-                    writer.add_scalar("losses/perception", stats.perception_loss, global_step)
-                    writer.add_scalar("losses/attention", stats.attention_loss, global_step)
-                    writer.add_scalar("charts/train_accuracy_last", stats.accuracy_last, global_step)
-                    progress.set_postfix(loss=f"{stats.perception_loss:.3f}", acc=f"{stats.accuracy_last:.3f}")
-            else:
-                loss = trainer.readout_step(images, labels, readout)
-                if global_step % 50 == 0:
-                    writer.add_scalar("losses/perception_nearest_readout", loss, global_step)
-                    progress.set_postfix(phase="readout", loss=f"{loss:.3f}")
-            progress.update()
-            steps_done[phase] += 1
-    progress.close()
-    for s, handler in handlers.items():
-        signal.signal(s, handler)
+    try:
+        for phase, phase_steps in schedule.items():
+            for _ in range(phase_steps - steps_done[phase]):
+                if phase == "dual" and time.time() > deadline:
+                    break
+                if stop or (stop_after is not None and sum(steps_done.values()) >= stop_after):
+                    save_resume(resume_path, args, trainer, batches, steps_done)
+                    print(f"interrupted: saved {resume_path}; continue with the same command and --resume")
+                    raise Interrupted
+                if time.time() - last_save > args.save_every:
+                    save_resume(resume_path, args, trainer, batches, steps_done)
+                    last_save = time.time()
+                batch = next(batches)
+                images, labels = data.images[batch].float() / 255.0, data.labels[batch]
+                global_step = sum(steps_done.values())
+                if phase == "dual":
+                    done = steps_done["dual"] / schedule["dual"]  # linear schedules over the dual epochs
+                    if isinstance(policy, PixelAttention):
+                        policy.noise = 1.0 - (1.0 - args.pixel_noise_final) * done
+                    if args.lr_final != 1.0:
+                        trainer.scale_learning_rates(1.0 - (1.0 - args.lr_final) * done)
+                    stats = trainer.step(images, labels)
+                    if global_step % 50 == 0:
+                        writer.add_scalar("losses/perception", stats.perception_loss, global_step)
+                        writer.add_scalar("losses/attention", stats.attention_loss, global_step)
+                        writer.add_scalar("charts/train_accuracy_last", stats.accuracy_last, global_step)
+                        progress.set_postfix(loss=f"{stats.perception_loss:.3f}", acc=f"{stats.accuracy_last:.3f}")
+                else:
+                    loss = trainer.readout_step(images, labels, readout)
+                    if global_step % 50 == 0:
+                        writer.add_scalar("losses/perception_nearest_readout", loss, global_step)
+                        progress.set_postfix(phase="readout", loss=f"{loss:.3f}")
+                progress.update()
+                steps_done[phase] += 1
+    finally:  # also when a step raises: the caller's signal handlers come back
+        progress.close()
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
     train_seconds = time.time() - start
 
     policy.eval()
