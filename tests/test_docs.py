@@ -10,6 +10,7 @@ import shlex
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import tyro
 
@@ -45,9 +46,16 @@ def test_the_pages_have_snippets_and_commands():
 
 
 @pytest.mark.parametrize("code", SNIPPETS)
-def test_python_snippet_runs_as_written(code, tmp_path, monkeypatch):
+def test_python_snippet_runs_as_written(code, tmp_path, monkeypatch, capsys):
+    """Each snippet runs, prints what it promises to show, and its last observation is one the env's
+    observation space allows."""
     monkeypatch.chdir(tmp_path)  # whatever a snippet writes stays out of the repository
-    exec(compile(code, "snippet", "exec"), {"__name__": "__snippet__"})
+    namespace = {"__name__": "__snippet__"}
+    exec(compile(code, "snippet", "exec"), namespace)
+    assert "print(" not in code or capsys.readouterr().out.strip()
+    env, obs = namespace.get("env"), namespace.get("obs")
+    if env is not None and isinstance(obs, np.ndarray):
+        assert env.observation_space.contains(obs)
 
 
 def _script(path: str):
