@@ -9,6 +9,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
+# Without an NVIDIA GPU (no nvidia-smi) torch comes from PyTorch's CPU-only wheel index, which leaves
+# out the CUDA libraries; where that index cannot be reached, pip falls back to its configured indexes.
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_SPEC := torch>=2.2,<=2.14.1
 
 .PHONY: venv demo test train bench
 
@@ -17,6 +21,10 @@ venv: $(STAMP)
 # Re-installs only when pyproject.toml is newer than the stamp (or the venv is missing).
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	if ! command -v nvidia-smi >/dev/null 2>&1; then \
+	  $(BIN)/python -m pip install '$(TORCH_SPEC)' --index-url $(TORCH_CPU_INDEX) --timeout 15 --retries 1 \
+	  || echo "make venv: $(TORCH_CPU_INDEX) not reachable; torch comes from pip's configured indexes"; \
+	fi
 	$(BIN)/python -m pip install -e '.[test,experiments]'
 	touch $(STAMP)
 

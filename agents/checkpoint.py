@@ -12,6 +12,7 @@ and a checkpoint of one kind never imports another kind's dependencies (e.g. sta
 from __future__ import annotations
 
 import importlib
+import json
 import os
 from pathlib import Path
 from typing import Any, ClassVar
@@ -108,6 +109,23 @@ def _policy_class(record: dict[str, Any], path: Path) -> type[SavedPolicy]:
     return _REGISTRY[kind]
 
 
+def check_same_run(path: Path, checkpoint: dict[str, Any]) -> None:
+    """Refuse a checkpoint whose folder's ``metrics.json`` was written by another run: the training
+    scripts stamp both files with the same ``run_id`` (:mod:`agents.resume`)."""
+    metrics_path = path.parent / "metrics.json"
+    if "run_id" not in checkpoint or not metrics_path.is_file():
+        return
+    try:
+        metrics_id = json.loads(metrics_path.read_text()).get("run_id")
+    except (ValueError, AttributeError):
+        raise ValueError(f"{metrics_path} is not valid metrics JSON; rerun the training with --overwrite.") from None
+    if metrics_id is not None and metrics_id != checkpoint["run_id"]:
+        raise ValueError(
+            f"{path} and {metrics_path} come from different runs (run_id {checkpoint['run_id']} against "
+            f"{metrics_id}): the folder mixes two trainings. Rerun the training with --overwrite."
+        )
+
+
 def load_agent(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[nn.Module, PerceptionCore, dict]:
     """Load ``(policy, core, checkpoint)`` from a file written by :func:`save_agent`, onto ``device``."""
     path = Path(path)
@@ -126,6 +144,7 @@ def load_agent(path: str | os.PathLike, device: torch.device | str = "cpu") -> t
     missing = [key for key in ("core", "policy", "glimpses") if key not in checkpoint]
     if missing:
         raise ValueError(f"{path} is an agent checkpoint missing {missing}; retrain it with a train/ script.")
+    check_same_run(path, checkpoint)
     core = PerceptionCore.from_checkpoint(checkpoint["core"], source=f"{path} (core)").to(device).eval()
     record = checkpoint["policy"]
     broken = non_finite(record["state_dict"])

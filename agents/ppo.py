@@ -84,6 +84,14 @@ class VecStepFeature(VecEnvWrapper):
         self.elapsed[:] = 0.0
         return self._augment(observation, self.elapsed)
 
+    def state_dict(self) -> dict:
+        """The wrapped environment's state and the glimpse counters."""
+        return {"venv": self.venv.state_dict(), "elapsed": torch.from_numpy(self.elapsed.copy())}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.venv.load_state_dict(state["venv"])
+        self.elapsed = state["elapsed"].numpy().copy()
+
     def step_wait(self) -> VecEnvStepReturn:
         observation, reward, dones, infos = self.venv.step_wait()
         self.elapsed += 1.0
@@ -322,11 +330,19 @@ class SubsetEvalCallback(BaseCallback):
         self.curve: list[dict[str, float]] = []
         self.eval_seconds = 0.0
         self._start = 0.0
+        self._earlier = 0.0  # training seconds of the run this one resumes
         self._last = -every
 
     def training_seconds(self) -> float:
         """Seconds since training started, evaluation time excluded."""
-        return time.perf_counter() - self._start - self.eval_seconds
+        return self._earlier + time.perf_counter() - self._start - self.eval_seconds
+
+    def state_dict(self) -> dict:
+        """The curve so far and the training time: what a resumed run continues from."""
+        return {"curve": list(self.curve), "seconds": self.training_seconds(), "last": self._last}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.curve, self._earlier, self._last = list(state["curve"]), state["seconds"], state["last"]
 
     def _on_training_start(self) -> None:
         self._start = time.perf_counter()
@@ -357,3 +373,62 @@ class SubsetEvalCallback(BaseCallback):
 
     def seconds_to(self, threshold: float) -> float | None:
         return next((point["seconds"] for point in self.curve if point["accuracy"] >= threshold), None)
+
+
+class ResumeCallback(BaseCallback):
+    """Hands each rollout boundary of SB3's ``learn`` to an :class:`agents.resume.ResumePoint`: the
+    state is saved every ``save_every`` seconds, and on SIGINT/SIGTERM it is saved and training stops.
+
+    At the start of a rollout the previous one is consumed and the next not begun, so the weights,
+    the optimizer, the environment and the last observation are all the state there is
+    (:func:`ppo_state`).
+
+    :param resume: the run's resume point.
+    :param state: returns the state to save.
+    """
+
+    def __init__(self, resume: Any, state: Any) -> None:
+        super().__init__()
+        self.resume, self.state = resume, state
+
+    def _on_rollout_start(self) -> None:
+        self.resume.step(self.num_timesteps, self.state)
+
+    def _on_step(self) -> bool:
+        return True
+
+
+def ppo_state(model: Any, env: Any) -> dict:
+    """What an SB3 on-policy model holds between two rollouts: weights, optimizer, counters, the last
+    observation and the episode statistics, plus the environment's own state (``env.state_dict()``)."""
+    return {
+        "policy": model.policy.state_dict(),
+        "optimizer": model.policy.optimizer.state_dict(),
+        "num_timesteps": model.num_timesteps,
+        "n_updates": model._n_updates,
+        "episode_num": model._episode_num,
+        "last_obs": torch.from_numpy(np.asarray(model._last_obs).copy()),
+        "last_episode_starts": torch.from_numpy(np.asarray(model._last_episode_starts).copy()),
+        "ep_info_buffer": [{k: float(v) for k, v in info.items()} for info in model.ep_info_buffer or []],
+        "ep_success_buffer": [float(success) for success in model.ep_success_buffer or []],
+        "env": env.state_dict(),
+    }
+
+
+def load_ppo_state(model: Any, env: Any, state: dict) -> None:
+    """Restore :func:`ppo_state`'s output before ``model.learn(..., reset_num_timesteps=False)``,
+    which then continues from the saved observation instead of resetting the environment."""
+    from collections import deque
+
+    model.policy.load_state_dict(state["policy"])
+    model.policy.optimizer.load_state_dict(state["optimizer"])
+    model.num_timesteps, model._n_updates, model._episode_num = (
+        state["num_timesteps"],
+        state["n_updates"],
+        state["episode_num"],
+    )
+    model._last_obs = state["last_obs"].numpy().copy()
+    model._last_episode_starts = state["last_episode_starts"].numpy().copy()
+    model.ep_info_buffer = deque(state["ep_info_buffer"], maxlen=model._stats_window_size)
+    model.ep_success_buffer = deque(state["ep_success_buffer"], maxlen=model._stats_window_size)
+    env.load_state_dict(state["env"])

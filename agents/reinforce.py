@@ -355,6 +355,23 @@ class ReinforceLearner:
             torch.optim.Adam(baseline.parameters(), lr=baseline_lr) if baseline is not None else None
         )
 
+    def state_dict(self) -> dict:
+        """The policy, the baseline and their optimizers, for resuming (:meth:`load_state_dict`)."""
+        state = {"policy": self.policy.state_dict(), "policy_optimizer": self.policy_optimizer.state_dict()}
+        if self.baseline is not None:
+            state["baseline"] = self.baseline.state_dict()
+            state["baseline_optimizer"] = self.baseline_optimizer.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        if ("baseline" in state) != (self.baseline is not None):
+            raise ValueError("The saved learner and this one differ in having a baseline (--baseline).")
+        self.policy.load_state_dict(state["policy"])
+        self.policy_optimizer.load_state_dict(state["policy_optimizer"])
+        if self.baseline is not None:
+            self.baseline.load_state_dict(state["baseline"])
+            self.baseline_optimizer.load_state_dict(state["baseline_optimizer"])
+
     def losses(self, rollout: Rollout) -> Losses:
         """``L_pi`` and ``L_b`` of a rollout (see the module docstring for the equations).
 

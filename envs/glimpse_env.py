@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.envs.registration import EnvSpec
+from gymnasium.error import DependencyNotInstalled
 
 from .config import PerceptionArg, action_space, build_simulator, observation_space, resolve_device
 from .render import draw_trail
@@ -61,6 +63,10 @@ def parse_image_options(options: dict[str, Any] | None, batch_shape: tuple[int, 
             raise ValueError(f"reset option 'reset_mask' must be a bool array of shape {batch_shape}.")
         parsed["reset_mask"] = mask
     return parsed
+
+
+def _pygame_installed() -> bool:
+    return importlib.util.find_spec("pygame") is not None
 
 
 class MnistGlimpseEnv(gym.Env[np.ndarray, np.ndarray]):
@@ -132,8 +138,9 @@ class MnistGlimpseEnv(gym.Env[np.ndarray, np.ndarray]):
       true label after every episode, from the glimpses of that episode.
     * ``perception_lr``: learning rate of that perception optimizer.
     * ``device``: torch device of the simulation (``"cpu"``, ``"cuda"``, ``"auto"``).
-    * ``render_mode``: ``None`` or ``"rgb_array"`` (the digit enlarged, with the numbered glimpse trail
-      and the prediction).
+    * ``render_mode``: ``None``, ``"rgb_array"`` (``render()`` returns the digit enlarged, with the
+      numbered glimpse trail, the prediction and the true label) or ``"human"`` (the same frame in a
+      pygame window, redrawn at every ``reset`` and ``step``; needs ``pip install pygame``).
     * ``array_type``: ``"numpy"``, the only value for a single environment; accepted so that the same
       keyword arguments work in every ``gymnasium.make_vec`` mode (``array_type="torch"`` is for
       ``vectorization_mode="vector_entry_point"``).
@@ -143,7 +150,7 @@ class MnistGlimpseEnv(gym.Env[np.ndarray, np.ndarray]):
     * v0: initial version; ``spec.max_episode_steps`` reports ``max_glimpses``.
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
+    metadata = {"render_modes": ["human", "rgb_array"], "render_fps": 4}
     _spec: EnvSpec | None = None
 
     def __init__(
@@ -167,9 +174,15 @@ class MnistGlimpseEnv(gym.Env[np.ndarray, np.ndarray]):
             )
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
-                f"Unknown render_mode {render_mode!r}; valid values are {[None, 'rgb_array']} (no window: show the "
-                "rgb_array frames with your own viewer, or gymnasium.wrappers.RecordVideo)."
+                f"Unknown render_mode {render_mode!r}; valid values are {[None, *self.metadata['render_modes']]}."
             )
+        if render_mode == "human" and not _pygame_installed():
+            raise DependencyNotInstalled(
+                'render_mode="human" shows the episode in a pygame window, and pygame is not installed: '
+                'pip install pygame (or "mnist-glimpse[human]"); render_mode="rgb_array" needs no window.'
+            )
+        self._window: Any = None  # the pygame window and clock of render_mode="human", opened on first use
+        self._clock: Any = None
         self.render_mode = render_mode
         self.device = resolve_device(device)
         self.sim = build_simulator(
@@ -220,6 +233,8 @@ class MnistGlimpseEnv(gym.Env[np.ndarray, np.ndarray]):
             else:
                 index = self._streams.next(np.zeros(1, dtype=np.int64))
             self.sim.reset(self._all_rows, indices=torch.as_tensor(index, device=self.device))
+        if self.render_mode == "human":
+            self._show()
         return self.sim.observation()[0].cpu().numpy(), {"index": int(self.sim.indices[0])}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
@@ -241,12 +256,46 @@ class MnistGlimpseEnv(gym.Env[np.ndarray, np.ndarray]):
         else:
             info["label"], info["correct"] = int(info["label"]), bool(info["correct"])
         info["value"] = float(info["value"])
+        if self.render_mode == "human":
+            self._show()
         return result.observation[0].cpu().numpy(), float(result.reward[0]), terminated, False, info
 
     def render(self) -> np.ndarray | None:
         if self.render_mode is None:
             gym.logger.warn("render() called without render_mode; pass render_mode='rgb_array' to gymnasium.make.")
             return None
+        if self.render_mode == "human":
+            self._show()
+            return None
+        return self._frame()
+
+    def _show(self) -> None:
+        """Draw the current frame in the pygame window (opened on first use), at ``render_fps``."""
+        import pygame
+
+        frame = self._frame()
+        if self._window is None:
+            pygame.init()
+            pygame.display.init()
+            self._window = pygame.display.set_mode((frame.shape[1], frame.shape[0]))
+            pygame.display.set_caption("MnistGlimpse-v0")
+            self._clock = pygame.time.Clock()
+        self._window.blit(pygame.surfarray.make_surface(frame.swapaxes(0, 1)), (0, 0))
+        pygame.event.pump()
+        pygame.display.flip()
+        self._clock.tick(self.metadata["render_fps"])
+
+    def close(self) -> None:
+        if self._window is not None:
+            import pygame
+
+            pygame.display.quit()
+            pygame.quit()
+            self._window = self._clock = None
+        super().close()
+
+    def _frame(self) -> np.ndarray:
+        """The ``rgb_array`` frame: the digit enlarged, the numbered trail, the prediction and the label."""
         steps = int(self.sim.elapsed[0])
         image = (self.sim.images[0] * 255.0).round().to(torch.uint8).cpu().numpy()
         prediction = self.sim.prediction[0].cpu().numpy()

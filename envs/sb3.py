@@ -132,6 +132,21 @@ class MnistGlimpseSB3VecEnv(VecEnv):
             infos = self._no_infos()
         return observation, reward, dones, infos
 
+    def state_dict(self) -> dict:
+        """The batched environment's state (:meth:`~envs.vector_env.MnistGlimpseVectorEnv.state_dict`) and
+        the running episode returns and lengths, so that training can stop and continue exactly."""
+        return {
+            "venv": self.venv.state_dict(),
+            "returns": torch.from_numpy(self._returns.copy()),
+            "lengths": torch.from_numpy(self._lengths.copy()),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from :meth:`state_dict`'s output (an environment built with the same arguments)."""
+        self.venv.load_state_dict(state["venv"])
+        self._returns = state["returns"].numpy().copy()
+        self._lengths = state["lengths"].numpy().copy()
+
     def close(self) -> None:
         self.venv.close()
 

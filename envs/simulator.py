@@ -56,6 +56,25 @@ class IndexStreams:
         self.cursor[rows] += 1
         return indices
 
+    def state_dict(self) -> dict:
+        """Each generator's state and the drawn, unused indices: what the streams yield next."""
+        return {
+            "generators": [g.bit_generator.state for g in self.generators],
+            "block": torch.from_numpy(self.block.copy()),
+            "cursor": torch.from_numpy(self.cursor.copy()),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue the streams saved by :meth:`state_dict` (same number of environments)."""
+        if len(state["generators"]) != len(self.generators) or tuple(state["block"].shape) != self.block.shape:
+            raise ValueError(
+                f"The saved index streams are for {len(state['generators'])} environments, not {len(self.generators)}."
+            )
+        for generator, saved in zip(self.generators, state["generators"]):
+            generator.bit_generator.state = saved
+        self.block = state["block"].numpy().astype(np.int64, copy=True)
+        self.cursor = state["cursor"].numpy().astype(np.int64, copy=True)
+
 
 @dataclass
 class StepResult:
@@ -129,6 +148,46 @@ class GlimpseSimulator:
         self.elapsed = torch.zeros(n, dtype=torch.long, device=self.device)
         self.trail = torch.zeros(n, t, 2, device=self.device)
         self.trail_values = torch.zeros(n, t, device=self.device)
+
+    #: The per-episode tensors: with the core (and its optimizer) they are the whole simulation state.
+    EPISODE_STATE = (
+        "images",
+        "labels",
+        "indices",
+        "histogram",
+        "log_prob",
+        "prediction",
+        "elapsed",
+        "trail",
+        "trail_values",
+    )
+
+    def state_dict(self) -> dict:
+        """The episodes in progress and, when the core learns, its weights and optimizer (a frozen core
+        is the caller's and never changes here)."""
+        state = {"episodes": {name: getattr(self, name).clone() for name in self.EPISODE_STATE}}
+        if self.optimizer is not None:
+            state["core"] = self.core.state_dict()
+            state["optimizer"] = self.optimizer.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`'s output; every shape is checked before anything changes."""
+        episodes = state["episodes"]
+        for name in self.EPISODE_STATE:
+            current, saved = getattr(self, name), episodes[name]
+            if saved.shape != current.shape or saved.dtype != current.dtype:
+                raise ValueError(
+                    f"The saved simulation's {name} is {tuple(saved.shape)} {saved.dtype}, this one's "
+                    f"{tuple(current.shape)} {current.dtype}: it was saved from an environment with other arguments."
+                )
+        if ("optimizer" in state) != (self.optimizer is not None):
+            raise ValueError("The saved simulation and this one differ in learn_perception.")
+        if self.optimizer is not None:
+            self.core.load_state_dict(state["core"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        for name in self.EPISODE_STATE:
+            setattr(self, name, episodes[name].to(self.device).clone())
 
     def observation(self) -> torch.Tensor:
         """``concat(histogram, prediction)``, ``(N, H + 10)``."""

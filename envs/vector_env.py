@@ -144,6 +144,31 @@ class MnistGlimpseVectorEnv(VectorEnv):
         self._np_random = generators[0]
         self._streams = IndexStreams(generators, len(self.sim.data))
 
+    def state_dict(self) -> dict:
+        """Everything that decides what this environment does next: the episodes in progress, each
+        sub-environment's image stream, and the core and its optimizer when it learns. A training run
+        saves it to stop and later continue exactly (``load_state_dict`` on an environment built with the
+        same arguments)."""
+        if self._streams is None:
+            raise RuntimeError("Call reset() before state_dict(): the environment has no episodes yet.")
+        return {
+            "sim": self.sim.state_dict(),
+            "streams": self._streams.state_dict(),
+            "needs_reset": self._needs_reset.clone(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from :meth:`state_dict`'s output; a mismatch is refused before anything changes."""
+        saved_rows = state["needs_reset"].shape[0]
+        if saved_rows != self.num_envs:
+            raise ValueError(f"The saved environment has {saved_rows} sub-environments, this one {self.num_envs}.")
+        self.sim.load_state_dict(state["sim"])
+        if self._streams is None:
+            self._seed(0)  # placeholders: their states are replaced next
+        self._streams.load_state_dict(state["streams"])
+        self._np_random = self._streams.generators[0]
+        self._needs_reset = state["needs_reset"].to(self.device).clone()
+
     def _reset_rows(self, rows: torch.Tensor, parsed: dict[str, np.ndarray] | None = None) -> None:
         parsed = parsed or {}
         rows_np = rows.cpu().numpy()

@@ -173,3 +173,84 @@ def test_a_first_reset_with_a_partial_mask_and_empty_rl_budgets_are_refused(tmp_
         spec.loader.exec_module(script)
         with pytest.raises(ValueError, match="--eval-images must be >= 1, got 0"):
             script.main(script.Args(eval_images=0, out=str(tmp_path / name)))
+
+
+@pytest.mark.parametrize("name", ["reinforce", "ppo"])
+def test_an_interrupted_rl_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch, name):
+    """REINFORCE and PPO (core trained jointly by the env): stopped between two batches, then --resume,
+    gives the weights, the core and the learning curve of a run never stopped."""
+    import importlib
+
+    from agents.resume import Interrupted
+    from envs import perception
+
+    script = importlib.import_module(f"train.{name}")
+    batch = 16 * 3
+    settings = dict(glimpses=3, num_envs=16, total_steps=6 * batch, eval_every=2 * batch, eval_images=50)
+    settings.update(core_training="joint", device="cpu", **({"progress_bar": False} if name == "ppo" else {}))
+
+    def args(out, **extra):
+        # Each call stands for its own process, as a real --resume is: reading the packaged core
+        # initialises a module first (torch's global generator moves), which a process does once.
+        monkeypatch.setattr(perception, "_PRETRAINED", {})
+        return script.Args(out=str(tmp_path / out), **{**settings, **extra})
+
+    whole = script.main(args("whole"))
+    with pytest.raises(Interrupted):  # reinforce counts batches, ppo env steps
+        script.main(args("cut"), stop_after=3 if name == "reinforce" else 3 * batch)
+    assert (tmp_path / "cut" / "resume.pt").is_file() and not (tmp_path / "cut" / "metrics.json").exists()
+    with pytest.raises(FileExistsError, match="holds an interrupted run .* pass --resume"):
+        script.main(args("cut"))
+    with pytest.raises(ValueError, match="started with other values of \\['learning_rate'\\]"):
+        script.main(args("cut", resume=True, learning_rate=0.5))
+    resumed = script.main(args("cut", resume=True))
+    assert not (tmp_path / "cut" / "resume.pt").exists()
+    assert resumed["test_accuracy"] == whole["test_accuracy"]
+    curve = "learning_curve" if name == "reinforce" else "eval_subset_curve"
+    accuracy = "accuracy_T" if name == "reinforce" else "accuracy"
+    assert [p[accuracy] for p in resumed[curve]] == [p[accuracy] for p in whole[curve]]
+    saved = [torch.load(tmp_path / run / "checkpoint.pt", weights_only=True) for run in ("whole", "cut")]
+    for part in ("policy", "core"):
+        for key, value in saved[0][part]["state_dict"].items():
+            assert torch.equal(value, saved[1][part]["state_dict"][key]), (part, key)
+
+
+def test_a_checkpoint_and_metrics_from_different_runs_are_refused(tmp_path, core):
+    import json
+
+    save_agent(tmp_path / "checkpoint.pt", "fixed-sequence", FixedSequence(2), core, 2, run_id="aaaa")
+    (tmp_path / "metrics.json").write_text(json.dumps({"run_id": "aaaa"}))
+    load_agent(tmp_path / "checkpoint.pt")
+    (tmp_path / "metrics.json").write_text(json.dumps({"run_id": "bbbb"}))
+    with pytest.raises(ValueError, match="come from different runs .* Rerun the training with --overwrite"):
+        load_agent(tmp_path / "checkpoint.pt")
+
+
+def test_sigterm_saves_a_resumable_run_and_exits_130(tmp_path):
+    """A real signal to train/reinforce.py: it saves OUT/resume.pt and exits with status 130."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "run"
+    command = [sys.executable, "train/reinforce.py", "--num-envs", "16", "--glimpses", "3", "--eval-images", "50"]
+    command += ["--total-steps", "100000000", "--device", "cpu", "--out", str(out)]
+    log = tmp_path / "log.txt"
+    with log.open("w") as handle:
+        process = subprocess.Popen(command, cwd=root, stdout=handle, stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.time() + 120
+            while "step/s" not in log.read_text() and time.time() < deadline and process.poll() is None:
+                time.sleep(0.2)  # until the training loop reports progress
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=120)
+        finally:
+            process.kill()
+    output = log.read_text()
+    assert process.returncode == 130, output
+    assert "continue with the same command and --resume" in output
+    state = torch.load(out / "resume.pt", weights_only=True)
+    assert state["step"] > 0 and not (out / "metrics.json").exists()

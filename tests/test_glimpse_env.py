@@ -374,7 +374,7 @@ def test_observation_depends_only_on_sampled_pixels(make_env, test_split):
         ({"sampler": "linear"}, ValueError, ["'nearest'", "'bilinear'", "'bicubic'", "'gaussian'"]),
         ({"reward": "sparse"}, ValueError, ["'dense'", "'final'"]),
         ({"split": "validation"}, ValueError, ["'train'", "'test'"]),
-        ({"render_mode": "human"}, ValueError, ["None", "'rgb_array'"]),
+        ({"render_mode": "window"}, ValueError, ["None", "'human'", "'rgb_array'"]),
         ({"device": "tpu"}, ValueError, ["'cpu'", "'cuda'", "'auto'"]),
         ({"device": "gpu:0"}, ValueError, ["'cpu'", "'cuda'", "'auto'"]),
         ({"max_glimpses": 0}, ValueError, ["max_glimpses"]),
@@ -438,6 +438,23 @@ def test_render_rgb_array_as_documented(make_env, test_split):
     assert frame.shape == before.shape and frame.dtype == np.uint8
     assert not np.array_equal(frame[: 28 * 12], before[: 28 * 12])  # the trail is drawn
     assert not np.array_equal(frame[:, :, 0], frame[:, :, 2])  # coloured marks
+
+
+def test_render_human_opens_a_window_and_without_pygame_says_what_to_install(monkeypatch, core):
+    from gymnasium.error import DependencyNotInstalled
+
+    from envs import glimpse_env
+
+    env = gymnasium.make("MnistGlimpse-v0", split="test", max_glimpses=2, perception=core, render_mode="human")
+    assert env.unwrapped.render_mode == "human"  # the env's own window, not Gymnasium's HumanRendering
+    env.reset(seed=0)
+    env.step(np.zeros(2, dtype=np.float32))
+    assert env.render() is None and env.unwrapped._window is not None
+    env.close()
+    assert env.unwrapped._window is None
+    monkeypatch.setattr(glimpse_env, "_pygame_installed", lambda: False)
+    with pytest.raises(DependencyNotInstalled, match='pip install pygame .* render_mode="rgb_array" needs no window'):
+        gymnasium.make("MnistGlimpse-v0", split="test", perception=core, render_mode="human")
 
 
 def test_render_without_render_mode_returns_none(make_env):

@@ -52,3 +52,13 @@ def test_no_import_circles():
 def test_one_results_folder():
     folders = {p.relative_to(ROOT).as_posix() for p in ROOT.rglob("results") if p.is_dir() and ".venv" not in p.parts}
     assert folders == {"experiments/results"}
+
+
+def test_the_makefile_installs_the_torch_that_pyproject_pins():
+    """make venv's CPU-only torch step asks for the same versions as the package's requirement."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    requirement = re.search(r'^\s*"(torch[<>=!,.0-9]*)",', (root / "pyproject.toml").read_text(), re.MULTILINE).group(1)
+    spec = re.search(r"^TORCH_SPEC := (.+)$", (root / "Makefile").read_text(), re.MULTILINE).group(1)
+    assert spec == requirement

@@ -30,7 +30,6 @@ import argparse
 import dataclasses
 import math
 import random
-import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -51,7 +50,7 @@ from agents.evaluation import accuracy_by_glimpse, accuracy_table, claim_output,
 from agents.figures import plot_glimpse_trails
 from agents.pixel_attention import PixelAttention
 from agents.pretrain import pretrain_core
-from envs.atomic import write_atomic
+from agents.resume import Interrupted, ResumePoint
 from envs.config import resolve_device
 from envs.data import ShuffledBatches, load_mnist
 from envs.perception import RANDOM_GLIMPSES_PATH, PerceptionConfig, PerceptionCore
@@ -270,46 +269,6 @@ def build_core(args: Args, data, device: torch.device, out: Path) -> PerceptionC
     return core.train()
 
 
-#: Fields that may differ between an interrupted run and its --resume (they do not change the result).
-RESUME_FREE = ("resume", "overwrite", "save_every", "max_train_seconds", "torch_threads", "device")
-
-
-class Interrupted(KeyboardInterrupt):
-    """Training stopped on SIGINT/SIGTERM after saving OUT/resume.pt."""
-
-
-def save_resume(path: Path, args: Args, trainer: DualOptimizerTrainer, batches: ShuffledBatches, steps: dict) -> None:
-    """Everything an uninterrupted run would still hold: weights, optimizers, batch position, generators."""
-    state = {
-        "args": vars(args),
-        "trainer": trainer.state_dict(),
-        "batches": batches.state_dict(),
-        "steps_done": dict(steps),
-        "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-    write_atomic(path, lambda handle: torch.save(state, handle))
-
-
-def load_resume(path: Path, args: Args) -> dict:
-    if not path.is_file():
-        raise ValueError(f"--resume: {path} not found; {path.parent} holds no interrupted run (drop --resume).")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        saved = state["args"]
-    except Exception as error:  # a damaged file: torch raises many types
-        raise ValueError(
-            f"--resume: {path} is damaged ({type(error).__name__}: {error}); start again with --overwrite."
-        ) from None
-    changed = sorted(k for k, v in vars(args).items() if k not in RESUME_FREE and saved.get(k) != v)
-    if changed:
-        raise ValueError(
-            f"--resume: the run in {path.parent} was started with other values of {changed} "
-            f"({', '.join(f'{k}={saved.get(k)!r}' for k in changed)}); pass those, or start again with --overwrite."
-        )
-    return state
-
-
 def main(args: Args, stop_after: int | None = None) -> dict:
     """Train, evaluate and write the run. ``stop_after``: act as if interrupted after that many
     optimizer steps (tests of --resume)."""
@@ -320,15 +279,7 @@ def main(args: Args, stop_after: int | None = None) -> dict:
     if args.torch_threads > 0:
         torch.set_num_threads(args.torch_threads)
     device = resolve_device(args.device)
-    resume_path = Path(args.out) / "resume.pt"
-    if args.overwrite:
-        resume_path.unlink(missing_ok=True)
-    elif resume_path.is_file() and not args.resume:
-        raise FileExistsError(
-            f"{args.out} holds an interrupted run ({resume_path}): pass --resume to continue it, "
-            "or --overwrite to start again."
-        )
-    resumed = load_resume(resume_path, args) if args.resume else None
+    resume = ResumePoint(args.out, args, stop_after)
     out = claim_output(args.out, args.overwrite)
     writer = SummaryWriter(str(log_folder(out)))
 
@@ -366,34 +317,27 @@ def main(args: Args, stop_after: int | None = None) -> dict:
     schedule = {"dual": args.epochs * steps_per_epoch, "readout": round(args.readout_epochs * steps_per_epoch)}
     steps_done = dict.fromkeys(schedule, 0)
     batches = ShuffledBatches(len(data), args.batch_size, device)
-    if resumed is not None:
-        trainer.load_state_dict(resumed["trainer"])
-        batches.load_state_dict(resumed["batches"])
-        steps_done.update(resumed["steps_done"])
-        torch.set_rng_state(resumed["torch_rng"])
-        if resumed["cuda_rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(resumed["cuda_rng"])
-        print(f"resuming {out} at step {sum(steps_done.values())}")
-    stop: list[int] = []
-    handlers = {s: signal.signal(s, lambda signum, _: stop.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
-    last_save = time.time()
+    saved = resume.restore()
+    if saved is not None:
+        trainer.load_state_dict(saved["trainer"])
+        batches.load_state_dict(saved["batches"])
+        steps_done.update(saved["steps_done"])
     start = time.time()
     deadline = start + args.max_train_seconds if args.max_train_seconds > 0 else math.inf
     progress = tqdm(
         total=sum(schedule.values()), initial=sum(steps_done.values()), desc=f"differentiable --preset {args.preset}"
     )
-    try:
+
+    def run_state() -> dict:
+        """Everything an uninterrupted run still holds: weights, optimizers, batch position, counters."""
+        return {"trainer": trainer.state_dict(), "batches": batches.state_dict(), "steps_done": dict(steps_done)}
+
+    with resume, progress:
         for phase, phase_steps in schedule.items():
             for _ in range(phase_steps - steps_done[phase]):
                 if phase == "dual" and time.time() > deadline:
                     break
-                if stop or (stop_after is not None and sum(steps_done.values()) >= stop_after):
-                    save_resume(resume_path, args, trainer, batches, steps_done)
-                    print(f"interrupted: saved {resume_path}; continue with the same command and --resume")
-                    raise Interrupted
-                if time.time() - last_save > args.save_every:
-                    save_resume(resume_path, args, trainer, batches, steps_done)
-                    last_save = time.time()
+                resume.step(sum(steps_done.values()), run_state)
                 batch = next(batches)
                 images, labels = data.images[batch].float() / 255.0, data.labels[batch]
                 global_step = sum(steps_done.values())
@@ -416,10 +360,6 @@ def main(args: Args, stop_after: int | None = None) -> dict:
                         progress.set_postfix(phase="readout", loss=f"{loss:.3f}")
                 progress.update()
                 steps_done[phase] += 1
-    finally:  # also when a step raises: the caller's signal handlers come back
-        progress.close()
-        for s, handler in handlers.items():
-            signal.signal(s, handler)
     train_seconds = time.time() - start
 
     policy.eval()
@@ -430,7 +370,7 @@ def main(args: Args, stop_after: int | None = None) -> dict:
     for budget, accuracy in accuracy_table(nearest).items():
         writer.add_scalar("eval/test_accuracy_nearest", accuracy, int(budget))
     agent = {"attention": "differentiable", "pixel": "differentiable-pixel", "fixed": "fixed-sequence"}[args.policy]
-    save_agent(out / "checkpoint.pt", agent, policy, core, args.glimpses, args=vars(args))
+    save_agent(out / "checkpoint.pt", agent, policy, core, args.glimpses, args=vars(args), run_id=resume.run_id)
     metrics = write_metrics(
         out / "metrics.json",
         agent,
@@ -447,11 +387,12 @@ def main(args: Args, stop_after: int | None = None) -> dict:
         readout_epochs=args.readout_epochs,
         readout_steps=steps_done["readout"],
         preset=args.preset,
+        run_id=resume.run_id,
     )
     print(f"drawing glimpse trails to {out / 'glimpses.png'} ...", flush=True)
     plot_glimpse_trails(policy, core, args.glimpses, out / "glimpses.png", device=device)
     writer.close()
-    resume_path.unlink(missing_ok=True)  # finished: nothing to resume
+    resume.finish()
     print(summary(metrics, out, ["checkpoint.pt", "metrics.json", "glimpses.png", "tb/"]))
     return metrics
 

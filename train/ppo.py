@@ -24,7 +24,7 @@ glimpses, deterministic policy) and ``OUT/glimpses.png``; TensorBoard logs go to
 from __future__ import annotations
 
 import random
-import time
+import sys
 from dataclasses import dataclass
 from typing import Literal
 
@@ -39,11 +39,15 @@ from agents.figures import plot_glimpse_trails
 from agents.ppo import (
     GlimpseActorCriticPolicy,
     PolicyConfig,
+    ResumeCallback,
     SB3GlimpsePolicy,
     SubsetEvalCallback,
     VecStepFeature,
     load_fixed_sequence,
+    load_ppo_state,
+    ppo_state,
 )
+from agents.resume import Interrupted, ResumePoint
 from agents.rl_args import check_rl_args
 from envs.config import resolve_device
 from envs.sb3 import MnistGlimpseSB3VecEnv
@@ -109,9 +113,15 @@ class Args:
     """output folder"""
     overwrite: bool = False
     """replace a finished run in --out (its metrics.json); without it such a folder is refused"""
+    resume: bool = False
+    """continue the interrupted run in --out (its resume.pt) to the result an uninterrupted run gives"""
+    save_every: float = 300.0
+    """seconds between saves of OUT/resume.pt during training (also written on SIGINT/SIGTERM)"""
 
 
-def main(args: Args) -> dict:
+def main(args: Args, stop_after: int | None = None) -> dict:
+    """Train, evaluate and write the run. ``stop_after``: act as if interrupted at the first rollout
+    boundary after that many environment steps (tests of --resume)."""
     check_rl_args(args, Args.perception_lr)
     if args.torch_threads > 0:
         torch.set_num_threads(args.torch_threads)
@@ -119,6 +129,7 @@ def main(args: Args) -> dict:
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     device = resolve_device(args.device)
+    resume = ResumePoint(args.out, args, stop_after)
     out = claim_output(args.out, args.overwrite)
 
     start = load_fixed_sequence(args.init_from, args.glimpses) if args.init_from else None
@@ -174,10 +185,20 @@ def main(args: Args) -> dict:
         device=device,
     )
 
-    started = time.perf_counter()
-    model.learn(args.total_steps, callback=probe, progress_bar=args.progress_bar, tb_log_name="ppo")
-    wall_seconds = time.perf_counter() - started
-    train_seconds = wall_seconds - probe.eval_seconds
+    saved = resume.restore()
+    if saved is not None:
+        load_ppo_state(model, env, saved["ppo"])
+        probe.load_state_dict(saved["probe"])
+    saver = ResumeCallback(resume, lambda: {"ppo": ppo_state(model, env), "probe": probe.state_dict()})
+    with resume:
+        model.learn(
+            args.total_steps - model.num_timesteps,
+            callback=[saver, probe],
+            progress_bar=args.progress_bar,
+            tb_log_name="ppo",
+            reset_num_timesteps=saved is None,
+        )
+    train_seconds = probe.training_seconds()
     model.save(out / "model.zip")
 
     print("evaluating on the 10,000 test images ...", flush=True)
@@ -188,7 +209,16 @@ def main(args: Args) -> dict:
         model.logger.record(f"eval/test_accuracy_nearest_{glimpses}", accuracy)
     model.logger.dump(model.num_timesteps)
     agent = f"ppo-{args.core_training}"
-    save_agent(out / "checkpoint.pt", agent, policy, core, args.glimpses, args=vars(args), sb3_model="model.zip")
+    save_agent(
+        out / "checkpoint.pt",
+        agent,
+        policy,
+        core,
+        args.glimpses,
+        args=vars(args),
+        sb3_model="model.zip",
+        run_id=resume.run_id,
+    )
     metrics = write_metrics(
         out / "metrics.json",
         agent,
@@ -209,13 +239,18 @@ def main(args: Args) -> dict:
         gamma=args.gamma,
         torch_threads=torch.get_num_threads(),
         sb3_model="model.zip",
+        run_id=resume.run_id,
     )
     print(f"drawing glimpse trails to {out / 'glimpses.png'} ...", flush=True)
     plot_glimpse_trails(policy, core, args.glimpses, out / "glimpses.png", device=device)
     env.close()
+    resume.finish()
     print(summary(metrics, out, ["checkpoint.pt", "model.zip", "metrics.json", "glimpses.png", "tb/"]))
     return metrics
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    try:
+        main(tyro.cli(Args))
+    except Interrupted:
+        sys.exit(130)

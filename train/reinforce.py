@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -54,6 +55,7 @@ from agents.reinforce import (
     collect_rollout,
     make_env,
 )
+from agents.resume import Interrupted, ResumePoint
 from agents.rl_args import check_rl_args
 from envs.config import resolve_device
 from envs.data import load_mnist
@@ -122,9 +124,15 @@ class Args:
     """output folder"""
     overwrite: bool = False
     """replace a finished run in --out (its metrics.json); without it such a folder is refused"""
+    resume: bool = False
+    """continue the interrupted run in --out (its resume.pt) to the result an uninterrupted run gives"""
+    save_every: float = 300.0
+    """seconds between saves of OUT/resume.pt during training (also written on SIGINT/SIGTERM)"""
 
 
-def main(args: Args) -> dict:
+def main(args: Args, stop_after: int | None = None) -> dict:
+    """Train, evaluate and write the run. ``stop_after``: act as if interrupted after that many
+    iterations (tests of --resume)."""
     check_rl_args(args, Args.perception_lr)
     if args.torch_threads > 0:
         torch.set_num_threads(args.torch_threads)
@@ -133,6 +141,7 @@ def main(args: Args) -> dict:
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = True
     device = resolve_device(args.device)
+    resume = ResumePoint(args.out, args, stop_after)
     out = claim_output(args.out, args.overwrite)
     writer = SummaryWriter(str(log_folder(out)))
     writer.add_text(
@@ -196,42 +205,68 @@ def main(args: Args) -> dict:
         if reached["target"] is None and at_target is not None and at_target >= TARGET_ACCURACY:
             reached["target"] = seconds
 
-    evaluate(0, 0.0)
     observation, _ = env.reset(seed=args.seed)
-    train_seconds = 0.0
-    progress = tqdm(
-        total=iterations * batch_steps, desc=f"reinforce {args.core_training}", unit="step", unit_scale=True
-    )
-    for iteration in range(iterations):
-        start = time.perf_counter()
-        rollout, observation = collect_rollout(env, policy, observation)
-        stats = learner.update(rollout)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        train_seconds += time.perf_counter() - start
-        env_steps = (iteration + 1) * batch_steps
+    train_seconds, first = 0.0, 0
+    saved = resume.restore()
+    if saved is None:
+        evaluate(0, 0.0)
+    else:
+        learner.load_state_dict(saved["learner"])
+        env.load_state_dict(saved["env"])
+        observation = env.sim.observation()  # what the last step returned (same_step autoreset)
+        first, train_seconds = saved["iteration"], saved["train_seconds"]
+        curve.extend(saved["curve"])
+        reached.update(saved["reached"])
 
-        episodic_return = float(rollout.episodic_return.mean())
-        accuracy = float(rollout.correct.float().mean())
-        sigma = policy.std().detach().cpu()  # detach: logging only
-        writer.add_scalar("charts/episodic_return", episodic_return, env_steps)
-        writer.add_scalar("charts/train_accuracy", accuracy, env_steps)
-        writer.add_scalar("charts/policy_std_i", float(sigma[0]), env_steps)
-        writer.add_scalar("charts/policy_std_j", float(sigma[1]), env_steps)
-        writer.add_scalar("charts/env_steps_per_second", env_steps / train_seconds, env_steps)
-        writer.add_scalar("losses/policy", stats.policy_loss, env_steps)
-        writer.add_scalar("losses/baseline", stats.baseline_loss, env_steps)
-        writer.add_scalar("losses/entropy", stats.entropy, env_steps)
-        writer.add_scalar("losses/advantage_std", stats.advantage_std, env_steps)
-        writer.add_scalar("losses/explained_variance", stats.explained_variance, env_steps)
-        progress.update(batch_steps)
-        progress.set_postfix(ret=f"{episodic_return:.3f}", acc=f"{accuracy:.3f}", std=f"{float(sigma.mean()):.3f}")
-        if (iteration + 1) % eval_interval == 0 or iteration + 1 == iterations:
-            evaluate(env_steps, train_seconds)
-            progress.set_postfix(
-                ret=f"{episodic_return:.3f}", acc=f"{accuracy:.3f}", test=f"{curve[-1]['accuracy_T']:.3f}"
-            )
-    progress.close()
+    def run_state() -> dict:
+        """Everything an uninterrupted run still holds between two batches."""
+        return {
+            "learner": learner.state_dict(),
+            "env": env.state_dict(),
+            "iteration": iteration,
+            "train_seconds": train_seconds,
+            "curve": list(curve),
+            "reached": dict(reached),
+        }
+
+    progress = tqdm(
+        total=iterations * batch_steps,
+        initial=first * batch_steps,
+        desc=f"reinforce {args.core_training}",
+        unit="step",
+        unit_scale=True,
+    )
+    with resume, progress:
+        for iteration in range(first, iterations):
+            resume.step(iteration, run_state)
+            start = time.perf_counter()
+            rollout, observation = collect_rollout(env, policy, observation)
+            stats = learner.update(rollout)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            train_seconds += time.perf_counter() - start
+            env_steps = (iteration + 1) * batch_steps
+
+            episodic_return = float(rollout.episodic_return.mean())
+            accuracy = float(rollout.correct.float().mean())
+            sigma = policy.std().detach().cpu()  # detach: logging only
+            writer.add_scalar("charts/episodic_return", episodic_return, env_steps)
+            writer.add_scalar("charts/train_accuracy", accuracy, env_steps)
+            writer.add_scalar("charts/policy_std_i", float(sigma[0]), env_steps)
+            writer.add_scalar("charts/policy_std_j", float(sigma[1]), env_steps)
+            writer.add_scalar("charts/env_steps_per_second", env_steps / train_seconds, env_steps)
+            writer.add_scalar("losses/policy", stats.policy_loss, env_steps)
+            writer.add_scalar("losses/baseline", stats.baseline_loss, env_steps)
+            writer.add_scalar("losses/entropy", stats.entropy, env_steps)
+            writer.add_scalar("losses/advantage_std", stats.advantage_std, env_steps)
+            writer.add_scalar("losses/explained_variance", stats.explained_variance, env_steps)
+            progress.update(batch_steps)
+            progress.set_postfix(ret=f"{episodic_return:.3f}", acc=f"{accuracy:.3f}", std=f"{float(sigma.mean()):.3f}")
+            if (iteration + 1) % eval_interval == 0 or iteration + 1 == iterations:
+                evaluate(env_steps, train_seconds)
+                progress.set_postfix(
+                    ret=f"{episodic_return:.3f}", acc=f"{accuracy:.3f}", test=f"{curve[-1]['accuracy_T']:.3f}"
+                )
     env_steps = iterations * batch_steps
 
     print("evaluating on the 10,000 test images ...", flush=True)
@@ -242,7 +277,7 @@ def main(args: Args) -> dict:
     for budget, value in accuracy_table(nearest).items():
         writer.add_scalar("eval/test_accuracy_nearest", value, int(budget))
     agent = f"reinforce-{args.core_training}"
-    save_agent(out / "checkpoint.pt", agent, policy, core, args.glimpses, args=vars(args))
+    save_agent(out / "checkpoint.pt", agent, policy, core, args.glimpses, args=vars(args), run_id=resume.run_id)
     metrics = write_metrics(
         out / "metrics.json",
         agent,
@@ -264,13 +299,18 @@ def main(args: Args) -> dict:
         policy_std=[round(float(s), 4) for s in policy.std().detach().cpu()],  # detach: reporting only
         learning_curve=curve,
         torch_threads=torch.get_num_threads(),
+        run_id=resume.run_id,
     )
     print(f"drawing glimpse trails to {out / 'glimpses.png'} ...", flush=True)
     plot_glimpse_trails(policy, core, args.glimpses, out / "glimpses.png", device=device)
     writer.close()
+    resume.finish()
     print(summary(metrics, out, ["checkpoint.pt", "metrics.json", "glimpses.png", "tb/"]))
     return metrics
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    try:
+        main(tyro.cli(Args))
+    except Interrupted:
+        sys.exit(130)
