@@ -11,12 +11,14 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from .data import NUM_CLASSES, SPLITS, load_mnist
+from .data import IMAGE_SIZE, NUM_CLASSES, SPLITS, load_mnist
 from .perception import PerceptionCore, load_pretrained
 from .sampler import SAMPLER_MODES, Sampler
 from .simulator import REWARD_MODES, GlimpseSimulator
 
 PerceptionArg = PerceptionCore | str | os.PathLike | None
+OBS_TYPES = ("summary", "record")
+ACTION_TYPES = ("continuous", "pixel")
 
 
 def resolve_device(device: torch.device | str) -> torch.device:
@@ -79,8 +81,13 @@ def build_simulator(
     learn_perception: bool,
     learning_rate: float,
     device: torch.device,
+    obs_type: str = "summary",
+    action_type: str = "continuous",
 ) -> GlimpseSimulator:
-    """Validate the environment arguments and build the simulator they describe."""
+    """Validate the environment arguments and build the simulator they describe (it keeps the record of
+    the cells read when the observation or the action masks need it)."""
+    _choose("obs_type", obs_type, OBS_TYPES)
+    _choose("action_type", action_type, ACTION_TYPES)
     if (
         isinstance(max_glimpses, bool)
         or not isinstance(max_glimpses, (int, np.integer))
@@ -95,18 +102,37 @@ def build_simulator(
         raise ValueError(f"learn_perception must be True or False, got {learn_perception!r}.")
     core = resolve_perception(perception, device, learn_perception)
     optimizer = torch.optim.Adam(core.parameters(), lr=learning_rate) if learn_perception else None
-    return GlimpseSimulator(load_mnist(split, device), core, sampler, num_envs, int(max_glimpses), reward, optimizer)
+    record = obs_type == "record" or action_type == "pixel"
+    data = load_mnist(split, device)
+    return GlimpseSimulator(data, core, sampler, num_envs, int(max_glimpses), reward, optimizer, record=record)
 
 
-def observation_space(core: PerceptionCore, max_glimpses: int) -> spaces.Box:
-    """``Box`` of ``concat(histogram, prediction)``: histogram entries in ``[0, T]``, probabilities in ``[0, 1]``."""
+def observation_space(core: PerceptionCore, max_glimpses: int, obs_type: str = "summary") -> spaces.Space:
+    """``"summary"``: ``Box`` of ``concat(histogram, prediction)``, histogram entries in ``[0, T]`` and
+    probabilities in ``[0, 1]``. ``"record"``: ``Dict`` of that ``summary``, ``mask`` and ``pixels``
+    (``Box(0, 1, (784,))`` each, pixel ``i * 28 + j`` at index ``i * 28 + j``) and ``step``
+    (``Box(0, T, (1,))``)."""
     low = np.zeros(core.observation_size, dtype=np.float32)
     high = np.concatenate(
         [np.full(core.histogram_size, max_glimpses, dtype=np.float32), np.ones(NUM_CLASSES, dtype=np.float32)]
     )
-    return spaces.Box(low, high, dtype=np.float32)
+    summary = spaces.Box(low, high, dtype=np.float32)
+    if obs_type == "summary":
+        return summary
+    grid = (IMAGE_SIZE * IMAGE_SIZE,)  # flat, in the order of the pixel actions: i * 28 + j
+    return spaces.Dict(
+        {
+            "summary": summary,
+            "mask": spaces.Box(0.0, 1.0, grid, dtype=np.float32),
+            "pixels": spaces.Box(0.0, 1.0, grid, dtype=np.float32),
+            "step": spaces.Box(0.0, float(max_glimpses), (1,), dtype=np.float32),
+        }
+    )
 
 
-def action_space() -> spaces.Box:
-    """``Box(-1, 1, (2,), float32)``: normalised ``(i, j)``."""
+def action_space(action_type: str = "continuous") -> spaces.Space:
+    """``"continuous"``: ``Box(-1, 1, (2,), float32)``, normalised ``(i, j)``. ``"pixel"``:
+    ``Discrete(784)``, pixel ``i * 28 + j`` read at its centre."""
+    if action_type == "pixel":
+        return spaces.Discrete(IMAGE_SIZE * IMAGE_SIZE)
     return spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)

@@ -86,12 +86,25 @@ class MnistGlimpseEnv(gym.Env[np.ndarray, np.ndarray]):
     pixel units (``i`` row from the top, ``j`` column from the left, integer points at pixel centres).
     Actions outside ``[-1, 1]`` are clipped; NaN or inf raise ``ValueError``.
 
+    ``action_type="pixel"``: ``Discrete(784)``, pixel ``k`` read at its centre ``(k // 28, k % 28)``.
+    ``action_masks()`` (the convention of sb3-contrib's ``MaskablePPO``) is a ``(784,)`` bool array,
+    ``False`` at the pixels already read.
+
     ## Observation Space
 
     ``Box(float32, (H + 10,))`` = ``concat(histogram, prediction)``: the soft histogram (``H =
     channels * n_bins`` of the core, 128 for the packaged one; entries in ``[0, max_glimpses]``) and
     the class probabilities after the last glimpse. It is computed only from the pixels sampled;
     neither the rest of the image nor the label reaches the agent.
+
+    ``obs_type="record"``: a ``Dict`` with ``"summary"`` (the vector above), ``"mask"`` (``Box(0, 1,
+    (784,))``: 1 at the pixel cells read, cell ``(i, j)`` at index ``i * 28 + j`` as in the pixel
+    actions), ``"pixels"`` (``Box(0, 1, (784,))``: the grey level read in each such cell, 0
+    elsewhere) and ``"step"`` (``Box(0, T, (1,))``: glimpses taken). A
+    glimpse marks the cell of the pixel centre nearest to it (rounding halves to even, as the
+    ``nearest`` sampler does) and stores the value its sampler read: the pixel itself for ``nearest``
+    or for a glimpse at a centre, an interpolation of the neighbours for ``bilinear`` between centres.
+    ``gymnasium.wrappers.FlattenObservation`` turns it into one vector.
 
     ## Rewards
 
@@ -141,13 +154,17 @@ class MnistGlimpseEnv(gym.Env[np.ndarray, np.ndarray]):
     * ``render_mode``: ``None``, ``"rgb_array"`` (``render()`` returns the digit enlarged, with the
       numbered glimpse trail, the prediction and the true label) or ``"human"`` (the same frame in a
       pygame window, redrawn at every ``reset`` and ``step``; needs ``pip install pygame``).
+    * ``obs_type``: ``"summary"`` (the histogram and the prediction) or ``"record"`` (also the cells
+      read, their grey levels and the glimpse count).
+    * ``action_type``: ``"continuous"`` (a normalised ``(i, j)``) or ``"pixel"`` (``Discrete(784)``).
     * ``array_type``: ``"numpy"``, the only value for a single environment; accepted so that the same
       keyword arguments work in every ``gymnasium.make_vec`` mode (``array_type="torch"`` is for
       ``vectorization_mode="vector_entry_point"``).
 
     ## Version History
 
-    * v0: initial version; ``spec.max_episode_steps`` reports ``max_glimpses``.
+    * v0: initial version; ``spec.max_episode_steps`` reports ``max_glimpses``; the opt-in
+      ``obs_type="record"``, ``action_type="pixel"`` and ``render_mode="human"`` leave the defaults as they were.
     """
 
     metadata = {"render_modes": ["human", "rgb_array"], "render_fps": 4}
@@ -165,6 +182,8 @@ class MnistGlimpseEnv(gym.Env[np.ndarray, np.ndarray]):
         device: torch.device | str = "cpu",
         render_mode: str | None = None,
         array_type: str = "numpy",
+        obs_type: str = "summary",
+        action_type: str = "continuous",
     ) -> None:
         if array_type != "numpy":
             raise ValueError(
@@ -186,11 +205,22 @@ class MnistGlimpseEnv(gym.Env[np.ndarray, np.ndarray]):
         self.render_mode = render_mode
         self.device = resolve_device(device)
         self.sim = build_simulator(
-            1, max_glimpses, split, sampler, reward, perception, learn_perception, perception_lr, self.device
+            1,
+            max_glimpses,
+            split,
+            sampler,
+            reward,
+            perception,
+            learn_perception,
+            perception_lr,
+            self.device,
+            obs_type,
+            action_type,
         )
         self.max_glimpses = self.sim.max_glimpses
-        self.action_space = action_space()
-        self.observation_space = observation_space(self.sim.core, self.max_glimpses)
+        self.obs_type, self.action_type = obs_type, action_type
+        self.action_space = action_space(action_type)
+        self.observation_space = observation_space(self.sim.core, self.max_glimpses, obs_type)
         self._streams: IndexStreams | None = None
         self._all_rows = torch.ones(1, dtype=torch.bool, device=self.device)
 
@@ -235,20 +265,29 @@ class MnistGlimpseEnv(gym.Env[np.ndarray, np.ndarray]):
             self.sim.reset(self._all_rows, indices=torch.as_tensor(index, device=self.device))
         if self.render_mode == "human":
             self._show()
-        return self.sim.observation()[0].cpu().numpy(), {"index": int(self.sim.indices[0])}
+        return self._observation(), {"index": int(self.sim.indices[0])}
+
+    def _observation(self) -> np.ndarray | dict[str, np.ndarray]:
+        if self.obs_type == "summary":
+            return self.sim.observation()[0].cpu().numpy()
+        return {key: value[0].cpu().numpy() for key, value in self.sim.record_observation().items()}
+
+    def action_masks(self) -> np.ndarray:
+        """``(784,)`` bool: ``True`` at the pixels not read yet in this episode (``action_type="pixel"``)."""
+        if self.action_type != "pixel":
+            raise ValueError('action_masks() is for action_type="pixel" (Discrete(784) actions).')
+        return ~self.sim.read[0].flatten().cpu().numpy()
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._streams is None:
             raise RuntimeError("Call reset() before step().")
         action = np.asarray(action)
-        if action.dtype.kind == "f" and action.dtype != np.float32:  # finite values past float32's range
-            action = np.where(np.isfinite(action), np.clip(action, -2.0, 2.0), action)  # clip, not overflow to inf
-        action = action.astype(np.float32)
-        if action.shape != (2,):
-            raise ValueError(
-                f"Expected an action of shape (2,) (normalised (i, j) in [-1, 1]), got shape {action.shape}."
-            )
-        result = self.sim.step(torch.as_tensor(action[None], device=self.device))
+        if self.action_type == "pixel":
+            if action.shape != () or not np.issubdtype(action.dtype, np.integer) or not 0 <= action < 784:
+                raise ValueError(f"Expected a pixel action: one integer i * 28 + j in [0, 784), got {action!r}.")
+            result = self.sim.step(torch.as_tensor(action.astype(np.int64)[None], device=self.device))
+        else:
+            result = self.sim.step(torch.as_tensor(self._continuous(action)[None], device=self.device))
         terminated = bool(result.terminated[0])
         info = {key: value[0].cpu().numpy() for key, value in result.info.items()}
         if not terminated:
@@ -258,7 +297,18 @@ class MnistGlimpseEnv(gym.Env[np.ndarray, np.ndarray]):
         info["value"] = float(info["value"])
         if self.render_mode == "human":
             self._show()
-        return result.observation[0].cpu().numpy(), float(result.reward[0]), terminated, False, info
+        return self._observation(), float(result.reward[0]), terminated, False, info
+
+    @staticmethod
+    def _continuous(action: np.ndarray) -> np.ndarray:
+        if action.dtype.kind == "f" and action.dtype != np.float32:  # finite values past float32's range
+            action = np.where(np.isfinite(action), np.clip(action, -2.0, 2.0), action)  # clip, not overflow to inf
+        action = action.astype(np.float32)
+        if action.shape != (2,):
+            raise ValueError(
+                f"Expected an action of shape (2,) (normalised (i, j) in [-1, 1]), got shape {action.shape}."
+            )
+        return action
 
     def render(self) -> np.ndarray | None:
         if self.render_mode is None:
@@ -275,8 +325,7 @@ class MnistGlimpseEnv(gym.Env[np.ndarray, np.ndarray]):
 
         frame = self._frame()
         if self._window is None:
-            pygame.init()
-            pygame.display.init()
+            pygame.display.init()  # the display alone: no audio
             self._window = pygame.display.set_mode((frame.shape[1], frame.shape[0]))
             pygame.display.set_caption("MnistGlimpse-v0")
             self._clock = pygame.time.Clock()
@@ -290,7 +339,6 @@ class MnistGlimpseEnv(gym.Env[np.ndarray, np.ndarray]):
             import pygame
 
             pygame.display.quit()
-            pygame.quit()
             self._window = self._clock = None
         super().close()
 

@@ -47,6 +47,13 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices,
 from .vector_env import MnistGlimpseVectorEnv
 
 
+def _numpy(value: Any) -> Any:
+    """A tensor, or a dict of tensors (``obs_type="record"``), as numpy."""
+    if isinstance(value, dict):
+        return {key: item.cpu().numpy() for key, item in value.items()}
+    return value.cpu().numpy()
+
+
 class MnistGlimpseSB3VecEnv(VecEnv):
     """``num_envs`` glimpse episodes as one SB3 ``VecEnv`` (numpy in, numpy out).
 
@@ -110,7 +117,7 @@ class MnistGlimpseSB3VecEnv(VecEnv):
         self._reset_options()
         self._returns[:] = 0.0
         self._lengths[:] = 0
-        return observation.cpu().numpy()
+        return _numpy(observation)
 
     def step_async(self, actions: np.ndarray) -> None:
         self._actions = actions
@@ -118,10 +125,11 @@ class MnistGlimpseSB3VecEnv(VecEnv):
     def step_wait(self) -> VecEnvStepReturn:
         if self._actions is None:
             raise RuntimeError("step_wait() called without step_async(actions).")
-        actions = torch.as_tensor(np.asarray(self._actions, dtype=np.float32), device=self.venv.device)
+        dtype = np.int64 if self.venv.action_type == "pixel" else np.float32
+        actions = torch.as_tensor(np.asarray(self._actions, dtype=dtype), device=self.venv.device)
         self._actions = None
         observation, reward, terminated, _, info = self.venv.step(actions)
-        observation = observation.cpu().numpy()  # a new tensor every step: safe to hand out without a copy
+        observation = _numpy(observation)  # new tensors every step: safe to hand out without a copy
         reward = reward.cpu().numpy()
         dones = terminated.cpu().numpy()
         self._returns += reward
@@ -160,7 +168,14 @@ class MnistGlimpseSB3VecEnv(VecEnv):
 
     def env_method(self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs) -> list[Any]:
         result = getattr(self.venv, method_name)(*method_args, **method_kwargs)
+        if method_name == "action_masks":  # one row per sub-environment (sb3-contrib's get_action_masks)
+            masks = _numpy(result)
+            return [masks[k] for k in self._get_indices(indices)]
         return [result for _ in self._get_indices(indices)]
+
+    def action_masks(self) -> np.ndarray:
+        """``(N, 784)`` bool: the pixels each episode has not read (``action_type="pixel"``)."""
+        return _numpy(self.venv.action_masks())
 
     def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
         return [False for _ in self._get_indices(indices)]  # no Gymnasium wrappers inside
@@ -184,7 +199,7 @@ class MnistGlimpseSB3VecEnv(VecEnv):
         """Fill the dicts of the finished episodes (a Python pass over them, once per ``T`` steps)."""
         infos = self._no_infos()
         ended = np.flatnonzero(dones)
-        final = info["final_obs"].cpu().numpy()
+        final = _numpy(info["final_obs"])
         labels = info["label"].cpu().numpy()[ended].tolist()
         correct = info["correct"].cpu().numpy()[ended].tolist()
         returns = self._returns[ended].tolist()
@@ -192,7 +207,9 @@ class MnistGlimpseSB3VecEnv(VecEnv):
         seconds = round(time.time() - self._started, 6)
         for k, label, right, ret, length in zip(ended.tolist(), labels, correct, returns, lengths):
             infos[k] = {
-                "terminal_observation": final[k],
+                "terminal_observation": {key: v[k] for key, v in final.items()}
+                if isinstance(final, dict)
+                else final[k],
                 "TimeLimit.truncated": False,
                 "episode": {"r": ret, "l": length, "t": seconds},
                 "label": label,

@@ -107,6 +107,17 @@ def check_actions(actions: torch.Tensor, num_envs: int) -> None:
         )
 
 
+def check_pixel_actions(actions: torch.Tensor, num_envs: int) -> None:
+    """Pixel actions must be ``(N,)`` integers in ``[0, 784)``."""
+    if actions.shape != (num_envs,):
+        raise ValueError(
+            f"Expected pixel actions of shape ({num_envs},) (one index i * 28 + j per environment), "
+            f"got shape {tuple(actions.shape)}."
+        )
+    if actions.dtype == torch.bool or bool(((actions < 0) | (actions >= IMAGE_SIZE * IMAGE_SIZE)).any()):
+        raise ValueError(f"Pixel actions must be integers in [0, 784), got {actions.tolist()}.")
+
+
 class GlimpseSimulator:
     """``N`` glimpse episodes advanced in lockstep on one device.
 
@@ -129,6 +140,7 @@ class GlimpseSimulator:
         max_glimpses: int,
         reward: str,
         optimizer: torch.optim.Optimizer | None = None,
+        record: bool = False,
     ) -> None:
         self.data = data
         self.core = core
@@ -148,6 +160,10 @@ class GlimpseSimulator:
         self.elapsed = torch.zeros(n, dtype=torch.long, device=self.device)
         self.trail = torch.zeros(n, t, 2, device=self.device)
         self.trail_values = torch.zeros(n, t, device=self.device)
+        self.record = record
+        if record:  # which pixel cells were read, and the grey levels read there: N * 784 each
+            self.read = torch.zeros(n, IMAGE_SIZE, IMAGE_SIZE, dtype=torch.bool, device=self.device)
+            self.read_values = torch.zeros(n, IMAGE_SIZE, IMAGE_SIZE, device=self.device)
 
     #: The per-episode tensors: with the core (and its optimizer) they are the whole simulation state.
     EPISODE_STATE = (
@@ -165,7 +181,7 @@ class GlimpseSimulator:
     def state_dict(self) -> dict:
         """The episodes in progress and, when the core learns, its weights and optimizer (a frozen core
         is the caller's and never changes here)."""
-        state = {"episodes": {name: getattr(self, name).clone() for name in self.EPISODE_STATE}}
+        state = {"episodes": {name: getattr(self, name).clone() for name in self._episode_state()}}
         if self.optimizer is not None:
             state["core"] = self.core.state_dict()
             state["optimizer"] = self.optimizer.state_dict()
@@ -174,7 +190,9 @@ class GlimpseSimulator:
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict`'s output; every shape is checked before anything changes."""
         episodes = state["episodes"]
-        for name in self.EPISODE_STATE:
+        if set(episodes) != set(self._episode_state()):
+            raise ValueError("The saved simulation and this one differ in obs_type/action_type (the record of reads).")
+        for name in self._episode_state():
             current, saved = getattr(self, name), episodes[name]
             if saved.shape != current.shape or saved.dtype != current.dtype:
                 raise ValueError(
@@ -186,12 +204,27 @@ class GlimpseSimulator:
         if self.optimizer is not None:
             self.core.load_state_dict(state["core"])
             self.optimizer.load_state_dict(state["optimizer"])
-        for name in self.EPISODE_STATE:
+        for name in self._episode_state():
             setattr(self, name, episodes[name].to(self.device).clone())
+
+    def _episode_state(self) -> tuple[str, ...]:
+        return self.EPISODE_STATE + (("read", "read_values") if self.record else ())
 
     def observation(self) -> torch.Tensor:
         """``concat(histogram, prediction)``, ``(N, H + 10)``."""
         return torch.cat([self.histogram, self.prediction], dim=-1)
+
+    def record_observation(self) -> dict[str, torch.Tensor]:
+        """The ``"record"`` observation: ``summary`` ``(N, H + 10)`` (:meth:`observation`), ``mask``
+        ``(N, 784)`` (1 where pixel cell ``i * 28 + j`` was read), ``pixels`` ``(N, 784)`` (the grey
+        level read there, 0 elsewhere) and ``step`` ``(N, 1)`` (glimpses taken). Built from the glimpses taken
+        only: never from unread pixels or the label."""
+        return {
+            "summary": self.observation(),
+            "mask": self.read.flatten(1).float(),
+            "pixels": self.read_values.flatten(1).clone(),
+            "step": self.elapsed[:, None].float(),
+        }
 
     def reset(
         self,
@@ -216,21 +249,30 @@ class GlimpseSimulator:
         self.elapsed[rows] = 0
         self.trail[rows] = 0.0
         self.trail_values[rows] = 0.0
+        if self.record:
+            self.read[rows] = False
+            self.read_values[rows] = 0.0
 
     @torch.no_grad()
     def step(self, actions: torch.Tensor, active: torch.Tensor | None = None) -> StepResult:
-        """Take one glimpse in every episode; ``actions`` ``(N, 2)`` in ``[-1, 1]`` (clipped).
+        """Take one glimpse in every episode; ``actions`` ``(N, 2)`` in ``[-1, 1]`` (clipped), or
+        ``(N,)`` integer pixel indices ``i * 28 + j`` in ``[0, 784)`` (read at the pixel's centre).
 
         :param active: optional bool ``(N,)``: only these episodes advance; the others keep their
             state and report reward 0 and ``terminated=False``.
         :raises RuntimeError: if an active episode has already terminated.
         """
-        check_actions(actions, self.num_envs)
+        if actions.dtype.is_floating_point:
+            check_actions(actions, self.num_envs)
+            coords = action_to_pixel(actions.to(self.device, torch.float32).clamp(-1.0, 1.0))
+        else:
+            check_pixel_actions(actions, self.num_envs)
+            pixels = actions.to(self.device, torch.long)
+            coords = torch.stack([pixels // IMAGE_SIZE, pixels % IMAGE_SIZE], dim=-1).float()
         if active is None:
             active = torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
         if bool((active & (self.elapsed >= self.max_glimpses)).any()):
             raise RuntimeError("step() called on a terminated episode; call reset() first.")
-        coords = action_to_pixel(actions.to(self.device, torch.float32).clamp(-1.0, 1.0))
         histogram, logits, values = self.core.glimpse(self.histogram, self.images, coords, self.sampler)
         column = active.unsqueeze(-1)
         self.histogram = torch.where(column, histogram, self.histogram)
@@ -240,6 +282,12 @@ class GlimpseSimulator:
         self.trail[rows, step] = torch.where(column, coords, self.trail[rows, step])
         self.trail_values[rows, step] = torch.where(active, values, self.trail_values[rows, step])
         self.elapsed += active.long()
+        if self.record:  # the cell the glimpse falls in (nearest centre, halves to even) and the value read
+            cell = coords.round().long().clamp(0, IMAGE_SIZE - 1)
+            flat = cell[:, 0] * IMAGE_SIZE + cell[:, 1]
+            read, read_values = self.read.view(self.num_envs, -1), self.read_values.view(self.num_envs, -1)
+            read_values[rows, flat] = torch.where(active, values, read_values[rows, flat])
+            read[rows, flat] |= active
 
         log_prob = torch.log_softmax(logits, dim=-1).gather(1, self.labels[:, None]).squeeze(1)
         terminated = active & (self.elapsed >= self.max_glimpses)

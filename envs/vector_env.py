@@ -13,7 +13,7 @@ from gymnasium.vector.utils import batch_space
 from .config import PerceptionArg, action_space, build_simulator, observation_space, resolve_device
 from .glimpse_env import parse_image_options
 from .sampler import Sampler
-from .simulator import INDEX_BLOCK, IndexStreams, check_actions
+from .simulator import INDEX_BLOCK, IndexStreams, check_actions, check_pixel_actions
 
 ARRAY_TYPES = ("numpy", "torch")
 AUTORESET_MODES = {"next_step": AutoresetMode.NEXT_STEP, "same_step": AutoresetMode.SAME_STEP}
@@ -55,6 +55,9 @@ class MnistGlimpseVectorEnv(VectorEnv):
     :param device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ...
     :param autoreset_mode: ``"next_step"`` or ``"same_step"``.
     :param array_type: ``"numpy"`` or ``"torch"``: what ``reset`` and ``step`` return.
+    :param obs_type: ``"summary"`` or ``"record"`` (a ``Dict`` batched per key), as the single env.
+    :param action_type: ``"continuous"`` (``(N, 2)`` floats) or ``"pixel"`` (``(N,)`` integers in
+        ``[0, 784)``, with :meth:`action_masks`).
     """
 
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
@@ -73,6 +76,8 @@ class MnistGlimpseVectorEnv(VectorEnv):
         autoreset_mode: str | AutoresetMode = "next_step",
         array_type: str = "numpy",
         render_mode: str | None = None,
+        obs_type: str = "summary",
+        action_type: str = "continuous",
     ) -> None:
         if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}.")
@@ -104,10 +109,13 @@ class MnistGlimpseVectorEnv(VectorEnv):
             learn_perception,
             perception_lr,
             self.device,
+            obs_type,
+            action_type,
         )
         self.max_glimpses = self.sim.max_glimpses
-        self.single_action_space = action_space()
-        self.single_observation_space = observation_space(self.sim.core, self.max_glimpses)
+        self.obs_type, self.action_type = obs_type, action_type
+        self.single_action_space = action_space(action_type)
+        self.single_observation_space = observation_space(self.sim.core, self.max_glimpses, obs_type)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self._streams: IndexStreams | None = None
@@ -199,30 +207,45 @@ class MnistGlimpseVectorEnv(VectorEnv):
             self._seed(seed, mask)
         rows = torch.ones_like(self._needs_reset) if mask is None else torch.as_tensor(mask, device=self.device)
         self._reset_rows(rows, parsed)
-        return self._out(self.sim.observation()), self._out({"index": self.sim.indices.clone(), "_index": rows})
+        return self._out(self._observation()), self._out({"index": self.sim.indices.clone(), "_index": rows})
+
+    def _observation(self) -> torch.Tensor | dict[str, torch.Tensor]:
+        return self.sim.observation() if self.obs_type == "summary" else self.sim.record_observation()
+
+    def action_masks(self) -> Any:
+        """``(N, 784)`` bool: ``True`` at the pixels each episode has not read (``action_type="pixel"``;
+        the convention of sb3-contrib's ``MaskablePPO``)."""
+        if self.action_type != "pixel":
+            raise ValueError('action_masks() is for action_type="pixel" (Discrete(784) actions).')
+        return self._out(~self.sim.read.flatten(1))
 
     def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
         if self._streams is None:
             raise RuntimeError("Call reset() before step().")
         actions = torch.as_tensor(actions, device=self.device)
-        if actions.is_floating_point() and actions.dtype != torch.float32:  # finite values past float32's range
-            actions = torch.where(actions.isfinite(), actions.clamp(-2.0, 2.0), actions)  # clip, not overflow to inf
-        actions = actions.to(torch.float32)
-        check_actions(actions, self.num_envs)  # also on the autoreset step, which ignores them
+        if self.action_type == "pixel":
+            if actions.is_floating_point() or actions.dtype == torch.bool:
+                raise ValueError(f"Pixel actions are integers i * 28 + j in [0, 784), got dtype {actions.dtype}.")
+            check_pixel_actions(actions, self.num_envs)  # also on the autoreset step, which ignores them
+        else:
+            if actions.is_floating_point() and actions.dtype != torch.float32:  # finite values past float32's range
+                actions = torch.where(actions.isfinite(), actions.clamp(-2.0, 2.0), actions)  # clip, not to inf
+            actions = actions.to(torch.float32)
+            check_actions(actions, self.num_envs)  # also on the autoreset step, which ignores them
         autoreset = self.metadata["autoreset_mode"]
         pending = self._needs_reset
         stepped = ~pending  # the rows that took a glimpse this step
         if autoreset == AutoresetMode.NEXT_STEP and bool(pending.any()):
             if bool(pending.all()):  # the usual case: every episode ended together
                 self._reset_rows(pending)
-                observation = self.sim.observation()
+                observation = self._observation()
                 return self._out((observation, self._false.float(), self._false.clone(), self._false.clone(), {}))
             result = self.sim.step(actions, active=~pending)
             self._reset_rows(pending)
-            observation = self.sim.observation()
+            observation = self._observation()
         else:
             result = self.sim.step(actions)
-            observation = result.observation
+            observation = result.observation if self.obs_type == "summary" else self._observation()
             stepped = torch.ones_like(pending)
         terminated = result.terminated
         info: dict[str, Any] = {
@@ -241,7 +264,7 @@ class MnistGlimpseVectorEnv(VectorEnv):
         if autoreset == AutoresetMode.SAME_STEP and bool(terminated.any()):
             info["final_obs"], info["_final_obs"] = observation, terminated
             self._reset_rows(terminated)
-            observation = self.sim.observation()
+            observation = self._observation()
         else:
             self._needs_reset = terminated.clone()
         return self._out((observation, result.reward, terminated, self._false.clone(), info))
