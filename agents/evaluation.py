@@ -68,6 +68,51 @@ def accuracy_on(
     return (episode.logits.argmax(dim=-1) == labels).float().mean(dim=1)
 
 
+@torch.no_grad()
+def accuracy_in_env(
+    policy: GlimpsePolicy,
+    core: PerceptionCore,
+    glimpses: int,
+    sampler: Sampler | str = "nearest",
+    split: str = "test",
+    batch_size: int = 2500,
+    device: torch.device | str = "cpu",
+    limit: int | None = None,
+) -> torch.Tensor:
+    """As :func:`accuracy_by_glimpse`, through the environment: each batch of
+    images runs as one :class:`~envs.vector_env.MnistGlimpseVectorEnv` whose observations the policy
+    acts on (``limit``: the first images of the split only). A policy that picks pixels (``choose``, e.g. :class:`~agents.pixel_attention.PixelAttention`)
+    acts with ``action_type="pixel"`` on ``obs_type="record"``; any other with continuous actions on
+    the default observation. The environment computes what :func:`accuracy_by_glimpse` computes, with
+    the same operations, so the two agree (``tests/test_record.py``)."""
+    from envs.vector_env import MnistGlimpseVectorEnv
+
+    pixel = hasattr(policy, "choose")
+    size = len(load_mnist(split, device)) if limit is None else limit
+    correct = torch.zeros(glimpses, device=device)
+    for start in range(0, size, batch_size):
+        index = torch.arange(start, min(start + batch_size, size))
+        env = MnistGlimpseVectorEnv(
+            len(index),
+            glimpses,
+            split=split,
+            sampler=sampler,
+            perception=core,
+            device=device,
+            array_type="torch",
+            obs_type="record" if pixel else "summary",
+            action_type="pixel" if pixel else "continuous",
+        )
+        observation, _ = env.reset(options={"index": index.numpy()})
+        labels = env.sim.labels.clone()
+        for step in range(glimpses):
+            action = policy.choose(observation, step) if pixel else policy(observation, step)
+            observation, *_ = env.step(action)  # the last step returns the last observation (next_step autoreset)
+            summary = observation["summary"] if pixel else observation
+            correct[step] += (summary[:, -10:].argmax(dim=-1) == labels).sum()
+    return correct / size
+
+
 def accuracy_table(accuracy: torch.Tensor) -> dict[str, float]:
     """``{"1": acc, "2": acc, ...}`` for the reported budgets up to ``T`` and for ``T``."""
     glimpses = accuracy.shape[0]

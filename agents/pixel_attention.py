@@ -52,9 +52,10 @@ class PixelAttention(SavedPolicy, nn.Module):
         the pixels read so far in the episode as the masked image ``(mask, mask * image)``
         (:meth:`masked_image`, ``(B, 2 * 784)``, detached: a record, not a path for gradients), fed to
         the MLP beside the observation, and never reads a pixel twice, as GDFS's selector does. The
-        episode's glimpses come from :func:`agents.rollout.run_episodes` (``history``); the grey levels
-        are not in the environment's observation, so such a policy does not act in the environment
-        (:meth:`forward` refuses). Its results: docs/studies/pixel-memory.md.
+        episode's glimpses come from :func:`agents.rollout.run_episodes` (``history``) or from the
+        environment's record observation (``obs_type="record"``), which holds the same mask and grey
+        levels; on the default observation such a policy cannot act (:meth:`choose` refuses). Its
+        results: docs/studies/pixel-memory.md.
     """
 
     def __init__(
@@ -110,13 +111,21 @@ class PixelAttention(SavedPolicy, nn.Module):
             "memory": self.memory,
         }
 
-    def scores(self, observation: torch.Tensor, step: int, history: History | None = None) -> torch.Tensor:
+    def scores(
+        self, observation: torch.Tensor | dict[str, torch.Tensor], step: int, history: History | None = None
+    ) -> torch.Tensor:
         """Unnormalised log-probabilities of the 784 pixels (row-major), ``(B, 784)``.
 
+        :param observation: ``(B, H + 10)``, or the environment's record observation
+            (``obs_type="record"``: a dict whose ``summary``, ``mask`` and ``pixels`` are what
+            :meth:`masked_image` builds from ``history``, so no ``history`` is needed).
         :param history: the episode's glimpses before ``step``, ``(coords (B, step, 2), values (B, step))``;
             ``memory="pixels"`` needs it (its :meth:`masked_image`), and gives the pixels already read the
             lowest score. ``memory="none"`` ignores it.
         """
+        record = None
+        if isinstance(observation, dict):
+            observation, record = observation["summary"], (observation["mask"], observation["pixels"])
         if observation.shape[-1] != self.observation_size:
             raise ValueError(
                 f"PixelAttention expects observations of size {self.observation_size}, got {observation.shape[-1]}: "
@@ -128,6 +137,10 @@ class PixelAttention(SavedPolicy, nn.Module):
             )
         if self.memory == "none":
             return self.net(observation) + self.beta[step]
+        if record is not None:
+            mask, seen = record
+            scores = self.net(torch.cat([observation, mask, seen], dim=-1)) + self.beta[step]
+            return scores.masked_fill(mask > 0, torch.finfo(scores.dtype).min)
         if history is None or history[1].shape != (observation.shape[0], step):
             found = None if history is None else tuple(history[1].shape)
             raise ValueError(
@@ -139,14 +152,20 @@ class PixelAttention(SavedPolicy, nn.Module):
         scores = self.net(torch.cat([observation, mask, seen], dim=-1)) + self.beta[step]
         return scores.masked_fill(mask > 0, torch.finfo(scores.dtype).min)  # never the same pixel twice
 
-    def forward(self, observation: torch.Tensor, step: int) -> torch.Tensor:
+    def forward(self, observation: torch.Tensor | dict[str, torch.Tensor], step: int) -> torch.Tensor:
         """The highest-scoring pixel's centre as an action, ``(B, 2)`` in ``[-1, 1]``."""
-        if self.memory != "none":
+        return pixel_to_action(self.centres[self.choose(observation, step)])
+
+    def choose(self, observation: torch.Tensor | dict[str, torch.Tensor], step: int) -> torch.Tensor:
+        """The highest-scoring pixel, ``(B,)`` indices ``i * 28 + j``: the action of an environment made
+        with ``action_type="pixel"``. A ``memory="pixels"`` policy reads the pixels it read from the
+        record observation, so that environment needs ``obs_type="record"`` too."""
+        if self.memory != "none" and not isinstance(observation, dict):
             raise RuntimeError(
-                "PixelAttention(memory='pixels') needs the grey levels it read, which the environment does not "
-                "observe; run it with agents.rollout.run_episodes (train/evaluate.py does), or use memory='none'."
+                "PixelAttention(memory='pixels') needs the grey levels it read: make the environment with "
+                "obs_type='record' (and action_type='pixel'), or run it with agents.rollout.run_episodes."
             )
-        return pixel_to_action(self.centres[self.scores(observation, step).argmax(dim=-1)])
+        return self.scores(observation, step).argmax(dim=-1)
 
     @staticmethod
     def masked_image(history: History) -> tuple[torch.Tensor, torch.Tensor]:

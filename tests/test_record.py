@@ -8,6 +8,7 @@ import warnings
 import gymnasium
 import numpy as np
 import pytest
+import torch
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from gymnasium.wrappers import FlattenObservation
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
@@ -153,3 +154,55 @@ def test_sb3_ppo_multi_input_and_maskable_ppo_train_on_the_record():
         observation, *_ = env.step(actions)
     read = np.stack(read, 1)
     assert all(len(set(row)) == 5 for row in read.tolist())
+
+
+@pytest.mark.parametrize("kind", ["fixed", "attention", "gaussian", "pixel", "pixel-memory"])
+def test_every_policy_scores_the_same_through_the_environment(core, kind):
+    """train/evaluate.py evaluates through the environment; its figures equal the rollout's, exactly."""
+    from agents.attention import AttentionNetwork
+    from agents.baselines import FixedSequence
+    from agents.evaluation import accuracy_in_env, accuracy_on
+    from agents.pixel_attention import PixelAttention
+    from agents.reinforce import GaussianAttentionPolicy
+    from envs.data import load_mnist
+
+    glimpses, size = 6, 300
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        policy = {
+            "fixed": lambda: FixedSequence(glimpses),
+            "attention": lambda: AttentionNetwork(core.observation_size, 32, glimpses),
+            "gaussian": lambda: GaussianAttentionPolicy(core.observation_size, 32, glimpses),
+            "pixel": lambda: PixelAttention(core.observation_size, glimpses, 32),
+            "pixel-memory": lambda: PixelAttention(core.observation_size, glimpses, 32, memory="pixels"),
+        }[kind]().eval()
+        if kind.startswith("pixel"):  # random scores, so that the choices depend on what was read
+            torch.nn.init.normal_(policy.net[-1].weight, std=1.0)
+    test = load_mnist("test")
+    expected = accuracy_on(policy, core, test.images[:size], test.labels[:size], glimpses)
+    got = accuracy_in_env(policy, core, glimpses, batch_size=size, limit=size)
+    assert torch.equal(expected, got), (expected, got)
+
+
+def test_the_shipped_agent_reproduces_its_documented_accuracy_through_the_environment(monkeypatch):
+    import json
+    from pathlib import Path
+
+    from agents import shipped
+    from agents.evaluation import accuracy_in_env, accuracy_table
+
+    policy, core, checkpoint = shipped.load_shipped_agent()
+    study = Path(__file__).resolve().parents[1] / "experiments/results/studies/best_preset_one_command.json"
+    documented = json.loads(study.read_text())["metrics"]["test_accuracy"]
+    assert accuracy_table(accuracy_in_env(policy, core, checkpoint["glimpses"])) == documented
+    assert shipped.AGENT_PATH.stat().st_size <= 5 * 2**20
+    monkeypatch.setattr(shipped, "AGENT_SHA256", "0" * 64)
+    with pytest.raises(ValueError, match="shipped agent .* is damaged or replaced: SHA-256 .* Reinstall the package"):
+        shipped.load_shipped_agent()
+
+
+def test_the_demo_runs_the_shipped_agent(tmp_path, capsys):
+    import train.demo as demo
+
+    demo.main(demo.Args(episodes=1, out=tmp_path))
+    assert (tmp_path / "episode1.png").is_file() and "correct with the shipped agent" in capsys.readouterr().out

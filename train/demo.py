@@ -1,15 +1,18 @@
-"""A short look at ``MnistGlimpse-v0``: a few test-set episodes with uniformly random glimpses.
+"""A short look at ``MnistGlimpse-v0``: a few test-set episodes of the trained agent that ships with
+the package (:mod:`agents.shipped`), or of uniformly random glimpses.
 
 Prints, per episode, the label, every glimpse's ``(i, j)`` and sampled value, and the final
-prediction; saves the last episode's rendered glimpse trail as a PNG.
+prediction; saves each episode's rendered glimpse trail as a PNG.
 
-    python train/demo.py --episodes 3 --seed 0 --out runs/demo/glimpse_trail.png
+    python train/demo.py --episodes 3 --seed 0 --out runs/demo
+    python train/demo.py --policy random
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import gymnasium
 import numpy as np
@@ -17,43 +20,51 @@ import tyro
 from PIL import Image
 
 import envs
+from agents.shipped import ENV_KWARGS, act, load_shipped_agent
 
 
 @dataclass
 class Args:
+    policy: Literal["shipped", "random"] = "shipped"
+    """shipped: the trained agent of envs/pretrained/agent.pt; random: uniformly random glimpses"""
     episodes: int = 3
     """number of episodes to run"""
     seed: int = 0
     """seeds the first reset (image choice) and the random glimpses"""
     max_glimpses: int = 25
     """glimpses per episode"""
-    out: Path = Path("runs/demo/glimpse_trail.png")
-    """where to save the last episode's rendered glimpse trail"""
+    out: Path = Path("runs/demo")
+    """folder of the episodes' rendered glimpse trails (episode<k>.png)"""
 
 
 def main(args: Args) -> None:
     gymnasium.register_envs(envs)
-    env = gymnasium.make("MnistGlimpse-v0", split="test", max_glimpses=args.max_glimpses, render_mode="rgb_array")
-    env.action_space.seed(args.seed)
+    kwargs = dict(split="test", max_glimpses=args.max_glimpses, render_mode="rgb_array")
+    if args.policy == "shipped":
+        policy, core, _ = load_shipped_agent()
+        env = gymnasium.make("MnistGlimpse-v0", perception=core, **ENV_KWARGS, **kwargs)
+    else:
+        env = gymnasium.make("MnistGlimpse-v0", **kwargs)
+        env.action_space.seed(args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
     correct = 0
     for episode in range(args.episodes):
-        _, info = env.reset(seed=args.seed if episode == 0 else None)
+        observation, info = env.reset(seed=args.seed if episode == 0 else None)
         print(f"episode {episode + 1}: test image {info['index']}")
-        terminated = truncated = False
-        while not (terminated or truncated):
-            _, reward, terminated, truncated, info = env.step(env.action_space.sample())
+        for step in range(args.max_glimpses):
+            action = act(policy, observation, step) if args.policy == "shipped" else env.action_space.sample()
+            observation, reward, terminated, _, info = env.step(action)
             i, j = info["glimpse"]
             print(f"  glimpse ({i:5.2f}, {j:5.2f})  value {info['value']:.3f}  reward {reward:+.3f}")
         prediction = int(np.argmax(info["prediction"]))
         correct += info["correct"]
         print(
             f"  label {info['label']}, prediction {prediction} (p={info['prediction'][prediction]:.2f}): "
-            f"{'correct' if info['correct'] else 'wrong'}\n"
+            f"{'correct' if info['correct'] else 'wrong'}"
         )
-    print(f"{correct}/{args.episodes} correct with random glimpses")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(env.render()).save(args.out)
-    print(f"saved the last episode's glimpse trail to {args.out}")
+        Image.fromarray(env.render()).save(args.out / f"episode{episode + 1}.png")
+    what = "the shipped agent" if args.policy == "shipped" else "random glimpses"
+    print(f"{correct}/{args.episodes} correct with {what}; glimpse trails in {args.out}/episode*.png")
     env.close()
 
 

@@ -1,4 +1,8 @@
-"""Evaluate a saved agent on the 10,000 test images; prints the metrics JSON to stdout.
+"""Evaluate a saved agent on the 10,000 test images, through the environment; prints the metrics JSON.
+
+The agent acts in ``MnistGlimpseVectorEnv`` made with its own core (a pixel-choosing agent with
+``obs_type="record"`` and ``action_type="pixel"``, any other on the default observation), which
+gives exactly the figures of the training scripts' own evaluation (``tests/test_record.py``).
 
     python train/evaluate.py --checkpoint runs/differentiable/checkpoint.pt [--sampler nearest]
 
@@ -18,7 +22,7 @@ import torch
 import tyro
 
 from agents.checkpoint import load_agent
-from agents.evaluation import accuracy_by_glimpse, accuracy_table
+from agents.evaluation import accuracy_in_env, accuracy_table
 from envs.config import resolve_device
 from envs.sampler import Sampler
 
@@ -47,7 +51,7 @@ def main(args: Args) -> dict:
     glimpses = args.glimpses or checkpoint["glimpses"]
     print(f"evaluating {checkpoint['agent']} from {args.checkpoint} on {device}", file=sys.stderr)
     torch.manual_seed(args.seed)
-    accuracy = accuracy_by_glimpse(policy, core, glimpses, sampler=Sampler(args.sampler), device=device)
+    accuracy = accuracy_in_env(policy, core, glimpses, sampler=Sampler(args.sampler), device=device)
     result = {
         "agent": checkpoint["agent"],
         "test_accuracy": accuracy_table(accuracy),
