@@ -8,6 +8,8 @@ runs it before training its agent.
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable
 
 import torch
@@ -28,12 +30,14 @@ def pretrain_core(
     learning_rate: float = 3e-3,
     sampler: Sampler | None = None,
     report: Callable[[int, float], None] | None = None,
+    max_seconds: float = math.inf,
 ) -> PerceptionCore:
     """Train ``core`` in place for ``steps`` Adam steps on random glimpses of ``data``; returns it.
 
     Batches are drawn with torch's global generator (seed it first for a reproducible core).
 
     :param report: called as ``report(step, loss)`` after every step (e.g. a progress bar).
+    :param max_seconds: stop earlier, after the step that passes this many seconds of wall clock.
     """
     if steps < 0 or batch_size < 1 or glimpses < 1:
         raise ValueError(
@@ -43,7 +47,10 @@ def pretrain_core(
     policy, sampler = RandomGlimpses(), sampler or Sampler("bilinear")
     optimizer = torch.optim.Adam(core.parameters(), lr=learning_rate)
     core.train()
+    start = time.time()
     for step in range(steps):
+        if time.time() - start > max_seconds:
+            break
         batch = torch.randint(len(data), (batch_size,), device=device)
         images = data.images[batch].float() / 255.0
         episode = run_episodes(policy, core, sampler, images, glimpses)

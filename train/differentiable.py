@@ -89,6 +89,11 @@ class Args:
     max_train_seconds: float = 0.0
     """stop the dual-optimizer epochs after this many seconds of wall clock, mid-epoch if need be
     (0 = no limit); the read-out epochs still run; the steps actually taken are in metrics.json"""
+    budget_seconds: float = 0.0
+    """fit the whole run in about this many seconds of wall clock (0 = off: the step counts decide):
+    core pretraining (--core pretrain) gets 20% of it, the dual epochs 70%, the read-out 10%, each
+    stopping early if need be; the noise and learning-rate schedules follow the larger of the share of
+    steps and the share of time used, so a run cut short still ends annealed"""
     batch_size: int = 256
     """images per optimizer step"""
     perception_lr: float = 1e-3
@@ -198,9 +203,11 @@ def parse_args(argv: list[str] | None = None) -> Args:
 
 def check_args(args: Args) -> None:
     """Refuse, before any work, values out of range and options the recipe would ignore."""
-    for name in ("epochs", "max_train_seconds", "readout_epochs"):
+    for name in ("epochs", "max_train_seconds", "readout_epochs", "budget_seconds"):
         if getattr(args, name) < 0:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 0 (0 = none), got {getattr(args, name)}.")
+    if args.budget_seconds > 0 and args.max_train_seconds > 0:
+        raise ValueError("--budget-seconds already caps the dual epochs; drop --max-train-seconds.")
     if not 1 <= args.batch_size <= 60_000:
         raise ValueError(f"--batch-size must be between 1 and 60000 (the training images), got {args.batch_size}.")
     if args.glimpses < 1:
@@ -244,6 +251,10 @@ def check_args(args: Args) -> None:
     refuse_unless(args.policy != "fixed", ("hidden",), "sizes an attention network; a fixed sequence has none.")
 
 
+#: Shares of --budget-seconds: core pretraining, dual epochs, read-out.
+BUDGET_SHARES = {"pretrain": 0.2, "dual": 0.7, "readout": 0.1}
+
+
 def build_core(args: Args, data, device: torch.device, out: Path) -> PerceptionCore:
     """The core the agent starts from (``--core``); ``pretrain`` trains one first, or reuses ``OUT/core``'s."""
     if args.core == "scratch":
@@ -263,7 +274,12 @@ def build_core(args: Args, data, device: torch.device, out: Path) -> PerceptionC
         core = PerceptionCore(PerceptionConfig(args.channels, args.n_bins, encoding=args.encoding)).to(device)
         with tqdm(total=args.pretrain_steps, desc="pretrain core on random glimpses") as progress:
             pretrain_core(
-                core, data, args.pretrain_steps, glimpses=args.glimpses, report=lambda step, loss: progress.update()
+                core,
+                data,
+                args.pretrain_steps,
+                glimpses=args.glimpses,
+                report=lambda step, loss: progress.update(),
+                max_seconds=BUDGET_SHARES["pretrain"] * args.budget_seconds or math.inf,
             )
     core.save(path, trained_by="train/differentiable.py --core pretrain", args=vars(args))
     return core.train()
@@ -318,31 +334,44 @@ def main(args: Args, stop_after: int | None = None) -> dict:
     steps_done = dict.fromkeys(schedule, 0)
     batches = ShuffledBatches(len(data), args.batch_size, device)
     saved = resume.restore()
+    clock = dict.fromkeys(schedule, 0.0)  # seconds spent in each phase (counted against --budget-seconds)
     if saved is not None:
         trainer.load_state_dict(saved["trainer"])
         batches.load_state_dict(saved["batches"])
         steps_done.update(saved["steps_done"])
+        clock.update(saved.get("clock", {}))
+    budget = {phase: BUDGET_SHARES[phase] * args.budget_seconds or math.inf for phase in schedule}
+    if args.max_train_seconds > 0:
+        budget["dual"] = args.max_train_seconds
     start = time.time()
-    deadline = start + args.max_train_seconds if args.max_train_seconds > 0 else math.inf
     progress = tqdm(
         total=sum(schedule.values()), initial=sum(steps_done.values()), desc=f"differentiable --preset {args.preset}"
     )
 
     def run_state() -> dict:
         """Everything an uninterrupted run still holds: weights, optimizers, batch position, counters."""
-        return {"trainer": trainer.state_dict(), "batches": batches.state_dict(), "steps_done": dict(steps_done)}
+        return {
+            "trainer": trainer.state_dict(),
+            "batches": batches.state_dict(),
+            "steps_done": dict(steps_done),
+            "clock": dict(clock),
+        }
 
     with resume, progress:
         for phase, phase_steps in schedule.items():
+            phase_start = time.time() - clock[phase]
             for _ in range(phase_steps - steps_done[phase]):
-                if phase == "dual" and time.time() > deadline:
+                clock[phase] = time.time() - phase_start
+                if clock[phase] > budget[phase]:
                     break
                 resume.step(sum(steps_done.values()), run_state)
                 batch = next(batches)
                 images, labels = data.images[batch].float() / 255.0, data.labels[batch]
                 global_step = sum(steps_done.values())
                 if phase == "dual":
-                    done = steps_done["dual"] / schedule["dual"]  # linear schedules over the dual epochs
+                    done = steps_done["dual"] / schedule["dual"]  # linear schedules over the dual epochs ...
+                    if args.budget_seconds > 0:  # ... or over its time budget, whichever ends first
+                        done = min(1.0, max(done, clock["dual"] / budget["dual"]))
                     if isinstance(policy, PixelAttention):
                         policy.noise = 1.0 - (1.0 - args.pixel_noise_final) * done
                     if args.lr_final != 1.0:
