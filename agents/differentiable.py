@@ -14,10 +14,19 @@ Two losses over the logits of all glimpses, two optimizers:
 
   - ``"argmin"``: the currently least probable class, ``argmin(logits_t)``;
   - ``"second"``: the second most probable class;
-  - ``"label"``: the true class ``y`` (plain end-to-end gradient of the perception loss).
+  - ``"label"``: the true class ``y`` (plain end-to-end gradient of the perception loss);
+
+  or, instead of a cross-entropy toward a class,
+
+  - ``"margin"``: ``softplus(max_{k != y} z_k - z_y)``, the evidence against the most confusable
+    wrong class (Chernoff's sequential design, smoothed): glimpses that separate the true class from
+    its closest rival;
+  - ``"entropy"``: ``H(softmax(z_t))``, the entropy of the prediction, label-free (the expected
+    information gain of a glimpse).
 
   Targets are taken from detached logits: a stated decision, the target is a label, not a path for
-  gradients.
+  gradients. ``argmin`` and ``second`` are the original design's targets; raising the least likely
+  class rewards uninformative glimpses (docs/studies/attention-targets.md).
 
 Each loss is differentiated with respect to its own optimizer's parameters only
 (``torch.autograd.grad``), so neither gradient can leak into the other's parameters.
@@ -49,7 +58,19 @@ from agents.rollout import (
 from envs.perception import PerceptionCore, perception_loss
 from envs.sampler import Sampler
 
-ATTENTION_TARGETS = ("argmin", "second", "label")
+ATTENTION_TARGETS = ("argmin", "second", "label", "margin", "entropy")
+
+
+def attention_loss(logits: torch.Tensor, labels: torch.Tensor, target: str) -> torch.Tensor:
+    """The attention optimizer's loss from ``logits`` ``(T, B, 10)``, averaged over glimpses and batch."""
+    if target == "margin":
+        true = logits.gather(-1, labels.expand(logits.shape[0], -1).unsqueeze(-1)).squeeze(-1)
+        wrong = logits.scatter(-1, labels.expand(logits.shape[0], -1).unsqueeze(-1), float("-inf"))
+        return nn.functional.softplus(wrong.max(dim=-1).values - true).mean()
+    if target == "entropy":
+        log_p = torch.log_softmax(logits, dim=-1)
+        return -(log_p.exp() * log_p).sum(dim=-1).mean()
+    return perception_loss(logits, attention_targets(logits, labels, target))
 
 
 def attention_targets(logits: torch.Tensor, labels: torch.Tensor, target: str) -> torch.Tensor:
@@ -80,7 +101,7 @@ class DualOptimizerTrainer:
     :param core: the shared perception core.
     :param sampler: the training read-out (``bilinear`` by default; ``gaussian`` avoids dead zones).
     :param glimpses: episode length ``T``.
-    :param attention_target: ``"argmin"``, ``"second"`` or ``"label"``.
+    :param attention_target: ``"argmin"``, ``"second"``, ``"label"``, ``"margin"`` or ``"entropy"``.
     :param perception_lr: Adam learning rate of the perception optimizer.
     :param attention_lr: Adam learning rate of the attention optimizer.
     :param repeat_penalty: weight of a :class:`~agents.pixel_attention.PixelAttention`'s
@@ -173,7 +194,7 @@ class DualOptimizerTrainer:
         )
         logits = episode.logits
         perception = perception_loss(logits, labels)
-        attention = perception_loss(logits, attention_targets(logits, labels, self.attention_target))
+        attention = attention_loss(logits, labels, self.attention_target)
         if self.repeat_penalty > 0:
             # Observations and choices are detached (a stated decision): the term scores the policy's
             # choices given what it saw; it is not a path into the core.

@@ -44,7 +44,7 @@ def test_attention_targets():
         attention_targets(logits, labels, "max")
 
 
-@pytest.mark.parametrize("target", ["argmin", "second", "label"])
+@pytest.mark.parametrize("target", ["argmin", "second", "label", "margin", "entropy"])
 def test_each_optimizer_steps_only_its_own_parameters(batch, target):
     """Gradients must not leak: each parameter set moves exactly as its own loss alone says."""
     images, labels = batch
@@ -428,3 +428,22 @@ def test_budget_seconds_caps_every_phase_and_excludes_max_train_seconds(tmp_path
     assert metrics["optimizer_steps"] == 0 and metrics["readout_steps"] == 0
     with pytest.raises(ValueError, match="--budget-seconds already caps the dual epochs; drop --max-train-seconds"):
         script.main(script.dataclasses.replace(base, budget_seconds=60, max_train_seconds=30, out=str(tmp_path / "x")))
+
+
+def test_margin_and_entropy_attention_losses():
+    """margin: softplus(max wrong logit - true logit); entropy: of the prediction, blind to the label."""
+    import math
+
+    from agents.differentiable import attention_loss
+
+    logits = torch.tensor([[[2.0, 0.5, -1.0], [0.0, 0.0, 0.0]]])  # (T=1, B=2, 3 classes)
+    labels = torch.tensor([0, 2])
+    margin = attention_loss(logits, labels, "margin")
+    expected = (math.log1p(math.exp(0.5 - 2.0)) + math.log1p(math.exp(0.0))) / 2
+    assert margin.item() == pytest.approx(expected, rel=1e-6)
+    entropy = attention_loss(logits, labels, "entropy")
+    assert entropy.item() == pytest.approx(attention_loss(logits, labels.flip(0), "entropy").item())
+    p = torch.softmax(logits[0, 0], -1)
+    assert entropy.item() == pytest.approx(((-(p * p.log()).sum()).item() + math.log(3)) / 2, rel=1e-6)
+    with pytest.raises(ValueError, match="valid targets"):
+        attention_loss(logits, labels, "max")

@@ -194,6 +194,7 @@ def test_the_shipped_agent_reproduces_its_documented_accuracy_through_the_enviro
     policy, core, checkpoint = shipped.load_shipped_agent()
     study = Path(__file__).resolve().parents[1] / "experiments/results/studies/best_preset_one_command.json"
     documented = json.loads(study.read_text())["metrics"]["test_accuracy"]
+    assert checkpoint["test_accuracy"] == documented
     assert accuracy_table(accuracy_in_env(policy, core, checkpoint["glimpses"])) == documented
     assert shipped.AGENT_PATH.stat().st_size <= 5 * 2**20
     monkeypatch.setattr(shipped, "AGENT_SHA256", "0" * 64)

@@ -51,6 +51,7 @@ from agents.figures import plot_glimpse_trails
 from agents.pixel_attention import PixelAttention
 from agents.pretrain import pretrain_core
 from agents.resume import Interrupted, ResumePoint
+from agents.shipped import AGENT_PATH
 from envs.config import resolve_device
 from envs.data import ShuffledBatches, load_mnist
 from envs.perception import RANDOM_GLIMPSES_PATH, PerceptionConfig, PerceptionCore
@@ -66,8 +67,10 @@ class Args:
     policy: Recipe[Literal["attention", "pixel", "fixed"]] = "attention"
     """adaptive attention network (continuous locations), adaptive choice among the 784 pixel centres
     (agents.pixel_attention), or a learned fixed (non-adaptive) sequence of T locations"""
-    attention_target: Recipe[Literal["argmin", "second", "label"]] = "label"
-    """class the attention optimizer pushes the prediction toward (argmin and second: ablations)"""
+    attention_target: Literal["label", "margin", "entropy", "argmin", "second"] = "label"
+    """the attention optimizer's objective: cross-entropy toward the true class (label), the smoothed
+    margin of the true class over its closest rival (margin), the prediction's entropy (entropy, no
+    label), or toward the least likely or the runner-up class (argmin, second: the original design's)"""
     sampler: Recipe[Literal["bilinear", "bicubic", "gaussian", "nearest"]] = "bilinear"
     """training read-out (evaluation always uses nearest)"""
     sampler_gradient: Recipe[Literal["bilinear", "bicubic", "gaussian"] | None] = None
@@ -423,6 +426,11 @@ def main(args: Args, stop_after: int | None = None) -> dict:
     writer.close()
     resume.finish()
     print(summary(metrics, out, ["checkpoint.pt", "metrics.json", "glimpses.png", "tb/"]))
+    if args.preset == "best":  # the same recipe, trained to its full schedule, ships with the package
+        shipped = torch.load(AGENT_PATH, map_location="cpu", weights_only=True)["test_accuracy"]
+        print(f"the shipped agent ({AGENT_PATH.name}, --preset best --seed 0, full schedule):")
+        print("  glimpses " + "".join(f"{b:>6}" for b in shipped))
+        print("  accuracy " + "".join(f"{100 * v:>6.1f}" for v in shipped.values()))
     return metrics
 
 
