@@ -221,8 +221,10 @@ def test_memory_sees_the_masked_image_and_never_rereads(batch, mode):
     before = policy.net[0].weight.detach().clone()
     trainer.step(images, labels)
     assert not torch.equal(policy.net[0].weight, before)
-    with pytest.raises(RuntimeError, match="does not observe"):
-        policy(core.observation(core.initial_histogram(1)), 0)
+    with pytest.raises(
+        RuntimeError, match="needs the grey levels it read: make the environment with obs_type='record'"
+    ):
+        policy(core.observation(core.initial_histogram(1)), 0)  # the default observation has no record
     with pytest.raises(ValueError, match="never reads a pixel twice"):
         DualOptimizerTrainer(policy, core, Sampler(), 30, repeat_penalty=1.0)
     with pytest.raises(ValueError, match="Unknown PixelAttention memory 'mask'"):
