@@ -1,7 +1,7 @@
 # make venv   create .venv and install the package (editable) with its test and experiment extras
 # make demo   a few test episodes of the shipped trained agent; saves their glimpse trails to runs/demo/
 # make test   ruff (lint + format check), then the test suite
-# make train  train the differentiable agent (python train/differentiable.py; ARGS= passes options)
+# make train  train the best recipe in about 15 minutes (--preset best --budget-seconds 840; ARGS= passes options)
 # make bench  env throughput (pass options with ARGS="--seconds 1 --num-envs 64 1024")
 
 PYTHON ?= python3
@@ -37,7 +37,7 @@ test: venv
 	$(BIN)/python -m pytest -q
 
 train: venv
-	$(BIN)/python train/differentiable.py $(ARGS)
+	$(BIN)/python train/differentiable.py --preset best --budget-seconds 840 --out runs/best $(ARGS)
 
 bench: venv
 	$(BIN)/python benchmarks/env_throughput.py $(ARGS)
