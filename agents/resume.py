@@ -110,8 +110,10 @@ class ResumePoint:
             )
         try:
             state = torch.load(self.path, map_location="cpu", weights_only=True)
+            missing = [key for key in ("args", "run_id", "step", "random", "run") if key not in state]
+            if missing:
+                raise KeyError(f"no {missing}")
             saved = state["args"]
-            state["run_id"], state["step"], state["run"]  # noqa: B018 - the keys every resume file has
         except Exception as error:  # a damaged file: torch raises many types
             raise ValueError(
                 f"--resume: {self.path} is damaged ({type(error).__name__}: {error}); start again with --overwrite."

@@ -254,3 +254,28 @@ def test_sigterm_saves_a_resumable_run_and_exits_130(tmp_path):
     assert "continue with the same command and --resume" in output
     state = torch.load(out / "resume.pt", weights_only=True)
     assert state["step"] > 0 and not (out / "metrics.json").exists()
+
+
+def test_a_damaged_or_missing_resume_file_is_refused(tmp_path):
+    from dataclasses import dataclass
+
+    from agents.resume import ResumePoint
+
+    @dataclass
+    class Args:
+        resume: bool = True
+        overwrite: bool = False
+        save_every: float = 60.0
+        seed: int = 0
+
+    with pytest.raises(ValueError, match="holds no interrupted run \\(drop --resume\\)"):
+        ResumePoint(tmp_path, Args())
+    for content in (b"", None):
+        if content is None:
+            torch.save({"args": {"seed": 0}}, tmp_path / "resume.pt")  # a file without the run's state
+        else:
+            (tmp_path / "resume.pt").write_bytes(content)
+        with pytest.raises(ValueError, match="is damaged .* start again with --overwrite"):
+            ResumePoint(tmp_path, Args())
+    point = ResumePoint(tmp_path, Args(resume=False, overwrite=True))  # --overwrite: the old file goes
+    assert not (tmp_path / "resume.pt").exists() and point.state is None
