@@ -137,18 +137,16 @@ class PixelAttention(SavedPolicy, nn.Module):
             )
         if self.memory == "none":
             return self.net(observation) + self.beta[step]
-        if record is not None:
-            mask, seen = record
-            scores = self.net(torch.cat([observation, mask, seen], dim=-1)) + self.beta[step]
-            return scores.masked_fill(mask > 0, torch.finfo(scores.dtype).min)
-        if history is None or history[1].shape != (observation.shape[0], step):
-            found = None if history is None else tuple(history[1].shape)
-            raise ValueError(
-                f"PixelAttention(memory='pixels') scores glimpse {step} from the episode's {step} earlier glimpses: "
-                f"history=(coords (B, {step}, 2), values (B, {step})) with B = {observation.shape[0]}, got values of "
-                f"shape {found}. agents.rollout.run_episodes passes it."
-            )
-        mask, seen = self.masked_image(history)
+        if record is None:
+            if history is None or history[1].shape != (observation.shape[0], step):
+                found = None if history is None else tuple(history[1].shape)
+                raise ValueError(
+                    f"PixelAttention(memory='pixels') scores glimpse {step} from the episode's {step} earlier "
+                    f"glimpses: history=(coords (B, {step}, 2), values (B, {step})) with B = {observation.shape[0]}, "
+                    f"got values of shape {found}. agents.rollout.run_episodes passes it."
+                )
+            record = self.masked_image(history)
+        mask, seen = record
         scores = self.net(torch.cat([observation, mask, seen], dim=-1)) + self.beta[step]
         return scores.masked_fill(mask > 0, torch.finfo(scores.dtype).min)  # never the same pixel twice
 

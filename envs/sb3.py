@@ -167,10 +167,10 @@ class MnistGlimpseSB3VecEnv(VecEnv):
         setattr(self.venv, attr_name, value)
 
     def env_method(self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs) -> list[Any]:
-        result = getattr(self.venv, method_name)(*method_args, **method_kwargs)
         if method_name == "action_masks":  # one row per sub-environment (sb3-contrib's get_action_masks)
-            masks = _numpy(result)
+            masks = self.action_masks()
             return [masks[k] for k in self._get_indices(indices)]
+        result = getattr(self.venv, method_name)(*method_args, **method_kwargs)
         return [result for _ in self._get_indices(indices)]
 
     def action_masks(self) -> np.ndarray:
