@@ -100,18 +100,14 @@ def look(
     coords, values, weights = policy.read(observation, step, images, sampler, history)
     if coords.shape[1] == 1:
         return core.observe(histogram, coords[:, 0], values[:, 0]), coords[:, 0], values[:, 0]
-    batch, k = values.shape
     if estimator == "mixture":
-        candidates = core.observe(histogram.repeat_interleave(k, dim=0), coords.flatten(0, 1), values.flatten(0, 1))
-        candidates = candidates.view(batch, k, -1)
-        taken, increments = candidates[:, 0], candidates - histogram.unsqueeze(1)  # d_k with their graph
+        increments = core.increments(histogram, coords, values)  # d_k with their graph
+        taken = histogram + increments[:, 0]
     else:  # "taken": only the glimpse taken keeps its graph
         taken = core.observe(histogram, coords[:, 0], values[:, 0])
         with torch.no_grad():
-            rest = core.observe(
-                histogram.repeat_interleave(k - 1, dim=0), coords[:, 1:].flatten(0, 1), values[:, 1:].flatten(0, 1)
-            )
-            increments = torch.cat([taken.unsqueeze(1), rest.view(batch, k - 1, -1)], dim=1) - histogram.unsqueeze(1)
+            rest = core.increments(histogram, coords[:, 1:], values[:, 1:])
+        increments = torch.cat([(taken - histogram).detach().unsqueeze(1), rest], dim=1)
     mixed = (weights.unsqueeze(-1) * increments).sum(dim=1)
     return taken + (mixed - mixed.detach()), coords[:, 0], values[:, 0]  # straight-through
 

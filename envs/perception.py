@@ -199,6 +199,15 @@ class PerceptionCore(nn.Module):
         ``values`` ``(B,)`` -> the new histogram ``(B, H)``."""
         return self.rso(histogram, self.encoding(pixel_to_action(coords), values))
 
+    def increments(self, histogram: torch.Tensor, coords: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """What each of ``K`` alternative glimpses would add to the same histogram: ``histogram``
+        ``(B, H)``, ``coords`` ``(B, K, 2)`` pixel units, ``values`` ``(B, K)`` -> ``(B, K, H)``, so that
+        ``histogram + increments[:, k]`` is :meth:`observe` of glimpse ``k``
+        (:meth:`~envs.soft_ordering.RecurrentSoftOrdering.increments`)."""
+        batch, k = values.shape
+        features = self.encoding(pixel_to_action(coords.reshape(-1, 2)), values.reshape(-1))
+        return self.rso.increments(histogram, features.view(batch, k, -1))
+
     def forward(self, histogram: torch.Tensor) -> torch.Tensor:
         """Class logits ``(B, 10)`` of a histogram ``(B, H)``."""
         return self.head(histogram)

@@ -126,6 +126,18 @@ class RecurrentSoftOrdering(nn.Module):
         """What one glimpse adds: ``SOHE(W [x, state] + b)``, shape ``(B, channels * n_bins)``."""
         return self.sohe(self.linear(torch.cat([x, state], dim=-1)))
 
+    def increments(self, state: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """What each of ``K`` alternative glimpses would add to the same state: ``state`` ``(B, channels *
+        n_bins)``, ``x`` ``(B, K, in_features)`` -> ``(B, K, channels * n_bins)``.
+
+        Equal to :meth:`increment` on each ``(state, x[:, k])``, with the linear layer split as
+        ``W [x, h] = W_x x + W_h h``: the state's share is computed once per row rather than ``K`` times,
+        in the forward pass and in the backward pass alike.
+        """
+        weight_x, weight_h = self.linear.weight.split([self.in_features, self.state_features], dim=1)
+        shared = nn.functional.linear(state, weight_h, self.linear.bias).unsqueeze(1)  # (B, 1, channels)
+        return self.sohe(nn.functional.linear(x, weight_x) + shared)
+
     def forward(self, state: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """One step: ``state`` ``(B, channels * n_bins)`` and ``x`` ``(B, in_features)`` -> new state."""
         return state + self.increment(state, x)

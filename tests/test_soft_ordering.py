@@ -235,3 +235,21 @@ def test_recurrent_gradcheck():
         rso.linear.weight[:, :3] /= 4  # keep the bins out of saturation
     x = glimpses(2, 3, 30, torch.float64).requires_grad_()
     assert torch.autograd.gradcheck(lambda inp: unroll(rso, inp), (x,))
+
+
+def test_recurrent_increments_of_k_alternatives_equal_one_at_a_time():
+    """increments(state, x (B, K, F)) is increment(state, x[:, k]) for every k, values and gradients
+    (the state's share of the linear layer is computed once per row)."""
+    rso = seeded(lambda: RecurrentSoftOrdering(3, 8, 4), 31).double()
+    with torch.no_grad():
+        nn.init.normal_(rso.linear.weight[:, 3:], std=0.3, generator=torch.Generator().manual_seed(32))
+    state = randn(5, 32, seed=33, dtype=torch.float64).abs().requires_grad_()
+    x = glimpses(5, 6, 34, torch.float64).requires_grad_()
+    batched = rso.increments(state, x)
+    one_at_a_time = torch.stack([rso.increment(state, x[:, k]) for k in range(6)], dim=1)
+    torch.testing.assert_close(batched, one_at_a_time)
+    weights = randn(5, 6, 32, seed=35, dtype=torch.float64)
+    inputs = [state, x, rso.linear.weight, rso.linear.bias]
+    expected = torch.autograd.grad((one_at_a_time * weights).sum(), inputs)
+    for got, want in zip(torch.autograd.grad((batched * weights).sum(), inputs), expected):
+        torch.testing.assert_close(got, want)
