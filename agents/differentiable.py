@@ -22,9 +22,17 @@ Two losses over the logits of all glimpses, two optimizers:
     wrong class (Chernoff's sequential design, smoothed): glimpses that separate the true class from
     its closest rival;
   - ``"entropy"``: ``H(softmax(z_t))``, the entropy of the prediction, label-free (the expected
-    information gain of a glimpse).
+    information gain of a glimpse);
 
-  Targets are taken from detached logits: a stated decision, the target is a label, not a path for
+  or, for a :class:`~agents.pixel_attention.PixelAttention` with ``exploration="epsilon"`` (its
+  scores a value head, acting by argmax, exploring epsilon-greedily),
+
+  - ``"value"``: ``(s_t(p_t) - (CE_{t-1} - CE_t))^2``, the score of the pixel read regressed on the
+    drop of the true class's cross-entropy it brought (``CE_{-1} = ln 10``, the uniform prediction the
+    first glimpse is chosen from), as DIME (Gadgil et al., ICLR 2024) estimates each feature's
+    conditional mutual information with the label.
+
+  Targets (and the value target's loss drops) are taken from detached logits: a stated decision, the target is a label, not a path for
   gradients. ``argmin`` and ``second`` are the original design's targets; raising the least likely
   class rewards uninformative glimpses (docs/studies/attention-targets.md).
 
@@ -43,6 +51,7 @@ candidate pixel a gradient.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -58,11 +67,12 @@ from agents.rollout import (
 from envs.perception import PerceptionCore, perception_loss
 from envs.sampler import Sampler
 
-ATTENTION_TARGETS = ("argmin", "second", "label", "margin", "entropy")
+ATTENTION_TARGETS = ("argmin", "second", "label", "margin", "entropy", "value")
 
 
 def attention_loss(logits: torch.Tensor, labels: torch.Tensor, target: str) -> torch.Tensor:
-    """The attention optimizer's loss from ``logits`` ``(T, B, 10)``, averaged over glimpses and batch."""
+    """The attention optimizer's loss from ``logits`` ``(T, B, 10)``, averaged over glimpses and batch
+    (every target but ``"value"``, which needs the policy's scores: :func:`value_loss`)."""
     if target == "margin":
         true = logits.gather(-1, labels.expand(logits.shape[0], -1).unsqueeze(-1)).squeeze(-1)
         wrong = logits.scatter(-1, labels.expand(logits.shape[0], -1).unsqueeze(-1), float("-inf"))
@@ -71,6 +81,17 @@ def attention_loss(logits: torch.Tensor, labels: torch.Tensor, target: str) -> t
         log_p = torch.log_softmax(logits, dim=-1)
         return -(log_p.exp() * log_p).sum(dim=-1).mean()
     return perception_loss(logits, attention_targets(logits, labels, target))
+
+
+def value_loss(chosen_scores: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The ``"value"`` target: mean of ``(chosen_scores_t - (CE_{t-1} - CE_t))^2`` over glimpses and
+    batch, with ``CE_t`` the cross-entropy of ``logits`` ``(T, B, 10)`` toward ``labels`` ``(B,)`` after
+    glimpse ``t`` (detached) and ``CE_{-1} = ln 10``; ``chosen_scores`` ``(T, B)``."""
+    with torch.no_grad():
+        ce = nn.functional.cross_entropy(logits.flatten(0, 1), labels.repeat(logits.shape[0]), reduction="none")
+        ce = ce.view(logits.shape[:2])
+        before = torch.cat([torch.full_like(ce[:1], math.log(logits.shape[-1])), ce[:-1]])
+    return (chosen_scores - (before - ce)).pow(2).mean()
 
 
 def attention_targets(logits: torch.Tensor, labels: torch.Tensor, target: str) -> torch.Tensor:
@@ -101,7 +122,8 @@ class DualOptimizerTrainer:
     :param core: the shared perception core.
     :param sampler: the training read-out (``bilinear`` by default; ``gaussian`` avoids dead zones).
     :param glimpses: episode length ``T``.
-    :param attention_target: ``"argmin"``, ``"second"``, ``"label"``, ``"margin"`` or ``"entropy"``.
+    :param attention_target: ``"argmin"``, ``"second"``, ``"label"``, ``"margin"``, ``"entropy"`` or
+        ``"value"`` (which needs a ``PixelAttention(exploration="epsilon")``).
     :param perception_lr: Adam learning rate of the perception optimizer.
     :param attention_lr: Adam learning rate of the attention optimizer.
     :param repeat_penalty: weight of a :class:`~agents.pixel_attention.PixelAttention`'s
@@ -130,6 +152,14 @@ class DualOptimizerTrainer:
         if attention_target not in ATTENTION_TARGETS:
             raise ValueError(
                 f"Unknown attention target {attention_target!r}; valid targets are {list(ATTENTION_TARGETS)}."
+            )
+        value_policy = isinstance(policy, PixelAttention) and policy.exploration == "epsilon"
+        if (attention_target == "value") != value_policy:
+            raise ValueError(
+                "attention_target='value' trains a PixelAttention(exploration='epsilon') (its scores a value "
+                "head) and such a policy learns only from it; got attention_target="
+                f"{attention_target!r} with {type(policy).__name__}"
+                + (f"(exploration={policy.exploration!r})." if isinstance(policy, PixelAttention) else ".")
             )
         self.policy, self.core, self.sampler = policy, core, sampler
         self.glimpses = glimpses
@@ -194,7 +224,15 @@ class DualOptimizerTrainer:
         )
         logits = episode.logits
         perception = perception_loss(logits, labels)
-        attention = attention_loss(logits, labels, self.attention_target)
+        if self.attention_target == "value":
+            # What the policy saw and read is detached (a stated decision): the value head regresses
+            # the loss drops of the glimpses taken; it is not a path into the core.
+            chosen = self.policy.chosen_scores(
+                episode.observations.detach(), episode.coords.detach(), episode.values.detach()
+            )
+            attention = value_loss(chosen, logits, labels)
+        else:
+            attention = attention_loss(logits, labels, self.attention_target)
         if self.repeat_penalty > 0:
             # Observations and choices are detached (a stated decision): the term scores the policy's
             # choices given what it saw; it is not a path into the core.

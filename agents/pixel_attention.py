@@ -27,6 +27,8 @@ History = tuple[torch.Tensor, torch.Tensor]
 NUM_PIXELS = IMAGE_SIZE * IMAGE_SIZE
 #: What a :class:`PixelAttention` remembers of its episode besides the observation.
 MEMORIES = ("none", "pixels")
+#: How a :class:`PixelAttention` explores in training (:meth:`PixelAttention.read`).
+EXPLORATIONS = ("gumbel", "epsilon")
 
 
 class PixelAttention(SavedPolicy, nn.Module):
@@ -56,6 +58,12 @@ class PixelAttention(SavedPolicy, nn.Module):
         environment's record observation (``obs_type="record"``), which holds the same mask and grey
         levels; on the default observation such a policy cannot act (:meth:`choose` refuses). Its
         results: docs/studies/pixel-memory.md.
+    :param exploration: how :meth:`read` chooses in training. ``"gumbel"``: the relaxed choice among
+        ``K`` candidates above, whose weights learn from what each candidate would add. ``"epsilon"``:
+        one pixel, the best-scoring one or, with probability :attr:`noise`, one drawn uniformly
+        (among the unread ones with ``memory="pixels"``), no relaxation: the scores are then a value
+        head trained by regression (``attention_target="value"`` of
+        :class:`~agents.differentiable.DualOptimizerTrainer`, as DIME, Gadgil et al., ICLR 2024).
     """
 
     def __init__(
@@ -66,6 +74,7 @@ class PixelAttention(SavedPolicy, nn.Module):
         temperature: float = 1.0,
         candidates: int = 16,
         memory: str = "none",
+        exploration: str = "gumbel",
     ) -> None:
         super().__init__()
         if glimpses < 1:
@@ -82,8 +91,15 @@ class PixelAttention(SavedPolicy, nn.Module):
         if memory not in MEMORIES:
             raise ValueError(f"Unknown PixelAttention memory {memory!r}; valid values are {list(MEMORIES)}.")
         self.memory = memory
-        #: Scale of the Gumbel noise in training: 1 samples from ``softmax(scores)``; towards 0 the
-        #: training choice approaches the argmax that acting takes (``train/differentiable.py`` anneals it).
+        if exploration not in EXPLORATIONS:
+            raise ValueError(
+                f"Unknown PixelAttention exploration {exploration!r}; valid values are {list(EXPLORATIONS)}."
+            )
+        self.exploration = exploration
+        #: How much the training choice explores: the scale of the Gumbel noise (1 samples from
+        #: ``softmax(scores)``) or, with ``exploration="epsilon"``, the probability of a uniform pixel;
+        #: towards 0 the training choice approaches the argmax that acting takes (``train/differentiable.py``
+        #: anneals it).
         self.noise = 1.0
         self.beta = nn.Parameter(torch.zeros(glimpses, NUM_PIXELS))
         self.net = nn.Sequential(
@@ -109,6 +125,7 @@ class PixelAttention(SavedPolicy, nn.Module):
             "temperature": self.temperature,
             "candidates": self.candidates,
             "memory": self.memory,
+            "exploration": self.exploration,
         }
 
     def scores(
@@ -189,6 +206,8 @@ class PixelAttention(SavedPolicy, nn.Module):
         ``history``: the episode's glimpses so far, as in :meth:`scores`.
 
         * Eval mode: ``K = 1``, the best pixel (:meth:`forward`), weight 1.
+        * Train mode with ``exploration="epsilon"``: ``K = 1``, the best pixel or, with probability
+          :attr:`noise`, a uniform one (unread, with a memory), weight 1.
         * Train mode: ``K = candidates``, the top-``K`` pixels of ``scores + noise * g`` (``g ~ Gumbel(0, 1)``;
           the first is the sampled choice), ``weights = softmax((scores + g)[top K] / tau)``. The
           rollout takes the first candidate's glimpse, with the gradient of the weights-mixture of
@@ -196,8 +215,12 @@ class PixelAttention(SavedPolicy, nn.Module):
           have added.
         """
         scores = self.scores(observation, step, history)
-        if not self.training:
+        if not self.training or self.exploration == "epsilon":
             chosen = scores.argmax(dim=-1, keepdim=True)  # (B, 1)
+            if self.training:  # epsilon-greedy: a uniform pixel (never one already read) with probability noise
+                uniform = torch.rand_like(scores).masked_fill(scores == torch.finfo(scores.dtype).min, -1.0)
+                explore = torch.rand(scores.shape[0], 1, device=scores.device) < self.noise
+                chosen = torch.where(explore, uniform.argmax(dim=-1, keepdim=True), chosen)
             coords = self.centres[chosen]  # (B, 1, 2)
             values, weights = _read(sampler, images, coords), torch.ones(coords.shape[:2], device=coords.device)
         else:
@@ -208,6 +231,23 @@ class PixelAttention(SavedPolicy, nn.Module):
             coords = self.centres[chosen]  # (B, K, 2)
             values, weights = _read(sampler, images, coords), torch.softmax(perturbed / self.temperature, dim=-1)
         return coords, values, weights
+
+    def chosen_scores(self, observations: torch.Tensor, coords: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """The scores of the pixels an episode read, ``(T, B)``, with gradient to the policy's parameters:
+        what a value head (``exploration="epsilon"``) predicted for each glimpse it took.
+
+        :param observations: ``(T, B, H + 10)`` what each glimpse was chosen from.
+        :param coords: ``(T, B, 2)`` the pixels read, in pixel units (centres).
+        :param values: ``(T, B)`` their grey levels (the record a ``memory="pixels"`` policy scores from).
+        """
+        coords_b, values_b = coords.transpose(0, 1), values.transpose(0, 1)
+        flat = _pixel_index(coords_b)  # (B, T)
+        return torch.stack(
+            [
+                self.scores(observations[t], t, (coords_b[:, :t], values_b[:, :t])).gather(1, flat[:, t : t + 1])[:, 0]
+                for t in range(observations.shape[0])
+            ]
+        )
 
     def repeat_probability(self, observations: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
         """How likely the policy is to look again where it already looked: the mean over glimpses

@@ -447,3 +447,79 @@ def test_margin_and_entropy_attention_losses():
     assert entropy.item() == pytest.approx(((-(p * p.log()).sum()).item() + math.log(3)) / 2, rel=1e-6)
     with pytest.raises(ValueError, match="valid targets"):
         attention_loss(logits, labels, "max")
+
+
+def test_value_loss_regresses_the_chosen_scores_on_the_loss_drops():
+    """value: (s_t - (CE_{t-1} - CE_t))^2 with CE_{-1} = ln(classes), CE of detached logits."""
+    from agents.differentiable import value_loss
+
+    logits = torch.tensor([[[2.0, 0.0, 0.0], [0.0, 0.0, 1.0]], [[3.0, 0.0, 0.0], [0.0, 0.0, 0.0]]], requires_grad=True)
+    labels = torch.tensor([0, 1])  # (T=2, B=2, 3 classes)
+    ce = -torch.log_softmax(logits.detach(), -1)[:, [0, 1], [0, 1]]  # (T, B)
+    drops = torch.stack([math.log(3) - ce[0], ce[0] - ce[1]])
+    scores = torch.tensor([[0.5, -0.2], [0.1, 0.3]], requires_grad=True)
+    loss = value_loss(scores, logits, labels)
+    assert loss.item() == pytest.approx(((scores.detach() - drops) ** 2).mean().item(), rel=1e-6)
+    loss.backward()
+    assert logits.grad is None  # the loss drops are targets, not a path into the core
+    torch.testing.assert_close(scores.grad, (scores.detach() - drops) / 2)
+
+
+def test_value_target_trains_an_epsilon_greedy_value_head_and_only_it(batch):
+    """The value target needs PixelAttention(exploration="epsilon") and that policy needs it; a step
+    moves the policy by the value loss and the core by the perception loss alone."""
+    images, labels = batch
+    torch.manual_seed(0)
+    core = PerceptionCore()
+    policy = PixelAttention(core.observation_size, 4, hidden=16, memory="pixels", exploration="epsilon")
+    for target, other in (("label", policy), ("value", make_agent()[0])):
+        with pytest.raises(ValueError, match="attention_target='value' trains a PixelAttention"):
+            DualOptimizerTrainer(other, core, Sampler("bilinear"), 4, attention_target=target)
+    trainer = DualOptimizerTrainer(policy, core, Sampler("bilinear"), 4, attention_target="value", attention_lr=1e-2)
+    policy.noise = 0.5
+    torch.manual_seed(1)
+    perception, attention, _ = trainer.losses(images, labels)
+    assert torch.autograd.grad(attention, list(core.parameters()), allow_unused=True) == (None,) * len(
+        list(core.parameters())
+    )
+    expected = torch.autograd.grad(perception, list(core.parameters()), retain_graph=True)
+    torch.manual_seed(1)
+    trainer.step(images, labels)
+    for param, grad in zip(core.parameters(), expected):
+        torch.testing.assert_close(param.grad, grad)
+    # With the core fixed and every pixel drawn uniformly (noise 1, one seed), the episodes and their
+    # loss drops repeat: the value head's regression error on them falls.
+    trainer = DualOptimizerTrainer(
+        policy, core, Sampler("bilinear"), 4, attention_target="value", perception_lr=0.0, attention_lr=1e-2
+    )
+    policy.noise = 1.0
+
+    def value_loss_on_seed_2() -> float:
+        torch.manual_seed(2)
+        return trainer.losses(images, labels)[1].item()
+
+    first = value_loss_on_seed_2()
+    for _ in range(10):
+        torch.manual_seed(2)
+        trainer.step(images, labels)
+    assert value_loss_on_seed_2() < first / 4
+
+
+@pytest.mark.parametrize("memory", ["none", "pixels"])
+def test_epsilon_exploration_takes_the_best_or_a_uniform_unread_pixel(batch, memory):
+    images, _ = batch
+    torch.manual_seed(0)
+    core = PerceptionCore()
+    policy = PixelAttention(core.observation_size, 6, hidden=16, memory=memory, exploration="epsilon").train()
+    policy.noise = 0.0  # pure greedy: what acting takes
+    greedy = run_episodes(policy, core, Sampler("nearest"), images, 6).coords
+    acting = run_episodes(policy.eval(), core, Sampler("nearest"), images, 6).coords
+    torch.testing.assert_close(greedy, acting)
+    policy.train().noise = 1.0  # uniform pixels
+    coords = run_episodes(policy, core, Sampler("nearest"), images.repeat(8, 1, 1), 6).coords
+    flat = (coords[..., 0] * 28 + coords[..., 1]).long()  # (T, B)
+    assert len(flat.unique()) > 600  # spread over the image, not the argmax
+    if memory == "pixels":  # never a pixel already read
+        assert all(len(set(column.tolist())) == 6 for column in flat.T)
+    with pytest.raises(ValueError, match="Unknown PixelAttention exploration 'boltzmann'"):
+        PixelAttention(10, 2, exploration="boltzmann")

@@ -67,10 +67,12 @@ class Args:
     policy: Recipe[Literal["attention", "pixel", "fixed"]] = "attention"
     """adaptive attention network (continuous locations), adaptive choice among the 784 pixel centres
     (agents.pixel_attention), or a learned fixed (non-adaptive) sequence of T locations"""
-    attention_target: Literal["label", "margin", "entropy", "argmin", "second"] = "label"
+    attention_target: Literal["label", "margin", "entropy", "value", "argmin", "second"] = "label"
     """the attention optimizer's objective: cross-entropy toward the true class (label), the smoothed
     margin of the true class over its closest rival (margin), the prediction's entropy (entropy, no
-    label), or toward the least likely or the runner-up class (argmin, second: the original design's)"""
+    label), the pixel policy's scores regressed on the loss drop of each pixel read, acting by argmax
+    and exploring epsilon-greedily (value, as DIME), or toward the least likely or the runner-up class
+    (argmin, second: the original design's)"""
     sampler: Recipe[Literal["bilinear", "bicubic", "gaussian", "nearest"]] = "bilinear"
     """training read-out (evaluation always uses nearest)"""
     sampler_gradient: Recipe[Literal["bilinear", "bicubic", "gaussian"] | None] = None
@@ -114,8 +116,9 @@ class Args:
     """pixel policy: "pixels" lets the policy see the pixels it has read (mask and grey levels, the
     masked image GDFS's selector sees) and never read one twice; it then acts outside the environment only"""
     pixel_noise_final: float = 1.0
-    """pixel policy: scale of the training Gumbel noise at the end of the dual epochs, annealed
-    linearly from 1 (sampling from the policy) towards 0 (its argmax, what acting takes)"""
+    """pixel policy: scale of the training Gumbel noise (with --attention-target value: the probability
+    of a uniform pixel) at the end of the dual epochs, annealed linearly from 1 (sampling from the
+    policy; uniform pixels) towards 0 (its argmax, what acting takes)"""
     pixel_candidates: int = 16
     """pixel policy: K, the top-K Gumbel-perturbed pixels whose increments the training relaxation mixes"""
     pixel_temperature: float = 1.0
@@ -252,6 +255,11 @@ def check_args(args: Args) -> None:
         f"is an option of the continuous policy (--preset continuous), not of --preset {args.preset}.",
     )
     refuse_unless(args.policy != "fixed", ("hidden",), "sizes an attention network; a fixed sequence has none.")
+    if args.attention_target == "value" and args.policy != "pixel":
+        raise ValueError(
+            "--attention-target value trains the pixel policy's scores as a value head; pass a pixel preset "
+            f"({', '.join(pixel_presets)}), not --preset {args.preset}."
+        )
 
 
 #: Shares of --budget-seconds: core pretraining, dual epochs, read-out.
@@ -314,6 +322,7 @@ def main(args: Args, stop_after: int | None = None) -> dict:
             args.pixel_temperature,
             candidates=args.pixel_candidates,
             memory=args.pixel_memory,
+            exploration="epsilon" if args.attention_target == "value" else "gumbel",
         ).to(device)
     else:
         policy = FixedSequence(args.glimpses).to(device)
