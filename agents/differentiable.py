@@ -206,6 +206,11 @@ class DualOptimizerTrainer:
         self.perception_optimizer.load_state_dict(state["perception_optimizer"])
         self.attention_optimizer.load_state_dict(state["attention_optimizer"])
 
+    def reset_optimizers(self) -> None:
+        """Fresh Adam optimizers at the initial learning rates (a new stage of a staged schedule)."""
+        self.perception_optimizer = torch.optim.Adam(self.perception_params, lr=self.perception_lr)
+        self.attention_optimizer = torch.optim.Adam(self.attention_params, lr=self.attention_lr)
+
     def scale_learning_rates(self, scale: float) -> None:
         """Set both optimizers' learning rates to ``scale`` times those they were built with (a schedule)."""
         if not scale > 0:

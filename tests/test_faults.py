@@ -3,6 +3,8 @@ error naming the problem and the fix."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -121,9 +123,10 @@ def test_a_finished_run_is_not_overwritten_without_overwrite_and_failed_writes_k
     assert (run / "checkpoint.pt").read_bytes() == good and sorted(p.name for p in run.iterdir()) == ["checkpoint.pt"]
 
 
-@pytest.mark.parametrize("preset", ["continuous", "pixel-memory"])
+@pytest.mark.parametrize("preset", ["continuous", "pixel-memory", "gdfs"])
 def test_an_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, preset):
-    """Stopped mid-epoch (as by SIGINT), then --resume: the same final weights as a run never stopped."""
+    """Stopped mid-epoch (as by SIGINT), then --resume: the same final weights as a run never stopped
+    (with the staged schedule: the same validations, stages and best weights too)."""
     import train.differentiable as script
 
     def args(out, **extra):
@@ -132,6 +135,9 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, preset
         )
         if preset != "continuous":
             settings["pixel_candidates"] = 4
+        if preset == "gdfs":  # 3 steps per epoch on 55,000 images, 3 stages of 2 steps, a validation a step
+            settings.update(epochs=2, pretrain_steps=2, val_images=5_000, val_every=1, stages=3, plateau_patience=1)
+            settings.update(channels=4, n_bins=4)  # a small core: the schedule is under test
         return script.dataclasses.replace(script.preset_args(preset), **{**settings, **extra})
 
     script.main(args("whole"))
@@ -141,7 +147,7 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, preset
     with pytest.raises(FileExistsError, match="holds an interrupted run .* pass --resume"):
         script.main(args("cut"))
     with pytest.raises(ValueError, match="started with other values of \\['epochs'\\]"):
-        script.main(args("cut", resume=True, epochs=3))
+        script.main(args("cut", resume=True, epochs=5))
     script.main(args("cut", resume=True))
     assert not (tmp_path / "cut" / "resume.pt").exists()
     whole = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)
@@ -149,6 +155,14 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, preset
     for part in ("policy", "core"):
         for key, value in whole[part]["state_dict"].items():
             assert torch.equal(value, cut[part]["state_dict"][key]), (part, key)
+    if preset == "gdfs":
+        whole, cut = (
+            json.loads((tmp_path / run / "metrics.json").read_text())["validation"] for run in ("whole", "cut")
+        )
+        for curve in (whole["curve"], cut["curve"]):
+            for point in curve:
+                point.pop("seconds")
+        assert whole == cut and whole["stages_run"] == 3
 
 
 def test_a_first_reset_with_a_partial_mask_and_empty_rl_budgets_are_refused(tmp_path):

@@ -51,6 +51,7 @@ from agents.figures import plot_glimpse_trails
 from agents.pixel_attention import PixelAttention
 from agents.pretrain import pretrain_core
 from agents.resume import Interrupted, ResumePoint
+from agents.schedule import Plateau, stage_value, validate
 from agents.shipped import AGENT_PATH
 from envs.config import resolve_device
 from envs.data import ShuffledBatches, load_mnist
@@ -101,6 +102,21 @@ class Args:
     steps and the share of time used, so a run cut short still ends annealed"""
     batch_size: int = 256
     """images per optimizer step"""
+    val_images: int = 0
+    """hold out the last N of the 60,000 training images for validation (0 = none): the dual epochs
+    then train on the others, validate the hard choice (eval mode, nearest reads) every --val-every
+    steps and end on the weights with the best validation loss (agents.schedule); the validation
+    curve goes to metrics.json"""
+    val_every: int = 100
+    """optimizer steps between validations (with --val-images)"""
+    stages: int = 1
+    """stages of the dual epochs, as GDFS trains (agents.schedule): the pixel policy's noise and
+    temperature annealed geometrically from stage to stage and constant within one, a fresh Adam per
+    stage, each stage at most a 1/S share of the steps (and of the time budget) and starting from the
+    best validated weights so far; 1 = one stage, noise and temperature annealed linearly"""
+    plateau_patience: int = 0
+    """with --val-images: cut both learning rates by 0.2 after more than P validations of a stage
+    without a new best, and end the stage after more than P + 1 (GDFS: 2; 0 = off)"""
     perception_lr: float = 1e-3
     """Adam learning rate of the perception optimizer"""
     attention_lr: float = 1e-3
@@ -122,7 +138,10 @@ class Args:
     pixel_candidates: int = 16
     """pixel policy: K, the top-K Gumbel-perturbed pixels whose increments the training relaxation mixes"""
     pixel_temperature: float = 1.0
-    """pixel policy: temperature of the Gumbel-softmax relaxation"""
+    """pixel policy: temperature of the Gumbel-softmax relaxation (at the start)"""
+    pixel_temperature_final: float | None = None
+    """pixel policy: the relaxation's temperature at the end of the dual epochs, annealed geometrically
+    on the noise's schedule (None: --pixel-temperature throughout)"""
     core: str = "random-glimpses"
     """the perception core to start from: the packaged core trained on random glimpses
     ("random-glimpses"), a fresh init ("scratch"), a core pretrained on random glimpses first ("pretrain",
@@ -154,6 +173,7 @@ class Args:
 
 _PIXEL = dict(policy="pixel", attention_lr=1e-2, pixel_noise_final=0.1, epochs=5)
 _PIXEL_MEMORY = dict(_PIXEL, pixel_memory="pixels")
+_BEST = dict(_PIXEL_MEMORY, attention_credit="greedy", core="pretrain", channels=16, n_bins=32, encoding="learned")
 
 #: The recipes: name -> (what it is, the values that differ from :class:`Args`' defaults).
 PRESETS: dict[str, tuple[str, dict]] = {
@@ -163,7 +183,19 @@ PRESETS: dict[str, tuple[str, dict]] = {
     "pixel-memory": ("pixel, and the policy sees the pixels it has read (acts outside the environment)", _PIXEL_MEMORY),
     "best": (
         "pixel-memory with greedy credit, on a 16x32 core with the learned encoding pretrained first",
-        dict(_PIXEL_MEMORY, attention_credit="greedy", core="pretrain", channels=16, n_bins=32, encoding="learned"),
+        _BEST,
+    ),
+    "gdfs": (
+        "best, trained on GDFS's schedule: 10,000 validation images, 5 stages (noise and temperature 1 -> 0.1), "
+        "plateau learning rates, best validated weights",
+        dict(
+            _BEST,
+            val_images=10_000,
+            val_every=65,
+            stages=5,
+            pixel_temperature_final=0.1,
+            plateau_patience=2,
+        ),
     ),
     "argmin": ("ablation: attention toward the least probable class", dict(attention_target="argmin")),
     "second": ("ablation: attention toward the runner-up class", dict(attention_target="second")),
@@ -218,6 +250,31 @@ def check_args(args: Args) -> None:
         raise ValueError(f"--batch-size must be between 1 and 60000 (the training images), got {args.batch_size}.")
     if args.glimpses < 1:
         raise ValueError(f"--glimpses must be >= 1, got {args.glimpses}.")
+    if not 0 <= args.val_images <= 60_000 - args.batch_size:
+        raise ValueError(
+            f"--val-images must be between 0 and {60_000 - args.batch_size} (the training images less one batch), "
+            f"got {args.val_images}."
+        )
+    for name in ("val_every", "stages"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}.")
+    if args.plateau_patience < 0:
+        raise ValueError(f"--plateau-patience must be >= 0 (0 = off), got {args.plateau_patience}.")
+    if args.plateau_patience > 0 and args.val_images == 0:
+        raise ValueError("--plateau-patience watches the validation loss: pass --val-images N (GDFS: 10000).")
+    if args.lr_final != 1.0 and (args.stages > 1 or args.plateau_patience > 0):
+        raise ValueError(
+            "--lr-final anneals one stage's learning rates; with --stages or --plateau-patience each stage "
+            "restarts them and the plateau cuts them: drop --lr-final."
+        )
+    if args.policy == "pixel" and args.stages > 1 and not args.pixel_noise_final > 0:
+        raise ValueError(
+            f"--stages anneals the noise geometrically, which needs --pixel-noise-final > 0, got {args.pixel_noise_final}."
+        )
+    for name in ("pixel_temperature", "pixel_temperature_final"):
+        value = getattr(args, name)
+        if value is not None and not value > 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {value}.")
     if not args.lr_final > 0:
         raise ValueError(f"lr_final must be > 0 (1 = constant learning rates), got {args.lr_final}.")
     if args.core not in ("scratch", "random-glimpses", "pretrain") and not Path(args.core).is_file():
@@ -246,7 +303,14 @@ def check_args(args: Args) -> None:
     pixel_presets = [name for name, (_, values) in PRESETS.items() if values.get("policy") == "pixel"]
     refuse_unless(
         args.policy == "pixel",
-        ("pixel_memory", "pixel_estimator", "pixel_candidates", "pixel_noise_final", "pixel_temperature"),
+        (
+            "pixel_memory",
+            "pixel_estimator",
+            "pixel_candidates",
+            "pixel_noise_final",
+            "pixel_temperature",
+            "pixel_temperature_final",
+        ),
         f"is an option of the pixel policy ({', '.join(pixel_presets)}), not of --preset {args.preset}.",
     )
     refuse_unless(
@@ -340,11 +404,18 @@ def main(args: Args, stop_after: int | None = None) -> dict:
         attention_credit=args.attention_credit,
     )
 
-    steps_per_epoch = len(data) // args.batch_size
+    train_count = len(data) - args.val_images  # the last --val-images are held out
+    validation = (data.images[train_count:], data.labels[train_count:]) if args.val_images else None
+    steps_per_epoch = train_count // args.batch_size
     readout = Sampler("nearest")
     schedule = {"dual": args.epochs * steps_per_epoch, "readout": round(args.readout_epochs * steps_per_epoch)}
     steps_done = dict.fromkeys(schedule, 0)
-    batches = ShuffledBatches(len(data), args.batch_size, device)
+    batches = ShuffledBatches(train_count, args.batch_size, device)
+    plateau = Plateau(max(args.plateau_patience, 0))
+    # The staged schedule's position: the stage, and the step and dual clock at which it began.
+    stage = {"index": 0, "start_step": 0, "start_clock": 0.0}
+    curve: list[dict] = []  # validations
+    best_restored = False  # the dual phase ended on the best validated weights
     saved = resume.restore()
     clock = dict.fromkeys(schedule, 0.0)  # seconds spent in each phase (counted against --budget-seconds)
     if saved is not None:
@@ -352,6 +423,9 @@ def main(args: Args, stop_after: int | None = None) -> dict:
         batches.load_state_dict(saved["batches"])
         steps_done.update(saved["steps_done"])
         clock.update(saved.get("clock", {}))
+        plateau.load_state_dict(saved["plateau"])
+        stage.update(saved["stage"])
+        curve, best_restored = saved["curve"], saved["best_restored"]
     budget = {phase: BUDGET_SHARES[phase] * args.budget_seconds or math.inf for phase in schedule}
     if args.max_train_seconds > 0:
         budget["dual"] = args.max_train_seconds
@@ -367,25 +441,77 @@ def main(args: Args, stop_after: int | None = None) -> dict:
             "batches": batches.state_dict(),
             "steps_done": dict(steps_done),
             "clock": dict(clock),
+            "plateau": plateau.state_dict(),
+            "stage": dict(stage),
+            "curve": list(curve),
+            "best_restored": best_restored,
         }
+
+    def weights() -> dict:
+        return {"policy": policy.state_dict(), "core": core.state_dict()}
+
+    def restore_best() -> None:
+        if plateau.best_state is not None:
+            policy.load_state_dict(plateau.best_state["policy"])
+            core.load_state_dict(plateau.best_state["core"])
+
+    def validate_now() -> None:
+        loss, accuracy = validate(policy, core, *validation, args.glimpses)
+        best = plateau.update(loss, weights(), steps_done["dual"])
+        table = accuracy_table(accuracy)
+        curve.append(
+            {
+                "step": steps_done["dual"],
+                "seconds": round(clock["dual"], 1),
+                "stage": stage["index"],
+                "loss": round(loss, 5),
+                "accuracy": table,
+                "best": best,
+            }
+        )
+        writer.add_scalar("validation/loss", loss, steps_done["dual"])
+        writer.add_scalar("validation/accuracy_last", table[str(args.glimpses)], steps_done["dual"])
+        if args.plateau_patience > 0:
+            trainer.scale_learning_rates(plateau.scale)
+
+    def stage_over() -> bool:
+        """Whether the current stage has had its share of steps or time, or stopped improving."""
+        steps = steps_done["dual"] - stage["start_step"] >= schedule["dual"] // args.stages
+        seconds = clock["dual"] - stage["start_clock"] > budget["dual"] / args.stages
+        return steps or seconds or (args.plateau_patience > 0 and plateau.stop)
 
     with resume, progress:
         for phase, phase_steps in schedule.items():
             phase_start = time.time() - clock[phase]
-            for _ in range(phase_steps - steps_done[phase]):
+            while steps_done[phase] < phase_steps:
                 clock[phase] = time.time() - phase_start
                 if clock[phase] > budget[phase]:
                     break
+                if phase == "dual" and args.stages > 1 and stage_over():
+                    if stage["index"] == args.stages - 1:
+                        break
+                    # The next stage starts from the best validated weights, with fresh optimizers.
+                    stage.update(index=stage["index"] + 1, start_step=steps_done["dual"], start_clock=clock["dual"])
+                    restore_best()
+                    trainer.reset_optimizers()
+                    plateau.new_stage()
                 resume.step(sum(steps_done.values()), run_state)
                 batch = next(batches)
                 images, labels = data.images[batch].float() / 255.0, data.labels[batch]
                 global_step = sum(steps_done.values())
                 if phase == "dual":
-                    done = steps_done["dual"] / schedule["dual"]  # linear schedules over the dual epochs ...
-                    if args.budget_seconds > 0:  # ... or over its time budget, whichever ends first
-                        done = min(1.0, max(done, clock["dual"] / budget["dual"]))
+                    if args.stages > 1:  # geometric from stage to stage, constant within one
+                        done = stage["index"] / (args.stages - 1)
+                        noise = stage_value(1.0, args.pixel_noise_final, stage["index"], args.stages)
+                    else:
+                        done = steps_done["dual"] / schedule["dual"]  # linear schedules over the dual epochs ...
+                        if args.budget_seconds > 0:  # ... or over its time budget, whichever ends first
+                            done = min(1.0, max(done, clock["dual"] / budget["dual"]))
+                        noise = 1.0 - (1.0 - args.pixel_noise_final) * done
                     if isinstance(policy, PixelAttention):
-                        policy.noise = 1.0 - (1.0 - args.pixel_noise_final) * done
+                        policy.noise = noise
+                        final = args.pixel_temperature_final or args.pixel_temperature
+                        policy.temperature = args.pixel_temperature * (final / args.pixel_temperature) ** done
                     if args.lr_final != 1.0:
                         trainer.scale_learning_rates(1.0 - (1.0 - args.lr_final) * done)
                     stats = trainer.step(images, labels)
@@ -401,6 +527,13 @@ def main(args: Args, stop_after: int | None = None) -> dict:
                         progress.set_postfix(phase="readout", loss=f"{loss:.3f}")
                 progress.update()
                 steps_done[phase] += 1
+                if phase == "dual" and validation is not None and steps_done["dual"] % args.val_every == 0:
+                    validate_now()
+            if phase == "dual" and validation is not None and not best_restored:
+                if not curve or curve[-1]["step"] != steps_done["dual"]:
+                    validate_now()  # the dual phase's last weights
+                restore_best()  # the read-out and evaluation start from the best validated weights
+                best_restored = True
     train_seconds = time.time() - start
 
     policy.eval()
@@ -429,6 +562,19 @@ def main(args: Args, stop_after: int | None = None) -> dict:
         readout_steps=steps_done["readout"],
         preset=args.preset,
         run_id=resume.run_id,
+        **(
+            {
+                "validation": {
+                    "images": args.val_images,
+                    "best_step": plateau.best_step,
+                    "best_loss": round(plateau.best_loss, 5),
+                    "stages_run": stage["index"] + 1,
+                    "curve": curve,
+                }
+            }
+            if validation is not None
+            else {}
+        ),
     )
     print(f"drawing glimpse trails to {out / 'glimpses.png'} ...", flush=True)
     plot_glimpse_trails(policy, core, args.glimpses, out / "glimpses.png", device=device)
