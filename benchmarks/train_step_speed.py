@@ -1,7 +1,7 @@
 """How fast each differentiable agent trains: optimizer steps per second of
 :class:`agents.differentiable.DualOptimizerTrainer` (batch 256, 25 glimpses, the script's settings),
 for the continuous attention network and for :class:`agents.pixel_attention.PixelAttention` with each
-memory, gradient estimator and attention credit. The variants take turns, one step each, so every
+memory, gradient estimator and attention credit, and as a value head (``attention_target="value"``). The variants take turns, one step each, so every
 one sees the same machine load; the ratio column is against the first variant.
 
     python benchmarks/train_step_speed.py
@@ -28,14 +28,15 @@ from envs.data import load_mnist
 from envs.perception import RANDOM_GLIMPSES_PATH, PerceptionCore
 from envs.sampler import Sampler
 
-#: name -> (policy, PixelAttention memory, pixel estimator, attention credit)
-VARIANTS: dict[str, tuple[str, str, str, str]] = {
-    "attention": ("attention", "none", "mixture", "episode"),
-    "pixel": ("pixel", "none", "mixture", "episode"),
-    "pixel, estimator taken": ("pixel", "none", "taken", "episode"),
-    "pixel memory": ("pixel", "pixels", "mixture", "episode"),
-    "pixel memory, estimator taken": ("pixel", "pixels", "taken", "episode"),
-    "pixel memory, greedy credit": ("pixel", "pixels", "mixture", "greedy"),
+#: name -> (policy, PixelAttention memory, pixel estimator, attention credit, attention target)
+VARIANTS: dict[str, tuple[str, str, str, str, str]] = {
+    "attention": ("attention", "none", "mixture", "episode", "label"),
+    "pixel": ("pixel", "none", "mixture", "episode", "label"),
+    "pixel, estimator taken": ("pixel", "none", "taken", "episode", "label"),
+    "pixel memory": ("pixel", "pixels", "mixture", "episode", "label"),
+    "pixel memory, estimator taken": ("pixel", "pixels", "taken", "episode", "label"),
+    "pixel memory, greedy credit": ("pixel", "pixels", "mixture", "greedy", "label"),
+    "pixel memory, greedy credit, value target": ("pixel", "pixels", "mixture", "greedy", "value"),
 }
 
 
@@ -59,20 +60,28 @@ class Args:
 
 
 def make_trainer(
-    policy_kind: str, memory: str, estimator: str, credit: str, glimpses: int, core_path: Path, device: torch.device
+    policy_kind: str,
+    memory: str,
+    estimator: str,
+    credit: str,
+    target: str,
+    glimpses: int,
+    core_path: Path,
+    device: torch.device,
 ) -> DualOptimizerTrainer:
     """The trainer train/differentiable.py builds for this variant (its default learning rates)."""
     core = PerceptionCore.load(core_path, device).train()
     if policy_kind == "attention":
         policy = AttentionNetwork(core.observation_size, 128, glimpses, True).to(device)
     else:
-        policy = PixelAttention(core.observation_size, glimpses, 128, memory=memory).to(device)
+        exploration = "epsilon" if target == "value" else "gumbel"
+        policy = PixelAttention(core.observation_size, glimpses, 128, memory=memory, exploration=exploration).to(device)
     return DualOptimizerTrainer(
         policy,
         core,
         Sampler("bilinear"),
         glimpses,
-        attention_target="label",
+        attention_target=target,
         pixel_estimator=estimator,
         attention_credit=credit,
     )
