@@ -1,9 +1,12 @@
-"""Pretraining the perception core on uniformly random glimpses (the warm start of every agent's core).
+"""Pretraining the perception core before an agent uses it (the warm start of every agent's core).
 
-One step: draw a batch of training images, glimpse each ``T`` times at uniformly random locations
-(:class:`~agents.baselines.RandomGlimpses`), and take an Adam step on the perception loss over all
-glimpses. ``train/pretrain_perception.py`` runs it alone; ``train/differentiable.py --core pretrain``
-runs it before training its agent.
+* :func:`pretrain_core`, on random glimpses: one step draws a batch of training images, glimpses each
+  ``T`` times at uniformly random locations (:class:`~agents.baselines.RandomGlimpses`), and takes an
+  Adam step on the perception loss over all glimpses. ``train/pretrain_perception.py`` runs it alone;
+  ``train/differentiable.py --core pretrain`` runs it before training its agent.
+* :func:`pretrain_core_on_pixels`, in set form on exact pixels: while the core's weights on its
+  state are zero it is a plain SoftOrdering (order-free), so one step scores every prefix of a random
+  subset of pixels at once (``train/differentiable.py --core pretrain --pretrain-on pixels``).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import torch
 
 from agents.baselines import RandomGlimpses
 from agents.rollout import run_episodes
-from envs.data import MnistSplit
+from envs.data import IMAGE_SIZE, MnistSplit
 from envs.perception import PerceptionCore, perception_loss
 from envs.sampler import Sampler
 
@@ -61,3 +64,76 @@ def pretrain_core(
         if report is not None:
             report(step, loss.item())
     return core
+
+
+def pretrain_core_on_pixels(
+    core: PerceptionCore,
+    data: MnistSplit,
+    steps: int,
+    batch_size: int = 256,
+    pixels: int = 50,
+    learning_rate: float = 3e-3,
+    report: Callable[[int, float], None] | None = None,
+    max_seconds: float = math.inf,
+) -> PerceptionCore:
+    """Train ``core`` in place on exact pixels in set form, for ``steps`` Adam steps; returns it.
+
+    One step: for each of ``batch_size`` training images, ``pixels`` distinct pixels drawn uniformly
+    in random order, ``p_1 .. p_L``. With its state weights at zero, the core's histogram after the
+    first ``t`` of them is ``h_t = sum_{s <= t} SOHE(W_x enc(p_s) + b)`` (its increments do not depend
+    on the state), so all ``L`` prefixes are one batched increment and a cumulative sum, and the loss
+    is the cross-entropy of ``head(h_t)`` averaged over ``t = 1..L`` and the batch: a subset of every
+    size from 1 to ``L``, as GDFS pretrains its predictor on random masks. Each pixel is read exactly,
+    as the ``nearest`` read-out and a pixel choice read it.
+
+    The state weights get no gradient and stay zero: what a glimpse adds may depend on the state
+    only once the agent's training moves them. Batches and subsets are drawn with torch's global
+    generator.
+
+    :raises ValueError: if the core's state weights are not all zero (a core already trained with
+        them is not order-free; pretrain a fresh one).
+    """
+    if steps < 0 or batch_size < 1 or not 1 <= pixels <= IMAGE_SIZE * IMAGE_SIZE:
+        raise ValueError(
+            f"pretrain_core_on_pixels needs steps >= 0, batch_size >= 1 and 1 <= pixels <= 784; got {steps}, "
+            f"{batch_size}, {pixels}."
+        )
+    state_weights = core.rso.linear.weight[:, core.encoding.features :]
+    if bool(state_weights.any()):
+        raise ValueError(
+            "pretrain_core_on_pixels scores a subset's prefixes in set form, which needs the core's state weights "
+            "at zero (a fresh PerceptionCore); this core has non-zero ones. Pretrain a fresh core."
+        )
+    device = data.images.device
+    rows, cols = torch.meshgrid(torch.arange(IMAGE_SIZE), torch.arange(IMAGE_SIZE), indexing="ij")
+    centres = torch.stack([rows, cols], dim=-1).reshape(-1, 2).float().to(device)
+    optimizer = torch.optim.Adam(core.parameters(), lr=learning_rate)
+    core.train()
+    start = time.time()
+    for step in range(steps):
+        if time.time() - start > max_seconds:
+            break
+        batch = torch.randint(len(data), (batch_size,), device=device)
+        chosen = torch.rand(batch_size, IMAGE_SIZE * IMAGE_SIZE, device=device).argsort(dim=1)[:, :pixels]
+        values = (data.images[batch].flatten(1).float() / 255.0).gather(1, chosen)  # (B, L)
+        logits = prefix_logits(core, centres[chosen], values)
+        loss = perception_loss(logits, data.labels[batch])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if report is not None:
+            report(step, loss.item())
+    return core
+
+
+def prefix_logits(core: PerceptionCore, coords: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """The logits after each prefix of ``L`` glimpses, ``coords`` ``(B, L, 2)`` pixel units and ``values``
+    ``(B, L)`` -> ``(L, B, 10)``, in set form: what :meth:`~envs.perception.PerceptionCore.replay` gives
+    for a core whose state weights are zero, computed in one pass rather than ``L``."""
+    steps = values.shape[1]
+    # Laid out (L, B): the L glimpse slots are the rows that share the empty state (L, H). The prefix
+    # sums are one product with the lower-triangular ones (much faster than cumsum on the CPU).
+    empty = core.initial_histogram(steps, values.device)
+    increments = core.increments(empty, coords.transpose(0, 1), values.T)  # (L, B, H)
+    prefix = torch.ones(steps, steps, device=values.device).tril()  # prefix[t, s] = 1 for s <= t
+    return core((prefix @ increments.flatten(1)).view_as(increments))  # head(h_1 .. h_L)

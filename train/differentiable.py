@@ -49,7 +49,7 @@ from agents.differentiable import DualOptimizerTrainer
 from agents.evaluation import accuracy_by_glimpse, accuracy_table, claim_output, log_folder, summary, write_metrics
 from agents.figures import plot_glimpse_trails
 from agents.pixel_attention import PixelAttention
-from agents.pretrain import pretrain_core
+from agents.pretrain import pretrain_core, pretrain_core_on_pixels
 from agents.resume import Interrupted, ResumePoint
 from agents.schedule import Plateau, stage_value, validate
 from agents.shipped import AGENT_PATH
@@ -154,6 +154,10 @@ class Args:
     """glimpse encoding of a --core scratch or pretrain (envs.perception.GlimpseEncoding)"""
     pretrain_steps: int = 3000
     """--core pretrain: Adam steps on random glimpses (batch 256, lr 3e-3, as train/pretrain_perception.py)"""
+    pretrain_on: Literal["glimpses", "pixels"] = "glimpses"
+    """--core pretrain: T uniformly random glimpses read with the training sampler, one after the other
+    (agents.pretrain.pretrain_core), or 50 distinct random pixels read exactly, every prefix scored at
+    once in set form (agents.pretrain.pretrain_core_on_pixels)"""
     seed: int = 0
     """seed of python, numpy and torch"""
     device: str = "auto"
@@ -298,7 +302,9 @@ def check_args(args: Args) -> None:
         "or --core pretrain, or leave the size at its default.",
     )
     refuse_unless(
-        args.core == "pretrain", ("pretrain_steps",), f"is an option of --core pretrain, not of --core {args.core}."
+        args.core == "pretrain",
+        ("pretrain_steps", "pretrain_on"),
+        f"is an option of --core pretrain, not of --core {args.core}.",
     )
     pixel_presets = [name for name, (_, values) in PRESETS.items() if values.get("policy") == "pixel"]
     refuse_unless(
@@ -347,15 +353,15 @@ def build_core(args: Args, data, device: torch.device, out: Path) -> PerceptionC
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(0)
         core = PerceptionCore(PerceptionConfig(args.channels, args.n_bins, encoding=args.encoding)).to(device)
-        with tqdm(total=args.pretrain_steps, desc="pretrain core on random glimpses") as progress:
-            pretrain_core(
-                core,
-                data,
-                args.pretrain_steps,
-                glimpses=args.glimpses,
+        with tqdm(total=args.pretrain_steps, desc=f"pretrain core on random {args.pretrain_on}") as progress:
+            settings = dict(
                 report=lambda step, loss: progress.update(),
                 max_seconds=BUDGET_SHARES["pretrain"] * args.budget_seconds or math.inf,
             )
+            if args.pretrain_on == "pixels":
+                pretrain_core_on_pixels(core, data, args.pretrain_steps, **settings)
+            else:
+                pretrain_core(core, data, args.pretrain_steps, glimpses=args.glimpses, **settings)
     core.save(path, trained_by="train/differentiable.py --core pretrain", args=vars(args))
     return core.train()
 
