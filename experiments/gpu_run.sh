@@ -13,6 +13,9 @@
 # LEARNED=1 runs only the learned-encoding set instead (8 runs side by side, batch 256, TRAIN_SECONDS
 # of dual-optimizer training each, then the read-out epoch): 32x4 and 64x4 scratch cores with
 # encoding "learned" (seeds 0, 1, 2), the default agent and a learned-encoding fixed sequence.
+# BEST=1 runs only the best recipe (PRESET, default best; gdfs for GDFS's schedule) for seeds 0, 1, 2
+# side by side, each fitted into BUDGET seconds (--budget-seconds, default 420: core pretraining,
+# dual epochs and read-out included), and writes OUT/best_gpu.json naming the device.
 set -u
 OUT=${1:?usage: bash experiments/gpu_run.sh OUT_DIR}
 TRAIN_SECONDS=${TRAIN_SECONDS:-140}
@@ -40,6 +43,29 @@ if [ "${LEARNED:-0}" = 1 ]; then
   train fixed-learned32x4-s0 "${budget[@]}" "${learned[@]}" --preset fixed-sequence
   wait
   summary
+  exit 0
+fi
+
+if [ "${BEST:-0}" = 1 ]; then
+  for seed in 0 1 2; do
+    train "${PRESET:-best}-s$seed" --preset "${PRESET:-best}" --budget-seconds "${BUDGET:-420}" --seed "$seed"
+  done
+  wait
+  summary
+  python - "$OUT" "${PRESET:-best}" "${BUDGET:-420}" <<'PY'
+import json, sys
+from pathlib import Path
+out, preset, budget = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+runs = {p.parent.name: json.loads(p.read_text()) for p in sorted(out.glob("runs/*/metrics.json"))}
+result = {
+    "what": f"--preset {preset}, seeds 0, 1, 2 side by side on one device, --budget-seconds {budget:g} each",
+    "command": f"BEST=1 PRESET={preset} BUDGET={budget:g} bash experiments/gpu_run.sh OUT",
+    "device": (out / "gpu.txt").read_text().strip(),
+    "runs": {name: {k: m[k] for k in ("test_accuracy", "train_seconds", "optimizer_steps", "device")} for name, m in runs.items()},
+}
+(out / "best_gpu.json").write_text(json.dumps(result, indent=1) + "\n")
+print(json.dumps(result, indent=1))
+PY
   exit 0
 fi
 

@@ -54,7 +54,7 @@ from agents.resume import Interrupted, ResumePoint
 from agents.schedule import Plateau, stage_value, validate
 from agents.shipped import AGENT_PATH
 from envs.config import resolve_device
-from envs.data import ShuffledBatches, load_mnist
+from envs.data import MnistSplit, ShuffledBatches, load_mnist
 from envs.perception import RANDOM_GLIMPSES_PATH, PerceptionConfig, PerceptionCore
 from envs.sampler import Sampler
 
@@ -381,7 +381,8 @@ def main(args: Args, stop_after: int | None = None) -> dict:
     writer = SummaryWriter(str(log_folder(out)))
 
     data = load_mnist("train", device)
-    core = build_core(args, data, device, out)
+    train_count = len(data) - args.val_images  # the last --val-images are held out, from pretraining too
+    core = build_core(args, MnistSplit(data.images[:train_count], data.labels[:train_count]), device, out)
     if args.policy == "attention":
         policy = AttentionNetwork(core.observation_size, args.hidden, args.glimpses, args.step_bias).to(device)
     elif args.policy == "pixel":
@@ -410,7 +411,6 @@ def main(args: Args, stop_after: int | None = None) -> dict:
         attention_credit=args.attention_credit,
     )
 
-    train_count = len(data) - args.val_images  # the last --val-images are held out
     validation = (data.images[train_count:], data.labels[train_count:]) if args.val_images else None
     steps_per_epoch = train_count // args.batch_size
     readout = Sampler("nearest")
