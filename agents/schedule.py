@@ -12,7 +12,7 @@ choice*, the choice the selector makes when it acts. Here:
 * :class:`Plateau`: the learning-rate cuts, the early stopping and the best weights, fed one
   validation loss at a time, with a ``state_dict`` for resuming.
 
-``train/differentiable.py --stages S --val-images N --plateau-patience P`` (the ``gdfs`` preset)
+``train/differentiable.py --stages S --val-images N --plateau-patience P`` (the ``ablation-gdfs-schedule`` preset, docs/studies/gdfs-schedule.md)
 runs them.
 """
 

@@ -13,7 +13,7 @@
 # LEARNED=1 runs only the learned-encoding set instead (8 runs side by side, batch 256, TRAIN_SECONDS
 # of dual-optimizer training each, then the read-out epoch): 32x4 and 64x4 scratch cores with
 # encoding "learned" (seeds 0, 1, 2), the default agent and a learned-encoding fixed sequence.
-# BEST=1 runs only the best recipe (PRESET, default best; gdfs for GDFS's schedule) for seeds 0, 1, 2
+# BEST=1 runs only the best recipe (PRESET, default best; ablation-gdfs-schedule for GDFS's schedule) for seeds 0, 1, 2
 # side by side, each fitted into BUDGET seconds (--budget-seconds, default 420: core pretraining,
 # dual epochs and read-out included), and writes OUT/best_gpu.json naming the device.
 set -u

@@ -381,7 +381,10 @@ def test_presets_set_recipes_and_flags_change_them():
         (["--preset", "ablation-lr-final", "--stages", "2"], "drop --lr-final"),
         (["--plateau-patience", "2"], "pass --val-images N"),
         (["--val-images", "60000"], "--val-images must be between 0 and 59744"),
-        (["--preset", "gdfs", "--pixel-temperature-final", "0"], "--pixel-temperature-final must be > 0"),
+        (
+            ["--preset", "ablation-gdfs-schedule", "--pixel-temperature-final", "0"],
+            "--pixel-temperature-final must be > 0",
+        ),
         (["--stages", "0"], "--stages must be >= 1"),
         (["--batch-size", "0"], "--batch-size must be between 1 and 60000"),
         (["--epochs", "-1"], "must be >= 0"),

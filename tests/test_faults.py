@@ -123,7 +123,7 @@ def test_a_finished_run_is_not_overwritten_without_overwrite_and_failed_writes_k
     assert (run / "checkpoint.pt").read_bytes() == good and sorted(p.name for p in run.iterdir()) == ["checkpoint.pt"]
 
 
-@pytest.mark.parametrize("preset", ["continuous", "pixel-memory", "gdfs"])
+@pytest.mark.parametrize("preset", ["continuous", "pixel-memory", "ablation-gdfs-schedule"])
 def test_an_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, preset):
     """Stopped mid-epoch (as by SIGINT), then --resume: the same final weights as a run never stopped
     (with the staged schedule: the same validations, stages and best weights too)."""
@@ -135,7 +135,9 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, preset
         )
         if preset != "continuous":
             settings["pixel_candidates"] = 4
-        if preset == "gdfs":  # 3 steps per epoch on 55,000 images, 3 stages of 2 steps, a validation a step
+        if (
+            preset == "ablation-gdfs-schedule"
+        ):  # 3 steps per epoch on 55,000 images, 3 stages of 2 steps, a validation a step
             settings.update(epochs=2, pretrain_steps=2, val_images=5_000, val_every=1, stages=3, plateau_patience=1)
             settings.update(channels=4, n_bins=4)  # a small core: the schedule is under test
         return script.dataclasses.replace(script.preset_args(preset), **{**settings, **extra})
@@ -155,7 +157,7 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, preset
     for part in ("policy", "core"):
         for key, value in whole[part]["state_dict"].items():
             assert torch.equal(value, cut[part]["state_dict"][key]), (part, key)
-    if preset == "gdfs":
+    if preset == "ablation-gdfs-schedule":
         whole, cut = (
             json.loads((tmp_path / run / "metrics.json").read_text())["validation"] for run in ("whole", "cut")
         )

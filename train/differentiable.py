@@ -189,8 +189,8 @@ PRESETS: dict[str, tuple[str, dict]] = {
         "pixel-memory with greedy credit, on a 16x32 core with the learned encoding pretrained first",
         _BEST,
     ),
-    "gdfs": (
-        "best, trained on GDFS's schedule: 10,000 validation images, 5 stages (noise and temperature 1 -> 0.1), "
+    "ablation-gdfs-schedule": (
+        "ablation: best on GDFS's schedule: 10,000 validation images, 5 stages (noise and temperature 1 -> 0.1), "
         "plateau learning rates, best validated weights",
         dict(
             _BEST,
