@@ -57,6 +57,8 @@ import json, sys
 from pathlib import Path
 out, preset, budget = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3])
 runs = {p.parent.name: json.loads(p.read_text()) for p in sorted(out.glob("runs/*/metrics.json"))}
+if not runs:
+    sys.exit(f"no run finished: see {out}/runs/*.log")
 result = {
     "what": f"--preset {preset}, seeds 0, 1, 2 side by side on one device, --budget-seconds {budget:g} each",
     "command": f"BEST=1 PRESET={preset} BUDGET={budget:g} bash experiments/gpu_run.sh OUT",
