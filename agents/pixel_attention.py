@@ -19,7 +19,7 @@ from torch import nn
 
 from agents.checkpoint import SavedPolicy
 from envs.data import IMAGE_SIZE
-from envs.sampler import Sampler, pixel_to_action
+from envs.sampler import Sampler, pixel_centres, pixel_to_action
 
 #: An episode's glimpses so far, ``(coords (B, t, 2) pixel units, values (B, t))``.
 History = tuple[torch.Tensor, torch.Tensor]
@@ -111,8 +111,7 @@ class PixelAttention(SavedPolicy, nn.Module):
         )
         nn.init.normal_(self.net[-1].weight, std=0.01)
         nn.init.zeros_(self.net[-1].bias)
-        rows, cols = torch.meshgrid(torch.arange(IMAGE_SIZE), torch.arange(IMAGE_SIZE), indexing="ij")
-        self.register_buffer("centres", torch.stack([rows, cols], dim=-1).reshape(-1, 2).float(), persistent=False)
+        self.register_buffer("centres", pixel_centres(), persistent=False)
 
     checkpoint_kind = "pixel-attention"
 

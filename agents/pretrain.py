@@ -21,7 +21,7 @@ from agents.baselines import RandomGlimpses
 from agents.rollout import run_episodes
 from envs.data import IMAGE_SIZE, MnistSplit
 from envs.perception import PerceptionCore, perception_loss
-from envs.sampler import Sampler
+from envs.sampler import Sampler, pixel_centres
 
 
 def pretrain_core(
@@ -48,16 +48,33 @@ def pretrain_core(
         )
     device = data.images.device
     policy, sampler = RandomGlimpses(), sampler or Sampler("bilinear")
+
+    def batch_loss() -> torch.Tensor:
+        batch = torch.randint(len(data), (batch_size,), device=device)
+        images = data.images[batch].float() / 255.0
+        episode = run_episodes(policy, core, sampler, images, glimpses)
+        return perception_loss(episode.logits, data.labels[batch])
+
+    return _adam_steps(core, batch_loss, steps, learning_rate, report, max_seconds)
+
+
+def _adam_steps(
+    core: PerceptionCore,
+    batch_loss: Callable[[], torch.Tensor],
+    steps: int,
+    learning_rate: float,
+    report: Callable[[int, float], None] | None,
+    max_seconds: float,
+) -> PerceptionCore:
+    """``steps`` Adam steps on ``core`` (train mode), each on a fresh ``batch_loss()``, stopping after
+    the step that passes ``max_seconds`` of wall clock; ``report(step, loss)`` after every step."""
     optimizer = torch.optim.Adam(core.parameters(), lr=learning_rate)
     core.train()
     start = time.time()
     for step in range(steps):
         if time.time() - start > max_seconds:
             break
-        batch = torch.randint(len(data), (batch_size,), device=device)
-        images = data.images[batch].float() / 255.0
-        episode = run_episodes(policy, core, sampler, images, glimpses)
-        loss = perception_loss(episode.logits, data.labels[batch])
+        loss = batch_loss()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -105,25 +122,15 @@ def pretrain_core_on_pixels(
             "at zero (a fresh PerceptionCore); this core has non-zero ones. Pretrain a fresh core."
         )
     device = data.images.device
-    rows, cols = torch.meshgrid(torch.arange(IMAGE_SIZE), torch.arange(IMAGE_SIZE), indexing="ij")
-    centres = torch.stack([rows, cols], dim=-1).reshape(-1, 2).float().to(device)
-    optimizer = torch.optim.Adam(core.parameters(), lr=learning_rate)
-    core.train()
-    start = time.time()
-    for step in range(steps):
-        if time.time() - start > max_seconds:
-            break
+    centres = pixel_centres(device)
+
+    def batch_loss() -> torch.Tensor:
         batch = torch.randint(len(data), (batch_size,), device=device)
         chosen = torch.rand(batch_size, IMAGE_SIZE * IMAGE_SIZE, device=device).argsort(dim=1)[:, :pixels]
         values = (data.images[batch].flatten(1).float() / 255.0).gather(1, chosen)  # (B, L)
-        logits = prefix_logits(core, centres[chosen], values)
-        loss = perception_loss(logits, data.labels[batch])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if report is not None:
-            report(step, loss.item())
-    return core
+        return perception_loss(prefix_logits(core, centres[chosen], values), data.labels[batch])
+
+    return _adam_steps(core, batch_loss, steps, learning_rate, report, max_seconds)
 
 
 def prefix_logits(core: PerceptionCore, coords: torch.Tensor, values: torch.Tensor) -> torch.Tensor:

@@ -44,6 +44,12 @@ def pixel_to_action(coords: torch.Tensor) -> torch.Tensor:
     return coords * (2.0 / _MAX_INDEX) - 1.0
 
 
+def pixel_centres(device: torch.device | str | None = None) -> torch.Tensor:
+    """The 784 pixel centres ``(i, j)`` in pixel units, row-major (row ``k // 28``, column ``k % 28``): ``(784, 2)`` float."""
+    rows, cols = torch.meshgrid(torch.arange(IMAGE_SIZE), torch.arange(IMAGE_SIZE), indexing="ij")
+    return torch.stack([rows, cols], dim=-1).reshape(-1, 2).float().to(device)
+
+
 class Sampler:
     """Batched, differentiable read-out of one value per image at continuous coordinates.
 

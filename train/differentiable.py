@@ -417,7 +417,7 @@ def main(args: Args, stop_after: int | None = None) -> dict:
     schedule = {"dual": args.epochs * steps_per_epoch, "readout": round(args.readout_epochs * steps_per_epoch)}
     steps_done = dict.fromkeys(schedule, 0)
     batches = ShuffledBatches(train_count, args.batch_size, device)
-    plateau = Plateau(max(args.plateau_patience, 0))
+    plateau = Plateau(args.plateau_patience)
     # The staged schedule's position: the stage, and the step and dual clock at which it began.
     stage = {"index": 0, "start_step": 0, "start_clock": 0.0}
     curve: list[dict] = []  # validations
