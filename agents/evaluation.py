@@ -69,6 +69,21 @@ def accuracy_on(
 
 
 @torch.no_grad()
+def agent_glimpses(
+    policy: GlimpsePolicy, core: PerceptionCore, glimpses: int, images: torch.Tensor, batch_size: int = 2500
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The glimpses an agent (``policy`` reading with ``core``) takes on ``images`` (``uint8``
+    ``(N, 28, 28)``) with the ``nearest`` read-out: ``coords`` ``(N, T, 2)`` pixel units, ``values`` ``(N, T)``."""
+    coords, values = [], []
+    for start in range(0, len(images), batch_size):
+        batch = images[start : start + batch_size].float() / 255.0
+        episode = run_episodes(policy, core, Sampler("nearest"), batch, glimpses)
+        coords.append(episode.coords.transpose(0, 1))
+        values.append(episode.values.transpose(0, 1))
+    return torch.cat(coords), torch.cat(values)
+
+
+@torch.no_grad()
 def accuracy_in_env(
     policy: GlimpsePolicy,
     core: PerceptionCore,

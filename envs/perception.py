@@ -21,7 +21,7 @@ from torch import nn
 
 from .atomic import write_atomic
 from .data import IMAGE_SIZE, NUM_CLASSES, file_sha256
-from .sampler import Sampler, pixel_to_action
+from .sampler import Sampler, pixel_centres, pixel_to_action
 from .soft_ordering import RecurrentSoftOrdering
 
 #: The packaged pretrained core that environments load by default: the core of the continuous
@@ -49,7 +49,7 @@ PACKAGED_SHA256 = {
 CHECKPOINT_FORMAT = "mnist-glimpse/perception-core/v1"
 
 GLIMPSE_FEATURES = 3  # (i, j, value)
-ENCODINGS = ("plain", "fourier", "learned")
+ENCODINGS = ("plain", "fourier", "learned", "embedding")
 
 
 @dataclass(frozen=True)
@@ -58,18 +58,28 @@ class PerceptionConfig:
 
     :param channels: channels of the RecurrentSoftOrdering linear layer.
     :param n_bins: soft bins per channel; the histogram has ``channels * n_bins`` entries.
-    :param hidden: width of the classifier head's hidden layer.
+    :param hidden: width of the classifier head's hidden layers.
     :param encoding: how a glimpse ``(i, j, value)`` is presented to that linear layer
         (:class:`GlimpseEncoding`); the histogram's size does not depend on it.
+    :param head_layers: hidden layers of the classifier head (GDFS's predictor has 2 of width 512).
+    :param dropout: dropout after each hidden layer of the head (GDFS's: 0.3); active in train mode only.
     """
 
     channels: int = 32
     n_bins: int = 4
     hidden: int = 128
     encoding: str = "plain"
+    head_layers: int = 1
+    dropout: float = 0.0
 
     def __post_init__(self) -> None:
         _check_encoding(self.encoding)
+        for name in ("channels", "n_bins", "hidden", "head_layers"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"PerceptionConfig.{name} must be a positive integer, got {value!r}.")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"PerceptionConfig.dropout must lie in [0, 1), got {self.dropout!r}.")
 
 
 def _check_encoding(kind: str) -> None:
@@ -94,24 +104,41 @@ class GlimpseEncoding(nn.Module):
       at the Fourier features and read bilinearly (:meth:`_learned`). The pixel-choosing agent with
       memory uses it on a pretrained 16x32 core (``train/differentiable.py --preset best``); its
       comparison with ``"plain"`` there is in docs/studies/pixel-memory.md.
+    * ``"embedding"``: as ``"learned"``, with a table ``width`` wide (a core passes its number of
+      channels), started at ``N(0, 1 / width)`` so that the linear layer's initial weights give
+      pre-activations of the same spread as with the other encodings. ``"learned"``'s 16 location
+      features cap the code of one glimpse at about 19 dimensions whatever the number of channels;
+      here the ink-gated and background-gated tables span as many as the channels, so a channel can
+      weigh every pixel on its own, as the first layer of an MLP on the masked image does. Read at a
+      pixel centre, the glimpse's pre-activation is ``W_x [i, j, v E_p, (1 - v) E_p, v] + b``: a linear
+      layer on GDFS's masked input ``[x * m, m]`` restricted to that pixel.
 
     ``forward(positions (B, 2), values (B,)) -> (B, features)``.
+
+    :param kind: one of :data:`ENCODINGS`.
+    :param width: rows' width of ``"embedding"``'s table (``None`` for the other kinds).
     """
 
     FREQUENCIES = 4
 
-    def __init__(self, kind: str = "plain") -> None:
+    def __init__(self, kind: str = "plain", width: int | None = None) -> None:
         super().__init__()
         _check_encoding(kind)
+        if (kind == "embedding") != (width is not None) or (width is not None and width < 1):
+            raise ValueError(
+                f"GlimpseEncoding({kind!r}, width={width!r}): the 'embedding' encoding needs a positive width "
+                "(PerceptionCore passes its channels) and the other encodings take none."
+            )
         self.kind = kind
-        self.features = GLIMPSE_FEATURES if kind == "plain" else GLIMPSE_FEATURES + 8 * self.FREQUENCIES
+        location = {"plain": 0, "embedding": width}.get(kind, 4 * self.FREQUENCIES)
+        self.features = GLIMPSE_FEATURES + 2 * location
         angular = torch.arange(1, self.FREQUENCIES + 1, dtype=torch.float32) * torch.pi / 2
         self.register_buffer("angular", angular, persistent=False)
         if kind == "learned":
             # phi at every pixel centre, (28 * 28, 4 * FREQUENCIES), starting as the Fourier features.
-            grid = pixel_to_action(torch.arange(IMAGE_SIZE, dtype=torch.float32))
-            centres = torch.stack(torch.meshgrid(grid, grid, indexing="ij"), dim=-1).reshape(-1, 2)
-            self.location_map = nn.Parameter(self._fourier(centres))
+            self.location_map = nn.Parameter(self._fourier(pixel_to_action(pixel_centres())))
+        elif kind == "embedding":
+            self.location_map = nn.Parameter(torch.randn(IMAGE_SIZE * IMAGE_SIZE, location) / location**0.5)
 
     def extra_repr(self) -> str:
         return f"{self.kind!r}, features={self.features}"
@@ -120,7 +147,7 @@ class GlimpseEncoding(nn.Module):
         value = values.unsqueeze(-1)
         if self.kind == "plain":
             return torch.cat([positions, value], dim=-1)
-        phi = self._fourier(positions) if self.kind == "fourier" else self._learned(positions)
+        phi = self._fourier(positions) if self.kind == "fourier" else self._learned(positions)  # learned, embedding
         return torch.cat([positions, value * phi, (1.0 - value) * phi, value], dim=-1)
 
     def _fourier(self, positions: torch.Tensor) -> torch.Tensor:
@@ -141,11 +168,23 @@ class GlimpseEncoding(nn.Module):
 
 
 class ClassifierHead(nn.Module):
-    """Histogram ``(B, H)`` -> class logits ``(B, 10)``: ``Linear -> ReLU -> Linear``."""
+    """Histogram ``(B, H)`` -> class logits ``(B, 10)``: ``layers`` times ``Linear -> ReLU [-> Dropout]``,
+    then ``Linear``.
 
-    def __init__(self, in_features: int, hidden: int, num_classes: int = NUM_CLASSES) -> None:
+    :param in_features: histogram size ``H``.
+    :param hidden: width of each hidden layer.
+    :param layers: number of hidden layers.
+    :param dropout: dropout probability after each hidden layer (no module when ``0``).
+    """
+
+    def __init__(
+        self, in_features: int, hidden: int, num_classes: int = NUM_CLASSES, layers: int = 1, dropout: float = 0.0
+    ) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+        blocks: list[nn.Module] = []
+        for width_in in [in_features] + [hidden] * (layers - 1):
+            blocks += [nn.Linear(width_in, hidden), nn.ReLU()] + ([nn.Dropout(dropout)] if dropout > 0 else [])
+        self.net = nn.Sequential(*blocks, nn.Linear(hidden, num_classes))
 
     def forward(self, histogram: torch.Tensor) -> torch.Tensor:
         return self.net(histogram)
@@ -165,9 +204,12 @@ class PerceptionCore(nn.Module):
     def __init__(self, config: PerceptionConfig | None = None) -> None:
         super().__init__()
         self.config = config or PerceptionConfig()
-        self.encoding = GlimpseEncoding(self.config.encoding)
+        width = self.config.channels if self.config.encoding == "embedding" else None
+        self.encoding = GlimpseEncoding(self.config.encoding, width)
         self.rso = RecurrentSoftOrdering(self.encoding.features, self.config.channels, self.config.n_bins)
-        self.head = ClassifierHead(self.rso.state_features, self.config.hidden)
+        self.head = ClassifierHead(
+            self.rso.state_features, self.config.hidden, layers=self.config.head_layers, dropout=self.config.dropout
+        )
 
     @property
     def histogram_size(self) -> int:

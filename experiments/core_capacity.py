@@ -40,10 +40,9 @@ import tyro
 from torch import nn
 
 from agents.checkpoint import load_agent
-from agents.rollout import run_episodes
+from agents.evaluation import agent_glimpses
 from envs.data import IMAGE_SIZE, load_mnist, shuffled_batches
 from envs.perception import PerceptionConfig, PerceptionCore, perception_loss
-from envs.sampler import Sampler
 
 
 @dataclass
@@ -73,21 +72,6 @@ def grid_glimpses() -> torch.Tensor:
     grid = torch.arange(6, 23, 4).float()
     coords = torch.stack(torch.meshgrid(grid, grid, indexing="ij"), dim=-1).reshape(-1, 2)
     return coords[torch.randperm(len(coords))]
-
-
-@torch.no_grad()
-def agent_glimpses(
-    policy: nn.Module, core: PerceptionCore, glimpses: int, images: torch.Tensor, batch_size: int = 2500
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The glimpses an agent (``policy`` reading with ``core``) takes on ``images`` (``uint8``
-    ``(N, 28, 28)``) with the ``nearest`` read-out: ``coords`` ``(N, T, 2)`` pixel units, ``values`` ``(N, T)``."""
-    coords, values = [], []
-    for start in range(0, len(images), batch_size):
-        batch = images[start : start + batch_size].float() / 255.0
-        episode = run_episodes(policy, core, Sampler("nearest"), batch, glimpses)
-        coords.append(episode.coords.transpose(0, 1))
-        values.append(episode.values.transpose(0, 1))
-    return torch.cat(coords), torch.cat(values)
 
 
 def masked_images(coords: torch.Tensor, values: torch.Tensor) -> torch.Tensor:

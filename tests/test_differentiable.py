@@ -319,7 +319,10 @@ def test_train_script_starts_from_a_core_checkpoint(tmp_path):
         script.main(script.Args(glimpses=2, epochs=1, core="missing.pt", out=str(tmp_path / "bad"), device="cpu"))
 
 
-@pytest.mark.parametrize("option", [{"channels": 16}, {"n_bins": 32}, {"encoding": "fourier"}])
+@pytest.mark.parametrize(
+    "option",
+    [{"channels": 16}, {"n_bins": 32}, {"encoding": "fourier"}, {"core_head_layers": 2}, {"core_dropout": 0.3}],
+)
 def test_train_script_rejects_core_sizes_without_scratch_core(tmp_path, option):
     """--channels, --n-bins and --encoding size a fresh core; with a warm start they would be ignored."""
     import train.differentiable as script
@@ -395,6 +398,23 @@ def test_options_a_recipe_would_ignore_are_refused(flags, message):
 
     with pytest.raises(ValueError, match=message):
         script.check_args(script.parse_args(flags))
+
+
+def test_core_head_and_embedding_size_a_pretrained_core_and_bad_sizes_write_nothing(tmp_path):
+    """--encoding embedding, --core-hidden, --core-head-layers and --core-dropout reach the fresh core;
+    a size PerceptionConfig refuses is refused before the output folder is touched."""
+    import train.differentiable as script
+
+    common = dict(glimpses=2, epochs=0, readout_epochs=0, core="pretrain", channels=4, n_bins=2, device="cpu")
+    with pytest.raises(ValueError, match="PerceptionConfig.dropout must lie in"):
+        script.main(script.Args(core_dropout=1.5, out=str(tmp_path / "bad"), **common))
+    assert not (tmp_path / "bad").exists()
+    options = dict(encoding="embedding", core_hidden=8, core_head_layers=2, core_dropout=0.3, pretrain_steps=1)
+    script.main(script.Args(out=str(tmp_path / "run"), **common, **options))
+    core = PerceptionCore.load(tmp_path / "run" / "core" / "perception.pt")
+    config = core.config
+    assert (config.encoding, config.hidden, config.head_layers, config.dropout) == ("embedding", 8, 2, 0.3)
+    assert core.encoding.location_map.shape == (784, 4)
 
 
 def test_core_pretrain_trains_a_core_first_then_reuses_it(tmp_path):

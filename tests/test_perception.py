@@ -121,7 +121,14 @@ def test_save_load_round_trip(make_core, tmp_path):
     core.save(path, step=123, note="hello")
     checkpoint = torch.load(path, weights_only=True)
     assert checkpoint["format"] == CHECKPOINT_FORMAT
-    assert checkpoint["config"] == {"channels": 6, "n_bins": 3, "hidden": 16, "encoding": "plain"}
+    assert checkpoint["config"] == {
+        "channels": 6,
+        "n_bins": 3,
+        "hidden": 16,
+        "encoding": "plain",
+        "head_layers": 1,
+        "dropout": 0.0,
+    }
     assert checkpoint["step"] == 123 and checkpoint["note"] == "hello"
     loaded = PerceptionCore.load(path)
     assert loaded is not core and loaded.config == core.config
@@ -332,3 +339,43 @@ def test_learned_core_round_trip(tmp_path, make_core):
     loaded = PerceptionCore.load(tmp_path / "learned.pt")
     assert torch.equal(loaded.encoding.location_map, core.encoding.location_map)
     assert torch.equal(loaded.replay(coords, values), core.replay(coords, values))
+
+
+def test_embedding_encoding_is_as_wide_as_the_channels_and_exact_at_pixel_centres(make_core, tmp_path):
+    from envs.perception import GlimpseEncoding
+    from envs.sampler import pixel_centres, pixel_to_action
+
+    core = make_core(4, PerceptionConfig(channels=8, n_bins=2, hidden=16, encoding="embedding"))
+    table = core.encoding.location_map
+    assert table.shape == (784, 8) and core.encoding.features == 3 + 2 * 8
+    # at a pixel centre the features are [i, j, v E_p, (1 - v) E_p, v] with E_p the pixel's row
+    centres = pixel_centres()[[0, 100, 783]]
+    values = torch.tensor([0.0, 0.4, 1.0])
+    features = core.encoding(pixel_to_action(centres), values)
+    rows = table[[0, 100, 783]]
+    torch.testing.assert_close(features[:, 2:10], values[:, None] * rows)
+    torch.testing.assert_close(features[:, 10:18], (1 - values[:, None]) * rows)
+    # the core trains, saves and loads like any other
+    coords, values = recorded_glimpses(3, 4, seed=3)
+    core.save(tmp_path / "embedding.pt")
+    assert torch.equal(
+        PerceptionCore.load(tmp_path / "embedding.pt").replay(coords, values), core.replay(coords, values)
+    )
+    with pytest.raises(ValueError, match="needs a positive width"):
+        GlimpseEncoding("embedding")
+    with pytest.raises(ValueError, match="take none"):
+        GlimpseEncoding("learned", 8)
+
+
+def test_head_layers_and_dropout(make_core):
+    core = make_core(0, PerceptionConfig(channels=4, n_bins=2, hidden=16, head_layers=2, dropout=0.3))
+    layers = [type(m).__name__ for m in core.head.net]
+    assert layers == ["Linear", "ReLU", "Dropout", "Linear", "ReLU", "Dropout", "Linear"]
+    histogram = torch.rand(5, core.histogram_size)
+    core.eval()
+    assert torch.equal(core(histogram), core(histogram))  # dropout only in train mode
+    # the default head keeps the packaged core's layout (its state_dict keys)
+    assert [type(m).__name__ for m in make_core(0).head.net] == ["Linear", "ReLU", "Linear"]
+    for bad in (dict(dropout=1.0), dict(head_layers=0), dict(channels=0), dict(n_bins=2.5)):
+        with pytest.raises(ValueError, match="PerceptionConfig"):
+            PerceptionConfig(**bad)

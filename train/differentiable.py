@@ -150,8 +150,14 @@ class Args:
     """RecurrentSoftOrdering channels of a --core scratch or pretrain"""
     n_bins: int = 4
     """soft bins per channel of a --core scratch or pretrain"""
-    encoding: Literal["plain", "fourier", "learned"] = "plain"
+    encoding: Literal["plain", "fourier", "learned", "embedding"] = "plain"
     """glimpse encoding of a --core scratch or pretrain (envs.perception.GlimpseEncoding)"""
+    core_hidden: int = 128
+    """width of the classifier head's hidden layers of a --core scratch or pretrain"""
+    core_head_layers: int = 1
+    """hidden layers of the classifier head of a --core scratch or pretrain (GDFS's predictor: 2 x 512)"""
+    core_dropout: float = 0.0
+    """dropout in the classifier head of a --core scratch or pretrain (GDFS's predictor: 0.3)"""
     pretrain_steps: int = 3000
     """--core pretrain: Adam steps on random glimpses (batch 256, lr 3e-3, as train/pretrain_perception.py)"""
     pretrain_on: Literal["glimpses", "pixels"] = "glimpses"
@@ -286,6 +292,7 @@ def check_args(args: Args) -> None:
             f"--core {args.core}: not random-glimpses, scratch, pretrain or an existing file; pass the path "
             "of a perception-core checkpoint (train/pretrain_perception.py --out PATH writes one)."
         )
+    core_config(args)  # a size PerceptionConfig refuses is refused here, before anything is written
     defaults = Args()
 
     def refuse_unless(condition: bool, names: tuple[str, ...], reason: str) -> None:
@@ -297,7 +304,7 @@ def check_args(args: Args) -> None:
 
     refuse_unless(
         args.core in ("scratch", "pretrain"),
-        ("channels", "n_bins", "encoding"),
+        ("channels", "n_bins", "encoding", "core_hidden", "core_head_layers", "core_dropout"),
         f"sizes a --core scratch or pretrain; --core {args.core} brings its own size. Pass --core scratch "
         "or --core pretrain, or leave the size at its default.",
     )
@@ -336,10 +343,17 @@ def check_args(args: Args) -> None:
 BUDGET_SHARES = {"pretrain": 0.2, "dual": 0.7, "readout": 0.1}
 
 
+def core_config(args: Args) -> PerceptionConfig:
+    """The size of a ``--core scratch`` or ``pretrain`` (checked by :class:`~envs.perception.PerceptionConfig`)."""
+    return PerceptionConfig(
+        args.channels, args.n_bins, args.core_hidden, args.encoding, args.core_head_layers, args.core_dropout
+    )
+
+
 def build_core(args: Args, data, device: torch.device, out: Path) -> PerceptionCore:
     """The core the agent starts from (``--core``); ``pretrain`` trains one first, or reuses ``OUT/core``'s."""
     if args.core == "scratch":
-        return PerceptionCore(PerceptionConfig(args.channels, args.n_bins, encoding=args.encoding)).to(device)
+        return PerceptionCore(core_config(args)).to(device)
     if args.core == "random-glimpses":
         return PerceptionCore.load(RANDOM_GLIMPSES_PATH, device).train()
     if args.core != "pretrain":
@@ -352,7 +366,7 @@ def build_core(args: Args, data, device: torch.device, out: Path) -> PerceptionC
     # random stream is left as if the core had been loaded from a file.
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(0)
-        core = PerceptionCore(PerceptionConfig(args.channels, args.n_bins, encoding=args.encoding)).to(device)
+        core = PerceptionCore(core_config(args)).to(device)
         with tqdm(total=args.pretrain_steps, desc=f"pretrain core on random {args.pretrain_on}") as progress:
             settings = dict(
                 report=lambda step, loss: progress.update(),

@@ -48,8 +48,12 @@ class Args:
     """soft bins per channel"""
     hidden: int = 128
     """classifier head hidden width"""
-    encoding: Literal["plain", "fourier", "learned"] = "plain"
+    encoding: Literal["plain", "fourier", "learned", "embedding"] = "plain"
     """glimpse encoding (envs.perception.GlimpseEncoding)"""
+    head_layers: int = 1
+    """classifier head hidden layers"""
+    dropout: float = 0.0
+    """dropout after each hidden layer of the classifier head"""
     seed: int = 0
     """seed of python, numpy and torch"""
     device: str = "auto"
@@ -70,10 +74,12 @@ def main(args: Args) -> None:
     if args.torch_threads > 0:
         torch.set_num_threads(args.torch_threads)
     device = resolve_device(args.device)
+    # a size PerceptionConfig refuses is refused before the output folder is claimed
+    config = PerceptionConfig(args.channels, args.n_bins, args.hidden, args.encoding, args.head_layers, args.dropout)
     claim_output(Path(args.out).parent, args.overwrite)
 
     data = load_mnist("train", device)
-    core = PerceptionCore(PerceptionConfig(args.channels, args.n_bins, args.hidden, args.encoding)).to(device)
+    core = PerceptionCore(config).to(device)
     start = time.time()
     with tqdm(total=args.steps, desc="pretrain perception") as progress:
 
