@@ -128,7 +128,10 @@ class PixelAttention(SavedPolicy, nn.Module):
         }
 
     def scores(
-        self, observation: torch.Tensor | dict[str, torch.Tensor], step: int, history: History | None = None
+        self,
+        observation: torch.Tensor | dict[str, torch.Tensor],
+        step: int | torch.Tensor,
+        history: History | None = None,
     ) -> torch.Tensor:
         """Unnormalised log-probabilities of the 784 pixels (row-major), ``(B, 784)``.
 
@@ -138,6 +141,8 @@ class PixelAttention(SavedPolicy, nn.Module):
         :param history: the episode's glimpses before ``step``, ``(coords (B, step, 2), values (B, step))``;
             ``memory="pixels"`` needs it (its :meth:`masked_image`), and gives the pixels already read the
             lowest score. ``memory="none"`` ignores it.
+        :param step: the glimpse ``t`` being chosen, one for the batch or ``(B,)`` integers, one per row
+            (a PPO minibatch mixes the steps of its episodes).
         """
         record = None
         if isinstance(observation, dict):
@@ -147,9 +152,10 @@ class PixelAttention(SavedPolicy, nn.Module):
                 f"PixelAttention expects observations of size {self.observation_size}, got {observation.shape[-1]}: "
                 "was it built for another perception core?"
             )
-        if step >= self.glimpses:
+        last = int(step.max()) if isinstance(step, torch.Tensor) else step
+        if last >= self.glimpses:
             raise IndexError(
-                f"PixelAttention has per-glimpse scores for {self.glimpses} glimpses; step {step} is past them."
+                f"PixelAttention has per-glimpse scores for {self.glimpses} glimpses; step {last} is past them."
             )
         if self.memory == "none":
             return self.net(observation) + self.beta[step]

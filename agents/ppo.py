@@ -16,6 +16,15 @@ deterministic action (the Gaussian's mean, clipped to ``[-1, 1]`` as the environ
 :func:`agents.evaluation.accuracy_by_glimpse` and :func:`agents.checkpoint.save_agent` work on it
 like on every other agent. It is rebuilt from ``(config, state_dict)`` alone (:meth:`SB3GlimpsePolicy.from_checkpoint_config`),
 so agent checkpoints need neither the SB3 zip nor pickled classes.
+
+With pixel actions (``train/ppo.py --action-type pixel``) the agent is sb3-contrib's ``MaskablePPO``
+on the record observation (``obs_type="record"``, ``action_type="pixel"``), and its actor is the
+differentiable agent's own policy class: :class:`PixelActorCriticPolicy` puts a
+:class:`~agents.pixel_attention.PixelAttention` (``memory="pixels"``) in the place of SB3's actor
+network, its 784 scores the categorical's logits (the pixels already read masked by the environment's
+``action_masks()``), beside an MLP critic. The policy that acts and is saved is that
+``PixelAttention``, so a PPO agent and a differentiable one load, act and evaluate alike, and PPO can
+start from the differentiable agent's weights (``--init-from``).
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 from gymnasium import spaces
+from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, MlpExtractor
@@ -38,6 +48,7 @@ from torch import nn
 from agents.baselines import FixedSequence
 from agents.checkpoint import SavedPolicy, load_agent
 from agents.evaluation import accuracy_on
+from agents.pixel_attention import NUM_PIXELS, PixelAttention
 from envs.data import load_mnist
 from envs.perception import PerceptionCore
 
@@ -282,14 +293,15 @@ class SB3GlimpsePolicy(SavedPolicy, nn.Module):
 
 
 def subset_accuracy(
-    policy: SB3GlimpsePolicy, core: PerceptionCore, images: torch.Tensor, labels: torch.Tensor, glimpses: int
+    policy: nn.Module, core: PerceptionCore, images: torch.Tensor, labels: torch.Tensor, glimpses: int
 ) -> torch.Tensor:
-    """Accuracy after each glimpse ``(T,)`` on ``uint8`` ``images``, nearest read-out, with the SB3
-    policy in evaluation mode for the rollout (:func:`agents.evaluation.accuracy_on`)."""
-    was_training = policy.policy.training
-    policy.policy.set_training_mode(False)
+    """Accuracy after each glimpse ``(T,)`` on ``uint8`` ``images``, nearest read-out, with the policy
+    (an :class:`SB3GlimpsePolicy` or a :class:`~agents.pixel_attention.PixelAttention`) in evaluation
+    mode for the rollout (:func:`agents.evaluation.accuracy_on`)."""
+    was_training = policy.training
+    policy.eval()
     accuracy = accuracy_on(policy, core, images, labels, glimpses)
-    policy.policy.set_training_mode(was_training)
+    policy.train(was_training)
     return accuracy
 
 
@@ -301,7 +313,8 @@ class SubsetEvalCallback(BaseCallback):
     "accuracy", "train_accuracy"}`` (the last: the stochastic policy's recent training episodes) with ``seconds`` the training time so far, evaluation excluded;
     ``seconds_to(threshold)`` the first such time at which the accuracy reached ``threshold``.
 
-    :param policy: the adapter over ``model.policy``.
+    :param policy: the adapter over ``model.policy``, or the :class:`~agents.pixel_attention.PixelAttention`
+        that acts in :class:`PixelActorCriticPolicy`.
     :param core: the perception core (the environment's, live, in joint training).
     :param glimpses: episode length ``T`` of the evaluation.
     :param budget: the glimpse count whose accuracy is recorded (``<= T``).
@@ -311,7 +324,7 @@ class SubsetEvalCallback(BaseCallback):
 
     def __init__(
         self,
-        policy: SB3GlimpsePolicy,
+        policy: nn.Module,
         core: PerceptionCore,
         glimpses: int,
         budget: int,
@@ -398,6 +411,20 @@ class ResumeCallback(BaseCallback):
         return True
 
 
+def _tensors(observation: Any) -> Any:
+    """An observation (an array, or a dict of arrays for ``obs_type="record"``) as CPU tensors, copied."""
+    if isinstance(observation, dict):
+        return {key: _tensors(value) for key, value in observation.items()}
+    return torch.from_numpy(np.asarray(observation).copy())
+
+
+def _arrays(observation: Any) -> Any:
+    """The inverse of :func:`_tensors`."""
+    if isinstance(observation, dict):
+        return {key: _arrays(value) for key, value in observation.items()}
+    return observation.numpy().copy()
+
+
 def ppo_state(model: Any, env: Any) -> dict:
     """What an SB3 on-policy model holds between two rollouts: weights, optimizer, counters, the last
     observation and the episode statistics, plus the environment's own state (``env.state_dict()``)."""
@@ -407,7 +434,7 @@ def ppo_state(model: Any, env: Any) -> dict:
         "num_timesteps": model.num_timesteps,
         "n_updates": model._n_updates,
         "episode_num": model._episode_num,
-        "last_obs": torch.from_numpy(np.asarray(model._last_obs).copy()),
+        "last_obs": _tensors(model._last_obs),
         "last_episode_starts": torch.from_numpy(np.asarray(model._last_episode_starts).copy()),
         "ep_info_buffer": [{k: float(v) for k, v in info.items()} for info in model.ep_info_buffer or []],
         "ep_success_buffer": [float(success) for success in model.ep_success_buffer or []],
@@ -427,8 +454,153 @@ def load_ppo_state(model: Any, env: Any, state: dict) -> None:
         state["n_updates"],
         state["episode_num"],
     )
-    model._last_obs = state["last_obs"].numpy().copy()
+    model._last_obs = _arrays(state["last_obs"])
     model._last_episode_starts = state["last_episode_starts"].numpy().copy()
     model.ep_info_buffer = deque(state["ep_info_buffer"], maxlen=model._stats_window_size)
     model.ep_success_buffer = deque(state["ep_success_buffer"], maxlen=model._stats_window_size)
     env.load_state_dict(state["env"])
+
+
+#: The keys of the record observation, in the order :class:`RecordFeatures` concatenates them.
+RECORD_KEYS = ("summary", "mask", "pixels", "step")
+
+
+class RecordFeatures(BaseFeaturesExtractor):
+    """The record observation as one vector ``concat(summary, mask, pixels, step)``, ``(B, H + 10 + 2 * 784 + 1)``,
+    unscaled: :class:`PixelActorCriticPolicy` splits it again for its actor, which reads it as the
+    environment gives it."""
+
+    def __init__(self, observation_space: spaces.Dict) -> None:
+        missing = [key for key in RECORD_KEYS if key not in observation_space.spaces]
+        if missing:
+            raise ValueError(
+                f"RecordFeatures reads the record observation (obs_type='record'); this space lacks {missing}."
+            )
+        super().__init__(observation_space, sum(int(observation_space[key].shape[0]) for key in RECORD_KEYS))
+
+    def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.cat([observations[key] for key in RECORD_KEYS], dim=-1)
+
+
+class PixelAttentionExtractor(nn.Module):
+    """SB3's ``mlp_extractor`` of :class:`PixelActorCriticPolicy`: the actor's latent is a
+    :class:`~agents.pixel_attention.PixelAttention`'s 784 scores (``latent_dim_pi = 784``, turned into
+    logits by an identity ``action_net``); the critic's is an MLP of ``concat(histogram / T,
+    prediction, mask, pixels, step / T)``.
+
+    :param attention: the actor, reading ``{"summary", "mask", "pixels"}`` and the step of each row.
+    :param hidden: the critic's hidden widths.
+    :param activation: the critic's activation class.
+    """
+
+    def __init__(self, attention: PixelAttention, hidden: list[int], activation: type[nn.Module]) -> None:
+        super().__init__()
+        self.attention = attention
+        self.summary_size, self.glimpses = attention.observation_size, attention.glimpses
+        layers: list[nn.Module] = []
+        width = self.summary_size + 2 * NUM_PIXELS + 1
+        for size in hidden:
+            layers += [nn.Linear(width, size), activation()]
+            width = size
+        self.critic = nn.Sequential(*layers)
+        self.latent_dim_pi, self.latent_dim_vf = NUM_PIXELS, width
+
+    def _split(self, features: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        summary, mask, pixels, step = features.split([self.summary_size, NUM_PIXELS, NUM_PIXELS, 1], dim=-1)
+        # the step of an episode's last observation is T; no action is taken from it
+        steps = step[:, 0].round().long().clamp(0, self.glimpses - 1)
+        return {"summary": summary, "mask": mask, "pixels": pixels}, steps
+
+    def forward_actor(self, features: torch.Tensor) -> torch.Tensor:
+        record, steps = self._split(features)
+        return self.attention.scores(record, steps)
+
+    def forward_critic(self, features: torch.Tensor) -> torch.Tensor:
+        histogram = features[:, : self.summary_size - 10] / self.glimpses
+        step = features[:, -1:] / self.glimpses
+        return self.critic(torch.cat([histogram, features[:, self.summary_size - 10 : -1], step], dim=-1))
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.forward_actor(features), self.forward_critic(features)
+
+
+class PixelActorCriticPolicy(MaskableActorCriticPolicy):
+    """sb3-contrib's ``MaskableActorCriticPolicy`` whose actor is a :class:`~agents.pixel_attention.PixelAttention`
+    (``memory="pixels"``): ``pi(pixel | record) = softmax over the unread pixels of its scores``.
+
+    The observation is the record (:class:`RecordFeatures`); SB3's orthogonal initialisation is off,
+    so a warm start (:meth:`start_from`) is kept as it is, and the actor has no layer after the
+    scores (``action_net`` is the identity).
+
+    :param attention: :meth:`~agents.pixel_attention.PixelAttention.checkpoint_config` of the actor
+        (``memory`` must be ``"pixels"``).
+    :param critic_hidden: the critic's hidden widths.
+    :param critic_activation: ``"tanh"`` or ``"relu"``.
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Dict,
+        action_space: spaces.Discrete,
+        lr_schedule: Any,
+        attention: dict[str, Any],
+        critic_hidden: list[int] | None = None,
+        critic_activation: str = "tanh",
+        **kwargs: Any,
+    ) -> None:
+        if attention.get("memory") != "pixels":
+            raise ValueError(
+                "PixelActorCriticPolicy acts on the record of the pixels read: its PixelAttention needs "
+                f"memory='pixels', got {attention.get('memory')!r}."
+            )
+        if critic_activation not in ACTIVATIONS:
+            raise ValueError(f"Unknown activation {critic_activation!r}; valid values are {list(ACTIVATIONS)}.")
+        self.attention_config = dict(attention)
+        self.critic_hidden = list(critic_hidden or [64, 64])
+        self.critic_activation = critic_activation
+        kwargs.update(features_extractor_class=RecordFeatures, ortho_init=False)
+        super().__init__(observation_space, action_space, lr_schedule, **kwargs)
+
+    @property
+    def attention(self) -> PixelAttention:
+        """The actor: the policy that acts, is evaluated and is saved."""
+        return self.mlp_extractor.attention
+
+    def _build_mlp_extractor(self) -> None:
+        self.mlp_extractor = PixelAttentionExtractor(
+            PixelAttention(**self.attention_config), self.critic_hidden, ACTIVATIONS[self.critic_activation]
+        )
+
+    def _build(self, lr_schedule: Any) -> None:
+        super()._build(lr_schedule)
+        self.action_net = nn.Identity()  # the scores are the logits
+        # the optimizer again, without the linear layer SB3 built for the actor and dropped here
+        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(
+            attention=self.attention_config, critic_hidden=self.critic_hidden, critic_activation=self.critic_activation
+        )
+        return data
+
+    def start_from(self, attention: PixelAttention) -> None:
+        """Copy a trained actor's weights (a differentiable agent's ``PixelAttention`` of the same shape)."""
+        self.attention.load_state_dict(attention.state_dict())
+
+
+def load_pixel_agent(path: str | Path, glimpses: int) -> tuple[PixelAttention, PerceptionCore]:
+    """``(attention, core)`` of a pixel agent with a record (``train/differentiable.py --preset best``),
+    to warm-start :class:`PixelActorCriticPolicy` (``train/ppo.py --action-type pixel --init-from``)."""
+    policy, core, checkpoint = load_agent(path)
+    if not isinstance(policy, PixelAttention) or policy.memory != "pixels":
+        kind = checkpoint["policy"]["kind"] + ("" if not isinstance(policy, PixelAttention) else ", memory='none'")
+        raise ValueError(
+            f"{path} holds a {kind} policy; --action-type pixel --init-from needs a pixel agent with a record "
+            "(python train/differentiable.py --preset best --out DIR, then DIR/checkpoint.pt)."
+        )
+    if policy.glimpses != glimpses:
+        raise ValueError(
+            f"{path} chooses {policy.glimpses} glimpses but PPO runs {glimpses}; pass --glimpses {policy.glimpses}."
+        )
+    return policy, core

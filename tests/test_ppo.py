@@ -209,3 +209,88 @@ def test_init_from_runs_the_sequence_core_and_checks_the_checkpoint(fixed_checkp
     ppo_checkpoint = tmp_path / "warm" / "checkpoint.pt"
     with pytest.raises(ValueError, match="needs a fixed-sequence checkpoint"):
         ppo.main(ppo.Args(init_from=str(ppo_checkpoint), out=str(tmp_path / "bad2"), **common))
+
+
+@pytest.fixture(scope="module")
+def pixel_checkpoint(tmp_path_factory):
+    """A small untrained pixel agent with a record, saved as train/differentiable.py saves one."""
+    from agents.checkpoint import save_agent
+    from agents.pixel_attention import PixelAttention
+    from envs.perception import PerceptionConfig, PerceptionCore
+
+    torch.manual_seed(3)
+    core = PerceptionCore(PerceptionConfig(channels=4, n_bins=2, hidden=8))
+    attention = PixelAttention(core.observation_size, 3, hidden=16, memory="pixels")
+    with torch.no_grad():
+        attention.net[-1].weight.normal_()  # scores far from uniform, so a changed actor would show
+    path = tmp_path_factory.mktemp("pixel") / "checkpoint.pt"
+    save_agent(path, "differentiable-pixel", attention, core, 3)
+    return path
+
+
+def test_pixel_actions_run_maskable_ppo_with_the_pixel_agent_as_actor(pixel_checkpoint, tmp_path):
+    """--action-type pixel: MaskablePPO on the record; --init-from starts its actor as the pixel agent and
+    the env on its core; the saved agent is that actor, evaluated through the environment, and
+    train/evaluate.py (run_episodes) gives the same figures."""
+    from sb3_contrib import MaskablePPO
+
+    from agents.pixel_attention import PixelAttention
+    from agents.ppo import PixelActorCriticPolicy, SubsetEvalCallback, load_pixel_agent, subset_accuracy
+
+    ppo, evaluate = load_script("ppo"), load_script("evaluate")
+    common = dict(glimpses=3, num_envs=8, n_epochs=1, eval_images=50, progress_bar=False, device="cpu")
+    common.update(torch_threads=1, action_type="pixel")
+    attention, core = load_pixel_agent(pixel_checkpoint, 3)
+    # the actor starts as the pixel agent: same scores on a record observation
+    env = MnistGlimpseSB3VecEnv(
+        4, max_glimpses=3, split="test", perception=core, obs_type="record", action_type="pixel"
+    )
+    model = MaskablePPO(
+        PixelActorCriticPolicy,
+        env,
+        n_steps=3,
+        batch_size=12,
+        policy_kwargs=dict(attention=attention.checkpoint_config()),
+    )
+    model.policy.start_from(attention)
+    observation = {key: torch.as_tensor(value) for key, value in env.reset().items()}
+    with torch.no_grad():
+        features = model.policy.extract_features(observation)
+        torch.testing.assert_close(model.policy.mlp_extractor.forward_actor(features), attention.scores(observation, 0))
+    distribution = model.policy.get_distribution(observation, action_masks=env.action_masks())
+    assert distribution.distribution.probs.shape == (4, 784)
+
+    # one rollout: the first probe (before any update) is the pixel agent's; the env runs its core; the
+    # saved agent is the actor, a PixelAttention
+    metrics = ppo.main(ppo.Args(total_steps=1, init_from=str(pixel_checkpoint), out=str(tmp_path / "warm"), **common))
+    probe = SubsetEvalCallback(attention, core, 3, 3, size=50, seed=0)
+    before = float(subset_accuracy(attention, core, probe.images, probe.labels, 3)[-1])
+    assert metrics["eval_subset_curve"][0] == {"env_steps": 8, "seconds": metrics["eval_subset_curve"][0]["seconds"],
+                                               "accuracy": round(before, 4)}  # fmt: skip
+    saved, saved_core, _ = load_agent(tmp_path / "warm" / "checkpoint.pt")
+    assert isinstance(saved, PixelAttention) and metrics["agent"] == "maskable-ppo-pixel-frozen"
+    assert all(torch.equal(a, b) for a, b in zip(saved_core.state_dict().values(), core.state_dict().values()))
+    result = evaluate.main(evaluate.Args(checkpoint=str(tmp_path / "warm" / "checkpoint.pt"), device="cpu"))
+    assert result["test_accuracy"] == metrics["test_accuracy"]
+
+    # from scratch, on the packaged core, trained a little
+    metrics = ppo.main(ppo.Args(total_steps=8 * 3 * 2, out=str(tmp_path / "fresh"), **common))
+    assert set(metrics["test_accuracy"]) == {"1", "2", "3"}
+
+    with pytest.raises(ValueError, match="--log-std-init is an option of the Gaussian policy"):
+        ppo.main(ppo.Args(log_std_init=-1.0, out=str(tmp_path / "bad"), **common))
+    with pytest.raises(ValueError, match="pass --glimpses 3"):
+        ppo.main(ppo.Args(**{**common, "glimpses": 4}, init_from=str(pixel_checkpoint), out=str(tmp_path / "bad")))
+    with pytest.raises(ValueError, match="needs a pixel agent with a record"):
+        ppo.main(ppo.Args(init_from=str(_save_fixed(tmp_path)), out=str(tmp_path / "bad"), **common))
+    assert not (tmp_path / "bad").exists()
+
+
+def _save_fixed(tmp_path: Path) -> Path:
+    from agents.baselines import FixedSequence
+    from agents.checkpoint import save_agent
+    from envs.perception import PerceptionConfig, PerceptionCore
+
+    path = tmp_path / "fixed" / "checkpoint.pt"
+    save_agent(path, "fixed-sequence", FixedSequence(3), PerceptionCore(PerceptionConfig(4, 2, 8)), 3)
+    return path

@@ -5,6 +5,9 @@
     python train/ppo.py --glimpses 10 --num-envs 512 --total-steps 2000000 --torch-threads 1
     python train/differentiable.py --preset fixed-sequence --out runs/fixed && \
         python train/ppo.py --core-training joint --init-from runs/fixed/checkpoint.pt   # warm start
+    python train/ppo.py --action-type pixel                 # MaskablePPO, one pixel per action, on the record
+    python train/differentiable.py --preset best --out runs/best && \
+        python train/ppo.py --action-type pixel --init-from runs/best/checkpoint.pt      # from the best agent
 
 The agent acts through :class:`envs.sb3.MnistGlimpseSB3VecEnv` (``--num-envs`` episodes as one batch
 of tensors). With ``--core-training joint`` the environment runs its own copy of the packaged core with
@@ -15,6 +18,14 @@ are the environment's dense log-likelihood gains; ``--gamma`` < 1 weights the ea
 ``--init-from`` warm-starts from a learned fixed sequence: PPO's per-glimpse offsets start at its
 locations and the environment runs its core instead of the packaged one (docs/results.md compares
 PPO from scratch, ``ppo-joint``, with PPO from the fixed sequence, ``ppo-joint-from-fixed``).
+
+``--action-type pixel`` runs sb3-contrib's ``MaskablePPO`` on the record observation
+(``obs_type="record"``: the summary, the mask and grey levels of the pixels read, the step) with
+``Discrete(784)`` actions masked to the unread pixels. Its actor is the differentiable pixel agent's
+policy class (:class:`agents.ppo.PixelActorCriticPolicy` over a
+:class:`~agents.pixel_attention.PixelAttention`), so ``--init-from`` may start it from a trained
+pixel agent (``train/differentiable.py --preset best``), whose core the environment then runs. Such
+an agent is evaluated through the environment (:func:`agents.evaluation.accuracy_in_env`).
 
 Writes ``OUT/model.zip`` (SB3's ``PPO.load``), ``OUT/checkpoint.pt`` (policy + core, for
 ``train/evaluate.py``), ``OUT/metrics.json`` (nearest-pixel test accuracy after 1, 2, 5, 10, 25
@@ -31,19 +42,30 @@ from typing import Literal
 import numpy as np
 import torch
 import tyro
+from sb3_contrib import MaskablePPO
 from stable_baselines3 import PPO
 
 from agents.checkpoint import save_agent
-from agents.evaluation import accuracy_by_glimpse, accuracy_table, claim_output, summary, write_metrics
+from agents.evaluation import (
+    accuracy_by_glimpse,
+    accuracy_in_env,
+    accuracy_table,
+    claim_output,
+    summary,
+    write_metrics,
+)
 from agents.figures import plot_glimpse_trails
+from agents.pixel_attention import PixelAttention
 from agents.ppo import (
     GlimpseActorCriticPolicy,
+    PixelActorCriticPolicy,
     PolicyConfig,
     ResumeCallback,
     SB3GlimpsePolicy,
     SubsetEvalCallback,
     VecStepFeature,
     load_fixed_sequence,
+    load_pixel_agent,
     load_ppo_state,
     ppo_state,
 )
@@ -57,6 +79,9 @@ from envs.sb3 import MnistGlimpseSB3VecEnv
 class Args:
     glimpses: int = 25
     """glimpses per episode (T)"""
+    action_type: Literal["continuous", "pixel"] = "continuous"
+    """continuous: PPO, a Gaussian (i, j) on the default observation; pixel: MaskablePPO choosing one of the
+    784 pixels not read yet, on the record observation, with a PixelAttention actor"""
     num_envs: int = 256
     """episodes simulated in parallel (one batched env)"""
     total_steps: int = 5_000_000
@@ -88,18 +113,20 @@ class Args:
     activation: Literal["tanh", "relu"] = "tanh"
     """activation of the hidden layers"""
     log_std_init: float = -1.5
-    """initial log std of the Gaussian actions (normalised units; actions are clipped to [-1, 1])"""
+    """continuous actions: initial log std of the Gaussian actions (normalised units; clipped to [-1, 1])"""
     step_feature: bool = True
-    """append t / T to the observation (the env's observation does not say how many glimpses were taken)"""
+    """continuous actions: append t / T to the observation (the default observation does not say how many
+    glimpses were taken; the record's "step" does)"""
     step_offsets: bool = True
-    """learned per-glimpse action offsets, initialised U(-1, 1) (needs --step-feature)"""
+    """continuous actions: learned per-glimpse action offsets, initialised U(-1, 1) (needs --step-feature)"""
     eval_every: int = 200_000
     """environment steps between evaluations on a fixed 2,000-image test subset"""
     eval_images: int = 2000
     """size of that subset"""
     init_from: str | None = None
-    """warm start: a fixed-sequence agent checkpoint (train/differentiable.py --preset fixed-sequence); PPO's
-    per-glimpse offsets start at its locations and the environment runs its core"""
+    """warm start, and the environment runs the checkpoint's core: continuous actions, a fixed-sequence agent
+    (train/differentiable.py --preset fixed-sequence) whose locations PPO's per-glimpse offsets start at; pixel
+    actions, a pixel agent with a record (--preset best) whose PixelAttention the actor starts as"""
     progress_bar: bool = True
     """show SB3's progress bar"""
     torch_threads: int = 1
@@ -119,20 +146,37 @@ class Args:
     """seconds between saves of OUT/resume.pt during training (also written on SIGINT/SIGTERM)"""
 
 
+def check_action_args(args: Args) -> None:
+    """Refuse the Gaussian policy's options with pixel actions, where nothing would read them."""
+    if args.action_type != "pixel":
+        return
+    defaults = Args()
+    for name in ("log_std_init", "step_feature", "step_offsets"):
+        if getattr(args, name) != getattr(defaults, name):
+            raise ValueError(
+                f"--{name.replace('_', '-')} is an option of the Gaussian policy (--action-type continuous); "
+                "with --action-type pixel the record observation carries the step and actions are pixels. Drop it."
+            )
+
+
 def main(args: Args, stop_after: int | None = None) -> dict:
     """Train, evaluate and write the run. ``stop_after``: act as if interrupted at the first rollout
     boundary after that many environment steps (tests of --resume)."""
     check_rl_args(args, Args.perception_lr)
+    check_action_args(args)
     if args.torch_threads > 0:
         torch.set_num_threads(args.torch_threads)
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     device = resolve_device(args.device)
+    pixel = args.action_type == "pixel"
+    start = None  # a warm start is read (and refused) before anything is written
+    if args.init_from:
+        start = (load_pixel_agent if pixel else load_fixed_sequence)(args.init_from, args.glimpses)
     resume = ResumePoint(args.out, args, stop_after)
     out = claim_output(args.out, args.overwrite)
 
-    start = load_fixed_sequence(args.init_from, args.glimpses) if args.init_from else None
     batched = MnistGlimpseSB3VecEnv(
         args.num_envs,
         max_glimpses=args.glimpses,
@@ -141,20 +185,29 @@ def main(args: Args, stop_after: int | None = None) -> dict:
         learn_perception=args.core_training == "joint",
         perception_lr=args.perception_lr,
         device=device,
+        **({"obs_type": "record", "action_type": "pixel"} if pixel else {}),
     )
-    env = VecStepFeature(batched, args.glimpses) if args.step_feature else batched
+    env = VecStepFeature(batched, args.glimpses) if args.step_feature and not pixel else batched
     n_steps = args.n_steps or args.glimpses
-    config = PolicyConfig.for_space(
-        env.observation_space,
-        hidden=list(args.hidden),
-        activation=args.activation,
-        log_std_init=args.log_std_init,
-        step_feature=args.step_feature,
-        glimpses=args.glimpses,
-        step_offsets=args.step_offsets,
-    )
-    model = PPO(
-        GlimpseActorCriticPolicy,
+    if pixel:
+        attention = start[0] if start else PixelAttention(batched.core.observation_size, args.glimpses, memory="pixels")
+        algorithm, policy_class = MaskablePPO, PixelActorCriticPolicy
+        policy_kwargs = dict(
+            attention=attention.checkpoint_config(), critic_hidden=list(args.hidden), critic_activation=args.activation
+        )
+    else:
+        config = PolicyConfig.for_space(
+            env.observation_space,
+            hidden=list(args.hidden),
+            activation=args.activation,
+            log_std_init=args.log_std_init,
+            step_feature=args.step_feature,
+            glimpses=args.glimpses,
+            step_offsets=args.step_offsets,
+        )
+        algorithm, policy_class, policy_kwargs = PPO, GlimpseActorCriticPolicy, config.policy_kwargs()
+    model = algorithm(
+        policy_class,
         env,
         n_steps=n_steps,
         batch_size=max(1, n_steps * args.num_envs // args.num_minibatches),
@@ -164,15 +217,20 @@ def main(args: Args, stop_after: int | None = None) -> dict:
         gae_lambda=args.gae_lambda,
         clip_range=args.clip_range,
         ent_coef=args.ent_coef,
-        policy_kwargs=config.policy_kwargs(),
+        policy_kwargs=policy_kwargs,
         tensorboard_log=str(out / "tb"),
         seed=args.seed,
         device=device,
         verbose=0,
     )
-    if start:
-        model.policy.start_from_sequence(start[0])
-    policy = SB3GlimpsePolicy(model.policy, config)
+    if pixel:
+        if start:
+            model.policy.start_from(start[0])
+        policy = model.policy.attention  # what acts, is evaluated and is saved
+    else:
+        if start:
+            model.policy.start_from_sequence(start[0])
+        policy = SB3GlimpsePolicy(model.policy, config)
     budget = min(25, args.glimpses)
     probe = SubsetEvalCallback(
         policy,
@@ -204,11 +262,12 @@ def main(args: Args, stop_after: int | None = None) -> dict:
     print("evaluating on the 10,000 test images ...", flush=True)
     policy.eval()
     core = batched.core.eval()
-    nearest = accuracy_by_glimpse(policy, core, args.glimpses, device=device)
+    evaluate = accuracy_in_env if pixel else accuracy_by_glimpse  # a record policy acts through the environment
+    nearest = evaluate(policy, core, args.glimpses, device=device)
     for glimpses, accuracy in accuracy_table(nearest).items():
         model.logger.record(f"eval/test_accuracy_nearest_{glimpses}", accuracy)
     model.logger.dump(model.num_timesteps)
-    agent = f"ppo-{args.core_training}"
+    agent = f"{'maskable-ppo-pixel' if pixel else 'ppo'}-{args.core_training}"
     save_agent(
         out / "checkpoint.pt",
         agent,
