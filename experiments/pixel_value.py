@@ -25,6 +25,9 @@ Training sets of pixels (``--masks``):
   prefixes (the perception loss).
 * ``uniform``: GDFS's pretraining masks, each pixel kept with a probability drawn uniformly per
   image, fresh every batch (the validation masks are drawn once). One predictor for all budgets.
+  ``--uniform-max`` caps that probability: with ``0.064`` a mask holds 0 to about 50 pixels, the
+  range an agent's budgets span, where GDFS's masks hold up to all 784 (a core's histogram counts
+  the pixels read, so it sees counts far beyond an agent's 25).
 
 Every predictor is tested on the agent's first ``T`` pixels and on ``T`` uniformly random distinct
 pixels per test image (drawn once, seeded), ``T`` in 5, 10, 25.
@@ -72,6 +75,8 @@ class Args:
     """what to train: mlp and/or cores 'core CxB' (channels x soft bins)"""
     masks: tuple[Literal["agent", "uniform"], ...] = ("agent", "uniform")
     """training sets of pixels: the agent's first T pixels, and/or GDFS's uniform random masks"""
+    uniform_max: float = 1.0
+    """uniform masks: each pixel is kept with a probability drawn from U(0, uniform_max) per image (1: GDFS's)"""
     max_epochs: int = 40
     """epochs per predictor at most (early stopping usually ends it first)"""
     max_seconds: float = 1200.0
@@ -127,9 +132,9 @@ def random_pixels(n: int, budget: int, generator: torch.Generator) -> torch.Tens
     return torch.zeros(n, PIXELS, dtype=torch.bool).scatter_(1, index, True)
 
 
-def uniform_masks(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """GDFS's random masks ``(n, 784)``: each pixel kept with a probability drawn uniformly per image."""
-    keep = torch.rand(n, 1, generator=generator)
+def uniform_masks(n: int, generator: torch.Generator | None = None, high: float = 1.0) -> torch.Tensor:
+    """GDFS's random masks ``(n, 784)``: each pixel kept with a probability drawn from ``U(0, high)`` per image."""
+    keep = high * torch.rand(n, 1, generator=generator)
     return torch.rand(n, PIXELS, generator=generator) < keep
 
 
@@ -202,7 +207,7 @@ def main(args: Args) -> None:
     n_train = min(args.train_images, len(images) - VALIDATION)
     val = slice(len(images) - VALIDATION, None)
     generator = torch.Generator().manual_seed(args.seed)
-    val_uniform = uniform_masks(VALIDATION, generator)
+    val_uniform = uniform_masks(VALIDATION, generator, args.uniform_max)
     test_sets = {
         **{f"agent {t}": first_pixels(test_coords, t) for t in BUDGETS},
         **{f"random {t}": random_pixels(len(test_images), t, generator) for t in BUDGETS},
@@ -240,7 +245,7 @@ def main(args: Args) -> None:
                 def batch_loss(batch: torch.Tensor, model=model, train_mask=train_mask, masks=masks) -> torch.Tensor:
                     if masks == "agent" and train_mask is None:
                         return prefix_loss(model, batch)
-                    mask = uniform_masks(len(batch)) if masks == "uniform" else train_mask[batch]
+                    mask = uniform_masks(len(batch), high=args.uniform_max) if masks == "uniform" else train_mask[batch]
                     return nn.functional.cross_entropy(read(model, images[batch], mask), labels[batch])
 
                 def validation_loss(model=model, val_mask=val_mask) -> float:
@@ -255,7 +260,11 @@ def main(args: Args) -> None:
                          if budget is None or name.endswith(f" {budget}")}  # fmt: skip
                 rows.append({"predictor": spec, "masks": masks, "budget": budget, **record, "test_accuracy": tests})
                 print(f"  {label}: {tests} ({record['seconds']:.0f} s)", flush=True)
+                write_results(out, args, own_accuracy, rows)  # after every predictor: a stopped run keeps its rows
+    print(f"wrote {out}")
 
+
+def write_results(out: Path, args: Args, own_accuracy: dict[int, float], rows: list[dict]) -> None:
     result = {
         "command": "python experiments/pixel_value.py " + " ".join(_cli(args)),
         "args": asdict(args),
@@ -263,9 +272,12 @@ def main(args: Args) -> None:
         "device": "cpu",
         "agent_test_accuracy": {str(t): round(100 * a, 2) for t, a in own_accuracy.items()},
         "rows": rows,
+        "complete": len(rows)
+        == sum(
+            len(BUDGETS) if (masks, spec) == ("agent", "mlp") else 1 for masks in args.masks for spec in args.predictors
+        ),
     }
     write_atomic(out, lambda handle: handle.write(json.dumps(result, indent=2).encode()))
-    print(f"wrote {out}")
 
 
 def _cli(args: Args) -> list[str]:
