@@ -72,6 +72,7 @@ from agents.ppo import (
 from agents.resume import Interrupted, ResumePoint
 from agents.rl_args import check_rl_args
 from envs.config import resolve_device
+from envs.perception import PerceptionCore
 from envs.sb3 import MnistGlimpseSB3VecEnv
 
 
@@ -123,6 +124,9 @@ class Args:
     """environment steps between evaluations on a fixed 2,000-image test subset"""
     eval_images: int = 2000
     """size of that subset"""
+    core: str | None = None
+    """a perception-core checkpoint the environment runs instead of the packaged core (train/export_core.py
+    writes an agent's); --init-from brings its own"""
     init_from: str | None = None
     """warm start, and the environment runs the checkpoint's core: continuous actions, a fixed-sequence agent
     (train/differentiable.py --preset fixed-sequence) whose locations PPO's per-glimpse offsets start at; pixel
@@ -147,7 +151,9 @@ class Args:
 
 
 def check_action_args(args: Args) -> None:
-    """Refuse the Gaussian policy's options with pixel actions, where nothing would read them."""
+    """Refuse two cores at once, and the Gaussian policy's options with pixel actions, where nothing would read them."""
+    if args.core and args.init_from:
+        raise ValueError("--init-from brings its agent's core; drop --core (or --init-from).")
     if args.action_type != "pixel":
         return
     defaults = Args()
@@ -171,9 +177,10 @@ def main(args: Args, stop_after: int | None = None) -> dict:
     torch.manual_seed(args.seed)
     device = resolve_device(args.device)
     pixel = args.action_type == "pixel"
-    start = None  # a warm start is read (and refused) before anything is written
+    start = None  # a warm start or a core is read (and refused) before anything is written
     if args.init_from:
         start = (load_pixel_agent if pixel else load_fixed_sequence)(args.init_from, args.glimpses)
+    perception = start[1] if start else (PerceptionCore.load(args.core, device) if args.core else None)
     resume = ResumePoint(args.out, args, stop_after)
     out = claim_output(args.out, args.overwrite)
 
@@ -181,7 +188,7 @@ def main(args: Args, stop_after: int | None = None) -> dict:
         args.num_envs,
         max_glimpses=args.glimpses,
         sampler=args.sampler,
-        perception=start[1] if start else None,
+        perception=perception,
         learn_perception=args.core_training == "joint",
         perception_lr=args.perception_lr,
         device=device,
