@@ -14,8 +14,8 @@ Predictors:
 * ``mlp``: GDFS's predictor, ``1568 -> 512 -> 512 -> 10``, ReLU, dropout 0.3, on the masked image
   and its mask ``[x * m, m]``.
 * ``core CxB``: a :class:`~envs.perception.PerceptionCore` with the ``embedding`` encoding (a
-  per-pixel code as wide as its ``C`` channels, ink and background apart), ``B`` soft bins and a head
-  like GDFS's (2 x 512, dropout 0.3). Its state weights stay zero, so it is order-free and reads a
+  per-pixel code as wide as its ``C`` channels, ink and background apart; ``--encoding learned``:
+  the best agent's 16 location features), ``B`` soft bins and a head like GDFS's (2 x 512, dropout 0.3). Its state weights stay zero, so it is order-free and reads a
   set of pixels in one pass (:func:`agents.pretrain.mask_logits`, :func:`agents.pretrain.prefix_logits`).
 
 Training sets of pixels (``--masks``):
@@ -73,6 +73,9 @@ class Args:
     """results JSON to write (refused if it exists)"""
     predictors: tuple[str, ...] = ("mlp", "core 256x4")
     """what to train: mlp and/or cores 'core CxB' (channels x soft bins)"""
+    encoding: Literal["embedding", "learned"] = "embedding"
+    """glimpse encoding of the cores (envs.perception.GlimpseEncoding): a per-pixel code as wide as the
+    channels, started at random, or 16 location features per pixel started at Fourier features"""
     masks: tuple[Literal["agent", "uniform"], ...] = ("agent", "uniform")
     """training sets of pixels: the agent's first T pixels, and/or GDFS's uniform random masks"""
     uniform_max: float = 1.0
@@ -109,13 +112,13 @@ class MaskedMLP(nn.Module):
         return self.net(torch.cat([images * m, m], dim=-1))
 
 
-def wide_core(spec: str) -> PerceptionCore:
-    """``"core CxB"`` -> a fresh order-free core with the ``embedding`` encoding and GDFS's head."""
+def wide_core(spec: str, encoding: str = "embedding") -> PerceptionCore:
+    """``"core CxB"`` -> a fresh order-free core with ``encoding`` and GDFS's head."""
     try:
         channels, n_bins = (int(part) for part in spec.removeprefix("core ").split("x"))
     except ValueError:
         raise ValueError(f"Unknown predictor {spec!r}: pass 'mlp' or 'core CxB', e.g. 'core 256x4'.") from None
-    config = PerceptionConfig(channels, n_bins, hidden=512, encoding="embedding", head_layers=2, dropout=0.3)
+    config = PerceptionConfig(channels, n_bins, hidden=512, encoding=encoding, head_layers=2, dropout=0.3)
     return PerceptionCore(config)
 
 
@@ -191,7 +194,7 @@ def main(args: Args) -> None:
     torch.set_num_threads(args.torch_threads)
     for spec in args.predictors:
         if spec != "mlp":
-            wide_core(spec)  # refuse a bad spec before the long part
+            wide_core(spec, args.encoding)  # refuse a bad spec before the long part
     train, test = load_mnist("train"), load_mnist("test")
     policy, agent_core, checkpoint = load_agent(args.agent)
     start = time.time()
@@ -230,7 +233,7 @@ def main(args: Args) -> None:
             budgets = BUDGETS if (masks, spec) == ("agent", "mlp") else (None,)
             for budget in budgets:
                 torch.manual_seed(args.seed)
-                model = MaskedMLP() if spec == "mlp" else wide_core(spec)
+                model = MaskedMLP() if spec == "mlp" else wide_core(spec, args.encoding)
                 label = f"{spec}, {masks} masks" + ("" if budget is None else f", T = {budget}")
                 print(f"{label} ({sum(p.numel() for p in model.parameters()):,} parameters)", flush=True)
 
