@@ -23,6 +23,12 @@ cannot disturb the features the policy mean is built from, and neither loss need
 to the other. The perception core is not touched here: it is either frozen (the packaged core) or
 trained by the environment itself (``learn_perception=True``) from the same episodes, as in RAM
 (Mnih et al. 2014).
+
+With pixel actions (``action_type="pixel"`` on the record observation) the policy is
+:class:`PixelPolicy`: ``pi(k | o_t, t) = softmax_k(scores)`` over the pixels not read yet, the scores
+those of a :class:`~agents.pixel_attention.PixelAttention` (``memory="pixels"``, the best agent's
+policy class); ``log pi`` is that categorical's, its entropy depends on the state, and the baseline
+reads the record's summary. The rest is unchanged.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from torch import nn
 
 from agents.attention import AttentionNetwork
 from agents.checkpoint import SavedPolicy
+from agents.pixel_attention import PixelAttention
 from envs.data import NUM_CLASSES
 from envs.vector_env import MnistGlimpseVectorEnv
 
@@ -146,8 +153,9 @@ class GaussianAttentionPolicy(SavedPolicy, nn.Module):
         """``log pi(a | o, t)`` summed over the two coordinates: ``(B, H + 10), (B, 2) -> (B,)``."""
         return self.distribution(observation, step).log_prob(action).sum(dim=-1)
 
-    def entropy(self) -> torch.Tensor:
-        """``H[pi] = sum_d (log sigma_d + 1/2 log(2 pi e))``, a scalar: the same for every state."""
+    def entropy(self, observations: torch.Tensor | None = None) -> torch.Tensor:
+        """``H[pi] = sum_d (log sigma_d + 1/2 log(2 pi e))``, a scalar: the same for every state
+        (``observations`` is ignored)."""
         return (self.log_std.clamp(self.log_std_min, self.log_std_max) + 0.5 * math.log(2.0 * math.pi * math.e)).sum()
 
 
@@ -162,6 +170,53 @@ class SampledGlimpses(nn.Module):
 
     def forward(self, observation: torch.Tensor, step: int = 0) -> torch.Tensor:
         return self.policy.sample(observation, step).clamp(-1.0, 1.0)
+
+
+class PixelPolicy(nn.Module):
+    """A :class:`~agents.pixel_attention.PixelAttention` (``memory="pixels"``) as REINFORCE's stochastic
+    policy over pixel actions: ``pi(. | o, t) = Categorical(logits = scores(o, t))``, the pixels already
+    read at the lowest score (never drawn). ``o`` is the record observation (a dict of ``(B, ...)``
+    tensors). The attention is what acts greedily, is evaluated and is saved.
+
+    :param attention: the scores' network.
+    """
+
+    def __init__(self, attention: PixelAttention) -> None:
+        super().__init__()
+        if attention.memory != "pixels":
+            raise ValueError("PixelPolicy acts on the record observation: its PixelAttention needs memory='pixels'.")
+        self.attention = attention
+
+    def distribution(self, observation: dict[str, torch.Tensor], step: int = 0) -> torch.distributions.Categorical:
+        return torch.distributions.Categorical(logits=self.attention.scores(observation, step))
+
+    def sample(self, observation: dict[str, torch.Tensor], step: int = 0) -> torch.Tensor:
+        """``k ~ pi(. | o, t)``, ``(B,)`` pixel indices. No gradient."""
+        with torch.no_grad():
+            return self.distribution(observation, step).sample()
+
+    def log_prob(self, observation: dict[str, torch.Tensor], action: torch.Tensor, step: int = 0) -> torch.Tensor:
+        """``log pi(k | o, t)``, ``(B,)``."""
+        return self.distribution(observation, step).log_prob(action)
+
+    def entropy(self, observations: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """``H[pi]`` averaged over the ``(T, N)`` observations of a rollout (a scalar with graph)."""
+        if observations is None:
+            raise ValueError("A pixel policy's entropy depends on the state: pass the rollout's observations.")
+        steps = observations["summary"].shape[0]
+        return torch.stack([self.distribution(_at(observations, t), t).entropy().mean() for t in range(steps)]).mean()
+
+
+def _at(observations: torch.Tensor | dict[str, torch.Tensor], step: int) -> torch.Tensor | dict[str, torch.Tensor]:
+    """Glimpse ``step`` of a rollout's observations, ``(T, N, ...)`` or a dict of them (the record)."""
+    if isinstance(observations, dict):
+        return {key: value[step] for key, value in observations.items()}
+    return observations[step]
+
+
+def _summary(observations: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
+    """The ``(..., H + 10)`` summary of observations: the observation itself, or the record's ``"summary"``."""
+    return observations["summary"] if isinstance(observations, dict) else observations
 
 
 class ValueBaseline(nn.Module):
@@ -200,13 +255,14 @@ class ValueBaseline(nn.Module):
 class Rollout:
     """One batch of ``N`` complete lockstep episodes of ``T`` glimpses (tensors on the env's device).
 
-    :param observations: ``(T, N, H + 10)`` the observation each action was chosen from.
-    :param actions: ``(T, N, 2)`` the sampled (unclipped) actions.
+    :param observations: ``(T, N, H + 10)`` the observation each action was chosen from (the record
+        observation: a dict of ``(T, N, ...)`` tensors).
+    :param actions: ``(T, N, 2)`` the sampled (unclipped) actions, or ``(T, N)`` pixel indices.
     :param rewards: ``(T, N)``.
     :param correct: ``(N,)`` bool, final prediction right.
     """
 
-    observations: torch.Tensor
+    observations: torch.Tensor | dict[str, torch.Tensor]
     actions: torch.Tensor
     rewards: torch.Tensor
     correct: torch.Tensor
@@ -226,6 +282,7 @@ def make_env(
     reward: str = "dense",
     device: torch.device | str = "cpu",
     core=None,
+    action_type: str = "continuous",
 ) -> MnistGlimpseVectorEnv:
     """The training environment: ``N`` lockstep episodes on the train split, torch tensors,
     ``same_step`` autoreset (the step that ends a batch already returns the next batch's first
@@ -235,6 +292,8 @@ def make_env(
         own copy with cross-entropy after each batch, ``learn_perception=True``; read it as ``env.core``).
     :param core: the core to start from (``None``: the packaged one; the env copies it in ``joint``
         mode only if it is the packaged one, see :func:`envs.config.resolve_perception`).
+    :param action_type: ``"continuous"`` on the default observation, or ``"pixel"`` on the record
+        observation (:class:`PixelPolicy`).
     """
     if core_training not in ("frozen", "joint"):
         raise ValueError(f"Unknown core_training {core_training!r}; valid values are ['frozen', 'joint'].")
@@ -250,14 +309,18 @@ def make_env(
         device=device,
         autoreset_mode="same_step",
         array_type="torch",
+        obs_type="record" if action_type == "pixel" else "summary",
+        action_type=action_type,
     )
 
 
 @torch.no_grad()
 def collect_rollout(
-    env: MnistGlimpseVectorEnv, policy: GaussianAttentionPolicy, observation: torch.Tensor
-) -> tuple[Rollout, torch.Tensor]:
-    """Run one batch of ``N`` episodes from their first observation ``(N, H + 10)`` to the end.
+    env: MnistGlimpseVectorEnv,
+    policy: GaussianAttentionPolicy | PixelPolicy,
+    observation: torch.Tensor | dict[str, torch.Tensor],
+) -> tuple[Rollout, torch.Tensor | dict[str, torch.Tensor]]:
+    """Run one batch of ``N`` episodes from their first observation ``(N, H + 10)`` (or record) to the end.
 
     Needs every episode at its first glimpse (right after ``reset``, or after a previous batch with
     ``same_step`` autoreset). Returns the rollout and the next batch's first observations.
@@ -266,20 +329,23 @@ def collect_rollout(
     """
     if env.metadata["autoreset_mode"] != AutoresetMode.SAME_STEP:
         raise ValueError("collect_rollout needs an env with autoreset_mode='same_step' (see make_env).")
-    steps, n = env.max_glimpses, env.num_envs
-    observations = observation.new_empty(steps, n, observation.shape[-1])
-    actions = observation.new_empty(steps, n, 2)
-    rewards = observation.new_empty(steps, n)
-    for step in range(steps):
-        observations[step] = observation
-        actions[step] = policy.sample(observation, step)
-        observation, rewards[step], terminated, _, info = env.step(actions[step])
+    observations, actions, rewards = [], [], []
+    for step in range(env.max_glimpses):
+        observations.append(observation)
+        actions.append(policy.sample(observation, step))
+        observation, reward, terminated, _, info = env.step(actions[-1])
+        rewards.append(reward)
     if not bool(terminated.all()):
         raise RuntimeError(
             "The env's episodes were not in lockstep at the start of collect_rollout (some did not end "
             "after T steps); reset() the env before the first batch."
         )
-    return Rollout(observations, actions, rewards, info["correct"].clone()), observation
+    if isinstance(observations[0], dict):
+        stacked = {key: torch.stack([o[key] for o in observations]) for key in observations[0]}
+    else:
+        stacked = torch.stack(observations)
+    rollout = Rollout(stacked, torch.stack(actions), torch.stack(rewards), info["correct"].clone())
+    return rollout, observation
 
 
 def returns_to_go(rewards: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
@@ -326,7 +392,7 @@ class UpdateStats:
 class ReinforceLearner:
     """REINFORCE with a learned baseline: one gradient step of each optimizer per batch of episodes.
 
-    :param policy: the :class:`GaussianAttentionPolicy` (its own Adam, ``learning_rate``).
+    :param policy: the :class:`GaussianAttentionPolicy` or :class:`PixelPolicy` (its own Adam, ``learning_rate``).
     :param baseline: the :class:`ValueBaseline` (its own Adam, ``baseline_lr``); ``None`` = no
         baseline (the advantage is the return-to-go, still normalised if asked).
     :param gamma: discount of the return-to-go (1 = the episode's log-likelihood gain, undiscounted).
@@ -338,7 +404,7 @@ class ReinforceLearner:
 
     def __init__(
         self,
-        policy: GaussianAttentionPolicy,
+        policy: GaussianAttentionPolicy | PixelPolicy,
         baseline: ValueBaseline | None,
         learning_rate: float = 1e-3,
         baseline_lr: float = 1e-3,
@@ -383,11 +449,11 @@ class ReinforceLearner:
         # The rewards come from the env (computed under no_grad): constants, nothing to detach.
         returns = returns_to_go(rollout.rewards, self.gamma)
         log_prob = torch.stack(
-            [self.policy.log_prob(rollout.observations[t], rollout.actions[t], t) for t in range(steps)]
+            [self.policy.log_prob(_at(rollout.observations, t), rollout.actions[t], t) for t in range(steps)]
         )  # (T, N)
         if self.baseline is not None:
             step_index = torch.arange(steps, device=returns.device).unsqueeze(1).expand(steps, n)
-            values = self.baseline(rollout.observations.flatten(0, 1), step_index.flatten()).view(steps, n)
+            values = self.baseline(_summary(rollout.observations).flatten(0, 1), step_index.flatten()).view(steps, n)
             baseline_loss = 0.5 * (values - returns).pow(2).mean()
             # detach (decision): the baseline is a control variate, a constant inside the policy
             # gradient; L_pi must neither train b nor reach it through autograd.
@@ -398,7 +464,7 @@ class ReinforceLearner:
         normalised = advantages
         if self.normalize_advantage and advantages.numel() > 1:
             normalised = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-        entropy = self.policy.entropy()
+        entropy = self.policy.entropy(rollout.observations)
         policy_loss = -(normalised * log_prob).mean() - self.ent_coef * entropy
         return Losses(policy_loss, baseline_loss, entropy, returns, values, advantages)
 

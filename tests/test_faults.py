@@ -191,10 +191,10 @@ def test_a_first_reset_with_a_partial_mask_and_empty_rl_budgets_are_refused(tmp_
             script.main(script.Args(eval_images=0, out=str(tmp_path / name)))
 
 
-@pytest.mark.parametrize("name", ["reinforce", "ppo", "ppo-pixel"])
+@pytest.mark.parametrize("name", ["reinforce", "ppo", "reinforce-pixel", "ppo-pixel"])
 def test_an_interrupted_rl_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch, name):
-    """REINFORCE, PPO and MaskablePPO on the record (core trained jointly by the env): stopped between
-    two batches, then --resume, gives the weights, the core and the learning curve of a run never stopped."""
+    """REINFORCE and PPO, with continuous actions and with pixel actions on the record (core trained
+    jointly by the env): stopped between two batches, then --resume, gives the weights, the core and the learning curve of a run never stopped."""
     import importlib
 
     from agents.resume import Interrupted
@@ -204,7 +204,7 @@ def test_an_interrupted_rl_run_resumes_to_the_uninterrupted_result(tmp_path, mon
     batch = 16 * 3
     settings = dict(glimpses=3, num_envs=16, total_steps=6 * batch, eval_every=2 * batch, eval_images=50)
     settings.update(core_training="joint", device="cpu", **({"progress_bar": False} if "ppo" in name else {}))
-    if name == "ppo-pixel":
+    if name.endswith("-pixel"):
         settings["action_type"] = "pixel"
     name = name.removesuffix("-pixel")
 

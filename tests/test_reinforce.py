@@ -278,3 +278,52 @@ def test_train_script_smoke(tmp_path, core_training):
     evaluate = _load_script("evaluate")
     result = evaluate.main(evaluate.Args(checkpoint=str(out / "checkpoint.pt"), device="cpu"))
     assert result["test_accuracy"] == written["test_accuracy"]
+
+
+def test_pixel_policy_rewards_the_pixel_that_paid(make_core):
+    """The categorical pixel policy: samples never repeat a read pixel, and one REINFORCE step raises
+    the log-probability of a rewarded pixel."""
+    from agents.pixel_attention import PixelAttention
+    from agents.reinforce import PixelPolicy, ReinforceLearner, Rollout
+
+    torch.manual_seed(0)
+    core = make_core(1)
+    policy = PixelPolicy(PixelAttention(core.observation_size, 1, hidden=16, memory="pixels"))
+    n = 64
+    record = {
+        "summary": torch.rand(n, core.observation_size),
+        "mask": torch.zeros(n, 784).index_fill_(1, torch.tensor([3, 5]), 1.0),
+        "pixels": torch.zeros(n, 784),
+        "step": torch.zeros(n, 1),
+    }
+    assert not bool(torch.isin(policy.sample(record, 0), torch.tensor([3, 5])).any())
+    actions = torch.full((n,), 100)
+    actions[: n // 2] = 200
+    rewards = (actions == 200).float()  # pixel 200 pays, pixel 100 does not
+    rollout = Rollout({k: v[None] for k, v in record.items()}, actions[None], rewards[None], rewards.bool())
+    learner = ReinforceLearner(policy, None, learning_rate=1e-2)
+    with torch.no_grad():
+        before = policy.log_prob(record, torch.full((n,), 200), 0).mean()
+    learner.update(rollout)
+    with torch.no_grad():
+        assert float(policy.log_prob(record, torch.full((n,), 200), 0).mean()) > float(before)
+    with pytest.raises(ValueError, match="memory='pixels'"):
+        PixelPolicy(PixelAttention(core.observation_size, 1))
+
+
+def test_the_pixel_script_evaluates_through_the_environment_and_refuses_gaussian_options(tmp_path, make_core):
+    script, evaluate = _load_script("reinforce"), _load_script("evaluate")
+    core = make_core(2)
+    core.save(tmp_path / "core.pt")
+    common = dict(glimpses=3, num_envs=8, eval_every=24, eval_images=50, device="cpu", action_type="pixel")
+    metrics = script.main(
+        script.Args(total_steps=8 * 3 * 2, core=str(tmp_path / "core.pt"), out=str(tmp_path / "run"), **common)
+    )
+    assert metrics["agent"] == "reinforce-pixel-frozen" and metrics["policy_std"] is None
+    result = evaluate.main(evaluate.Args(checkpoint=str(tmp_path / "run" / "checkpoint.pt"), device="cpu"))
+    assert result["test_accuracy"] == metrics["test_accuracy"]
+    _, saved_core, _ = load_agent(tmp_path / "run" / "checkpoint.pt")
+    assert all(torch.equal(a, b) for a, b in zip(saved_core.state_dict().values(), core.state_dict().values()))
+    with pytest.raises(ValueError, match="--log-std-init is an option of the Gaussian policy"):
+        script.main(script.Args(log_std_init=-1.0, out=str(tmp_path / "bad"), **common))
+    assert not (tmp_path / "bad").exists()

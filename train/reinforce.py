@@ -3,6 +3,7 @@
     python train/reinforce.py                                  # frozen packaged core, 25 glimpses
     python train/reinforce.py --core-training joint            # the env trains the core too (RAM-style)
     python train/reinforce.py --reward final --total-steps 5000000
+    python train/reinforce.py --action-type pixel --core CORE.pt   # one of the 784 pixels per glimpse, on the record
 
 Each iteration runs ``--num-envs`` lockstep episodes of ``--glimpses`` glimpses in
 ``MnistGlimpseVectorEnv`` (torch tensors, ``same_step`` autoreset) and takes one REINFORCE step on the
@@ -15,6 +16,11 @@ Writes ``OUT/checkpoint.pt`` (policy + the core the env ran, ``env.core``), ``OU
 (nearest-pixel test accuracy after 1, 2, 5, 10, 25 glimpses, plus the sampled policy's accuracy, env
 steps per second, the training seconds to the random baseline and to 80% at 25 glimpses on the subset,
 and the learning curve) and ``OUT/glimpses.png``; TensorBoard logs go to ``OUT/tb``.
+
+With ``--action-type pixel`` the policy chooses one of the pixels not read yet on the record
+observation (``obs_type="record"``): a :class:`~agents.pixel_attention.PixelAttention` (the best
+agent's policy class) as a categorical (:class:`agents.reinforce.PixelPolicy`); it is evaluated
+through the environment, and ``--core`` gives the environment another core than the packaged one.
 
 The accuracies of ``reinforce-frozen`` and ``reinforce-joint`` are in docs/results.md, their training
 speed in docs/studies/rl-training-speed.md.
@@ -39,6 +45,7 @@ from agents.baselines import RandomGlimpses
 from agents.checkpoint import save_agent
 from agents.evaluation import (
     accuracy_by_glimpse,
+    accuracy_in_env,
     accuracy_on,
     accuracy_table,
     claim_output,
@@ -47,8 +54,10 @@ from agents.evaluation import (
     write_metrics,
 )
 from agents.figures import plot_glimpse_trails
+from agents.pixel_attention import PixelAttention
 from agents.reinforce import (
     GaussianAttentionPolicy,
+    PixelPolicy,
     ReinforceLearner,
     SampledGlimpses,
     ValueBaseline,
@@ -59,7 +68,7 @@ from agents.resume import Interrupted, ResumePoint
 from agents.rl_args import check_rl_args
 from envs.config import resolve_device
 from envs.data import load_mnist
-from envs.perception import load_pretrained
+from envs.perception import PerceptionCore, load_pretrained
 from envs.sampler import Sampler
 
 #: Test accuracy at 25 glimpses whose first crossing is timed (``seconds_to_80_at_25``).
@@ -70,6 +79,11 @@ TARGET_ACCURACY, TARGET_GLIMPSES = 0.80, 25
 class Args:
     glimpses: int = 25
     """glimpses per episode (T)"""
+    action_type: Literal["continuous", "pixel"] = "continuous"
+    """continuous: a Gaussian (i, j) on the default observation; pixel: a categorical over the pixels not
+    read yet (a PixelAttention), on the record observation"""
+    core: str | None = None
+    """a perception-core checkpoint the environment runs instead of the packaged core (train/export_core.py)"""
     num_envs: int = 256
     """episodes per batch (N); one policy update per batch of N * T env steps"""
     total_steps: int = 10_000_000
@@ -101,14 +115,15 @@ class Args:
     baseline_hidden: int = 64
     """baseline network width"""
     step_bias: bool = True
-    """learned per-glimpse offsets in the attention network (a fixed sequence plus an adaptive correction)"""
+    """continuous actions: learned per-glimpse offsets in the attention network (a fixed sequence plus an
+    adaptive correction; the pixel policy always has its per-glimpse scores)"""
     log_std_init: float = math.log(0.1)
-    """initial log-std of the Gaussian policy (normalised units; 0.1 is about 1.4 pixels); the sweep behind
+    """continuous actions: initial log-std of the Gaussian policy (normalised units; 0.1 is about 1.4 pixels); the sweep behind
     the default is in experiments/results/studies/rl_noise_and_warm_start.json"""
     log_std_min: float = math.log(0.05)
-    """lower clamp of the log-std"""
+    """continuous actions: lower clamp of the log-std"""
     log_std_max: float = 0.0
-    """upper clamp of the log-std"""
+    """continuous actions: upper clamp of the log-std"""
     eval_every: int = 1_000_000
     """env steps between cheap evaluations on the fixed test subset"""
     eval_images: int = 2000
@@ -134,6 +149,15 @@ def main(args: Args, stop_after: int | None = None) -> dict:
     """Train, evaluate and write the run. ``stop_after``: act as if interrupted after that many
     iterations (tests of --resume)."""
     check_rl_args(args, Args.perception_lr)
+    pixel = args.action_type == "pixel"
+    if pixel:
+        defaults = Args()
+        for name in ("step_bias", "log_std_init", "log_std_min", "log_std_max"):
+            if getattr(args, name) != getattr(defaults, name):
+                raise ValueError(
+                    f"--{name.replace('_', '-')} is an option of the Gaussian policy (--action-type continuous); "
+                    "drop it with --action-type pixel."
+                )
     if args.torch_threads > 0:
         torch.set_num_threads(args.torch_threads)
     random.seed(args.seed)
@@ -141,6 +165,7 @@ def main(args: Args, stop_after: int | None = None) -> dict:
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = True
     device = resolve_device(args.device)
+    start_core = PerceptionCore.load(args.core, device) if args.core else None  # refused before anything is written
     resume = ResumePoint(args.out, args, stop_after)
     out = claim_output(args.out, args.overwrite)
     writer = SummaryWriter(str(log_folder(out)))
@@ -149,20 +174,34 @@ def main(args: Args, stop_after: int | None = None) -> dict:
     )
 
     env = make_env(
-        args.num_envs, args.glimpses, args.core_training, args.perception_lr, args.sampler, args.reward, device
-    )
-    policy = GaussianAttentionPolicy(
-        env.single_observation_space.shape[0],
-        args.hidden,
+        args.num_envs,
         args.glimpses,
-        args.step_bias,
-        histogram_scale=args.glimpses,
-        log_std_init=args.log_std_init,
-        log_std_min=args.log_std_min,
-        log_std_max=args.log_std_max,
-    ).to(device)
+        args.core_training,
+        args.perception_lr,
+        args.sampler,
+        args.reward,
+        device,
+        core=start_core,
+        action_type=args.action_type,
+    )
+    observation_size = env.core.observation_size
+    if pixel:
+        attention = PixelAttention(observation_size, args.glimpses, args.hidden, memory="pixels").to(device)
+        policy = PixelPolicy(attention)
+    else:
+        policy = GaussianAttentionPolicy(
+            observation_size,
+            args.hidden,
+            args.glimpses,
+            args.step_bias,
+            histogram_scale=args.glimpses,
+            log_std_init=args.log_std_init,
+            log_std_min=args.log_std_min,
+            log_std_max=args.log_std_max,
+        ).to(device)
+    actor = policy.attention if pixel else policy  # what acts greedily, is evaluated and is saved
     baseline = (
-        ValueBaseline(policy.observation_size, args.glimpses, args.baseline_hidden, args.glimpses).to(device)
+        ValueBaseline(observation_size, args.glimpses, args.baseline_hidden, args.glimpses).to(device)
         if args.baseline
         else None
     )
@@ -193,9 +232,9 @@ def main(args: Args, stop_after: int | None = None) -> dict:
 
     def evaluate(env_steps: int, seconds: float) -> None:
         """Greedy policy on the subset with the env's current core; records first crossings."""
-        policy.eval()
-        accuracy = accuracy_on(policy, env.core, eval_images, eval_labels, args.glimpses)
-        policy.train()
+        actor.eval()
+        accuracy = accuracy_on(actor, env.core, eval_images, eval_labels, args.glimpses)
+        actor.train()
         final = float(accuracy[-1])
         at_target = float(accuracy[TARGET_GLIMPSES - 1]) if args.glimpses >= TARGET_GLIMPSES else None
         curve.append({"env_steps": env_steps, "seconds": round(seconds, 2), "accuracy_T": round(final, 4)})
@@ -213,7 +252,8 @@ def main(args: Args, stop_after: int | None = None) -> dict:
     else:
         learner.load_state_dict(saved["learner"])
         env.load_state_dict(saved["env"])
-        observation = env.sim.observation()  # what the last step returned (same_step autoreset)
+        # what the last step returned (same_step autoreset)
+        observation = env.sim.record_observation() if pixel else env.sim.observation()
         first, train_seconds = saved["iteration"], saved["train_seconds"]
         curve.extend(saved["curve"])
         reached.update(saved["reached"])
@@ -249,11 +289,12 @@ def main(args: Args, stop_after: int | None = None) -> dict:
 
             episodic_return = float(rollout.episodic_return.mean())
             accuracy = float(rollout.correct.float().mean())
-            sigma = policy.std().detach().cpu()  # detach: logging only
             writer.add_scalar("charts/episodic_return", episodic_return, env_steps)
             writer.add_scalar("charts/train_accuracy", accuracy, env_steps)
-            writer.add_scalar("charts/policy_std_i", float(sigma[0]), env_steps)
-            writer.add_scalar("charts/policy_std_j", float(sigma[1]), env_steps)
+            if not pixel:
+                sigma = policy.std().detach().cpu()  # detach: logging only
+                writer.add_scalar("charts/policy_std_i", float(sigma[0]), env_steps)
+                writer.add_scalar("charts/policy_std_j", float(sigma[1]), env_steps)
             writer.add_scalar("charts/env_steps_per_second", env_steps / train_seconds, env_steps)
             writer.add_scalar("losses/policy", stats.policy_loss, env_steps)
             writer.add_scalar("losses/baseline", stats.baseline_loss, env_steps)
@@ -261,7 +302,7 @@ def main(args: Args, stop_after: int | None = None) -> dict:
             writer.add_scalar("losses/advantage_std", stats.advantage_std, env_steps)
             writer.add_scalar("losses/explained_variance", stats.explained_variance, env_steps)
             progress.update(batch_steps)
-            progress.set_postfix(ret=f"{episodic_return:.3f}", acc=f"{accuracy:.3f}", std=f"{float(sigma.mean()):.3f}")
+            progress.set_postfix(ret=f"{episodic_return:.3f}", acc=f"{accuracy:.3f}", entropy=f"{stats.entropy:.3f}")
             if (iteration + 1) % eval_interval == 0 or iteration + 1 == iterations:
                 evaluate(env_steps, train_seconds)
                 progress.set_postfix(
@@ -270,14 +311,17 @@ def main(args: Args, stop_after: int | None = None) -> dict:
     env_steps = iterations * batch_steps
 
     print("evaluating on the 10,000 test images ...", flush=True)
-    policy.eval()
+    actor.eval()
     core = env.core  # the core the env ran: packaged (frozen) or the env's own trained copy (joint)
-    nearest = accuracy_by_glimpse(policy, core, args.glimpses, device=device)
-    sampled = accuracy_by_glimpse(SampledGlimpses(policy), core, args.glimpses, device=device)
+    if pixel:  # a record policy acts through the environment
+        nearest, sampled = accuracy_in_env(actor, core, args.glimpses, device=device), None
+    else:
+        nearest = accuracy_by_glimpse(policy, core, args.glimpses, device=device)
+        sampled = accuracy_by_glimpse(SampledGlimpses(policy), core, args.glimpses, device=device)
     for budget, value in accuracy_table(nearest).items():
         writer.add_scalar("eval/test_accuracy_nearest", value, int(budget))
-    agent = f"reinforce-{args.core_training}"
-    save_agent(out / "checkpoint.pt", agent, policy, core, args.glimpses, args=vars(args), run_id=resume.run_id)
+    agent = f"reinforce-{'pixel-' if pixel else ''}{args.core_training}"
+    save_agent(out / "checkpoint.pt", agent, actor, core, args.glimpses, args=vars(args), run_id=resume.run_id)
     metrics = write_metrics(
         out / "metrics.json",
         agent,
@@ -295,14 +339,15 @@ def main(args: Args, stop_after: int | None = None) -> dict:
         seconds_to_random_baseline=None if reached["random"] is None else round(reached["random"], 1),
         seconds_to_80_at_25=None if reached["target"] is None else round(reached["target"], 1),
         eval_images=args.eval_images,
-        test_accuracy_sampled=accuracy_table(sampled),
-        policy_std=[round(float(s), 4) for s in policy.std().detach().cpu()],  # detach: reporting only
+        test_accuracy_sampled=None if sampled is None else accuracy_table(sampled),
+        # detach: reporting only
+        policy_std=None if pixel else [round(float(s), 4) for s in policy.std().detach().cpu()],
         learning_curve=curve,
         torch_threads=torch.get_num_threads(),
         run_id=resume.run_id,
     )
     print(f"drawing glimpse trails to {out / 'glimpses.png'} ...", flush=True)
-    plot_glimpse_trails(policy, core, args.glimpses, out / "glimpses.png", device=device)
+    plot_glimpse_trails(actor, core, args.glimpses, out / "glimpses.png", device=device)
     writer.close()
     resume.finish()
     print(summary(metrics, out, ["checkpoint.pt", "metrics.json", "glimpses.png", "tb/"]))
