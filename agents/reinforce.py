@@ -153,10 +153,15 @@ class GaussianAttentionPolicy(SavedPolicy, nn.Module):
         """``log pi(a | o, t)`` summed over the two coordinates: ``(B, H + 10), (B, 2) -> (B,)``."""
         return self.distribution(observation, step).log_prob(action).sum(dim=-1)
 
-    def entropy(self, observations: torch.Tensor | None = None) -> torch.Tensor:
-        """``H[pi] = sum_d (log sigma_d + 1/2 log(2 pi e))``, a scalar: the same for every state
-        (``observations`` is ignored)."""
+    def entropy(self) -> torch.Tensor:
+        """``H[pi] = sum_d (log sigma_d + 1/2 log(2 pi e))``, a scalar: the same for every state."""
         return (self.log_std.clamp(self.log_std_min, self.log_std_max) + 0.5 * math.log(2.0 * math.pi * math.e)).sum()
+
+    def rollout_terms(self, observations: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(log pi(a_t | o_t, t), H[pi])`` of a rollout: ``(T, N, H + 10), (T, N, 2) -> ((T, N), scalar)``,
+        one batched call per glimpse index (``step`` may select a per-glimpse offset)."""
+        log_prob = torch.stack([self.log_prob(observations[t], actions[t], t) for t in range(actions.shape[0])])
+        return log_prob, self.entropy()
 
 
 class SampledGlimpses(nn.Module):
@@ -199,19 +204,18 @@ class PixelPolicy(nn.Module):
         """``log pi(k | o, t)``, ``(B,)``."""
         return self.distribution(observation, step).log_prob(action)
 
-    def entropy(self, observations: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        """``H[pi]`` averaged over the ``(T, N)`` observations of a rollout (a scalar with graph)."""
-        if observations is None:
-            raise ValueError("A pixel policy's entropy depends on the state: pass the rollout's observations.")
-        steps = observations["summary"].shape[0]
-        return torch.stack([self.distribution(_at(observations, t), t).entropy().mean() for t in range(steps)]).mean()
-
-
-def _at(observations: torch.Tensor | dict[str, torch.Tensor], step: int) -> torch.Tensor | dict[str, torch.Tensor]:
-    """Glimpse ``step`` of a rollout's observations, ``(T, N, ...)`` or a dict of them (the record)."""
-    if isinstance(observations, dict):
-        return {key: value[step] for key, value in observations.items()}
-    return observations[step]
+    def rollout_terms(
+        self, observations: dict[str, torch.Tensor], actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(log pi(k_t | o_t, t), H[pi])`` of a rollout: the record's ``(T, N, ...)`` tensors and ``(T, N)``
+        pixels -> ``((T, N), scalar)``, the entropy averaged over the ``T * N`` states. One distribution
+        per glimpse index serves both terms."""
+        distributions = [
+            self.distribution({key: value[t] for key, value in observations.items()}, t)
+            for t in range(actions.shape[0])
+        ]
+        log_prob = torch.stack([d.log_prob(action) for d, action in zip(distributions, actions)])
+        return log_prob, torch.stack([d.entropy().mean() for d in distributions]).mean()
 
 
 def _summary(observations: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
@@ -448,9 +452,7 @@ class ReinforceLearner:
         steps, n = rollout.rewards.shape
         # The rewards come from the env (computed under no_grad): constants, nothing to detach.
         returns = returns_to_go(rollout.rewards, self.gamma)
-        log_prob = torch.stack(
-            [self.policy.log_prob(_at(rollout.observations, t), rollout.actions[t], t) for t in range(steps)]
-        )  # (T, N)
+        log_prob, entropy = self.policy.rollout_terms(rollout.observations, rollout.actions)  # (T, N), scalar
         if self.baseline is not None:
             step_index = torch.arange(steps, device=returns.device).unsqueeze(1).expand(steps, n)
             values = self.baseline(_summary(rollout.observations).flatten(0, 1), step_index.flatten()).view(steps, n)
@@ -464,7 +466,6 @@ class ReinforceLearner:
         normalised = advantages
         if self.normalize_advantage and advantages.numel() > 1:
             normalised = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-        entropy = self.policy.entropy(rollout.observations)
         policy_loss = -(normalised * log_prob).mean() - self.ent_coef * entropy
         return Losses(policy_loss, baseline_loss, entropy, returns, values, advantages)
 

@@ -19,3 +19,20 @@ def check_rl_args(args: Any, default_perception_lr: float) -> None:
         raise ValueError(
             f"--perception-lr {args.perception_lr} trains the core; pass --core-training joint, or drop it."
         )
+
+
+def refuse_with_pixel_actions(args: Any, names: tuple[str, ...]) -> None:
+    """With ``--action-type pixel``, refuse the Gaussian policy's options ``names`` set away from their
+    defaults: nothing reads them there.
+
+    :param args: the script's ``Args`` (``action_type`` and ``names``; its class gives the defaults).
+    """
+    if args.action_type != "pixel":
+        return
+    defaults = type(args)()
+    for name in names:
+        if getattr(args, name) != getattr(defaults, name):
+            raise ValueError(
+                f"--{name.replace('_', '-')} is an option of the Gaussian policy (--action-type continuous); "
+                "with --action-type pixel nothing reads it. Drop it."
+            )

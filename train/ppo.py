@@ -70,7 +70,7 @@ from agents.ppo import (
     ppo_state,
 )
 from agents.resume import Interrupted, ResumePoint
-from agents.rl_args import check_rl_args
+from agents.rl_args import check_rl_args, refuse_with_pixel_actions
 from envs.config import resolve_device
 from envs.perception import PerceptionCore
 from envs.sb3 import MnistGlimpseSB3VecEnv
@@ -154,15 +154,8 @@ def check_action_args(args: Args) -> None:
     """Refuse two cores at once, and the Gaussian policy's options with pixel actions, where nothing would read them."""
     if args.core and args.init_from:
         raise ValueError("--init-from brings its agent's core; drop --core (or --init-from).")
-    if args.action_type != "pixel":
-        return
-    defaults = Args()
-    for name in ("log_std_init", "step_feature", "step_offsets"):
-        if getattr(args, name) != getattr(defaults, name):
-            raise ValueError(
-                f"--{name.replace('_', '-')} is an option of the Gaussian policy (--action-type continuous); "
-                "with --action-type pixel the record observation carries the step and actions are pixels. Drop it."
-            )
+    # the record observation carries the step, and the actions are pixels
+    refuse_with_pixel_actions(args, ("log_std_init", "step_feature", "step_offsets"))
 
 
 def main(args: Args, stop_after: int | None = None) -> dict:

@@ -65,7 +65,7 @@ from agents.reinforce import (
     make_env,
 )
 from agents.resume import Interrupted, ResumePoint
-from agents.rl_args import check_rl_args
+from agents.rl_args import check_rl_args, refuse_with_pixel_actions
 from envs.config import resolve_device
 from envs.data import load_mnist
 from envs.perception import PerceptionCore, load_pretrained
@@ -149,15 +149,8 @@ def main(args: Args, stop_after: int | None = None) -> dict:
     """Train, evaluate and write the run. ``stop_after``: act as if interrupted after that many
     iterations (tests of --resume)."""
     check_rl_args(args, Args.perception_lr)
+    refuse_with_pixel_actions(args, ("step_bias", "log_std_init", "log_std_min", "log_std_max"))
     pixel = args.action_type == "pixel"
-    if pixel:
-        defaults = Args()
-        for name in ("step_bias", "log_std_init", "log_std_min", "log_std_max"):
-            if getattr(args, name) != getattr(defaults, name):
-                raise ValueError(
-                    f"--{name.replace('_', '-')} is an option of the Gaussian policy (--action-type continuous); "
-                    "drop it with --action-type pixel."
-                )
     if args.torch_threads > 0:
         torch.set_num_threads(args.torch_threads)
     random.seed(args.seed)
