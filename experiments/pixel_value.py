@@ -198,7 +198,7 @@ def main(args: Args) -> None:
     train, test = load_mnist("train"), load_mnist("test")
     policy, agent_core, checkpoint = load_agent(args.agent)
     start = time.time()
-    coords, _ = agent_glimpses(policy, agent_core, checkpoint["glimpses"], train.images)
+    coords, agent_values = agent_glimpses(policy, agent_core, checkpoint["glimpses"], train.images)
     test_coords, test_values = agent_glimpses(policy, agent_core, checkpoint["glimpses"], test.images)
     print(f"the agent's glimpses of 70,000 images: {time.time() - start:.0f} s", flush=True)
     with torch.no_grad():
@@ -217,7 +217,7 @@ def main(args: Args) -> None:
     }
     flat = coords.round().long()
     agent_pixels = flat[..., 0] * IMAGE_SIZE + flat[..., 1]  # (N, 25) pixel indices, in reading order
-    agent_centres, agent_values = pixel_centres()[agent_pixels], images.gather(1, agent_pixels)
+    agent_centres = pixel_centres()[agent_pixels]
 
     def prefix_loss(model: nn.Module, batch: torch.Tensor | slice) -> torch.Tensor:
         """The perception loss of an order-free core on every prefix of the agent's pixels, in one pass."""
@@ -227,47 +227,51 @@ def main(args: Args) -> None:
         logits = predict(model, test_images, test_sets[name])
         return round(100 * (logits.argmax(-1) == test_labels).float().mean().item(), 2)
 
-    rows = []
-    for masks in args.masks:
-        for spec in args.predictors:
-            budgets = BUDGETS if (masks, spec) == ("agent", "mlp") else (None,)
-            for budget in budgets:
-                torch.manual_seed(args.seed)
-                model = MaskedMLP() if spec == "mlp" else wide_core(spec, args.encoding)
-                label = f"{spec}, {masks} masks" + ("" if budget is None else f", T = {budget}")
-                print(f"{label} ({sum(p.numel() for p in model.parameters()):,} parameters)", flush=True)
+    rows: list[dict] = []
+    plan = [
+        (masks, spec, budget)
+        for masks in args.masks
+        for spec in args.predictors
+        for budget in (BUDGETS if (masks, spec) == ("agent", "mlp") else (None,))
+    ]
+    for masks, spec, budget in plan:
+        torch.manual_seed(args.seed)
+        model = MaskedMLP() if spec == "mlp" else wide_core(spec, args.encoding)
+        label = f"{spec}, {masks} masks" + ("" if budget is None else f", T = {budget}")
+        print(f"{label} ({sum(p.numel() for p in model.parameters()):,} parameters)", flush=True)
 
-                if masks == "uniform":  # fresh masks every batch, fixed ones for validation
-                    train_mask, val_mask = None, val_uniform
-                elif spec == "mlp":
-                    train_mask = first_pixels(coords, budget)
-                    val_mask = train_mask[val]
-                else:  # a core on the agent's prefixes: every budget 1..25 in one pass, as the agent's core
-                    train_mask = val_mask = None
+        if masks == "uniform":  # fresh masks every batch, fixed ones for validation
+            train_mask, val_mask = None, val_uniform
+        elif spec == "mlp":
+            train_mask = first_pixels(coords, budget)
+            val_mask = train_mask[val]
+        else:  # a core on the agent's prefixes: every budget 1..25 in one pass, as the agent's core
+            train_mask = val_mask = None
 
-                def batch_loss(batch: torch.Tensor, model=model, train_mask=train_mask, masks=masks) -> torch.Tensor:
-                    if masks == "agent" and train_mask is None:
-                        return prefix_loss(model, batch)
-                    mask = uniform_masks(len(batch), high=args.uniform_max) if masks == "uniform" else train_mask[batch]
-                    return nn.functional.cross_entropy(read(model, images[batch], mask), labels[batch])
+        def batch_loss(batch: torch.Tensor, model=model, train_mask=train_mask, masks=masks) -> torch.Tensor:
+            if masks == "agent" and train_mask is None:
+                return prefix_loss(model, batch)
+            mask = uniform_masks(len(batch), high=args.uniform_max) if masks == "uniform" else train_mask[batch]
+            return nn.functional.cross_entropy(read(model, images[batch], mask), labels[batch])
 
-                def validation_loss(model=model, val_mask=val_mask) -> float:
-                    if val_mask is None:  # the training objective, the mean over the 25 prefixes
-                        with torch.no_grad():
-                            return prefix_loss(model, val).item()
-                    logits = predict(model, images[val], val_mask)
-                    return nn.functional.cross_entropy(logits, labels[val]).item()
+        def validation_loss(model=model, val_mask=val_mask) -> float:
+            if val_mask is None:  # the training objective, the mean over the 25 prefixes
+                with torch.no_grad():
+                    return prefix_loss(model, val).item()
+            logits = predict(model, images[val], val_mask)
+            return nn.functional.cross_entropy(logits, labels[val]).item()
 
-                record = fit(model, batch_loss, n_train, validation_loss, args)
-                tests = {name: accuracy(model, name) for name in test_sets
-                         if budget is None or name.endswith(f" {budget}")}  # fmt: skip
-                rows.append({"predictor": spec, "masks": masks, "budget": budget, **record, "test_accuracy": tests})
-                print(f"  {label}: {tests} ({record['seconds']:.0f} s)", flush=True)
-                write_results(out, args, own_accuracy, rows)  # after every predictor: a stopped run keeps its rows
+        record = fit(model, batch_loss, n_train, validation_loss, args)
+        tests = {name: accuracy(model, name) for name in test_sets
+                 if budget is None or name.endswith(f" {budget}")}  # fmt: skip
+        rows.append({"predictor": spec, "masks": masks, "budget": budget, **record, "test_accuracy": tests})
+        print(f"  {label}: {tests} ({record['seconds']:.0f} s)", flush=True)
+        # after every predictor: a stopped run keeps its rows
+        write_results(out, args, own_accuracy, rows, complete=len(rows) == len(plan))
     print(f"wrote {out}")
 
 
-def write_results(out: Path, args: Args, own_accuracy: dict[int, float], rows: list[dict]) -> None:
+def write_results(out: Path, args: Args, own_accuracy: dict[int, float], rows: list[dict], complete: bool) -> None:
     result = {
         "command": "python experiments/pixel_value.py " + " ".join(_cli(args)),
         "args": asdict(args),
@@ -275,10 +279,7 @@ def write_results(out: Path, args: Args, own_accuracy: dict[int, float], rows: l
         "device": "cpu",
         "agent_test_accuracy": {str(t): round(100 * a, 2) for t, a in own_accuracy.items()},
         "rows": rows,
-        "complete": len(rows)
-        == sum(
-            len(BUDGETS) if (masks, spec) == ("agent", "mlp") else 1 for masks in args.masks for spec in args.predictors
-        ),
+        "complete": complete,
     }
     write_atomic(out, lambda handle: handle.write(json.dumps(result, indent=2).encode()))
 
