@@ -100,6 +100,10 @@ class Method:
     headline: bool = False
     """a row of the headline table: the best configuration of its family"""
 
+    record: bool = False
+    """a row of the record table: an RL agent on the record observation with pixel actions, its
+    own budget (the others of the short table share 5 epochs or 5M environment steps)"""
+
     tiny: tuple[str, ...] = ()
     """flags added to the trainer's smoke-test budget (SCALES["tiny"])"""
 
@@ -116,8 +120,12 @@ class Method:
 
 
 _MEMORY = ("--preset", "pixel-memory")
+_PIXEL = ("--action-type", "pixel")
+#: The shipped agent (--preset best, seed 0), the warm start of MaskablePPO's headline row.
+_SHIPPED = ("--init-from", "envs/pretrained/agent.pt")
 #: Every method, in table order. The headline rows are the best configuration of each family; the
-#: others run the short budget (5 epochs, 5M environment steps) that compares all methods at once.
+#: record rows are RL from scratch on the record observation with pixel actions; the others run the
+#: short budget (5 epochs, 5M environment steps) that compares all methods at once.
 METHODS: dict[str, Method] = {
     "random-glimpses": Method("pretrain", ("--steps", "3000"), headline=True),
     "fixed-sequence-15ep": Method("differentiable", ("--preset", "fixed-sequence"), headline=True),
@@ -130,6 +138,9 @@ METHODS: dict[str, Method] = {
     ),
     "ppo-joint-from-fixed-15M": Method(
         "ppo", ("--core-training", "joint", "--total-steps", "15000000"), warm_start="fixed-sequence", headline=True
+    ),
+    "ppo-pixel-from-shipped-1M": Method(
+        "ppo", (*_PIXEL, *_SHIPPED, "--total-steps", "1000000", "--learning-rate", "1e-4"), headline=True
     ),
     "fixed-sequence": Method("differentiable", ("--preset", "fixed-sequence", "--epochs", "5")),
     "differentiable-argmin": Method("differentiable", ("--preset", "argmin", "--epochs", "5")),
@@ -145,6 +156,8 @@ METHODS: dict[str, Method] = {
     "ppo-joint-from-fixed": Method(
         "ppo", ("--core-training", "joint", "--total-steps", "5000000"), warm_start="fixed-sequence"
     ),
+    "ppo-pixel-2M": Method("ppo", (*_PIXEL, "--total-steps", "2000000"), record=True),
+    "reinforce-pixel-2M": Method("reinforce", (*_PIXEL, "--total-steps", "2000000"), record=True),
 }
 
 
@@ -370,7 +383,8 @@ def _commands(methods: Sequence[str], where: str) -> str:
 def results_doc(runs: dict[str, list[dict[str, Any]]], out: Path) -> str:
     """The text of docs/results.md, from ``runs`` (:func:`finished_runs`)."""
     headline = [m for m in METHODS if METHODS[m].headline and m in runs]
-    short = [m for m in METHODS if not METHODS[m].headline and m in runs]
+    record = [m for m in METHODS if METHODS[m].record and m in runs]
+    short = [m for m in METHODS if m in runs and m not in headline and m not in record]
     where = os.path.relpath(out, REPO) if out.is_relative_to(REPO) else str(out)
     parts = [
         "# Results",
@@ -396,6 +410,15 @@ def results_doc(runs: dict[str, list[dict[str, Any]]], out: Path) -> str:
         _commands(short, where),
         "",
     ]
+    if record:
+        parts += [
+            "## RL from scratch on the record observation (pixel actions, the packaged core frozen)",
+            "",
+            markdown_table([*[table_row(m, runs[m]) for m in record], gdfs_row()]),
+            "",
+            _commands(record, where),
+            "",
+        ]
     return "\n".join(parts)
 
 
