@@ -2,15 +2,15 @@
 
 It is the best recipe (``python train/differentiable.py --preset best --seed 0``): a
 :class:`~agents.pixel_attention.PixelAttention` that remembers the pixels it read, on its own 16 x 32
-``learned`` core. It acts in ``MnistGlimpse-v0`` made with its core, the ``nearest`` read-out, the
-record observation and pixel actions (:data:`ENV_KWARGS`)::
+``learned`` core, which is also the environment's packaged core. It acts in ``MnistGlimpse-v0`` made
+with the ``nearest`` read-out, the record observation and pixel actions (:data:`ENV_KWARGS`)::
 
     import gymnasium
     import envs
     from agents.shipped import ENV_KWARGS, act, load_shipped_agent
 
-    policy, core, _ = load_shipped_agent()
-    env = gymnasium.make("MnistGlimpse-v0", split="test", perception=core, **ENV_KWARGS)
+    policy, _, _ = load_shipped_agent()
+    env = gymnasium.make("MnistGlimpse-v0", split="test", **ENV_KWARGS)
     obs, info = env.reset(seed=0)
     for t in range(25):
         obs, reward, terminated, truncated, info = env.step(act(policy, obs, t))
@@ -35,7 +35,7 @@ from envs.perception import PRETRAINED_PATH, PerceptionCore
 AGENT_PATH = PRETRAINED_PATH.parent / "agent.pt"
 AGENT_SHA256 = "284bcac0e765ef1dfad34e4eb739bf16491b7c6b7c6e6f58b2086fb7e612ca9c"
 
-#: How the environment must be made for the shipped agent (besides ``perception=core``).
+#: How the environment must be made for the shipped agent (its core is the packaged one).
 ENV_KWARGS = {"sampler": "nearest", "obs_type": "record", "action_type": "pixel"}
 
 

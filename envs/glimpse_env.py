@@ -93,7 +93,7 @@ class MnistGlimpseEnv(gym.Env[np.ndarray, np.ndarray]):
     ## Observation Space
 
     ``Box(float32, (H + 10,))`` = ``concat(histogram, prediction)``: the soft histogram (``H =
-    channels * n_bins`` of the core, 128 for the packaged one; entries in ``[0, max_glimpses]``) and
+    channels * n_bins`` of the core, 512 for the packaged 16x32 one; entries in ``[0, max_glimpses]``) and
     the class probabilities after the last glimpse. It is computed only from the pixels sampled;
     neither the rest of the image nor the label reaches the agent.
 
@@ -165,6 +165,10 @@ class MnistGlimpseEnv(gym.Env[np.ndarray, np.ndarray]):
 
     * v0: initial version; ``spec.max_episode_steps`` reports ``max_glimpses``; the opt-in
       ``obs_type="record"``, ``action_type="pixel"`` and ``render_mode="human"`` leave the defaults as they were.
+      The packaged core (``perception=None``) is the shipped agent's 16x32 ``learned`` core
+      (observation ``Box(522,)``), so the prediction observed is the best agent's; the first releases
+      of v0 packaged a 32x4 ``plain`` core (``Box(138,)``); an agent trained on it passes that core's
+      file as ``perception=PATH``.
     """
 
     metadata = {"render_modes": ["human", "rgb_array"], "render_fps": 4}

@@ -24,14 +24,12 @@ from .data import IMAGE_SIZE, NUM_CLASSES, file_sha256
 from .sampler import Sampler, pixel_centres, pixel_to_action
 from .soft_ordering import RecurrentSoftOrdering
 
-#: The packaged pretrained core that environments load by default: the core of the continuous
-#: differentiable agent trained for 5 epochs without the nearest read-out epoch, trained by
-#: ``python train/differentiable.py --epochs 5 --readout-epochs 0 --torch-threads 1 --out
-#: runs/differentiable`` followed by ``python train/export_core.py --checkpoint
-#: runs/differentiable/checkpoint.pt``. The RL scripts (``train/reinforce.py``, ``train/ppo.py``)
-#: start from it, frozen or trained further (``--core-training``), unless ``train/ppo.py
-#: --init-from`` brings another core. That command does not reproduce these weights bit for bit on
-#: every machine (docs/studies/differentiable-readout-and-length.md); the file is the reference.
+#: The packaged pretrained core that environments load by default: the 16x32 ``learned`` core of the
+#: shipped agent (``envs/pretrained/agent.pt``, ``python train/differentiable.py --preset best --seed
+#: 0``), written by ``python train/export_core.py --checkpoint envs/pretrained/agent.pt``. So the
+#: environment's prediction is the best agent's, and the RL scripts (``train/reinforce.py``,
+#: ``train/ppo.py``) start from the core that agent learned, frozen or trained further
+#: (``--core-training``), unless ``--core`` or ``train/ppo.py --init-from`` brings another.
 PRETRAINED_PATH = Path(__file__).resolve().parent / "pretrained" / "perception.pt"
 
 #: A core trained on uniformly random glimpses: the warm start of the differentiable agent's
@@ -42,7 +40,7 @@ RANDOM_GLIMPSES_PATH = Path(__file__).resolve().parent / "pretrained" / "percept
 #: SHA-256 of the packaged cores, checked whenever one is loaded: a damaged or replaced file is refused.
 #: A core regenerated on purpose (train/export_core.py) needs its new digest here.
 PACKAGED_SHA256 = {
-    "perception.pt": "d5a39ba66992983ad98555dd6fb5fd59c35c35877cb038ad33489d508e4186ff",
+    "perception.pt": "7254fd40015b5f44f9c177a7c72377de81ac14fac90767121393dcffb948d62c",
     "perception_random_glimpses.pt": "321edf239095edbd9849611e7620cce31141219889eea44f0ad72b55060ca02c",
 }
 
@@ -96,7 +94,7 @@ class GlimpseEncoding(nn.Module):
       ``phi = [sin(k pi/2 i), sin(k pi/2 j), cos(k pi/2 i), cos(k pi/2 j)]`` for ``k = 1..4`` (16 features).
       A linear function of ``[i, j, v]`` is a plane, so each soft bin of a plain core is a band of
       locations shifted by the ink; with ``phi`` gated by ink and by background, one channel can
-      weigh ink differently at different places. ``"plain"`` is the default (the packaged core's); the
+      weigh ink differently at different places. ``"plain"`` is the default (the random-glimpses core's); the
       two are compared on fixed pixels (``python experiments/core_capacity.py --cores 32x4 16x32
       --encodings plain fourier``) and in the continuous differentiable agent in
       docs/studies/core-on-fixed-pixels.md.
@@ -376,8 +374,8 @@ def load_pretrained(device: torch.device | str = "cpu", shared: bool = False) ->
     if not PRETRAINED_PATH.is_file():
         raise FileNotFoundError(
             f"The packaged perception core {PRETRAINED_PATH} is missing. Regenerate it with "
-            "`python train/differentiable.py --epochs 5 --readout-epochs 0 --torch-threads 1 --out runs/packaged` and "
-            "`python train/export_core.py --checkpoint runs/packaged/checkpoint.pt`, or reinstall the package."
+            "`python train/export_core.py --checkpoint envs/pretrained/agent.pt` (the shipped agent's core), or "
+            "reinstall the package."
         )
     if not shared:
         return PerceptionCore.load(PRETRAINED_PATH, device).eval()

@@ -13,6 +13,7 @@ from envs.data import NUM_CLASSES
 from envs.perception import (
     CHECKPOINT_FORMAT,
     PRETRAINED_PATH,
+    RANDOM_GLIMPSES_PATH,
     PerceptionConfig,
     PerceptionCore,
     load_pretrained,
@@ -301,9 +302,9 @@ def test_fourier_core_round_trip_and_old_checkpoints_read_as_plain(tmp_path, mak
     assert loaded.config.encoding == "fourier" and torch.equal(
         loaded.replay(coords, values), core.replay(coords, values)
     )
-    # a checkpoint config without an "encoding" key (like the packaged core's) reads as plain
-    assert "encoding" not in torch.load(PRETRAINED_PATH, weights_only=True)["config"]
-    assert load_pretrained().config.encoding == "plain"
+    # a checkpoint config without an "encoding" key (like the random-glimpses core's) reads as plain
+    assert "encoding" not in torch.load(RANDOM_GLIMPSES_PATH, weights_only=True)["config"]
+    assert PerceptionCore.load(RANDOM_GLIMPSES_PATH).config.encoding == "plain"
 
 
 def test_learned_encoding_starts_as_fourier_at_pixel_centres_and_interpolates():
@@ -379,3 +380,14 @@ def test_head_layers_and_dropout(make_core):
     for bad in (dict(dropout=1.0), dict(head_layers=0), dict(channels=0), dict(n_bins=2.5)):
         with pytest.raises(ValueError, match="PerceptionConfig"):
             PerceptionConfig(**bad)
+
+
+def test_packaged_core_is_the_shipped_agents_core():
+    """The environment's default prediction is the shipped agent's: the packaged core is its core."""
+    from agents.shipped import load_shipped_agent
+
+    _, core, _ = load_shipped_agent()
+    packaged = load_pretrained()
+    assert packaged.config == core.config
+    assert packaged.state_dict().keys() == core.state_dict().keys()
+    assert all(torch.equal(packaged.state_dict()[k], v) for k, v in core.state_dict().items())
