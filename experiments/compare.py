@@ -380,6 +380,17 @@ def _commands(methods: Sequence[str], where: str) -> str:
     )
 
 
+def gpu_pending(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """A paragraph saying that the GPU comparison is still to run, where no run of ``runs`` used a GPU."""
+    if any(str(r.get("device", "")).startswith("cuda") for method in runs.values() for r in method):
+        return []
+    return [
+        "Every run here is a CPU run: the comparison at its GPU budgets (`python experiments/compare.py --gpu "
+        "--device cuda`, 3 seeds of every method) is pending a GPU machine.",
+        "",
+    ]
+
+
 def results_doc(runs: dict[str, list[dict[str, Any]]], out: Path) -> str:
     """The text of docs/results.md, from ``runs`` (:func:`finished_runs`)."""
     headline = [m for m in METHODS if METHODS[m].headline and m in runs]
@@ -395,6 +406,7 @@ def results_doc(runs: dict[str, list[dict[str, Any]]], out: Path) -> str:
         "training clock, on the device listed; CPU runs shared 2 cores (AMD EPYC) with one torch thread each, "
         "so times vary with the load. A warm-started method's time excludes the run it starts from.",
         "",
+        *gpu_pending(runs),
         "## The best configuration of each family",
         "",
         markdown_table([*[table_row(m, runs[m]) for m in headline], gdfs_row()]),

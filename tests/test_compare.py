@@ -59,6 +59,17 @@ def test_tables_come_from_the_runs_metrics(tmp_path):
     assert "| ppo-joint | 11.0 ± 1.4 | 21.0 ± 1.4 |" in short
     assert f"| {compare.GDFS_LABEL} | — | — | ~69 | ~87 | ~95.5–96 |" in headline
     assert "`python train/differentiable.py --preset best --seed K --out " in headline  # each row's command
+    assert "pending a GPU machine" not in text  # one run used a GPU
+    assert "## RL from scratch on the record" not in text  # no record run: no record table
+
+    write_run(tmp_path, "reinforce-pixel-2M", 0, TABLE, env_steps=2_000_000, device="cpu")
+    cpu_only = {m: r for m, r in compare.finished_runs(tmp_path).items() if m != "differentiable-best"}
+    text = compare.results_doc(cpu_only, tmp_path)
+    assert "the comparison at its GPU budgets (`python experiments/compare.py --gpu --device cuda`" in text
+    short, record = text.split("## Every method at the short budget")[1].split("## RL from scratch on the record")
+    assert "| ppo-joint |" in short and "reinforce-pixel-2M" not in short
+    assert "| reinforce-pixel-2M | 10.0 | 20.0 | 50.0 | 60.0 | 90.0 |" in record
+    assert "`python train/reinforce.py --action-type pixel --total-steps 2000000 --seed K --out " in record
 
     readme = compare.replace_between_markers(
         "top\n<!-- results-table:start -->\nold\n<!-- results-table:end -->\nend\n", compare.readme_table(runs)
