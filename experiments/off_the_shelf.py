@@ -4,11 +4,13 @@ default hyperparameters, on the environment as a user makes it, against the rand
     python experiments/off_the_shelf.py                                     # PPO and SAC, 200k steps, seeds 0 1 2
     python experiments/off_the_shelf.py --algos ppo --steps 20000 --seeds 0 --out /tmp/ots
     python experiments/off_the_shelf.py --algos maskable-ppo                # the record and pixel actions
+    python experiments/off_the_shelf.py --algos ppo-record                  # the record, continuous actions
 
 Each run trains ``ALGO("MlpPolicy", env)`` for ``--steps`` environment steps on
 ``TimeAwareObservation(gymnasium.make("MnistGlimpse-v0"), normalize_time=True)`` (the documented
 configuration: the observation plus the glimpse counter ``t / 25``) or, with ``--plain``, on
-``gymnasium.make("MnistGlimpse-v0")`` alone. It is then scored with its deterministic policy on the
+``gymnasium.make("MnistGlimpse-v0")`` alone; ``ppo-record`` trains ``PPO("MultiInputPolicy", env)`` on
+the record observation (``obs_type="record"``, which carries the glimpse count) with continuous actions. It is then scored with its deterministic policy on the
 10,000 test images, in the same environment (bilinear read-out, the packaged core), batched: one
 :class:`~envs.vector_env.MnistGlimpseVectorEnv` of 10,000 episodes. The random policy is scored the
 same way. Each run writes ``OUT/<algo>[-plain][-normalized]/seed<k>.json``; a run whose file exists
@@ -38,10 +40,11 @@ GLIMPSES = 25
 
 @dataclass
 class Args:
-    algos: tuple[Literal["ppo", "sac", "maskable-ppo"], ...] = ("ppo", "sac")
+    algos: tuple[Literal["ppo", "sac", "maskable-ppo", "ppo-record"], ...] = ("ppo", "sac")
     """SB3 algorithms to run, each with its default hyperparameters: ppo and sac with MlpPolicy on the
     default observation; maskable-ppo (sb3-contrib) with MultiInputPolicy on the record observation
-    and pixel actions (obs_type="record", action_type="pixel"), masked to the pixels not read yet"""
+    and pixel actions (obs_type="record", action_type="pixel"), masked to the pixels not read yet;
+    ppo-record, PPO with MultiInputPolicy on the record observation and continuous actions"""
     seeds: tuple[int, ...] = (0, 1, 2)
     """seeds of every algorithm"""
     steps: int = 200_000
@@ -54,14 +57,16 @@ class Args:
     """runs go to OUT/<algo>[-plain]/seed<k>.json"""
     torch_threads: int = 1
     """CPU threads for torch"""
+    test_images: int = 10_000
+    """test images each policy is scored on (the first ones of the test split)"""
 
 
 @torch.no_grad()
-def test_accuracy(act, time_feature: bool, seed: int, normalize=None) -> dict[str, float]:
+def test_accuracy(act, time_feature: bool, seed: int, normalize=None, images: int = 10_000) -> dict[str, float]:
     """Accuracy after 1, 2, 5, 10 and 25 glimpses on the 10,000 test images; ``act(obs (N, D)) -> (N, 2)``;
     ``normalize``: the training env's ``NormalizeObservation`` statistics, applied to the observation."""
-    vec = MnistGlimpseVectorEnv(10_000, GLIMPSES, split="test", device="cpu")
-    obs, _ = vec.reset(options={"index": np.arange(10_000)}, seed=seed)
+    vec = MnistGlimpseVectorEnv(images, GLIMPSES, split="test", device="cpu")
+    obs, _ = vec.reset(options={"index": np.arange(images)}, seed=seed)
     labels = vec.sim.labels.cpu().numpy()
     correct = {}
     for t in range(GLIMPSES):
@@ -76,39 +81,52 @@ def test_accuracy(act, time_feature: bool, seed: int, normalize=None) -> dict[st
 
 #: The documented configuration of ``maskable-ppo``: the record of the pixels read, one pixel per action.
 RECORD = {"obs_type": "record", "action_type": "pixel"}
+#: ``ppo-record``'s: the record, continuous actions.
+RECORD_CONTINUOUS = {"obs_type": "record"}
 
 
 @torch.no_grad()
-def test_accuracy_record(act, seed: int) -> dict[str, float]:
-    """As :func:`test_accuracy`, in the ``RECORD`` configuration; ``act(obs dict, masks (N, 784)) -> (N,)``."""
-    vec = MnistGlimpseVectorEnv(10_000, GLIMPSES, split="test", device="cpu", **RECORD)
-    obs, _ = vec.reset(options={"index": np.arange(10_000)}, seed=seed)
+def test_accuracy_record(act, seed: int, env_kwargs: dict = RECORD, images: int = 10_000) -> dict[str, float]:
+    """As :func:`test_accuracy`, on the record observation (``env_kwargs``: ``RECORD``, or
+    ``RECORD_CONTINUOUS``); ``act(obs dict, masks) -> (N,)`` pixels (masks ``(N, 784)``: the unread pixels)
+    or ``(N, 2)`` locations (masks ``None``)."""
+    vec = MnistGlimpseVectorEnv(images, GLIMPSES, split="test", device="cpu", **env_kwargs)
+    obs, _ = vec.reset(options={"index": np.arange(images)}, seed=seed)
     labels = vec.sim.labels.cpu().numpy()
     correct = {}
     for t in range(GLIMPSES):
-        obs, *_ = vec.step(act(obs, vec.action_masks()))
+        masks = vec.action_masks() if vec.action_type == "pixel" else None
+        obs, *_ = vec.step(act(obs, masks))
         if t + 1 in BUDGETS:
             correct[str(t + 1)] = round(float((obs["summary"][:, -10:].argmax(1) == labels).mean()), 4)
     return correct
 
 
-def run_maskable(seed: int, args: Args) -> dict:
+def run_record(algo: str, seed: int, args: Args) -> dict:
+    """``maskable-ppo`` (pixel actions, masked) or ``ppo-record`` (continuous actions) on the record."""
     from sb3_contrib import MaskablePPO
+    from stable_baselines3 import PPO
 
-    model = MaskablePPO("MultiInputPolicy", gym.make("MnistGlimpse-v0", **RECORD), seed=seed, verbose=0)
+    pixel = algo == "maskable-ppo"
+    kwargs = RECORD if pixel else RECORD_CONTINUOUS
+    model = (MaskablePPO if pixel else PPO)(
+        "MultiInputPolicy", gym.make("MnistGlimpse-v0", **kwargs), seed=seed, verbose=0
+    )
     start = time.time()
     model.learn(total_timesteps=args.steps)
     seconds = time.time() - start
     results = {}
     for deterministic in (True, False):
-        results[deterministic] = test_accuracy_record(
-            lambda o, m, d=deterministic: model.predict(o, action_masks=m, deterministic=d)[0], seed
-        )
+        if pixel:
+            act = lambda o, m, d=deterministic: model.predict(o, action_masks=m, deterministic=d)[0]  # noqa: E731
+        else:
+            act = lambda o, m, d=deterministic: model.predict(o, deterministic=d)[0]  # noqa: E731
+        results[deterministic] = test_accuracy_record(act, seed, kwargs, args.test_images)
     return {
-        "algo": "maskable-ppo",
+        "algo": algo,
         "seed": seed,
         "steps": args.steps,
-        "env_kwargs": RECORD,
+        "env_kwargs": kwargs,
         "test_accuracy": results[True],
         "test_accuracy_sampled": results[False],
         "train_seconds": round(seconds, 1),
@@ -118,8 +136,8 @@ def run_maskable(seed: int, args: Args) -> dict:
 def run(algo: str, seed: int, args: Args) -> dict:
     from stable_baselines3 import PPO, SAC
 
-    if algo == "maskable-ppo":
-        return run_maskable(seed, args)
+    if algo in ("maskable-ppo", "ppo-record"):
+        return run_record(algo, seed, args)
 
     env = gym.make("MnistGlimpse-v0")
     statistics = None
@@ -132,8 +150,16 @@ def run(algo: str, seed: int, args: Args) -> dict:
     start = time.time()
     model.learn(total_timesteps=args.steps)
     seconds = time.time() - start
-    accuracy = test_accuracy(lambda o: model.predict(o, deterministic=True)[0], not args.plain, seed, statistics)
-    sampled = test_accuracy(lambda o: model.predict(o, deterministic=False)[0], not args.plain, seed, statistics)
+    accuracy, sampled = (
+        test_accuracy(
+            lambda o, d=deterministic: model.predict(o, deterministic=d)[0],
+            not args.plain,
+            seed,
+            statistics,
+            args.test_images,
+        )
+        for deterministic in (True, False)
+    )
     return {
         "algo": algo,
         "seed": seed,
@@ -150,15 +176,23 @@ def main(args: Args) -> None:
     torch.set_num_threads(args.torch_threads)
     out = Path(args.out)
     rng = np.random.default_rng(0)
-    if "maskable-ppo" in args.algos and (args.plain or args.normalize):
-        raise ValueError("maskable-ppo runs on the record observation as it is: drop --plain and --normalize.")
-    random = {"algo": "random", "test_accuracy": test_accuracy(lambda o: rng.uniform(-1, 1, (len(o), 2)), False, 0)}
+    record = {"maskable-ppo", "ppo-record"} & set(args.algos)
+    if record and (args.plain or args.normalize):
+        raise ValueError(f"{sorted(record)} run on the record observation as it is: drop --plain and --normalize.")
+    random = {
+        "algo": "random",
+        "test_accuracy": test_accuracy(lambda o: rng.uniform(-1, 1, (len(o), 2)), False, 0, images=args.test_images),
+    }
     out.mkdir(parents=True, exist_ok=True)
     (out / "random.json").write_text(json.dumps(random, indent=2) + "\n")
     rows = {"random policy": [random]}
     if "maskable-ppo" in args.algos:  # a pixel not read yet, uniformly: the random policy of that configuration
         pick = lambda o, m: np.argmax(rng.random(m.shape) * m, axis=1)  # noqa: E731
-        random_pixels = {"algo": "random-pixels", "env_kwargs": RECORD, "test_accuracy": test_accuracy_record(pick, 0)}
+        random_pixels = {
+            "algo": "random-pixels",
+            "env_kwargs": RECORD,
+            "test_accuracy": test_accuracy_record(pick, 0, images=args.test_images),
+        }
         (out / "random_pixels.json").write_text(json.dumps(random_pixels, indent=2) + "\n")
         rows["random unread pixel (record, pixel actions)"] = [random_pixels]
     for algo in args.algos:
@@ -170,12 +204,8 @@ def main(args: Args) -> None:
                 result = run(algo, seed, args)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(result, indent=2) + "\n")
-            setting = (
-                "record, pixel actions"
-                if algo == "maskable-ppo"
-                else "plain"
-                if args.plain
-                else "with the glimpse counter"
+            setting = {"maskable-ppo": "record, pixel actions", "ppo-record": "record, continuous actions"}.get(
+                algo, "plain" if args.plain else "with the glimpse counter"
             )
             rows.setdefault(f"{name} ({setting})", []).append(json.loads(path.read_text()))
     lines = ["| policy | runs | " + " | ".join(map(str, BUDGETS)) + " |", "|---|--:|" + "--:|" * len(BUDGETS)]
