@@ -72,6 +72,9 @@ class Args:
     far steadier: small ops with 2 threads collapse when a core is taken)"""
     seed: int = 0
     """seed of the envs and of the action pool"""
+    perception: str | None = None
+    """a perception-core checkpoint the envs run instead of the packaged core (the core's size sets the
+    cost of a glimpse: e.g. envs/pretrained/perception_random_glimpses.pt, 32x4 plain)"""
     json: str | None = None
     """if given, also write the machine description and the results to this JSON file"""
 
@@ -253,7 +256,12 @@ def main(args: Args) -> None:
     if "cuda" in wanted and not torch.cuda.is_available():
         print("skipping cuda: torch.cuda.is_available() is False\n")
         del wanted["cuda"]
-    cores = {device: load_pretrained(device) for device in wanted}  # one core per device, shared by all envs
+    # one core per device, shared by all envs
+    cores = {
+        device: (PerceptionCore.load(args.perception, device).eval() if args.perception else load_pretrained(device))
+        for device in wanted
+    }
+    print(f"perception core: {args.perception or 'the packaged one'}, {next(iter(cores.values())).config}\n")
 
     results: list[dict] = []
     for device in (d for d in args.baseline_devices if d in cores):

@@ -404,7 +404,11 @@ def results_doc(runs: dict[str, list[dict[str, Any]]], out: Path) -> str:
         "do not edit by hand. Test accuracy (%) on the 10,000 MNIST test images with the `nearest` read-out "
         "(one real pixel per glimpse), mean ± std over the seeds listed. Train time is each script's own "
         "training clock, on the device listed; CPU runs shared 2 cores (AMD EPYC) with one torch thread each, "
-        "so times vary with the load. A warm-started method's time excludes the run it starts from.",
+        "so times vary with the load. A warm-started method's time excludes the run it starts from. "
+        "The RL rows run on the environment's packaged core (`envs/pretrained/perception.pt`, the shipped "
+        "agent's 16x32 core), frozen or trained further (`--core-training`); the differentiable rows train "
+        "their own core from `envs/pretrained/perception_random_glimpses.pt` (`--preset best` pretrains "
+        "one), and a warm-started row runs the core of the agent it starts from.",
         "",
         *gpu_pending(runs),
         "## The best configuration of each family",
