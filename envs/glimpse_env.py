@@ -167,8 +167,8 @@ class MnistGlimpseEnv(gym.Env[np.ndarray, np.ndarray]):
       ``obs_type="record"``, ``action_type="pixel"`` and ``render_mode="human"`` leave the defaults as they were.
       The packaged core (``perception=None``) is the shipped agent's 16x32 ``learned`` core
       (observation ``Box(522,)``), so the prediction observed is the best agent's; the first releases
-      of v0 packaged a 32x4 ``plain`` core (``Box(138,)``); an agent trained on it passes that core's
-      file as ``perception=PATH``.
+      of v0 packaged a 32x4 ``plain`` core (``Box(138,)``), kept as ``envs/pretrained/perception_32x4.pt``:
+      an agent trained on it passes ``perception=envs.perception.CORE_32X4_PATH``.
     """
 
     metadata = {"render_modes": ["human", "rgb_array"], "render_fps": 4}

@@ -37,11 +37,18 @@ PRETRAINED_PATH = Path(__file__).resolve().parent / "pretrained" / "perception.p
 #: ``python train/pretrain_perception.py --out envs/pretrained/perception_random_glimpses.pt``.
 RANDOM_GLIMPSES_PATH = Path(__file__).resolve().parent / "pretrained" / "perception_random_glimpses.pt"
 
+#: The 32x4 ``plain`` core that the environment packaged before the shipped agent's (the core of the
+#: 5-epoch continuous agent, docs/studies/differentiable-readout-and-length.md): an agent trained on
+#: it, or a figure measured with it, runs again with ``perception=CORE_32X4_PATH`` (``--core`` in the
+#: RL scripts).
+CORE_32X4_PATH = Path(__file__).resolve().parent / "pretrained" / "perception_32x4.pt"
+
 #: SHA-256 of the packaged cores, checked whenever one is loaded: a damaged or replaced file is refused.
 #: A core regenerated on purpose (train/export_core.py) needs its new digest here.
 PACKAGED_SHA256 = {
     "perception.pt": "7254fd40015b5f44f9c177a7c72377de81ac14fac90767121393dcffb948d62c",
     "perception_random_glimpses.pt": "321edf239095edbd9849611e7620cce31141219889eea44f0ad72b55060ca02c",
+    "perception_32x4.pt": "d5a39ba66992983ad98555dd6fb5fd59c35c35877cb038ad33489d508e4186ff",
 }
 
 CHECKPOINT_FORMAT = "mnist-glimpse/perception-core/v1"

@@ -391,3 +391,12 @@ def test_packaged_core_is_the_shipped_agents_core():
     assert packaged.config == core.config
     assert packaged.state_dict().keys() == core.state_dict().keys()
     assert all(torch.equal(packaged.state_dict()[k], v) for k, v in core.state_dict().items())
+
+
+def test_the_32x4_core_is_packaged_and_checked():
+    """Agents trained on the 32x4 core that the environment packaged before run with it."""
+    from envs.perception import CORE_32X4_PATH
+
+    core = PerceptionCore.load(CORE_32X4_PATH)
+    assert (core.config.channels, core.config.n_bins, core.config.encoding) == (32, 4, "plain")
+    assert core.observation_size == 138
