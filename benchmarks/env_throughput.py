@@ -261,7 +261,8 @@ def main(args: Args) -> None:
         device: (PerceptionCore.load(args.perception, device).eval() if args.perception else load_pretrained(device))
         for device in wanted
     }
-    print(f"perception core: {args.perception or 'the packaged one'}, {next(iter(cores.values())).config}\n")
+    if cores:  # none when no device asked for is available
+        print(f"perception core: {args.perception or 'the packaged one'}, {next(iter(cores.values())).config}\n")
 
     results: list[dict] = []
     for device in (d for d in args.baseline_devices if d in cores):

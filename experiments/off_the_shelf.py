@@ -9,10 +9,12 @@ default hyperparameters, on the environment as a user makes it, against the rand
 Each run trains ``ALGO("MlpPolicy", env)`` for ``--steps`` environment steps on
 ``TimeAwareObservation(gymnasium.make("MnistGlimpse-v0"), normalize_time=True)`` (the documented
 configuration: the observation plus the glimpse counter ``t / 25``) or, with ``--plain``, on
-``gymnasium.make("MnistGlimpse-v0")`` alone; ``ppo-record`` trains ``PPO("MultiInputPolicy", env)`` on
-the record observation (``obs_type="record"``, which carries the glimpse count) with continuous actions. It is then scored with its deterministic policy on the
-10,000 test images, in the same environment (bilinear read-out, the packaged core), batched: one
-:class:`~envs.vector_env.MnistGlimpseVectorEnv` of 10,000 episodes. The random policy is scored the
+``gymnasium.make("MnistGlimpse-v0")`` alone; ``maskable-ppo`` and ``ppo-record`` train
+``MultiInputPolicy`` on the record observation (``obs_type="record"``, which carries the glimpse
+count), with pixel actions (masked to the unread pixels) or continuous ones. It is then scored with its
+deterministic policy on the 10,000 test images (``--test-images``), in the same environment (bilinear
+read-out, the packaged core), batched: one :class:`~envs.vector_env.MnistGlimpseVectorEnv` of all
+the episodes. The random policy is scored the
 same way. Each run writes ``OUT/<algo>[-plain][-normalized]/seed<k>.json``; a run whose file exists
 is skipped, so an interrupted call resumes. It prints the table of this call's configuration.
 """
