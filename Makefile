@@ -1,5 +1,5 @@
 # make venv   create .venv and install the package (editable) with its test and experiment extras
-# make demo   a few test episodes of the shipped trained agent; saves their glimpse trails to runs/demo/
+# make demo   a few test episodes of the shipped trained agent, on its own core (agents.shipped.ENV_KWARGS); saves their glimpse trails to runs/demo/
 # make test   ruff (lint + format check), then the test suite
 # make train  train the best recipe in about 15 minutes (--preset best --budget-seconds 840; ARGS= passes options)
 # make bench  env throughput (pass options with ARGS="--seconds 1 --num-envs 64 1024")

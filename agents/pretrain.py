@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -162,14 +163,236 @@ def mask_logits(core: PerceptionCore, images: torch.Tensor, mask: torch.Tensor) 
     return core(histogram.index_add(0, rows, ink))
 
 
-def prefix_logits(core: PerceptionCore, coords: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+def prefix_logits(
+    core: PerceptionCore, coords: torch.Tensor, values: torch.Tensor, scored: torch.Tensor | None = None
+) -> torch.Tensor:
     """The logits after each prefix of ``L`` glimpses, ``coords`` ``(B, L, 2)`` pixel units and ``values``
     ``(B, L)`` -> ``(L, B, 10)``, in set form: what :meth:`~envs.perception.PerceptionCore.replay` gives
-    for a core whose state weights are zero, computed in one pass rather than ``L``."""
+    for a core whose state weights are zero, computed in one pass rather than ``L``.
+
+    :param scored: the prefix lengths minus one to score, ``(K,)`` indices in ``0..L-1``: the result is
+        then ``(K, B, 10)``, the head run on those ``K`` prefixes only (the head dominates the cost).
+    """
     steps = values.shape[1]
     # Laid out (L, B): the L glimpse slots are the rows that share the empty state (L, H). The prefix
     # sums are one product with the lower-triangular ones (much faster than cumsum on the CPU).
     empty = core.initial_histogram(steps, values.device)
     increments = core.increments(empty, coords.transpose(0, 1), values.T)  # (L, B, H)
     prefix = torch.ones(steps, steps, device=values.device).tril()  # prefix[t, s] = 1 for s <= t
-    return core((prefix @ increments.flatten(1)).view_as(increments))  # head(h_1 .. h_L)
+    if scored is not None:
+        prefix = prefix[scored]
+    return core((prefix @ increments.flatten(1)).view(prefix.shape[0], *increments.shape[1:]))  # head(h_t)
+
+
+#: The glimpse sets :func:`pretrain_core_general` trains on, each a share of every batch:
+#:
+#: * ``continuous-bilinear`` / ``continuous-nearest``: ``L`` uniformly random continuous locations in
+#:   ``[0, 27]^2``, read with that sampler (what a random policy of the default env and of
+#:   ``sampler="nearest"`` produces; repeats and off-centre reads included);
+#: * ``pixels``: ``L`` distinct pixels drawn uniformly, read exactly at their centres (random pixel
+#:   actions; every prefix is a uniform subset of 1..L pixels);
+#: * ``uniform-masks``: GDFS's random masks, each pixel kept with a probability drawn uniformly per image
+#:   (``rand(B, 784) > rand(B, 1)``), read as a set (:func:`mask_logits`);
+#: * ``trajectories``: recorded glimpses of trained agents on the training images, in their order.
+GENERAL_SOURCES = ("continuous-bilinear", "continuous-nearest", "pixels", "uniform-masks", "trajectories")
+
+
+def general_logits(
+    core: PerceptionCore,
+    source: str,
+    images: torch.Tensor,
+    length: int,
+    trajectory: tuple[torch.Tensor, torch.Tensor] | None = None,
+    scored: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The logits of one :data:`GENERAL_SOURCES` glimpse set on ``images`` ``(B, 784)`` in ``[0, 1]``,
+    in set form: ``(L, B, 10)`` after each prefix of ``L = length`` glimpses (``(K, B, 10)`` after the
+    prefixes ``scored``, as :func:`prefix_logits`), or ``(1, B, 10)`` for ``uniform-masks``.
+
+    :param trajectory: ``(coords (B, T, 2), values (B, T))``, the ``trajectories`` source's glimpses of
+        these images (all ``T`` of them are read).
+    :raises ValueError: for an unknown source, or ``trajectories`` without a trajectory.
+    """
+    batch, device = images.shape[0], images.device
+    if source == "uniform-masks":
+        mask = torch.rand(batch, IMAGE_SIZE * IMAGE_SIZE, device=device) > torch.rand(batch, 1, device=device)
+        return mask_logits(core, images, mask)[None]
+    if source == "pixels":
+        chosen = torch.rand(batch, IMAGE_SIZE * IMAGE_SIZE, device=device).argsort(dim=1)[:, :length]
+        return prefix_logits(core, pixel_centres(device)[chosen], images.gather(1, chosen), scored)
+    if source == "trajectories":
+        if trajectory is None:
+            raise ValueError("general_logits: the 'trajectories' source needs recorded glimpses (trajectory=).")
+        return prefix_logits(core, *trajectory, scored=scored)
+    if source in ("continuous-bilinear", "continuous-nearest"):
+        coords = torch.rand(batch, length, 2, device=device) * (IMAGE_SIZE - 1)
+        sampler = Sampler(source.removeprefix("continuous-"))
+        # one read per (image, glimpse): the image repeated for each of its L glimpses
+        grid = images.view(batch, 1, IMAGE_SIZE, IMAGE_SIZE).expand(batch, length, IMAGE_SIZE, IMAGE_SIZE)
+        values = sampler(grid.reshape(-1, IMAGE_SIZE, IMAGE_SIZE), coords.reshape(-1, 2)).view(batch, length)
+        return prefix_logits(core, coords, values, scored)
+    raise ValueError(f"Unknown glimpse source {source!r}; valid sources are {list(GENERAL_SOURCES)}.")
+
+
+def general_loss(
+    core: PerceptionCore,
+    sources: dict[str, float],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    length: int,
+    trajectories: tuple[torch.Tensor, torch.Tensor] | None = None,
+    prefixes: int | None = None,
+) -> torch.Tensor:
+    """The mixture's loss on one batch: ``sum_s w_s CE_s / sum_s w_s`` over ``sources`` (name -> weight
+    ``w_s``), each source reading its own equal slice of ``images`` ``(B, 784)`` / ``labels`` ``(B,)``
+    (``trajectories``: the recorded glimpses of those same rows). ``CE_s`` is
+    :func:`~envs.perception.perception_loss` over every prefix of the source's glimpse set, or over
+    ``prefixes`` prefix lengths drawn without replacement (an unbiased estimate at a fraction of the cost)."""
+    names = [name for name, weight in sources.items() if weight > 0]
+    slices = torch.arange(images.shape[0], device=images.device).tensor_split(len(names))
+    total = images.new_zeros(())
+    for name, rows in zip(names, slices):
+        trajectory = (trajectories[0][rows], trajectories[1][rows]) if name == "trajectories" else None
+        steps = trajectory[1].shape[1] if trajectory is not None else length
+        scored = None
+        if prefixes is not None and prefixes < steps:
+            scored = torch.randperm(steps, device=images.device)[:prefixes]
+        logits = general_logits(core, name, images[rows], length, trajectory, scored)
+        total = total + sources[name] * perception_loss(logits, labels[rows])
+    return total / sum(sources[name] for name in names)
+
+
+@dataclass
+class GeneralValidation:
+    """What :func:`pretrain_core_general` measured at one validation point."""
+
+    step: int
+    loss: float
+    accuracy: dict[str, float]  # source -> accuracy after the last glimpse of its set
+
+
+def validate_general(
+    core: PerceptionCore,
+    sources: dict[str, float],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    length: int,
+    trajectories: tuple[torch.Tensor, torch.Tensor] | None = None,
+    seed: int = 0,
+    batch_size: int = 1000,
+) -> tuple[float, dict[str, float]]:
+    """``(loss, accuracy by source)`` of ``core`` on held-out ``images`` ``(N, 784)``: every source reads
+    every image (the same glimpse sets at every call: drawn from a generator seeded with ``seed``,
+    torch's global generator left as it was). The loss is the mixture's weighted mean cross-entropy."""
+    names = [name for name, weight in sources.items() if weight > 0]
+    losses = dict.fromkeys(names, 0.0)
+    correct = dict.fromkeys(names, 0.0)
+    was_training = core.training
+    core.eval()
+    with torch.no_grad(), torch.random.fork_rng(devices=[images.device] if images.device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for start in range(0, len(images), batch_size):
+            rows = slice(start, start + batch_size)
+            for name in names:
+                trajectory = (trajectories[0][rows], trajectories[1][rows]) if name == "trajectories" else None
+                logits = general_logits(core, name, images[rows], length, trajectory)
+                losses[name] += perception_loss(logits, labels[rows]).item() * len(labels[rows])
+                correct[name] += (logits[-1].argmax(-1) == labels[rows]).sum().item()
+    core.train(was_training)
+    loss = sum(sources[name] * losses[name] for name in names) / sum(sources[name] for name in names) / len(images)
+    return loss, {name: correct[name] / len(images) for name in names}
+
+
+def pretrain_core_general(
+    core: PerceptionCore,
+    train: MnistSplit,
+    validation: MnistSplit,
+    sources: dict[str, float],
+    steps: int,
+    batch_size: int = 256,
+    length: int = 50,
+    learning_rate: float = 3e-3,
+    trajectories: tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+    eval_every: int = 250,
+    patience: int = 4,
+    max_seconds: float = math.inf,
+    prefixes: int | None = 10,
+    report: Callable[[int, float], None] | None = None,
+    on_validation: Callable[[GeneralValidation], None] | None = None,
+) -> list[GeneralValidation]:
+    """Train ``core`` in place, in set form, on the mixture of glimpse sets ``sources`` (name in
+    :data:`GENERAL_SOURCES` -> weight), and leave it at its best validation point.
+
+    Each Adam step draws ``batch_size`` training images, split evenly among the sources
+    (:func:`general_loss`). Every ``eval_every`` steps :func:`validate_general` scores ``validation``;
+    the weights of the lowest validation loss are kept, and training stops early after ``patience``
+    validations without a new best, after ``steps`` steps, or after the step that passes
+    ``max_seconds`` of wall clock. As :func:`pretrain_core_on_pixels`, the core's state weights stay at
+    zero, so the core reads every glimpse set in any order the same way.
+
+    :param prefixes: prefix lengths scored per source and step (:func:`general_loss`; ``None``: all).
+    :param trajectories: ``(train, validation)`` recorded glimpses ``(coords (N, T, 2), values (N, T))``
+        of the images of each split, for the ``trajectories`` source.
+    :return: the validation points, in order.
+    :raises ValueError: for bad sizes, an unknown source, or a core whose state weights are not zero.
+    """
+    unknown = sorted(set(sources) - set(GENERAL_SOURCES))
+    if unknown or not any(weight > 0 for weight in sources.values()):
+        raise ValueError(
+            f"pretrain_core_general needs sources among {list(GENERAL_SOURCES)} with a positive weight; got {sources}."
+        )
+    if min(sources.values()) < 0:
+        raise ValueError(f"pretrain_core_general: source weights must be >= 0, got {sources}.")
+    if steps < 0 or batch_size < len(sources) or not 1 <= length <= IMAGE_SIZE * IMAGE_SIZE or eval_every < 1:
+        raise ValueError(
+            "pretrain_core_general needs steps >= 0, batch_size >= the number of sources, 1 <= length <= 784 and "
+            f"eval_every >= 1; got {steps}, {batch_size}, {length}, {eval_every}."
+        )
+    if sources.get("trajectories", 0) > 0 and trajectories is None:
+        raise ValueError("pretrain_core_general: the 'trajectories' source needs trajectories=(train, validation).")
+    _check_order_free(core, "pretrain_core_general")
+    device = train.images.device
+    train_images = train.images.flatten(1).float() / 255.0
+    val_images = validation.images.flatten(1).to(device).float() / 255.0
+    train_trajectory, val_trajectory = trajectories if trajectories is not None else (None, None)
+    optimizer = torch.optim.Adam(core.parameters(), lr=learning_rate)
+    history: list[GeneralValidation] = []
+    best_loss, best_state, waited = math.inf, None, 0
+    start = time.time()
+
+    def validate(step: int) -> bool:
+        """Score, keep the best weights; True while training should go on."""
+        nonlocal best_loss, best_state, waited
+        loss, accuracy = validate_general(
+            core, sources, val_images, validation.labels.to(device), length, val_trajectory
+        )
+        history.append(GeneralValidation(step, loss, accuracy))
+        if on_validation is not None:
+            on_validation(history[-1])
+        if loss < best_loss:
+            best_loss, waited = loss, 0
+            best_state = {key: value.detach().clone() for key, value in core.state_dict().items()}
+        else:
+            waited += 1
+        return waited < patience
+
+    core.train()
+    for step in range(1, steps + 1):
+        batch = torch.randint(len(train_images), (batch_size,), device=device)
+        trajectory = (train_trajectory[0][batch], train_trajectory[1][batch]) if train_trajectory else None
+        loss = general_loss(core, sources, train_images[batch], train.labels[batch], length, trajectory, prefixes)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if report is not None:
+            report(step, loss.item())
+        out_of_time = time.time() - start > max_seconds
+        if step % eval_every == 0 or step == steps or out_of_time:
+            if not validate(step) or out_of_time:
+                break
+    if not history:
+        validate(0)
+    if best_state is not None:
+        core.load_state_dict(best_state)
+    core.eval()
+    return history

@@ -2,8 +2,9 @@
 
 It is the best recipe (``python train/differentiable.py --preset best --seed 0``): a
 :class:`~agents.pixel_attention.PixelAttention` that remembers the pixels it read, on its own 16 x 32
-``learned`` core, which is also the environment's packaged core. It acts in ``MnistGlimpse-v0`` made
-with the ``nearest`` read-out, the record observation and pixel actions (:data:`ENV_KWARGS`)::
+``learned`` core (``envs/pretrained/perception_shipped_agent.pt``, the same weights as the core inside
+``agent.pt``), not the environment's general packaged core. It acts in ``MnistGlimpse-v0`` made with
+its core, the ``nearest`` read-out, the record observation and pixel actions (:data:`ENV_KWARGS`)::
 
     import gymnasium
     import envs
@@ -30,13 +31,19 @@ import torch
 
 from agents.checkpoint import load_agent
 from envs.data import file_sha256
-from envs.perception import PRETRAINED_PATH, PerceptionCore
+from envs.perception import PRETRAINED_PATH, SHIPPED_AGENT_CORE_PATH, PerceptionCore
 
 AGENT_PATH = PRETRAINED_PATH.parent / "agent.pt"
 AGENT_SHA256 = "284bcac0e765ef1dfad34e4eb739bf16491b7c6b7c6e6f58b2086fb7e612ca9c"
 
-#: How the environment must be made for the shipped agent (its core is the packaged one).
-ENV_KWARGS = {"sampler": "nearest", "obs_type": "record", "action_type": "pixel"}
+#: How the environment must be made for the shipped agent: on its own core (the one it was trained
+#: with; the default packaged core is a general one), with the read-out, observation and actions it acts on.
+ENV_KWARGS = {
+    "perception": str(SHIPPED_AGENT_CORE_PATH),
+    "sampler": "nearest",
+    "obs_type": "record",
+    "action_type": "pixel",
+}
 
 
 def load_shipped_agent(device: torch.device | str = "cpu") -> tuple[Any, PerceptionCore, dict]:

@@ -145,7 +145,7 @@ class MnistGlimpseEnv(gym.Env[np.ndarray, np.ndarray]):
     * ``sampler``: ``"nearest"``, ``"bilinear"``, ``"bicubic"``, ``"gaussian"`` or a
       :class:`~envs.sampler.Sampler` (see :mod:`envs.sampler`).
     * ``reward``: ``"dense"`` or ``"final"``.
-    * ``perception``: ``None`` (the packaged pretrained core), a checkpoint path, or a
+    * ``perception``: ``None`` (the packaged general core), a checkpoint path, or a
       :class:`~envs.perception.PerceptionCore` instance (shared, not copied).
     * ``learn_perception``: train the core online (Adam, ``perception_lr``) with cross-entropy on the
       true label after every episode, from the glimpses of that episode.
@@ -165,10 +165,13 @@ class MnistGlimpseEnv(gym.Env[np.ndarray, np.ndarray]):
 
     * v0: initial version; ``spec.max_episode_steps`` reports ``max_glimpses``; the opt-in
       ``obs_type="record"``, ``action_type="pixel"`` and ``render_mode="human"`` leave the defaults as they were.
-      The packaged core (``perception=None``) is the shipped agent's 16x32 ``learned`` core
-      (observation ``Box(522,)``), so the prediction observed is the best agent's; the first releases
-      of v0 packaged a 32x4 ``plain`` core (``Box(138,)``), kept as ``envs/pretrained/perception_32x4.pt``:
-      an agent trained on it passes ``perception=envs.perception.CORE_32X4_PATH``.
+      The packaged core (``perception=None``) is a general 16x32 ``learned`` core (observation
+      ``Box(522,)``), trained to read any policy's glimpses (``python train/pretrain_perception.py
+      --preset general``). Earlier releases of v0 packaged the shipped agent's own 16x32 core, kept as
+      ``envs/pretrained/perception_shipped_agent.pt`` (the shipped agent runs on it:
+      ``agents.shipped.ENV_KWARGS`` passes it), and before that a 32x4 ``plain`` core (``Box(138,)``),
+      kept as ``envs/pretrained/perception_32x4.pt``: an agent trained on either passes its path as
+      ``perception=`` (``envs.perception.SHIPPED_AGENT_CORE_PATH``, ``envs.perception.CORE_32X4_PATH``).
     """
 
     metadata = {"render_modes": ["human", "rgb_array"], "render_fps": 4}

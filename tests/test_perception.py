@@ -382,15 +382,32 @@ def test_head_layers_and_dropout(make_core):
             PerceptionConfig(**bad)
 
 
-def test_packaged_core_is_the_shipped_agents_core():
-    """The environment's default prediction is the shipped agent's: the packaged core is its core."""
-    from agents.shipped import load_shipped_agent
+def test_the_shipped_agent_runs_on_its_own_core():
+    """The shipped agent carries its core: the file ENV_KWARGS passes holds the weights inside agent.pt,
+    and the environment's packaged core is another (the general one)."""
+    from agents.shipped import ENV_KWARGS, load_shipped_agent
+    from envs.perception import SHIPPED_AGENT_CORE_PATH
 
     _, core, _ = load_shipped_agent()
+    assert ENV_KWARGS["perception"] == str(SHIPPED_AGENT_CORE_PATH)
+    own = PerceptionCore.load(SHIPPED_AGENT_CORE_PATH)
+    assert own.config == core.config
+    assert own.state_dict().keys() == core.state_dict().keys()
+    assert all(torch.equal(own.state_dict()[k], v) for k, v in core.state_dict().items())
     packaged = load_pretrained()
-    assert packaged.config == core.config
-    assert packaged.state_dict().keys() == core.state_dict().keys()
-    assert all(torch.equal(packaged.state_dict()[k], v) for k, v in core.state_dict().items())
+    assert any(not torch.equal(packaged.state_dict()[k], v) for k, v in core.state_dict().items())
+
+
+def test_the_packaged_core_reads_in_any_order():
+    """The general core is trained in set form: its weights on the state are zero, so the order of the
+    glimpses does not change what it predicts."""
+    packaged = load_pretrained()
+    assert not packaged.rso.linear.weight[:, packaged.encoding.features :].any()
+    coords, values = recorded_glimpses(4, 12, 5)
+    order = torch.randperm(12, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(
+        packaged.replay(coords, values)[-1], packaged.replay(coords[:, order], values[:, order])[-1]
+    )
 
 
 def test_the_32x4_core_is_packaged_and_checked():

@@ -63,3 +63,85 @@ def test_mask_logits_equal_the_replay_of_the_masked_pixels(make_core, test_split
         core.rso.linear.weight[:, -1] = 0.1
     with pytest.raises(ValueError, match="state weights at zero"):
         mask_logits(core, images, mask)
+
+
+def test_general_sources_read_what_their_policy_would(make_core, test_split):
+    """Each glimpse set of the general mixture is what the environment computes for that policy:
+    continuous glimpses read with their sampler, pixels at their centres, prefixes that are replays."""
+    from agents.pretrain import GENERAL_SOURCES, general_logits
+    from envs.sampler import Sampler
+
+    core = make_core(3, PerceptionConfig(channels=6, n_bins=3, hidden=16, encoding="learned"))
+    images = test_split.images[:5].flatten(1).float() / 255.0
+    for source in ("continuous-bilinear", "continuous-nearest"):
+        torch.manual_seed(1)
+        logits = general_logits(core, source, images, 7)
+        torch.manual_seed(1)
+        coords = torch.rand(5, 7, 2) * 27
+        sampler = Sampler(source.removeprefix("continuous-"))
+        values = torch.stack([sampler(images.view(5, 28, 28), coords[:, t]) for t in range(7)], 1)
+        torch.testing.assert_close(logits, core.replay(coords, values), atol=1e-5, rtol=1e-5)
+    torch.manual_seed(2)
+    logits = general_logits(core, "pixels", images, 9)
+    torch.manual_seed(2)
+    chosen = torch.rand(5, 784).argsort(dim=1)[:, :9]
+    assert logits.shape == (9, 5, 10) and chosen.unique(dim=1).shape[1] == 9
+    torch.testing.assert_close(logits, core.replay(pixel_centres()[chosen], images.gather(1, chosen)))
+    coords, values = pixel_centres()[chosen], images.gather(1, chosen)
+    scored = torch.tensor([8, 0, 3])
+    part = general_logits(core, "trajectories", images, 9, (coords, values), scored)
+    torch.testing.assert_close(part, core.replay(coords, values)[scored])
+    assert general_logits(core, "uniform-masks", images, 9).shape == (1, 5, 10)
+    assert set(GENERAL_SOURCES) == {
+        "continuous-bilinear",
+        "continuous-nearest",
+        "pixels",
+        "uniform-masks",
+        "trajectories",
+    }
+    with pytest.raises(ValueError, match="Unknown glimpse source 'grid'"):
+        general_logits(core, "grid", images, 9)
+    with pytest.raises(ValueError, match="needs recorded glimpses"):
+        general_logits(core, "trajectories", images, 9)
+
+
+def test_general_pretraining_keeps_the_best_validation_point(make_core, test_split):
+    """Early stopping: the core ends at the weights of its lowest validation loss, still order-free."""
+    from agents.pretrain import pretrain_core_general, validate_general
+    from envs.data import MnistSplit
+
+    core = make_core(4, PerceptionConfig(channels=6, n_bins=3, hidden=16, encoding="learned"))
+    train = MnistSplit(test_split.images[:2000], test_split.labels[:2000])
+    validation = MnistSplit(test_split.images[2000:2200], test_split.labels[2000:2200])
+    sources = {"continuous-nearest": 1.0, "pixels": 1.0, "uniform-masks": 0.5}
+    torch.manual_seed(0)
+    history = pretrain_core_general(core, train, validation, sources, 40, batch_size=48, length=10, eval_every=10)
+    assert [point.step for point in history] == [10, 20, 30, 40]
+    assert history[-1].loss < history[0].loss  # it learns
+    best = min(history, key=lambda point: point.loss)
+    images = validation.images.flatten(1).float() / 255.0
+    loss, accuracy = validate_general(core, sources, images, validation.labels, 10)
+    assert loss == pytest.approx(best.loss) and accuracy == pytest.approx(best.accuracy)
+    assert not core.rso.linear.weight[:, core.encoding.features :].any() and not core.training
+    # patience 1: stops at the first validation that is not a new best
+    worse = {"pixels": 1.0}
+    history = pretrain_core_general(
+        make_core(5, core.config),
+        train,
+        validation,
+        worse,
+        1000,
+        batch_size=16,
+        length=5,
+        learning_rate=1.0,
+        eval_every=1,
+        patience=1,
+    )
+    assert len(history) < 1000 and history[-1].loss >= min(point.loss for point in history[:-1])
+    for bad, match in (
+        ({"grid": 1.0}, "sources among"),
+        ({"pixels": -1.0, "uniform-masks": 1.0}, ">= 0"),
+        ({"trajectories": 1.0}, "needs trajectories"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            pretrain_core_general(make_core(5, core.config), train, validation, bad, 1)

@@ -41,11 +41,13 @@ def main(args: Args) -> None:
     gymnasium.register_envs(envs)
     kwargs = dict(split="test", max_glimpses=args.max_glimpses, render_mode="rgb_array")
     if args.policy == "shipped":
-        policy, core, _ = load_shipped_agent()
-        env = gymnasium.make("MnistGlimpse-v0", perception=core, **ENV_KWARGS, **kwargs)
+        policy, _, _ = load_shipped_agent()
+        env = gymnasium.make("MnistGlimpse-v0", **ENV_KWARGS, **kwargs)  # on the agent's own core
+        print("the shipped agent, on its own core (agents.shipped.ENV_KWARGS)")
     else:
         env = gymnasium.make("MnistGlimpse-v0", **kwargs)
         env.action_space.seed(args.seed)
+        print("uniformly random glimpses, on the packaged general core")
     args.out.mkdir(parents=True, exist_ok=True)
     correct = 0
     for episode in range(args.episodes):

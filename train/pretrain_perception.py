@@ -1,16 +1,30 @@
-"""Train the perception core (RecurrentSoftOrdering + classifier head) on uniformly random glimpses.
+"""Train a perception core (RecurrentSoftOrdering + classifier head) before any agent uses it.
 
-This is how the differentiable agent's warm start ``envs/pretrained/perception_random_glimpses.pt``
-is made::
+Two presets::
 
+    python train/pretrain_perception.py --preset general --out runs/general-core/perception.pt
     python train/pretrain_perception.py --out envs/pretrained/perception_random_glimpses.pt
 
-It also gives the "random glimpses" baseline: ``metrics.json`` holds its nearest-pixel test accuracy.
+* ``general``: the environment's packaged core (``envs/pretrained/perception.pt``, copied there from
+  ``--out``): a 16x32 ``learned`` core trained in set form on a mixture of glimpse sets
+  (:data:`agents.pretrain.GENERAL_SOURCES`: random continuous glimpses read with ``bilinear`` and with
+  ``nearest``, random pixel subsets of 1..``--length`` and the shipped agent's trajectories on the
+  training images; GDFS's random masks, ``--sources ... uniform-masks``, are an ablation), with the last ``--val-images`` training images held out for
+  early stopping (:func:`agents.pretrain.pretrain_core_general`), so that it reads well whichever
+  policy chose the glimpses.
+* ``random-glimpses`` (the default): ``T`` uniformly random glimpses one after the other, read with
+  ``--sampler`` (:func:`agents.pretrain.pretrain_core`): the differentiable agent's warm start
+  ``envs/pretrained/perception_random_glimpses.pt`` and the "random glimpses" baseline of the comparison.
+
+``metrics.json`` beside the core holds its ``nearest`` test accuracy under uniformly random glimpses.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,26 +36,44 @@ import tyro
 from tqdm import tqdm
 
 from agents.baselines import RandomGlimpses
-from agents.evaluation import accuracy_by_glimpse, claim_output, summary, write_metrics
-from agents.pretrain import pretrain_core
+from agents.evaluation import accuracy_by_glimpse, agent_glimpses, claim_output, summary, write_metrics
+from agents.pretrain import GENERAL_SOURCES, pretrain_core, pretrain_core_general
+from agents.shipped import load_shipped_agent
 from envs.config import resolve_device
-from envs.data import load_mnist
+from envs.data import MnistSplit, load_mnist
 from envs.perception import PerceptionConfig, PerceptionCore
 from envs.sampler import Sampler
+
+Recipe = tyro.conf.Suppress  # a field that only a preset sets (no flag)
 
 
 @dataclass
 class Args:
+    preset: Recipe[str] = "random-glimpses"
+    """the preset these values came from (recorded in the core file and metrics.json)"""
     steps: int = 3000
-    """optimizer steps"""
+    """optimizer steps (general: at most; early stopping may end sooner)"""
     batch_size: int = 256
-    """images per step"""
+    """images per step (general: split evenly among the sources)"""
     glimpses: int = 25
-    """glimpses per episode (T)"""
+    """glimpses per episode (T): the random-glimpses recipe's episode, and the general recipe's
+    trajectory length and accuracy budget"""
     learning_rate: float = 3e-3
     """Adam learning rate"""
     sampler: str = "bilinear"
-    """sampler used for training (evaluation always uses nearest)"""
+    """random-glimpses: the sampler used for training (evaluation always uses nearest)"""
+    sources: tuple[str, ...] = ()
+    """general: the glimpse sets of the mixture, each with an equal share of every batch (agents.pretrain.GENERAL_SOURCES)"""
+    length: int = 50
+    """general: glimpses per random set; every prefix of 1..length is scored"""
+    val_images: int = 10_000
+    """general: the last training images, held out for validation and early stopping"""
+    eval_every: int = 250
+    """general: steps between validations"""
+    patience: int = 4
+    """general: validations without a new best loss before training stops (the best weights are kept)"""
+    max_seconds: float = 0.0
+    """general: stop after this many seconds of wall clock (0 = no limit)"""
     channels: int = 32
     """RecurrentSoftOrdering channels"""
     n_bins: int = 4
@@ -67,7 +99,105 @@ class Args:
     """replace a finished run in --out (its metrics.json); without it such a folder is refused"""
 
 
-def main(args: Args) -> None:
+#: name -> (what it is, the values it sets)
+PRESETS: dict[str, tuple[str, dict]] = {
+    "random-glimpses": ("T uniformly random glimpses, read one after the other with --sampler", {}),
+    "general": (
+        "the packaged core: a 16x32 learned core, in set form, on every kind of glimpse set (early stopping)",
+        dict(
+            steps=20_000,
+            sources=("continuous-bilinear", "continuous-nearest", "pixels", "trajectories"),
+            channels=16,
+            n_bins=32,
+            encoding="learned",
+            max_seconds=2400.0,
+        ),
+    ),
+}
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    """``--preset NAME`` (default ``random-glimpses``) picks the defaults; the other flags change them."""
+    first = argparse.ArgumentParser(add_help=False)
+    first.add_argument("--preset", default="random-glimpses", choices=list(PRESETS))
+    known, rest = first.parse_known_args(sys.argv[1:] if argv is None else argv)
+    listing = "\n".join(f"  {name:<16} {text}" for name, (text, _) in PRESETS.items())
+    description = f"{__doc__}\npresets (--preset NAME; this help shows {known.preset!r}):\n{listing}"
+    defaults = dataclasses.replace(Args(), preset=known.preset, **PRESETS[known.preset][1])
+    return tyro.cli(Args, default=defaults, args=rest, description=description)
+
+
+def check_args(args: Args) -> None:
+    """Refuse, before any work, options the preset would ignore and unknown sources."""
+    if args.preset == "general":
+        unknown = sorted(set(args.sources) - set(GENERAL_SOURCES))
+        if unknown or not args.sources:
+            raise ValueError(f"--sources {unknown or '(none)'}: pick among {list(GENERAL_SOURCES)}.")
+        if args.sampler != "bilinear":
+            raise ValueError("--sampler is an option of --preset random-glimpses; the general preset reads with both.")
+    elif args.sources:
+        raise ValueError("--sources is an option of --preset general.")
+    if args.max_seconds < 0 or args.val_images < 1:
+        raise ValueError(
+            f"--max-seconds must be >= 0 and --val-images >= 1; got {args.max_seconds}, {args.val_images}."
+        )
+
+
+def train_general(args: Args, core: PerceptionCore, device: torch.device) -> dict:
+    """The general preset: the shipped agent's trajectories, then :func:`pretrain_core_general`."""
+    data = load_mnist("train", device)
+    split = len(data) - args.val_images
+    train, validation = (
+        MnistSplit(data.images[:split], data.labels[:split]),
+        MnistSplit(data.images[split:], data.labels[split:]),
+    )
+    trajectories = None
+    if "trajectories" in args.sources:
+        print("the shipped agent's glimpses on the training images ...", flush=True)
+        policy, agent_core, _ = load_shipped_agent(device)
+        coords, values = agent_glimpses(policy, agent_core, args.glimpses, data.images)
+        trajectories = ((coords[:split], values[:split]), (coords[split:], values[split:]))
+    with tqdm(total=args.steps, desc="pretrain perception (general)") as progress:
+
+        def report(step: int, loss: float) -> None:
+            progress.update()
+            if step % 50 == 0:
+                progress.set_postfix(loss=f"{loss:.3f}")
+
+        def show(point) -> None:
+            accuracy = " ".join(f"{name} {100 * value:.1f}" for name, value in point.accuracy.items())
+            progress.write(
+                f"step {point.step}: validation loss {point.loss:.4f}; accuracy at the last glimpse: {accuracy}"
+            )
+
+        history = pretrain_core_general(
+            core,
+            train,
+            validation,
+            dict.fromkeys(args.sources, 1.0),
+            args.steps,
+            batch_size=args.batch_size,
+            length=args.length,
+            learning_rate=args.learning_rate,
+            trajectories=trajectories,
+            eval_every=args.eval_every,
+            patience=args.patience,
+            max_seconds=args.max_seconds or float("inf"),
+            report=report,
+            on_validation=show,
+        )
+        if history[-1].step < args.steps:
+            progress.write(f"stopped at step {history[-1].step} (early stopping or --max-seconds)")
+    best = min(history, key=lambda point: point.loss)
+    return {
+        "validation": [dataclasses.asdict(point) for point in history],
+        "best_step": best.step,
+        "steps_taken": history[-1].step,
+    }
+
+
+def main(args: Args) -> dict:
+    check_args(args)
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
@@ -78,31 +208,44 @@ def main(args: Args) -> None:
     config = PerceptionConfig(args.channels, args.n_bins, args.hidden, args.encoding, args.head_layers, args.dropout)
     claim_output(Path(args.out).parent, args.overwrite)
 
-    data = load_mnist("train", device)
     core = PerceptionCore(config).to(device)
     start = time.time()
-    with tqdm(total=args.steps, desc="pretrain perception") as progress:
+    extra: dict = {}
+    if args.preset == "general":
+        extra = train_general(args, core, device)
+    else:
+        with tqdm(total=args.steps, desc="pretrain perception") as progress:
 
-        def report(step: int, loss: float) -> None:
-            progress.update()
-            if step % 50 == 0:
-                progress.set_postfix(loss=f"{loss:.3f}")
+            def report(step: int, loss: float) -> None:
+                progress.update()
+                if step % 50 == 0:
+                    progress.set_postfix(loss=f"{loss:.3f}")
 
-        pretrain_core(
-            core, data, args.steps, args.batch_size, args.glimpses, args.learning_rate, Sampler(args.sampler), report
-        )
+            data = load_mnist("train", device)
+            sampler = Sampler(args.sampler)
+            pretrain_core(core, data, args.steps, args.batch_size, args.glimpses, args.learning_rate, sampler, report)
     train_seconds = time.time() - start
 
     out = Path(args.out)
     core.eval()
-    core.save(out, trained_by="train/pretrain_perception.py", args=vars(args))
+    core.save(out, trained_by=f"train/pretrain_perception.py --preset {args.preset}", args=vars(args))
     print("evaluating on the 10,000 test images ...", flush=True)
     accuracy = accuracy_by_glimpse(RandomGlimpses(), core, args.glimpses, device=device)
+    train_sampler = "set form: " + ", ".join(args.sources) if args.preset == "general" else args.sampler
     metrics = write_metrics(
-        out.parent / "metrics.json", "random-glimpses", accuracy, args.sampler, train_seconds, str(device), args.seed
+        out.parent / "metrics.json",
+        "random-glimpses" if args.preset == "random-glimpses" else f"core-{args.preset}",
+        accuracy,
+        train_sampler,
+        train_seconds,
+        str(device),
+        args.seed,
+        preset=args.preset,
+        **extra,
     )
     print(summary(metrics, out.parent, [out.name, "metrics.json"]))
+    return metrics
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    main(parse_args())

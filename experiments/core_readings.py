@@ -1,0 +1,172 @@
+"""How well each perception core reads the glimpses of policies that did not train it.
+
+For every core, the accuracy of the prediction the environment observes after each glimpse
+``t = 1..T``, on the first ``--images`` test images with the ``nearest`` read-out, under four
+glimpse policies:
+
+* ``random continuous``: uniformly random actions in the default action space (numpy generator
+  seeded with ``--seed``), through the batched environment;
+* ``random pixels``: uniformly random unread pixels (``action_type="pixel"``, a uniform choice among
+  the pixels ``action_masks()`` allows), through the batched environment;
+* ``fixed sequence`` (with ``--fixed-sequence CHECKPOINT``): a learned fixed sequence's locations
+  (``python train/differentiable.py --preset fixed-sequence``), through the batched environment;
+* ``shipped agent``: the shipped agent's pixels, chosen on its own core and replayed into each core
+  (:meth:`~envs.perception.PerceptionCore.replay`, the environment's computation).
+
+With ``--checkpoints``, trained agents (any ``train/`` script's ``checkpoint.pt``) are measured the
+same way, each through the environment on the core it carries (:func:`agents.evaluation.accuracy_in_env`).
+
+It also reports, per policy, the largest fall of accuracy from one glimpse count to a later one (a
+reader that gets worse with more evidence shows a positive fall).
+
+    python experiments/core_readings.py --fixed-sequence runs/fixed-sequence/checkpoint.pt
+    python experiments/core_readings.py --cores --checkpoints runs/reinforce/checkpoint.pt runs/ppo/checkpoint.pt
+
+The results: docs/studies/general-core.md (``experiments/results/studies/core_readings.json``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import tyro
+
+from agents.checkpoint import load_agent
+from agents.evaluation import accuracy_in_env, agent_glimpses
+from agents.shipped import load_shipped_agent
+from envs.atomic import write_atomic
+from envs.data import load_mnist
+from envs.perception import (
+    CORE_32X4_PATH,
+    PRETRAINED_PATH,
+    RANDOM_GLIMPSES_PATH,
+    SHIPPED_AGENT_CORE_PATH,
+    PerceptionCore,
+)
+from envs.vector_env import MnistGlimpseVectorEnv
+
+DEFAULT_CORES = (PRETRAINED_PATH, SHIPPED_AGENT_CORE_PATH, CORE_32X4_PATH, RANDOM_GLIMPSES_PATH)
+
+
+@dataclass
+class Args:
+    cores: tuple[str, ...] = tuple(str(path) for path in DEFAULT_CORES)
+    """perception-core checkpoints to measure"""
+    fixed_sequence: str | None = None
+    """a fixed-sequence agent's checkpoint (train/differentiable.py --preset fixed-sequence); none: not measured"""
+    images: int = 5000
+    """the first test images measured"""
+    glimpses: int = 25
+    """glimpses per episode"""
+    seed: int = 0
+    """seed of the random policies"""
+    checkpoints: tuple[str, ...] = ()
+    """trained agents to measure, each on its own core"""
+    out: str | None = None
+    """results JSON (none: print only)"""
+
+
+def random_policy_accuracy(core: PerceptionCore, args: Args, pixel: bool) -> np.ndarray:
+    """``(T,)`` accuracy of uniformly random glimpses (continuous, or unread pixels) through the env."""
+    env = MnistGlimpseVectorEnv(
+        args.images,
+        args.glimpses,
+        split="test",
+        sampler="nearest",
+        perception=core,
+        action_type="pixel" if pixel else "continuous",
+        obs_type="record" if pixel else "summary",
+    )
+    rng = np.random.default_rng(args.seed)
+    observation, _ = env.reset(seed=args.seed, options={"index": np.arange(args.images)})
+    labels = env.sim.labels.cpu().numpy()
+    accuracy = []
+    for _ in range(args.glimpses):
+        if pixel:
+            allowed = env.action_masks()
+            action = np.argmax(rng.random(allowed.shape) * allowed, axis=1)  # uniform among the allowed
+        else:
+            action = rng.uniform(-1, 1, (args.images, 2)).astype(np.float32)
+        observation, *_ = env.step(action)
+        summary = observation["summary"] if pixel else observation
+        accuracy.append(float((summary[:, -10:].argmax(1) == labels).mean()))
+    return np.array(accuracy)
+
+
+def replay_accuracy(
+    core: PerceptionCore, coords: torch.Tensor, values: torch.Tensor, labels: torch.Tensor
+) -> np.ndarray:
+    """``(T,)`` accuracy of ``core`` reading recorded glimpses ``(N, T, 2)``, ``(N, T)``."""
+    with torch.no_grad():
+        logits = core.replay(coords, values)
+    return (logits.argmax(-1) == labels).float().mean(1).numpy()
+
+
+def _budgets(curve: np.ndarray) -> str:
+    """Accuracy in % at 1 / 2 / 5 / 10 / 25 glimpses (those the curve reaches)."""
+    return " / ".join(f"{100 * curve[t - 1]:.1f}" for t in (1, 2, 5, 10, 25) if t <= len(curve))
+
+
+def largest_fall(accuracy: np.ndarray) -> float:
+    """The largest ``accuracy[s] - accuracy[t]`` over ``s < t`` (0 for a non-decreasing curve)."""
+    return float(max(0.0, np.max(np.maximum.accumulate(accuracy) - accuracy)))
+
+
+def main(args: Args) -> dict:
+    torch.set_num_threads(1)
+    test = load_mnist("test")
+    images, labels = test.images[: args.images], test.labels[: args.images]
+    recorded = {}
+    if args.cores:
+        policy, agent_core, _ = load_shipped_agent()
+        recorded["shipped agent"] = agent_glimpses(policy, agent_core, args.glimpses, images)
+    if args.fixed_sequence and args.cores:
+        fixed, fixed_core, _ = load_agent(args.fixed_sequence)
+        recorded["fixed sequence"] = agent_glimpses(fixed, fixed_core, args.glimpses, images)
+    results: dict = {
+        "images": args.images,
+        "glimpses": args.glimpses,
+        "readout": "nearest",
+        "seed": args.seed,
+        "fixed_sequence": args.fixed_sequence,
+        "cores": {},
+    }
+    for path in args.cores:
+        core = PerceptionCore.load(path).eval()
+        curves = {
+            "random continuous": random_policy_accuracy(core, args, pixel=False),
+            "random pixels": random_policy_accuracy(core, args, pixel=True),
+        }
+        for name, (coords, values) in recorded.items():
+            curves[name] = replay_accuracy(core, coords, values, labels)
+        name = Path(path).name
+        results["cores"][name] = {
+            policy_name: {
+                "accuracy": [round(float(a), 4) for a in curve],
+                "largest_fall": round(largest_fall(curve), 4),
+            }
+            for policy_name, curve in curves.items()
+        }
+        for policy_name, curve in curves.items():
+            print(f"{name:<32} {policy_name:<18} {_budgets(curve)}   largest fall {100 * largest_fall(curve):.1f}")
+    for path in args.checkpoints:
+        policy, core, checkpoint = load_agent(path)
+        curve = accuracy_in_env(policy, core, checkpoint["glimpses"], limit=args.images).numpy()
+        results.setdefault("agents", {})[path] = {
+            "accuracy": [round(float(a), 4) for a in curve],
+            "largest_fall": round(largest_fall(curve), 4),
+        }
+        print(f"{path}: {_budgets(curve)}   largest fall {100 * largest_fall(curve):.1f}", flush=True)
+    if args.out:
+        text = json.dumps(results, indent=1) + "\n"
+        write_atomic(args.out, lambda handle: handle.write(text.encode()))
+        print(f"wrote {args.out}")
+    return results
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
