@@ -286,8 +286,11 @@ def test_sigterm_during_the_final_evaluation_leaves_a_resumable_run_that_resume_
     assert not (out / "resume.pt").exists()
     metrics = json.loads((out / "metrics.json").read_text())
 
-    script = load_reinforce_script()
-    straight = script.main(script.Args(**tiny_reinforce_kwargs(tmp_path / "straight")))
+    straight_run = _script(
+        "train/reinforce.py", *TINY, "--out", str(tmp_path / "straight")
+    )  # a fresh process, as the others
+    assert straight_run.returncode == 0, straight_run.stderr[-3000:]
+    straight = json.loads((tmp_path / "straight" / "metrics.json").read_text())
     for key in ("test_accuracy", "test_accuracy_sampled", "learning_curve", "env_steps"):
         if key == "learning_curve":
             assert [p["accuracy_T"] for p in metrics[key]] == [p["accuracy_T"] for p in straight[key]]
