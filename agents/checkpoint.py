@@ -1,7 +1,10 @@
 """Agent checkpoints: the policy and the perception core it was trained with, in one file.
 
 ``{"format", "agent", "glimpses", "policy": {"kind", "module", "config", "state_dict"}, "core": <core
-checkpoint>, **extra}``, tensors on the CPU, so a checkpoint written on a GPU loads anywhere.
+checkpoint>, **extra, "digest"}``, tensors on the CPU, so a checkpoint written on a GPU loads anywhere.
+The digest (:mod:`envs.digest`) covers everything else in the file and is checked at load: a file
+changed since it was written (one flipped bit in a weight) is refused. Checkpoints written before
+digests existed carry none and load as they are.
 
 Every policy class that can be saved derives from :class:`SavedPolicy` and declares its
 ``checkpoint_kind``; the loader imports the module the record names (only modules of the ``agents``
@@ -21,6 +24,7 @@ import torch
 from torch import nn
 
 from envs.atomic import write_atomic
+from envs.digest import check_digest, with_digest
 from envs.perception import PerceptionCore, non_finite
 
 AGENT_FORMAT = "mnist-glimpse/agent/v1"
@@ -84,15 +88,18 @@ def policy_record(policy: nn.Module) -> dict[str, Any]:
 def save_agent(
     path: str | os.PathLike, agent: str, policy: nn.Module, core: PerceptionCore, glimpses: int, **extra: Any
 ) -> None:
-    """Save ``policy`` and ``core`` to ``path`` (parents created), atomically (:mod:`envs.atomic`)."""
-    record = {
-        "format": AGENT_FORMAT,
-        "agent": agent,
-        "glimpses": glimpses,
-        "policy": policy_record(policy),
-        "core": core.checkpoint(),
-        **extra,
-    }
+    """Save ``policy`` and ``core`` to ``path`` (parents created), atomically (:mod:`envs.atomic`), with
+    the digest of the contents that :func:`load_agent` checks."""
+    record = with_digest(
+        {
+            "format": AGENT_FORMAT,
+            "agent": agent,
+            "glimpses": glimpses,
+            "policy": policy_record(policy),
+            "core": core.checkpoint(),
+            **extra,
+        }
+    )
     write_atomic(path, lambda handle: torch.save(record, handle))  # never a half-written checkpoint
 
 
@@ -144,6 +151,7 @@ def load_agent(path: str | os.PathLike, device: torch.device | str = "cpu") -> t
     missing = [key for key in ("core", "policy", "glimpses") if key not in checkpoint]
     if missing:
         raise ValueError(f"{path} is an agent checkpoint missing {missing}; retrain it with a train/ script.")
+    check_digest(checkpoint, str(path))
     check_same_run(path, checkpoint)
     core = PerceptionCore.from_checkpoint(checkpoint["core"], source=f"{path} (core)").to(device).eval()
     record = checkpoint["policy"]

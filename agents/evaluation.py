@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from agents.cli import UserFileExistsError
+from agents.output import lock_output
 from agents.rollout import GlimpsePolicy, run_episodes
 from envs.atomic import write_atomic
 from envs.data import load_mnist
@@ -186,16 +188,22 @@ def summary(metrics: dict[str, Any], out: str | os.PathLike, files: Sequence[str
 
 
 def claim_output(out: str | os.PathLike, overwrite: bool) -> Path:
-    """The output folder of a run, created. A folder that holds a finished run (``metrics.json``) is
+    """The output folder of a run, created and owned by this process (:func:`agents.output.lock_output`:
+    a second live run into it is refused). A folder that holds a finished run (``metrics.json``) is
     refused unless ``overwrite``; then its ``metrics.json`` goes first, so that a run that fails
-    leaves no finished-looking mix of old and new files. Call it before any work."""
+    leaves no finished-looking mix of old and new files. Call it before any work.
+
+    :raises UserError: ``out`` is a file, cannot be written, is owned by another run, or holds a
+        finished run and ``overwrite`` is not set.
+    """
     out = Path(out)
     metrics = out / "metrics.json"
-    if metrics.is_file():
-        if not overwrite:
-            raise FileExistsError(
+    for owned in (False, True):  # refused before anything changes, and again once the folder is ours
+        if metrics.is_file() and not overwrite:
+            raise UserFileExistsError(
                 f"{out} holds a finished run ({metrics}); pass --overwrite to replace it, or another --out."
             )
-        metrics.unlink()
-    out.mkdir(parents=True, exist_ok=True)
+        if not owned:
+            lock_output(out)
+    metrics.unlink(missing_ok=True)
     return out

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from agents.cli import UserValueError
+
 
 def check_rl_args(args: Any, default_perception_lr: float) -> None:
     """Refuse empty budgets and a perception learning rate that a frozen core would ignore.
@@ -14,9 +16,9 @@ def check_rl_args(args: Any, default_perception_lr: float) -> None:
     """
     for name in ("num_envs", "total_steps", "eval_images", "glimpses"):
         if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}.")
+            raise UserValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}.")
     if args.core_training == "frozen" and args.perception_lr != default_perception_lr:
-        raise ValueError(
+        raise UserValueError(
             f"--perception-lr {args.perception_lr} trains the core; pass --core-training joint, or drop it."
         )
 
@@ -32,7 +34,7 @@ def refuse_with_pixel_actions(args: Any, names: tuple[str, ...]) -> None:
     defaults = type(args)()
     for name in names:
         if getattr(args, name) != getattr(defaults, name):
-            raise ValueError(
+            raise UserValueError(
                 f"--{name.replace('_', '-')} is an option of the Gaussian policy (--action-type continuous); "
                 "with --action-type pixel nothing reads it. Drop it."
             )

@@ -40,6 +40,7 @@ import torch
 import tyro
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
+from agents.cli import run_main
 from envs.glimpse_env import MnistGlimpseEnv
 from envs.perception import PerceptionCore, load_pretrained
 from envs.vector_env import MnistGlimpseVectorEnv
@@ -313,4 +314,4 @@ def main(args: Args) -> None:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    run_main(main, tyro.cli(Args))

@@ -21,6 +21,7 @@ import torch
 import tyro
 
 from agents.attention import AttentionNetwork
+from agents.cli import run_main
 from agents.differentiable import DualOptimizerTrainer
 from agents.pixel_attention import PixelAttention
 from envs.config import resolve_device
@@ -118,4 +119,4 @@ def main(args: Args) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    run_main(main, tyro.cli(Args))

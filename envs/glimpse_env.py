@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import os
+import sys
 from typing import Any
 
 import gymnasium as gym
@@ -66,7 +68,18 @@ def parse_image_options(options: dict[str, Any] | None, batch_shape: tuple[int, 
 
 
 def _pygame_installed() -> bool:
-    return importlib.util.find_spec("pygame") is not None
+    try:
+        return importlib.util.find_spec("pygame") is not None
+    except ValueError:  # a module entry without a spec (e.g. ``sys.modules["pygame"] = None``)
+        return False
+
+
+def _no_display() -> bool:
+    """Whether SDL would have no display to open a window on: Linux (or another X11/Wayland system)
+    with neither ``DISPLAY`` nor ``WAYLAND_DISPLAY`` set, and no ``SDL_VIDEODRIVER`` chosen by the user."""
+    if sys.platform in ("win32", "darwin") or os.environ.get("SDL_VIDEODRIVER"):
+        return False
+    return not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
 class MnistGlimpseEnv(gym.Env[np.ndarray, np.ndarray]):
@@ -153,7 +166,11 @@ class MnistGlimpseEnv(gym.Env[np.ndarray, np.ndarray]):
     * ``device``: torch device of the simulation (``"cpu"``, ``"cuda"``, ``"auto"``).
     * ``render_mode``: ``None``, ``"rgb_array"`` (``render()`` returns the digit enlarged, with the
       numbered glimpse trail, the prediction and the true label) or ``"human"`` (the same frame in a
-      pygame window, redrawn at every ``reset`` and ``step``; needs ``pip install pygame``).
+      pygame window, redrawn at every ``reset`` and ``step``; needs ``pip install pygame``, and is listed in
+      ``metadata["render_modes"]`` only where pygame is installed). Without a display (neither
+      ``DISPLAY`` nor ``WAYLAND_DISPLAY`` set on Linux, and no ``SDL_VIDEODRIVER`` chosen), the window
+      opens on SDL's dummy driver, with a warning at ``make``: it shows nothing, and never crashes the
+      process.
     * ``obs_type``: ``"summary"`` (the histogram and the prediction) or ``"record"`` (also the cells
       read, their grey levels and the glimpse count).
     * ``action_type``: ``"continuous"`` (a normalised ``(i, j)``) or ``"pixel"`` (``Discrete(784)``).
@@ -174,7 +191,9 @@ class MnistGlimpseEnv(gym.Env[np.ndarray, np.ndarray]):
       ``perception=`` (``envs.perception.SHIPPED_AGENT_CORE_PATH``, ``envs.perception.CORE_32X4_PATH``).
     """
 
-    metadata = {"render_modes": ["human", "rgb_array"], "render_fps": 4}
+    #: ``"human"`` is listed only where pygame is installed, so that Gymnasium's checker never asks for a
+    #: window that cannot open.
+    metadata = {"render_modes": ["human", "rgb_array"] if _pygame_installed() else ["rgb_array"], "render_fps": 4}
     _spec: EnvSpec | None = None
 
     def __init__(
@@ -198,14 +217,19 @@ class MnistGlimpseEnv(gym.Env[np.ndarray, np.ndarray]):
                 "gymnasium.make_vec('MnistGlimpse-v0', num_envs=N, vectorization_mode='vector_entry_point', "
                 "array_type='torch')."
             )
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(
-                f"Unknown render_mode {render_mode!r}; valid values are {[None, *self.metadata['render_modes']]}."
-            )
         if render_mode == "human" and not _pygame_installed():
             raise DependencyNotInstalled(
                 'render_mode="human" shows the episode in a pygame window, and pygame is not installed: '
                 'pip install pygame (or "mnist-glimpse[human]"); render_mode="rgb_array" needs no window.'
+            )
+        if render_mode is not None and render_mode not in ("human", "rgb_array"):
+            raise ValueError(f"Unknown render_mode {render_mode!r}; valid values are [None, 'human', 'rgb_array'].")
+        self._dummy_display = render_mode == "human" and _no_display()
+        if self._dummy_display:
+            gym.logger.warn(
+                'render_mode="human" without a display (DISPLAY, WAYLAND_DISPLAY and SDL_VIDEODRIVER are unset): '
+                "the window opens on SDL's dummy video driver and shows nothing. Set DISPLAY to see it, or "
+                'use render_mode="rgb_array" for the frames.'
             )
         self._window: Any = None  # the pygame window and clock of render_mode="human", opened on first use
         self._clock: Any = None
@@ -332,7 +356,19 @@ class MnistGlimpseEnv(gym.Env[np.ndarray, np.ndarray]):
 
         frame = self._frame()
         if self._window is None:
-            pygame.display.init()  # the display alone: no audio
+            if self._dummy_display:  # SDL's own choice without a display (offscreen, through EGL) can crash
+                # the process later, when torch loads triton; the dummy driver loads no graphics library
+                previous = os.environ.get("SDL_VIDEODRIVER")
+                os.environ["SDL_VIDEODRIVER"] = "dummy"  # read by SDL once, here: the process's setting comes back
+                try:
+                    pygame.display.init()
+                finally:
+                    if previous is None:
+                        del os.environ["SDL_VIDEODRIVER"]
+                    else:
+                        os.environ["SDL_VIDEODRIVER"] = previous
+            else:
+                pygame.display.init()  # the display alone: no audio
             self._window = pygame.display.set_mode((frame.shape[1], frame.shape[0]))
             pygame.display.set_caption("MnistGlimpse-v0")
             self._clock = pygame.time.Clock()

@@ -35,7 +35,7 @@ def draw_trail(
         raise ImportError("Rendering glimpse trails needs Pillow: pip install 'mnist-glimpse[render]'.") from error
     size = image.shape[0] * scale
     font = ImageFont.load_default(size=max(scale, 10))
-    picture = Image.fromarray(image.astype(np.uint8), mode="L").resize((size, size), Image.NEAREST).convert("RGB")
+    picture = Image.fromarray(image.astype(np.uint8)).resize((size, size), Image.NEAREST).convert("RGB")
     strip = 3 * scale if prediction is not None else 0
     canvas = Image.new("RGB", (size, size + strip), (0, 0, 0))
     canvas.paste(picture, (0, 0))

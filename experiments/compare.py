@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agents.cli import UserValueError, run_main
 from envs.atomic import write_atomic
 
 # No torch, matplotlib or agents at import time (only the standard library, and envs.atomic with
@@ -248,7 +249,7 @@ def with_warm_starts(methods: Sequence[str]) -> list[str]:
     """``methods`` in order, each preceded by the method it starts from if missing."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
-        raise SystemExit(f"unknown method(s) {unknown}; valid methods are {list(METHODS)}")
+        raise UserValueError(f"unknown method(s) {unknown}; valid methods are {list(METHODS)}")
     ordered: list[str] = []
     for method in dict.fromkeys(methods):
         start = METHODS[method].warm_start
@@ -610,14 +611,14 @@ def draw_where_they_look(methods: Sequence[str], seed: int, out: Path, path: Pat
 
 def main(args: Args) -> list[tuple[str, int, str]]:
     if args.tiny and args.gpu:
-        raise SystemExit("--tiny and --gpu exclude each other: pick one budget")
+        raise UserValueError("--tiny and --gpu exclude each other: pick one budget")
     if not args.methods or not args.seeds:
-        raise SystemExit("nothing to do: give at least one --methods and one --seeds")
+        raise UserValueError("nothing to do: give at least one --methods and one --seeds")
     if args.jobs < 1 or args.torch_threads < 1:
-        raise SystemExit(f"--jobs and --torch-threads must be >= 1, got {args.jobs} and {args.torch_threads}")
+        raise UserValueError(f"--jobs and --torch-threads must be >= 1, got {args.jobs} and {args.torch_threads}")
     out, doc = (REPO / args.out).resolve(), (REPO / args.doc).resolve()
     if (args.tiny or args.gpu) and out == RUNS.resolve():
-        raise SystemExit(
+        raise UserValueError(
             "--tiny and --gpu runs are not the results folder's budgets: pass --out DIR and --doc FILE elsewhere"
         )
     methods = with_warm_starts(args.methods)
@@ -655,5 +656,5 @@ def main(args: Args) -> list[tuple[str, int, str]]:
 if __name__ == "__main__":
     import tyro
 
-    outcomes = main(tyro.cli(Args))
+    outcomes = run_main(main, tyro.cli(Args))
     sys.exit(1 if any(status == "failed" for _, _, status in outcomes) else 0)

@@ -40,6 +40,7 @@ import tyro
 from torch import nn
 
 from agents.checkpoint import load_agent
+from agents.cli import run_main, user_errors
 from agents.evaluation import agent_glimpses
 from envs.data import IMAGE_SIZE, load_mnist, shuffled_batches
 from envs.perception import PerceptionConfig, PerceptionCore, perception_loss
@@ -129,7 +130,8 @@ def main(args: Args) -> None:
         coords, coords_test = coords.expand(len(x), -1, -1), coords.expand(len(x_test), -1, -1)
         mlp = {25: train_mlp(args, x, train.labels, x_test, test.labels)}
     else:
-        policy, agent_core, checkpoint = load_agent(args.agent)
+        with user_errors(ValueError, FileNotFoundError):  # an --agent that cannot be used
+            policy, agent_core, checkpoint = load_agent(args.agent)
         (coords, x), (coords_test, x_test) = (
             agent_glimpses(policy, agent_core, checkpoint["glimpses"], split.images) for split in (train, test)
         )
@@ -162,4 +164,4 @@ def main(args: Args) -> None:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    run_main(main, tyro.cli(Args))

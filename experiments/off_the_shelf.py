@@ -34,6 +34,7 @@ import tyro
 from gymnasium.wrappers import NormalizeObservation, TimeAwareObservation
 
 import envs  # noqa: F401 - registers MnistGlimpse-v0
+from agents.cli import UserValueError, run_main
 from envs.vector_env import MnistGlimpseVectorEnv
 
 BUDGETS = (1, 2, 5, 10, 25)
@@ -180,7 +181,7 @@ def main(args: Args) -> None:
     rng = np.random.default_rng(0)
     record = {"maskable-ppo", "ppo-record"} & set(args.algos)
     if record and (args.plain or args.normalize):
-        raise ValueError(f"{sorted(record)} run on the record observation as it is: drop --plain and --normalize.")
+        raise UserValueError(f"{sorted(record)} run on the record observation as it is: drop --plain and --normalize.")
     random = {
         "algo": "random",
         "test_accuracy": test_accuracy(lambda o: rng.uniform(-1, 1, (len(o), 2)), False, 0, images=args.test_images),
@@ -221,4 +222,4 @@ def main(args: Args) -> None:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    run_main(main, tyro.cli(Args))

@@ -47,6 +47,7 @@ import numpy as np
 import torch
 import tyro
 
+from agents.cli import run_main, user_errors
 from envs.config import resolve_device
 from envs.data import IMAGE_SIZE, NUM_CLASSES, load_mnist
 
@@ -640,7 +641,8 @@ class Args:
 
 def main(args: Args) -> dict:
     device = resolve_device(args.device)
-    pixels = parse_pixels(args.pixels) if args.pixels else None
+    with user_errors(ValueError):  # --pixels as the user wrote them
+        pixels = parse_pixels(args.pixels) if args.pixels else None
     report = oracle_report(
         pixels=pixels,
         search_k=args.search,
@@ -666,4 +668,4 @@ def _progress(done: int, total: int) -> None:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    run_main(main, tyro.cli(Args))

@@ -52,6 +52,7 @@ import tyro
 from torch import nn
 
 from agents.checkpoint import load_agent
+from agents.cli import UserFileExistsError, run_main, user_errors
 from agents.evaluation import agent_glimpses
 from agents.pretrain import mask_logits, prefix_logits
 from agents.schedule import Plateau
@@ -189,14 +190,15 @@ def fit(
 def main(args: Args) -> None:
     out = Path(args.out)
     if out.exists():
-        raise FileExistsError(f"{out} exists; pass another --out or remove it.")
+        raise UserFileExistsError(f"{out} exists; pass another --out or remove it.")
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.torch_threads)
     for spec in args.predictors:
         if spec != "mlp":
             wide_core(spec, args.encoding)  # refuse a bad spec before the long part
     train, test = load_mnist("train"), load_mnist("test")
-    policy, agent_core, checkpoint = load_agent(args.agent)
+    with user_errors(ValueError, FileNotFoundError):  # an --agent that cannot be used
+        policy, agent_core, checkpoint = load_agent(args.agent)
     start = time.time()
     coords, agent_values = agent_glimpses(policy, agent_core, checkpoint["glimpses"], train.images)
     test_coords, test_values = agent_glimpses(policy, agent_core, checkpoint["glimpses"], test.images)
@@ -297,4 +299,4 @@ def _cli(args: Args) -> list[str]:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    run_main(main, tyro.cli(Args))

@@ -7,17 +7,10 @@ torch seed, and use the packaged one only for relative checks.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
 from envs.perception import PerceptionConfig, PerceptionCore
-
-# Windows (render_mode="human", which Gymnasium's checker opens too) go to SDL's dummy driver: tests
-# never need a display, and SDL's own choice on a machine without one (offscreen, through EGL) crashes
-# a process that later loads torch's triton.
-os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
 
 def _make_core(seed: int = 0, config: PerceptionConfig | None = None, device: str = "cpu") -> PerceptionCore:

@@ -12,6 +12,7 @@ import torch
 
 import experiments.compare as compare
 from agents.baselines import FixedSequence
+from agents.cli import UserError
 from envs.sampler import pixel_to_action
 
 TABLE = {"1": 0.1, "2": 0.2, "5": 0.5, "10": 0.6, "25": 0.9}
@@ -91,7 +92,7 @@ def test_commands_and_warm_starts():
         "fixed-sequence",
         "ppo-joint-from-fixed",
     ]
-    with pytest.raises(SystemExit, match="unknown method"):
+    with pytest.raises(UserError, match="unknown method"):
         compare.with_warm_starts(["nonsense"])
 
 
@@ -155,7 +156,7 @@ def test_main_runs_ray_tasks_and_skips_finished_runs(tmp_path, monkeypatch):
 
 
 def test_main_refuses_smoke_budgets_in_the_results_folder():
-    with pytest.raises(SystemExit, match="--tiny and --gpu runs are not the results folder's budgets"):
+    with pytest.raises(UserError, match="--tiny and --gpu runs are not the results folder's budgets"):
         compare.main(compare.Args(tiny=True))
 
 

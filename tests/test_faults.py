@@ -120,7 +120,10 @@ def test_a_finished_run_is_not_overwritten_without_overwrite_and_failed_writes_k
 
     with pytest.raises(OSError, match="disk full"):
         write_atomic(run / "checkpoint.pt", failing)
-    assert (run / "checkpoint.pt").read_bytes() == good and sorted(p.name for p in run.iterdir()) == ["checkpoint.pt"]
+    assert (run / "checkpoint.pt").read_bytes() == good and sorted(p.name for p in run.iterdir()) == [
+        ".lock",
+        "checkpoint.pt",
+    ]
 
 
 @pytest.mark.parametrize("preset", ["continuous", "pixel-memory", "ablation-gdfs-schedule"])
@@ -128,6 +131,7 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, preset
     """Stopped mid-epoch (as by SIGINT), then --resume: the same final weights as a run never stopped
     (with the staged schedule: the same validations, stages and best weights too)."""
     import train.differentiable as script
+    from agents.resume import Interrupted
 
     def args(out, **extra):
         settings = dict(
@@ -143,7 +147,7 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, preset
         return script.dataclasses.replace(script.preset_args(preset), **{**settings, **extra})
 
     script.main(args("whole"))
-    with pytest.raises(script.Interrupted):
+    with pytest.raises(Interrupted):
         script.main(args("cut"), stop_after=3)  # mid-epoch; the read-out steps then start a new epoch
     assert (tmp_path / "cut" / "resume.pt").is_file() and not (tmp_path / "cut" / "metrics.json").exists()
     with pytest.raises(FileExistsError, match="holds an interrupted run .* pass --resume"):

@@ -55,19 +55,29 @@ def run_episode(env, actions, **reset_kwargs):
     return reset_info, observations, rewards, infos
 
 
+def _check_env_warns_at_most_of_the_dummy_display(env: gymnasium.Env) -> None:
+    """Gymnasium's checker passes with no warning, except, on a machine without a display, the notice
+    that its ``render_mode="human"`` env draws on SDL's dummy driver."""
+    from envs.glimpse_env import _no_display
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gym_check_env(env.unwrapped, skip_render_check=False)
+    messages = [str(warning.message) for warning in caught]
+    headless = _no_display() and "human" in env.unwrapped.metadata["render_modes"]
+    assert len(messages) == int(headless), messages
+    assert all("SDL's dummy video driver" in message for message in messages)
+
+
 def test_gymnasium_check_env(core):
     env = gymnasium.make("MnistGlimpse-v0", split="test", max_glimpses=4, perception=core, render_mode="rgb_array")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # not even a warning
-        gym_check_env(env.unwrapped, skip_render_check=False)
+    _check_env_warns_at_most_of_the_dummy_display(env)
 
 
 def test_gymnasium_check_env_default_arguments():
     """The default configuration (packaged core, train split, 25 glimpses) passes too."""
     env = gymnasium.make("MnistGlimpse-v0")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        gym_check_env(env.unwrapped)
+    _check_env_warns_at_most_of_the_dummy_display(env)
     assert env.unwrapped.max_glimpses == 25 and len(env.unwrapped.sim.data) == 60_000
 
 

@@ -20,6 +20,7 @@ import tyro
 from PIL import Image
 
 import envs
+from agents.cli import run_main
 from agents.shipped import ENV_KWARGS, act, load_shipped_agent
 
 
@@ -71,4 +72,4 @@ def main(args: Args) -> None:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    run_main(main, tyro.cli(Args))

@@ -45,12 +45,13 @@ from tqdm import tqdm
 from agents.attention import AttentionNetwork
 from agents.baselines import FixedSequence
 from agents.checkpoint import save_agent
+from agents.cli import UserValueError, run_main, user_errors
 from agents.differentiable import DualOptimizerTrainer
 from agents.evaluation import accuracy_by_glimpse, accuracy_table, claim_output, log_folder, summary, write_metrics
 from agents.figures import plot_glimpse_trails
 from agents.pixel_attention import PixelAttention
 from agents.pretrain import pretrain_core, pretrain_core_on_pixels
-from agents.resume import Interrupted, ResumePoint
+from agents.resume import ResumePoint
 from agents.schedule import Plateau, stage_value, validate
 from agents.shipped import AGENT_PATH
 from envs.config import resolve_device
@@ -253,42 +254,42 @@ def check_args(args: Args) -> None:
     """Refuse, before any work, values out of range and options the recipe would ignore."""
     for name in ("epochs", "max_train_seconds", "readout_epochs", "budget_seconds"):
         if getattr(args, name) < 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 0 (0 = none), got {getattr(args, name)}.")
+            raise UserValueError(f"--{name.replace('_', '-')} must be >= 0 (0 = none), got {getattr(args, name)}.")
     if args.budget_seconds > 0 and args.max_train_seconds > 0:
-        raise ValueError("--budget-seconds already caps the dual epochs; drop --max-train-seconds.")
+        raise UserValueError("--budget-seconds already caps the dual epochs; drop --max-train-seconds.")
     if not 1 <= args.batch_size <= 60_000:
-        raise ValueError(f"--batch-size must be between 1 and 60000 (the training images), got {args.batch_size}.")
+        raise UserValueError(f"--batch-size must be between 1 and 60000 (the training images), got {args.batch_size}.")
     if args.glimpses < 1:
-        raise ValueError(f"--glimpses must be >= 1, got {args.glimpses}.")
+        raise UserValueError(f"--glimpses must be >= 1, got {args.glimpses}.")
     if not 0 <= args.val_images <= 60_000 - args.batch_size:
-        raise ValueError(
+        raise UserValueError(
             f"--val-images must be between 0 and {60_000 - args.batch_size} (the training images less one batch), "
             f"got {args.val_images}."
         )
     for name in ("val_every", "stages"):
         if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}.")
+            raise UserValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}.")
     if args.plateau_patience < 0:
-        raise ValueError(f"--plateau-patience must be >= 0 (0 = off), got {args.plateau_patience}.")
+        raise UserValueError(f"--plateau-patience must be >= 0 (0 = off), got {args.plateau_patience}.")
     if args.plateau_patience > 0 and args.val_images == 0:
-        raise ValueError("--plateau-patience watches the validation loss: pass --val-images N (GDFS: 10000).")
+        raise UserValueError("--plateau-patience watches the validation loss: pass --val-images N (GDFS: 10000).")
     if args.lr_final != 1.0 and (args.stages > 1 or args.plateau_patience > 0):
-        raise ValueError(
+        raise UserValueError(
             "--lr-final anneals one stage's learning rates; with --stages or --plateau-patience each stage "
             "restarts them and the plateau cuts them: drop --lr-final."
         )
     if args.policy == "pixel" and args.stages > 1 and not args.pixel_noise_final > 0:
-        raise ValueError(
+        raise UserValueError(
             f"--stages anneals the noise geometrically, which needs --pixel-noise-final > 0, got {args.pixel_noise_final}."
         )
     for name in ("pixel_temperature", "pixel_temperature_final"):
         value = getattr(args, name)
         if value is not None and not value > 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {value}.")
+            raise UserValueError(f"--{name.replace('_', '-')} must be > 0, got {value}.")
     if not args.lr_final > 0:
-        raise ValueError(f"lr_final must be > 0 (1 = constant learning rates), got {args.lr_final}.")
+        raise UserValueError(f"lr_final must be > 0 (1 = constant learning rates), got {args.lr_final}.")
     if args.core not in ("scratch", "random-glimpses", "pretrain") and not Path(args.core).is_file():
-        raise ValueError(
+        raise UserValueError(
             f"--core {args.core}: not random-glimpses, scratch, pretrain or an existing file; pass the path "
             "of a perception-core checkpoint (train/pretrain_perception.py --out PATH writes one)."
         )
@@ -300,7 +301,7 @@ def check_args(args: Args) -> None:
             value = getattr(args, name)
             if value != getattr(defaults, name) and not condition:
                 flag = "--" + name.replace("_", "-")
-                raise ValueError(f"{flag} {value} (from --preset {args.preset} or your flags) {reason}")
+                raise UserValueError(f"{flag} {value} (from --preset {args.preset} or your flags) {reason}")
 
     refuse_unless(
         args.core in ("scratch", "pretrain"),
@@ -333,7 +334,7 @@ def check_args(args: Args) -> None:
     )
     refuse_unless(args.policy != "fixed", ("hidden",), "sizes an attention network; a fixed sequence has none.")
     if args.attention_target == "value" and args.policy != "pixel":
-        raise ValueError(
+        raise UserValueError(
             "--attention-target value trains the pixel policy's scores as a value head; pass a pixel preset "
             f"({', '.join(pixel_presets)}), not --preset {args.preset}."
         )
@@ -357,7 +358,8 @@ def build_core(args: Args, data, device: torch.device, out: Path) -> PerceptionC
     if args.core == "random-glimpses":
         return PerceptionCore.load(RANDOM_GLIMPSES_PATH, device).train()
     if args.core != "pretrain":
-        return PerceptionCore.load(args.core, device).train()
+        with user_errors(ValueError, FileNotFoundError):  # a --core file that cannot be used
+            return PerceptionCore.load(args.core, device).train()
     path = out / "core" / "perception.pt"
     if path.is_file():
         print(f"reusing the pretrained core {path}")
@@ -446,6 +448,7 @@ def main(args: Args, stop_after: int | None = None) -> dict:
         plateau.load_state_dict(saved["plateau"])
         stage.update(saved["stage"])
         curve, best_restored = saved["curve"], saved["best_restored"]
+    trained = saved is not None and saved.get("trained", False)  # interrupted after training: evaluate and write
     budget = {phase: BUDGET_SHARES[phase] * args.budget_seconds or math.inf for phase in schedule}
     if args.max_train_seconds > 0:
         budget["dual"] = args.max_train_seconds
@@ -500,106 +503,109 @@ def main(args: Args, stop_after: int | None = None) -> dict:
         seconds = clock["dual"] - stage["start_clock"] > budget["dual"] / args.stages
         return steps or seconds or (args.plateau_patience > 0 and plateau.stop)
 
-    with resume, progress:
-        for phase, phase_steps in schedule.items():
-            phase_start = time.time() - clock[phase]
-            while steps_done[phase] < phase_steps:
-                clock[phase] = time.time() - phase_start
-                if clock[phase] > budget[phase]:
-                    break
-                if phase == "dual" and args.stages > 1 and stage_over():
-                    if stage["index"] == args.stages - 1:
+    with resume:
+        with progress:
+            for phase, phase_steps in ({} if trained else schedule).items():
+                phase_start = time.time() - clock[phase]
+                while steps_done[phase] < phase_steps:
+                    clock[phase] = time.time() - phase_start
+                    if clock[phase] > budget[phase]:
                         break
-                    # The next stage starts from the best validated weights, with fresh optimizers.
-                    stage.update(index=stage["index"] + 1, start_step=steps_done["dual"], start_clock=clock["dual"])
-                    restore_best()
-                    trainer.reset_optimizers()
-                    plateau.new_stage()
-                resume.step(sum(steps_done.values()), run_state)
-                batch = next(batches)
-                images, labels = data.images[batch].float() / 255.0, data.labels[batch]
-                global_step = sum(steps_done.values())
-                if phase == "dual":
-                    if args.stages > 1:  # geometric from stage to stage, constant within one
-                        done = stage["index"] / (args.stages - 1)
-                        noise = stage_value(1.0, args.pixel_noise_final, stage["index"], args.stages)
+                    if phase == "dual" and args.stages > 1 and stage_over():
+                        if stage["index"] == args.stages - 1:
+                            break
+                        # The next stage starts from the best validated weights, with fresh optimizers.
+                        stage.update(index=stage["index"] + 1, start_step=steps_done["dual"], start_clock=clock["dual"])
+                        restore_best()
+                        trainer.reset_optimizers()
+                        plateau.new_stage()
+                    resume.step(sum(steps_done.values()), run_state)
+                    batch = next(batches)
+                    images, labels = data.images[batch].float() / 255.0, data.labels[batch]
+                    global_step = sum(steps_done.values())
+                    if phase == "dual":
+                        if args.stages > 1:  # geometric from stage to stage, constant within one
+                            done = stage["index"] / (args.stages - 1)
+                            noise = stage_value(1.0, args.pixel_noise_final, stage["index"], args.stages)
+                        else:
+                            done = steps_done["dual"] / schedule["dual"]  # linear schedules over the dual epochs ...
+                            if args.budget_seconds > 0:  # ... or over its time budget, whichever ends first
+                                done = min(1.0, max(done, clock["dual"] / budget["dual"]))
+                            noise = 1.0 - (1.0 - args.pixel_noise_final) * done
+                        if isinstance(policy, PixelAttention):
+                            policy.noise = noise
+                            final = args.pixel_temperature_final or args.pixel_temperature
+                            policy.temperature = args.pixel_temperature * (final / args.pixel_temperature) ** done
+                        if args.lr_final != 1.0:
+                            trainer.scale_learning_rates(1.0 - (1.0 - args.lr_final) * done)
+                        stats = trainer.step(images, labels)
+                        if global_step % 50 == 0:
+                            writer.add_scalar("losses/perception", stats.perception_loss, global_step)
+                            writer.add_scalar("losses/attention", stats.attention_loss, global_step)
+                            writer.add_scalar("charts/train_accuracy_last", stats.accuracy_last, global_step)
+                            progress.set_postfix(loss=f"{stats.perception_loss:.3f}", acc=f"{stats.accuracy_last:.3f}")
                     else:
-                        done = steps_done["dual"] / schedule["dual"]  # linear schedules over the dual epochs ...
-                        if args.budget_seconds > 0:  # ... or over its time budget, whichever ends first
-                            done = min(1.0, max(done, clock["dual"] / budget["dual"]))
-                        noise = 1.0 - (1.0 - args.pixel_noise_final) * done
-                    if isinstance(policy, PixelAttention):
-                        policy.noise = noise
-                        final = args.pixel_temperature_final or args.pixel_temperature
-                        policy.temperature = args.pixel_temperature * (final / args.pixel_temperature) ** done
-                    if args.lr_final != 1.0:
-                        trainer.scale_learning_rates(1.0 - (1.0 - args.lr_final) * done)
-                    stats = trainer.step(images, labels)
-                    if global_step % 50 == 0:
-                        writer.add_scalar("losses/perception", stats.perception_loss, global_step)
-                        writer.add_scalar("losses/attention", stats.attention_loss, global_step)
-                        writer.add_scalar("charts/train_accuracy_last", stats.accuracy_last, global_step)
-                        progress.set_postfix(loss=f"{stats.perception_loss:.3f}", acc=f"{stats.accuracy_last:.3f}")
-                else:
-                    loss = trainer.readout_step(images, labels, readout)
-                    if global_step % 50 == 0:
-                        writer.add_scalar("losses/perception_nearest_readout", loss, global_step)
-                        progress.set_postfix(phase="readout", loss=f"{loss:.3f}")
-                progress.update()
-                steps_done[phase] += 1
-                if phase == "dual" and validation is not None and steps_done["dual"] % args.val_every == 0:
-                    validate_now()
-            if phase == "dual" and validation is not None and not best_restored:
-                if not curve or curve[-1]["step"] != steps_done["dual"]:
-                    validate_now()  # the dual phase's last weights
-                restore_best()  # the read-out and evaluation start from the best validated weights
-                best_restored = True
-    train_seconds = time.time() - start
+                        loss = trainer.readout_step(images, labels, readout)
+                        if global_step % 50 == 0:
+                            writer.add_scalar("losses/perception_nearest_readout", loss, global_step)
+                            progress.set_postfix(phase="readout", loss=f"{loss:.3f}")
+                    progress.update()
+                    steps_done[phase] += 1
+                    if phase == "dual" and validation is not None and steps_done["dual"] % args.val_every == 0:
+                        validate_now()
+                if phase == "dual" and validation is not None and not best_restored:
+                    if not curve or curve[-1]["step"] != steps_done["dual"]:
+                        validate_now()  # the dual phase's last weights
+                    restore_best()  # the read-out and evaluation start from the best validated weights
+                    best_restored = True
+        train_seconds = saved["train_seconds"] if trained else time.time() - start
+        resume.final(sum(steps_done.values()), lambda: {**run_state(), "trained": True, "train_seconds": train_seconds})
 
-    policy.eval()
-    core.eval()
-    print("evaluating on the 10,000 test images ...", flush=True)
-    nearest = accuracy_by_glimpse(policy, core, args.glimpses, device=device)
-    trained_readout = accuracy_by_glimpse(policy, core, args.glimpses, sampler=sampler, device=device)
-    for budget, accuracy in accuracy_table(nearest).items():
-        writer.add_scalar("eval/test_accuracy_nearest", accuracy, int(budget))
-    agent = {"attention": "differentiable", "pixel": "differentiable-pixel", "fixed": "fixed-sequence"}[args.policy]
-    save_agent(out / "checkpoint.pt", agent, policy, core, args.glimpses, args=vars(args), run_id=resume.run_id)
-    metrics = write_metrics(
-        out / "metrics.json",
-        agent,
-        nearest,
-        sampler.name,
-        train_seconds,
-        str(device),
-        args.seed,
-        attention_target=args.attention_target if args.policy != "fixed" else None,
-        test_accuracy_train_sampler=accuracy_table(trained_readout),
-        epochs=args.epochs,
-        optimizer_steps=steps_done["dual"],
-        epochs_done=round(steps_done["dual"] / steps_per_epoch, 2),
-        readout_epochs=args.readout_epochs,
-        readout_steps=steps_done["readout"],
-        preset=args.preset,
-        run_id=resume.run_id,
-        **(
-            {
-                "validation": {
-                    "images": args.val_images,
-                    "best_step": plateau.best_step,
-                    "best_loss": round(plateau.best_loss, 5),
-                    "stages_run": stage["index"] + 1,
-                    "curve": curve,
-                }
-            }
-            if validation is not None
-            else {}
-        ),
-    )
-    print(f"drawing glimpse trails to {out / 'glimpses.png'} ...", flush=True)
-    plot_glimpse_trails(policy, core, args.glimpses, out / "glimpses.png", device=device)
-    writer.close()
-    resume.finish()
+        policy.eval()
+        core.eval()
+        print("evaluating on the 10,000 test images ...", flush=True)
+        nearest = accuracy_by_glimpse(policy, core, args.glimpses, device=device)
+        trained_readout = accuracy_by_glimpse(policy, core, args.glimpses, sampler=sampler, device=device)
+        for budget, accuracy in accuracy_table(nearest).items():
+            writer.add_scalar("eval/test_accuracy_nearest", accuracy, int(budget))
+        agent = {"attention": "differentiable", "pixel": "differentiable-pixel", "fixed": "fixed-sequence"}[args.policy]
+        save_agent(out / "checkpoint.pt", agent, policy, core, args.glimpses, args=vars(args), run_id=resume.run_id)
+        print(f"drawing glimpse trails to {out / 'glimpses.png'} ...", flush=True)
+        plot_glimpse_trails(policy, core, args.glimpses, out / "glimpses.png", device=device)
+        writer.close()
+        metrics = resume.finish(  # metrics.json last: it marks the run finished
+            lambda: write_metrics(
+                out / "metrics.json",
+                agent,
+                nearest,
+                sampler.name,
+                train_seconds,
+                str(device),
+                args.seed,
+                attention_target=args.attention_target if args.policy != "fixed" else None,
+                test_accuracy_train_sampler=accuracy_table(trained_readout),
+                epochs=args.epochs,
+                optimizer_steps=steps_done["dual"],
+                epochs_done=round(steps_done["dual"] / steps_per_epoch, 2),
+                readout_epochs=args.readout_epochs,
+                readout_steps=steps_done["readout"],
+                preset=args.preset,
+                run_id=resume.run_id,
+                **(
+                    {
+                        "validation": {
+                            "images": args.val_images,
+                            "best_step": plateau.best_step,
+                            "best_loss": round(plateau.best_loss, 5),
+                            "stages_run": stage["index"] + 1,
+                            "curve": curve,
+                        }
+                    }
+                    if validation is not None
+                    else {}
+                ),
+            )
+        )
     print(summary(metrics, out, ["checkpoint.pt", "metrics.json", "glimpses.png", "tb/"]))
     if args.preset == "best":  # the same recipe, trained to its full schedule, ships with the package
         shipped = torch.load(AGENT_PATH, map_location="cpu", weights_only=True)["test_accuracy"]
@@ -610,7 +616,4 @@ def main(args: Args, stop_after: int | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main(parse_args())
-    except Interrupted:
-        sys.exit(130)
+    run_main(main, parse_args())

@@ -22,6 +22,7 @@ import torch
 import tyro
 
 from agents.checkpoint import load_agent
+from agents.cli import run_main, user_errors
 from agents.evaluation import accuracy_in_env, accuracy_table
 from envs.config import resolve_device
 from envs.sampler import Sampler
@@ -47,7 +48,8 @@ def main(args: Args) -> dict:
     if args.torch_threads > 0:
         torch.set_num_threads(args.torch_threads)
     device = resolve_device(args.device)
-    policy, core, checkpoint = load_agent(args.checkpoint, device)
+    with user_errors(ValueError, FileNotFoundError):  # a --checkpoint that cannot be used
+        policy, core, checkpoint = load_agent(args.checkpoint, device)
     glimpses = args.glimpses or checkpoint["glimpses"]
     print(f"evaluating {checkpoint['agent']} from {args.checkpoint} on {device}", file=sys.stderr)
     torch.manual_seed(args.seed)
@@ -67,4 +69,4 @@ def main(args: Args) -> dict:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    run_main(main, tyro.cli(Args))

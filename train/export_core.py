@@ -13,6 +13,7 @@ from pathlib import Path
 import tyro
 
 from agents.checkpoint import load_agent
+from agents.cli import run_main, user_errors
 from envs.perception import PRETRAINED_PATH
 
 
@@ -25,11 +26,12 @@ class Args:
 
 
 def main(args: Args) -> None:
-    _, core, checkpoint = load_agent(args.checkpoint)
+    with user_errors(ValueError, FileNotFoundError):  # a --checkpoint that cannot be used
+        _, core, checkpoint = load_agent(args.checkpoint)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     core.save(args.out, exported_from=args.checkpoint, agent=checkpoint["agent"], trained_args=checkpoint.get("args"))
     print(f"wrote the {checkpoint['agent']} agent's core ({core.config}) to {args.out}")
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    run_main(main, tyro.cli(Args))

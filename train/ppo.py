@@ -35,7 +35,6 @@ glimpses, deterministic policy) and ``OUT/glimpses.png``; TensorBoard logs go to
 from __future__ import annotations
 
 import random
-import sys
 from dataclasses import dataclass
 from typing import Literal
 
@@ -46,6 +45,7 @@ from sb3_contrib import MaskablePPO
 from stable_baselines3 import PPO
 
 from agents.checkpoint import save_agent
+from agents.cli import UserValueError, run_main, user_errors
 from agents.evaluation import (
     accuracy_by_glimpse,
     accuracy_in_env,
@@ -69,7 +69,7 @@ from agents.ppo import (
     load_ppo_state,
     ppo_state,
 )
-from agents.resume import Interrupted, ResumePoint
+from agents.resume import ResumePoint
 from agents.rl_args import check_rl_args, refuse_with_pixel_actions
 from envs.config import resolve_device
 from envs.perception import PerceptionCore
@@ -153,7 +153,7 @@ class Args:
 def check_action_args(args: Args) -> None:
     """Refuse two cores at once, and the Gaussian policy's options with pixel actions, where nothing would read them."""
     if args.core and args.init_from:
-        raise ValueError("--init-from brings its agent's core; drop --core (or --init-from).")
+        raise UserValueError("--init-from brings its agent's core; drop --core (or --init-from).")
     # the record observation carries the step, and the actions are pixels
     refuse_with_pixel_actions(args, ("log_std_init", "step_feature", "step_offsets"))
 
@@ -171,9 +171,10 @@ def main(args: Args, stop_after: int | None = None) -> dict:
     device = resolve_device(args.device)
     pixel = args.action_type == "pixel"
     start = None  # a warm start or a core is read (and refused) before anything is written
-    if args.init_from:
-        start = (load_pixel_agent if pixel else load_fixed_sequence)(args.init_from, args.glimpses)
-    perception = start[1] if start else (PerceptionCore.load(args.core, device) if args.core else None)
+    with user_errors(ValueError, FileNotFoundError):  # an --init-from or --core file that cannot be used
+        if args.init_from:
+            start = (load_pixel_agent if pixel else load_fixed_sequence)(args.init_from, args.glimpses)
+        perception = start[1] if start else (PerceptionCore.load(args.core, device) if args.core else None)
     resume = ResumePoint(args.out, args, stop_after)
     out = claim_output(args.out, args.overwrite)
 
@@ -248,68 +249,70 @@ def main(args: Args, stop_after: int | None = None) -> dict:
         load_ppo_state(model, env, saved["ppo"])
         probe.load_state_dict(saved["probe"])
     saver = ResumeCallback(resume, lambda: {"ppo": ppo_state(model, env), "probe": probe.state_dict()})
+    trained = saved is not None and saved.get("trained", False)  # interrupted after training: evaluate and write
     with resume:
-        model.learn(
+        model.learn(  # nothing left to learn when trained: this sets up the logger the evaluation records to
             args.total_steps - model.num_timesteps,
             callback=[saver, probe],
             progress_bar=args.progress_bar,
             tb_log_name="ppo",
             reset_num_timesteps=saved is None,
         )
-    train_seconds = probe.training_seconds()
-    model.save(out / "model.zip")
+        train_seconds = saved["train_seconds"] if trained else probe.training_seconds()
+        resume.final(
+            int(model.num_timesteps), lambda: {**saver.state(), "trained": True, "train_seconds": train_seconds}
+        )
+        model.save(out / "model.zip")
 
-    print("evaluating on the 10,000 test images ...", flush=True)
-    policy.eval()
-    core = batched.core.eval()
-    evaluate = accuracy_in_env if pixel else accuracy_by_glimpse  # a record policy acts through the environment
-    nearest = evaluate(policy, core, args.glimpses, device=device)
-    for glimpses, accuracy in accuracy_table(nearest).items():
-        model.logger.record(f"eval/test_accuracy_nearest_{glimpses}", accuracy)
-    model.logger.dump(model.num_timesteps)
-    agent = f"{'maskable-ppo-pixel' if pixel else 'ppo'}-{args.core_training}"
-    save_agent(
-        out / "checkpoint.pt",
-        agent,
-        policy,
-        core,
-        args.glimpses,
-        args=vars(args),
-        sb3_model="model.zip",
-        run_id=resume.run_id,
-    )
-    metrics = write_metrics(
-        out / "metrics.json",
-        agent,
-        nearest,
-        args.sampler,
-        train_seconds,
-        str(device),
-        args.seed,
-        core_training=args.core_training,
-        env_steps=int(model.num_timesteps),
-        env_steps_per_second=round(model.num_timesteps / train_seconds, 1),
-        seconds_to_80_percent=probe.seconds_to(0.8),
-        seconds_to_80_percent_glimpses=budget,
-        eval_subset_images=args.eval_images,
-        eval_subset_curve=probe.curve,
-        eval_seconds=round(probe.eval_seconds, 1),
-        num_envs=args.num_envs,
-        gamma=args.gamma,
-        torch_threads=torch.get_num_threads(),
-        sb3_model="model.zip",
-        run_id=resume.run_id,
-    )
-    print(f"drawing glimpse trails to {out / 'glimpses.png'} ...", flush=True)
-    plot_glimpse_trails(policy, core, args.glimpses, out / "glimpses.png", device=device)
-    env.close()
-    resume.finish()
+        print("evaluating on the 10,000 test images ...", flush=True)
+        policy.eval()
+        core = batched.core.eval()
+        evaluate = accuracy_in_env if pixel else accuracy_by_glimpse  # a record policy acts through the environment
+        nearest = evaluate(policy, core, args.glimpses, device=device)
+        for glimpses, accuracy in accuracy_table(nearest).items():
+            model.logger.record(f"eval/test_accuracy_nearest_{glimpses}", accuracy)
+        model.logger.dump(model.num_timesteps)
+        agent = f"{'maskable-ppo-pixel' if pixel else 'ppo'}-{args.core_training}"
+        save_agent(
+            out / "checkpoint.pt",
+            agent,
+            policy,
+            core,
+            args.glimpses,
+            args=vars(args),
+            sb3_model="model.zip",
+            run_id=resume.run_id,
+        )
+        print(f"drawing glimpse trails to {out / 'glimpses.png'} ...", flush=True)
+        plot_glimpse_trails(policy, core, args.glimpses, out / "glimpses.png", device=device)
+        env.close()
+        metrics = resume.finish(  # metrics.json last: it marks the run finished
+            lambda: write_metrics(
+                out / "metrics.json",
+                agent,
+                nearest,
+                args.sampler,
+                train_seconds,
+                str(device),
+                args.seed,
+                core_training=args.core_training,
+                env_steps=int(model.num_timesteps),
+                env_steps_per_second=round(model.num_timesteps / train_seconds, 1),
+                seconds_to_80_percent=probe.seconds_to(0.8),
+                seconds_to_80_percent_glimpses=budget,
+                eval_subset_images=args.eval_images,
+                eval_subset_curve=probe.curve,
+                eval_seconds=round(probe.eval_seconds, 1),
+                num_envs=args.num_envs,
+                gamma=args.gamma,
+                torch_threads=torch.get_num_threads(),
+                sb3_model="model.zip",
+                run_id=resume.run_id,
+            )
+        )
     print(summary(metrics, out, ["checkpoint.pt", "model.zip", "metrics.json", "glimpses.png", "tb/"]))
     return metrics
 
 
 if __name__ == "__main__":
-    try:
-        main(tyro.cli(Args))
-    except Interrupted:
-        sys.exit(130)
+    run_main(main, tyro.cli(Args))

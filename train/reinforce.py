@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import math
 import random
-import sys
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -43,6 +42,7 @@ from tqdm import tqdm
 
 from agents.baselines import RandomGlimpses
 from agents.checkpoint import save_agent
+from agents.cli import run_main, user_errors
 from agents.evaluation import (
     accuracy_by_glimpse,
     accuracy_in_env,
@@ -64,7 +64,7 @@ from agents.reinforce import (
     collect_rollout,
     make_env,
 )
-from agents.resume import Interrupted, ResumePoint
+from agents.resume import ResumePoint
 from agents.rl_args import check_rl_args, refuse_with_pixel_actions
 from envs.config import resolve_device
 from envs.data import load_mnist
@@ -158,7 +158,8 @@ def main(args: Args, stop_after: int | None = None) -> dict:
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = True
     device = resolve_device(args.device)
-    start_core = PerceptionCore.load(args.core, device) if args.core else None  # refused before anything is written
+    with user_errors(ValueError, FileNotFoundError):  # a --core file that cannot be used: refused before any write
+        start_core = PerceptionCore.load(args.core, device) if args.core else None
     resume = ResumePoint(args.out, args, stop_after)
     out = claim_output(args.out, args.overwrite)
     writer = SummaryWriter(str(log_folder(out)))
@@ -269,86 +270,89 @@ def main(args: Args, stop_after: int | None = None) -> dict:
         unit="step",
         unit_scale=True,
     )
-    with resume, progress:
-        for iteration in range(first, iterations):
-            resume.step(iteration, run_state)
-            start = time.perf_counter()
-            rollout, observation = collect_rollout(env, policy, observation)
-            stats = learner.update(rollout)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            train_seconds += time.perf_counter() - start
-            env_steps = (iteration + 1) * batch_steps
+    with resume:
+        with progress:
+            for iteration in range(first, iterations):
+                resume.step(iteration, run_state)
+                start = time.perf_counter()
+                rollout, observation = collect_rollout(env, policy, observation)
+                stats = learner.update(rollout)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                train_seconds += time.perf_counter() - start
+                env_steps = (iteration + 1) * batch_steps
 
-            episodic_return = float(rollout.episodic_return.mean())
-            accuracy = float(rollout.correct.float().mean())
-            writer.add_scalar("charts/episodic_return", episodic_return, env_steps)
-            writer.add_scalar("charts/train_accuracy", accuracy, env_steps)
-            if not pixel:
-                sigma = policy.std().detach().cpu()  # detach: logging only
-                writer.add_scalar("charts/policy_std_i", float(sigma[0]), env_steps)
-                writer.add_scalar("charts/policy_std_j", float(sigma[1]), env_steps)
-            writer.add_scalar("charts/env_steps_per_second", env_steps / train_seconds, env_steps)
-            writer.add_scalar("losses/policy", stats.policy_loss, env_steps)
-            writer.add_scalar("losses/baseline", stats.baseline_loss, env_steps)
-            writer.add_scalar("losses/entropy", stats.entropy, env_steps)
-            writer.add_scalar("losses/advantage_std", stats.advantage_std, env_steps)
-            writer.add_scalar("losses/explained_variance", stats.explained_variance, env_steps)
-            progress.update(batch_steps)
-            progress.set_postfix(ret=f"{episodic_return:.3f}", acc=f"{accuracy:.3f}", entropy=f"{stats.entropy:.3f}")
-            if (iteration + 1) % eval_interval == 0 or iteration + 1 == iterations:
-                evaluate(env_steps, train_seconds)
+                episodic_return = float(rollout.episodic_return.mean())
+                accuracy = float(rollout.correct.float().mean())
+                writer.add_scalar("charts/episodic_return", episodic_return, env_steps)
+                writer.add_scalar("charts/train_accuracy", accuracy, env_steps)
+                if not pixel:
+                    sigma = policy.std().detach().cpu()  # detach: logging only
+                    writer.add_scalar("charts/policy_std_i", float(sigma[0]), env_steps)
+                    writer.add_scalar("charts/policy_std_j", float(sigma[1]), env_steps)
+                writer.add_scalar("charts/env_steps_per_second", env_steps / train_seconds, env_steps)
+                writer.add_scalar("losses/policy", stats.policy_loss, env_steps)
+                writer.add_scalar("losses/baseline", stats.baseline_loss, env_steps)
+                writer.add_scalar("losses/entropy", stats.entropy, env_steps)
+                writer.add_scalar("losses/advantage_std", stats.advantage_std, env_steps)
+                writer.add_scalar("losses/explained_variance", stats.explained_variance, env_steps)
+                progress.update(batch_steps)
                 progress.set_postfix(
-                    ret=f"{episodic_return:.3f}", acc=f"{accuracy:.3f}", test=f"{curve[-1]['accuracy_T']:.3f}"
+                    ret=f"{episodic_return:.3f}", acc=f"{accuracy:.3f}", entropy=f"{stats.entropy:.3f}"
                 )
-    env_steps = iterations * batch_steps
+                if (iteration + 1) % eval_interval == 0 or iteration + 1 == iterations:
+                    evaluate(env_steps, train_seconds)
+                    progress.set_postfix(
+                        ret=f"{episodic_return:.3f}", acc=f"{accuracy:.3f}", test=f"{curve[-1]['accuracy_T']:.3f}"
+                    )
+        iteration = iterations  # the state after the last batch (run_state)
+        resume.final(iterations, run_state)
+        env_steps = iterations * batch_steps
 
-    print("evaluating on the 10,000 test images ...", flush=True)
-    actor.eval()
-    core = env.core  # the core the env ran: packaged (frozen) or the env's own trained copy (joint)
-    if pixel:  # a record policy acts through the environment
-        nearest, sampled = accuracy_in_env(actor, core, args.glimpses, device=device), None
-    else:
-        nearest = accuracy_by_glimpse(policy, core, args.glimpses, device=device)
-        sampled = accuracy_by_glimpse(SampledGlimpses(policy), core, args.glimpses, device=device)
-    for budget, value in accuracy_table(nearest).items():
-        writer.add_scalar("eval/test_accuracy_nearest", value, int(budget))
-    agent = f"reinforce-{'pixel-' if pixel else ''}{args.core_training}"
-    save_agent(out / "checkpoint.pt", agent, actor, core, args.glimpses, args=vars(args), run_id=resume.run_id)
-    metrics = write_metrics(
-        out / "metrics.json",
-        agent,
-        nearest,
-        Sampler(args.sampler).name,
-        train_seconds,
-        str(device),
-        args.seed,
-        core_training=args.core_training,
-        reward=args.reward,
-        num_envs=args.num_envs,
-        env_steps=env_steps,
-        env_steps_per_second=round(env_steps / train_seconds, 1),
-        random_baseline_accuracy=round(random_baseline, 4),
-        seconds_to_random_baseline=None if reached["random"] is None else round(reached["random"], 1),
-        seconds_to_80_at_25=None if reached["target"] is None else round(reached["target"], 1),
-        eval_images=args.eval_images,
-        test_accuracy_sampled=None if sampled is None else accuracy_table(sampled),
-        # detach: reporting only
-        policy_std=None if pixel else [round(float(s), 4) for s in policy.std().detach().cpu()],
-        learning_curve=curve,
-        torch_threads=torch.get_num_threads(),
-        run_id=resume.run_id,
-    )
-    print(f"drawing glimpse trails to {out / 'glimpses.png'} ...", flush=True)
-    plot_glimpse_trails(actor, core, args.glimpses, out / "glimpses.png", device=device)
-    writer.close()
-    resume.finish()
+        print("evaluating on the 10,000 test images ...", flush=True)
+        actor.eval()
+        core = env.core  # the core the env ran: packaged (frozen) or the env's own trained copy (joint)
+        if pixel:  # a record policy acts through the environment
+            nearest, sampled = accuracy_in_env(actor, core, args.glimpses, device=device), None
+        else:
+            nearest = accuracy_by_glimpse(policy, core, args.glimpses, device=device)
+            sampled = accuracy_by_glimpse(SampledGlimpses(policy), core, args.glimpses, device=device)
+        for budget, value in accuracy_table(nearest).items():
+            writer.add_scalar("eval/test_accuracy_nearest", value, int(budget))
+        agent = f"reinforce-{'pixel-' if pixel else ''}{args.core_training}"
+        save_agent(out / "checkpoint.pt", agent, actor, core, args.glimpses, args=vars(args), run_id=resume.run_id)
+        print(f"drawing glimpse trails to {out / 'glimpses.png'} ...", flush=True)
+        plot_glimpse_trails(actor, core, args.glimpses, out / "glimpses.png", device=device)
+        writer.close()
+        metrics = resume.finish(  # metrics.json last: it marks the run finished
+            lambda: write_metrics(
+                out / "metrics.json",
+                agent,
+                nearest,
+                Sampler(args.sampler).name,
+                train_seconds,
+                str(device),
+                args.seed,
+                core_training=args.core_training,
+                reward=args.reward,
+                num_envs=args.num_envs,
+                env_steps=env_steps,
+                env_steps_per_second=round(env_steps / train_seconds, 1),
+                random_baseline_accuracy=round(random_baseline, 4),
+                seconds_to_random_baseline=None if reached["random"] is None else round(reached["random"], 1),
+                seconds_to_80_at_25=None if reached["target"] is None else round(reached["target"], 1),
+                eval_images=args.eval_images,
+                test_accuracy_sampled=None if sampled is None else accuracy_table(sampled),
+                # detach: reporting only
+                policy_std=None if pixel else [round(float(s), 4) for s in policy.std().detach().cpu()],
+                learning_curve=curve,
+                torch_threads=torch.get_num_threads(),
+                run_id=resume.run_id,
+            )
+        )
     print(summary(metrics, out, ["checkpoint.pt", "metrics.json", "glimpses.png", "tb/"]))
     return metrics
 
 
 if __name__ == "__main__":
-    try:
-        main(tyro.cli(Args))
-    except Interrupted:
-        sys.exit(130)
+    run_main(main, tyro.cli(Args))

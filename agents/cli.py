@@ -1,0 +1,91 @@
+"""The one entry point of the scripts in ``train/`` and ``experiments/``: a user's mistake is one line.
+
+A mistake a user makes with a script (an ``--out`` that is a file or cannot be written, a folder another
+run owns, ``--resume`` with nothing saved, a finished run reused without ``--overwrite``, a damaged
+checkpoint) raises :class:`UserError` with a message that names the problem and the fix. Every script
+ends with ``run_main(main, tyro.cli(Args))``, which prints that message on one line to stderr and
+exits with status 2; anything else is a bug and keeps its traceback. An interrupted run exits with
+status 130.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn, TypeVar
+
+T = TypeVar("T")
+
+#: The exit status of a run stopped by a user's mistake (as argparse and tyro exit on a bad flag).
+USER_ERROR_STATUS = 2
+#: The exit status of a run stopped by SIGINT or SIGTERM (128 + SIGINT, as a shell reports Ctrl-C).
+INTERRUPTED_STATUS = 130
+
+
+class UserError(Exception):
+    """A user's mistake, with a message that names the problem and the fix; :func:`run_main` prints it
+    on one line and exits with status 2. The subclasses below are also the built-in type a library
+    caller catches (``ValueError``, ``FileExistsError``, ...)."""
+
+
+class UserValueError(UserError, ValueError):
+    """A value or a file's contents that cannot be used."""
+
+
+class UserFileExistsError(UserError, FileExistsError):
+    """A folder that holds a run the command would replace, or that another run owns."""
+
+
+class UserFileNotFoundError(UserError, FileNotFoundError):
+    """A file the command needs is not there."""
+
+
+class UserOSError(UserError, OSError):
+    """A path that cannot be created or written."""
+
+
+@contextmanager
+def user_errors(*types: type[Exception]) -> Iterator[None]:
+    """Within the block, an exception of ``types`` is the user's mistake: it is raised again as a
+    :class:`UserError` with the same message. Wrap only calls whose errors of those types are all about
+    the user's input (e.g. reading a file named by a flag).
+
+    :param types: the exception types to convert, e.g. ``ValueError, FileNotFoundError``.
+    """
+    try:
+        yield
+    except UserError:
+        raise
+    except types as error:
+        kind = {ValueError: UserValueError, FileNotFoundError: UserFileNotFoundError}.get(type(error), UserError)
+        raise kind(str(error)) from error
+
+
+def one_line(message: str) -> str:
+    """``message`` with its line breaks and runs of spaces folded into single spaces."""
+    return " ".join(message.split())
+
+
+def run_main(main: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call ``main(*args, **kwargs)`` as a script's entry point and return its result.
+
+    A :class:`UserError` prints ``error: <message>`` on one line to stderr and exits with status 2;
+    an interruption (SIGINT/SIGTERM, Ctrl-C) exits with status 130; any other exception is a bug and
+    propagates with its traceback.
+    """
+    try:
+        return main(*args, **kwargs)
+    except UserError as error:
+        _exit(f"error: {one_line(str(error))}", USER_ERROR_STATUS)
+    except KeyboardInterrupt as error:  # agents.resume.Interrupted has said what it saved
+        if type(error) is KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+        _exit(None, INTERRUPTED_STATUS)
+
+
+def _exit(message: str | None, status: int) -> NoReturn:
+    sys.stdout.flush()
+    if message is not None:
+        print(message, file=sys.stderr, flush=True)
+    sys.exit(status)
