@@ -21,6 +21,7 @@ from torch import nn
 
 from .atomic import write_atomic
 from .data import IMAGE_SIZE, NUM_CLASSES, file_sha256
+from .digest import check_digest, with_digest
 from .sampler import Sampler, pixel_centres, pixel_to_action
 from .soft_ordering import RecurrentSoftOrdering
 
@@ -302,8 +303,9 @@ class PerceptionCore(nn.Module):
         return {"format": CHECKPOINT_FORMAT, "config": asdict(self.config), "state_dict": state, **extra}
 
     def save(self, path: str | os.PathLike, **extra: object) -> None:
-        """Write :meth:`checkpoint` to ``path`` atomically (:mod:`envs.atomic`); load it with :meth:`load`."""
-        checkpoint = self.checkpoint(**extra)
+        """Write :meth:`checkpoint` to ``path`` atomically (:mod:`envs.atomic`), with the digest of its
+        contents (:mod:`envs.digest`) that :meth:`load` checks; load it with :meth:`load`."""
+        checkpoint = with_digest(self.checkpoint(**extra))
         write_atomic(path, lambda handle: torch.save(checkpoint, handle))
 
     @classmethod
@@ -315,6 +317,7 @@ class PerceptionCore(nn.Module):
                 f"{source} is not a perception-core checkpoint (format {found!r}, expected "
                 f"{CHECKPOINT_FORMAT!r}). Pass a file written by PerceptionCore.save or by the train/ scripts."
             )
+        check_digest(checkpoint, source)
         try:
             config = PerceptionConfig(**checkpoint["config"])
         except TypeError as error:

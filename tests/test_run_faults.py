@@ -18,6 +18,7 @@ import torch
 from agents.baselines import FixedSequence
 from agents.checkpoint import load_agent, save_agent
 from agents.cli import UserError, run_main
+from envs.perception import PerceptionCore
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -365,3 +366,14 @@ def test_a_bug_keeps_its_traceback(capsys):
 
     with pytest.raises(KeyError):
         run_main(buggy, None)
+
+
+def test_a_flipped_bit_in_a_saved_core_file_is_refused(tmp_path, core):
+    """Core files written by PerceptionCore.save (train/pretrain_perception.py, --core pretrain,
+    train/export_core.py) carry a digest too; the packaged cores carry none and are checked by SHA-256."""
+    path = tmp_path / "perception.pt"
+    core.save(path)
+    PerceptionCore.load(path)  # intact: loads
+    _flip_exponent_bit(path, core.state_dict()["head.net.2.bias"])
+    with pytest.raises(ValueError, match=f"{path} is damaged: .* \\(expected [0-9a-f]{{64}}, found [0-9a-f]{{64}}\\)"):
+        PerceptionCore.load(path)

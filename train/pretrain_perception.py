@@ -36,6 +36,7 @@ import tyro
 from tqdm import tqdm
 
 from agents.baselines import RandomGlimpses
+from agents.cli import UserValueError, run_main
 from agents.evaluation import accuracy_by_glimpse, agent_glimpses, claim_output, summary, write_metrics
 from agents.pretrain import GENERAL_SOURCES, pretrain_core, pretrain_core_general
 from agents.shipped import load_shipped_agent
@@ -132,13 +133,15 @@ def check_args(args: Args) -> None:
     if args.preset == "general":
         unknown = sorted(set(args.sources) - set(GENERAL_SOURCES))
         if unknown or not args.sources:
-            raise ValueError(f"--sources {unknown or '(none)'}: pick among {list(GENERAL_SOURCES)}.")
+            raise UserValueError(f"--sources {unknown or '(none)'}: pick among {list(GENERAL_SOURCES)}.")
         if args.sampler != "bilinear":
-            raise ValueError("--sampler is an option of --preset random-glimpses; the general preset reads with both.")
+            raise UserValueError(
+                "--sampler is an option of --preset random-glimpses; the general preset reads with both."
+            )
     elif args.sources:
-        raise ValueError("--sources is an option of --preset general.")
+        raise UserValueError("--sources is an option of --preset general.")
     if args.max_seconds < 0 or args.val_images < 1:
-        raise ValueError(
+        raise UserValueError(
             f"--max-seconds must be >= 0 and --val-images >= 1; got {args.max_seconds}, {args.val_images}."
         )
 
@@ -248,4 +251,4 @@ def main(args: Args) -> dict:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run_main(main, parse_args())
