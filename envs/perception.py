@@ -293,8 +293,17 @@ class PerceptionCore(nn.Module):
         return {"format": CHECKPOINT_FORMAT, "config": asdict(self.config), "state_dict": state, **extra}
 
     def save(self, path: str | os.PathLike, **extra: object) -> None:
-        """Write :meth:`checkpoint` to ``path`` atomically (:mod:`envs.atomic`); load it with :meth:`load`."""
+        """Write :meth:`checkpoint` to ``path`` atomically (:mod:`envs.atomic`); load it with :meth:`load`.
+
+        :raises ValueError: if a weight is NaN or inf (nothing is written).
+        """
         checkpoint = self.checkpoint(**extra)
+        broken = non_finite(checkpoint["state_dict"])
+        if broken:
+            raise ValueError(
+                f"Not saving {path}: the core holds non-finite (NaN or inf) weights in {broken[:5]} "
+                f"({len(broken)} tensors): its training diverged. Save a core from before the divergence or retrain it."
+            )
         write_atomic(path, lambda handle: torch.save(checkpoint, handle))
 
     @classmethod
