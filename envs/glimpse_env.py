@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+from collections.abc import Mapping
 from typing import Any
 
 import gymnasium as gym
@@ -15,7 +16,7 @@ from gymnasium.error import DependencyNotInstalled
 from .config import PerceptionArg, action_space, build_simulator, observation_space, resolve_device
 from .render import draw_trail
 from .sampler import Sampler
-from .simulator import IndexStreams
+from .simulator import NON_FINITE_HINT, IndexStreams, dtype_kind
 
 
 def parse_image_options(options: dict[str, Any] | None, batch_shape: tuple[int, ...]) -> dict[str, np.ndarray]:
@@ -24,8 +25,13 @@ def parse_image_options(options: dict[str, Any] | None, batch_shape: tuple[int, 
     Valid keys: ``index`` (dataset image), or ``image`` (``uint8`` ``(*batch, 28, 28)``) together with
     ``label`` (``*batch``); batched environments also take ``reset_mask`` (bool ``(N,)``).
     """
-    options = dict(options or {})
     valid = {"index", "image", "label", "reset_mask"} if batch_shape else {"index", "image", "label"}
+    if options is not None and not isinstance(options, Mapping):
+        raise TypeError(
+            f"reset options must be a dict such as {{'index': ...}}, got {type(options).__name__} {options!r:.80}; "
+            f"valid keys are {sorted(valid)}."
+        )
+    options = dict(options or {})
     unknown = set(options) - valid
     if unknown:
         raise ValueError(f"Unknown reset options {sorted(unknown)}; valid options are {sorted(valid)}.")
@@ -38,7 +44,7 @@ def parse_image_options(options: dict[str, Any] | None, batch_shape: tuple[int, 
         parsed["index"] = np.asarray(options["index"])
         if parsed["index"].shape != batch_shape or not np.issubdtype(parsed["index"].dtype, np.integer):
             raise ValueError(
-                f"reset option 'index' must be integer(s) of shape {batch_shape}, got {options['index']!r}."
+                f"reset option 'index' must be integer(s) of shape {batch_shape}, got {_show(options['index'])}."
             )
         parsed["index"] = parsed["index"].astype(np.int64)  # any integer dtype indexes like int64
     if "image" in options:
@@ -54,7 +60,7 @@ def parse_image_options(options: dict[str, Any] | None, batch_shape: tuple[int, 
             or ((label < 0) | (label > 9)).any()
         ):
             raise ValueError(
-                f"reset option 'label' must be class(es) in 0..9 of shape {batch_shape}, got {options['label']!r}."
+                f"reset option 'label' must be class(es) in 0..9 of shape {batch_shape}, got {_show(options['label'])}."
             )
         parsed["image"], parsed["label"] = image, label.astype(np.int64)
     if "reset_mask" in options:
@@ -63,6 +69,14 @@ def parse_image_options(options: dict[str, Any] | None, batch_shape: tuple[int, 
             raise ValueError(f"reset option 'reset_mask' must be a bool array of shape {batch_shape}.")
         parsed["reset_mask"] = mask
     return parsed
+
+
+def _show(value: Any) -> str:
+    """A value for an error message: itself when small, its dtype and shape when it is a batch."""
+    array = np.asarray(value, dtype=object) if isinstance(value, (list, tuple)) else np.asarray(value)
+    if array.size <= 8:
+        return repr(value)
+    return f"{type(value).__name__} of dtype {array.dtype} and shape {array.shape}"
 
 
 def _pygame_installed() -> bool:
@@ -269,7 +283,7 @@ class MnistGlimpseEnv(gym.Env[np.ndarray, np.ndarray]):
             self.sim.reset(self._all_rows, indices=torch.as_tensor(index, device=self.device))
         if self.render_mode == "human":
             self._show()
-        return self._observation(), {"index": int(self.sim.indices[0])}
+        return self._observation(), self._info(self.sim.reset_info())
 
     def _observation(self) -> np.ndarray | dict[str, np.ndarray]:
         if self.obs_type == "summary":
@@ -285,33 +299,47 @@ class MnistGlimpseEnv(gym.Env[np.ndarray, np.ndarray]):
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._streams is None:
             raise RuntimeError("Call reset() before step().")
-        action = np.asarray(action)
-        if self.action_type == "pixel":
-            if action.shape != () or not np.issubdtype(action.dtype, np.integer) or not 0 <= action < 784:
-                raise ValueError(f"Expected a pixel action: one integer i * 28 + j in [0, 784), got {action!r}.")
-            result = self.sim.step(torch.as_tensor(action.astype(np.int64)[None], device=self.device))
-        else:
-            result = self.sim.step(torch.as_tensor(self._continuous(action)[None], device=self.device))
+        action = self._checked(action)
+        result = self.sim.step(torch.as_tensor(action[None], device=self.device))
         terminated = bool(result.terminated[0])
-        info = {key: value[0].cpu().numpy() for key, value in result.info.items()}
-        if not terminated:
-            del info["label"], info["correct"]
-        else:
-            info["label"], info["correct"] = int(info["label"]), bool(info["correct"])
-        info["value"] = float(info["value"])
+        info = self._info(self.sim.step_info(result, self._all_rows, result.terminated))
         if self.render_mode == "human":
             self._show()
         return self._observation(), float(result.reward[0]), terminated, False, info
 
     @staticmethod
-    def _continuous(action: np.ndarray) -> np.ndarray:
-        if action.dtype.kind == "f" and action.dtype != np.float32:  # finite values past float32's range
-            action = np.where(np.isfinite(action), np.clip(action, -2.0, 2.0), action)  # clip, not overflow to inf
-        action = action.astype(np.float32)
+    def _info(values: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """The single episode's row of the simulator's info, the same keys at ``reset`` and at every
+        ``step``: numpy values of fixed dtype (``np.int64`` / ``np.float32`` scalars, ``float32`` arrays),
+        and ``correct`` a 0-d ``bool`` array (a numpy bool scalar would become an object array in
+        Gymnasium's vector environments, which batch numbers and arrays by dtype)."""
+        row = {key: value[0].cpu().numpy() for key, value in values.items()}
+        return {key: array if array.ndim or array.dtype == np.bool_ else array[()] for key, array in row.items()}
+
+    def _checked(self, action: Any) -> np.ndarray:
+        """The action, checked before any conversion: ``int64`` pixel index or ``float32 (2,)``."""
+        try:
+            action = np.asarray(action)
+        except ValueError as error:  # a ragged nested sequence
+            raise ValueError(f"Expected one action for one environment: {error}") from None
+        if self.action_type == "pixel":
+            if action.shape != () or dtype_kind(action) not in "iu" or not 0 <= action < 784:
+                raise ValueError(f"Expected a pixel action: one integer i * 28 + j in [0, 784), got {action!r}.")
+            return action.astype(np.int64)
+        if dtype_kind(action) not in "fiu":
+            raise ValueError(
+                f"Actions are glimpse coordinates, real numbers in [-1, 1], got dtype {action.dtype} ({action!r:.80}); "
+                "pass a float array such as np.array([0.1, 0.2], dtype=np.float32)."
+            )
         if action.shape != (2,):
             raise ValueError(
                 f"Expected an action of shape (2,) (normalised (i, j) in [-1, 1]), got shape {action.shape}."
             )
+        if action.dtype.kind == "f" and action.dtype != np.float32:  # finite values past float32's range
+            action = np.where(np.isfinite(action), np.clip(action, -2.0, 2.0), action)  # clip, not overflow to inf
+        action = action.astype(np.float32)
+        if not np.isfinite(action).all():
+            raise ValueError(f"Action {action.tolist()} contains NaN or inf: {NON_FINITE_HINT}.")
         return action
 
     def render(self) -> np.ndarray | None:
