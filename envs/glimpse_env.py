@@ -98,7 +98,9 @@ class MnistGlimpseEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ``Box(-1, 1, (2,), float32)``: the glimpse location, normalised. ``(i, j) = (a + 1) / 2 * 27`` in
     pixel units (``i`` row from the top, ``j`` column from the left, integer points at pixel centres).
-    Actions outside ``[-1, 1]`` are clipped; NaN or inf raise ``ValueError``.
+    Actions outside ``[-1, 1]`` are clipped; NaN or inf raise ``ValueError`` (the policy produced them:
+    a diverged policy?), and so do values that are not real numbers (bool, complex, strings), before any
+    conversion.
 
     ``action_type="pixel"``: ``Discrete(784)``, pixel ``k`` read at its centre ``(k // 28, k % 28)``.
     ``action_masks()`` (the convention of sb3-contrib's ``MaskablePPO``) is a ``(784,)`` bool array,
@@ -141,10 +143,15 @@ class MnistGlimpseEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ## Info
 
-    Each step: ``glimpse`` (``(i, j)`` in pixels, after clipping), ``value`` (the sampled grey level
-    in ``[0, 1]``), ``prediction`` (10 probabilities). At the last step also ``label`` and ``correct``
-    (argmax of the prediction equals the label). ``reset`` returns ``index`` (``-1`` for an image
-    passed in options).
+    The same keys at ``reset`` and at every ``step``, numpy values of fixed dtype (what Gymnasium's
+    vector environments batch and TorchRL's ``auto_register_info_dict`` reads): ``index`` (``np.int64``,
+    the dataset image shown, ``-1`` for an image passed in options), ``glimpse`` (``float32 (2,)``, this
+    step's ``(i, j)`` in pixels, after clipping), ``value`` (``np.float32``, the grey level sampled
+    there, in ``[0, 1]``), ``prediction`` (``float32 (10,)``, the class probabilities observed),
+    ``label`` (``np.int64``) and ``correct`` (a 0-d ``bool`` array: the prediction's argmax equals the
+    label). What is not known yet holds a placeholder: ``glimpse`` ``[-1, -1]`` and ``value`` ``-1`` at
+    ``reset``; ``label`` ``-1`` and ``correct`` ``False`` until the last step, the only one whose info
+    holds the true label.
 
     ## Arguments
 
@@ -183,6 +190,11 @@ class MnistGlimpseEnv(gym.Env[np.ndarray, np.ndarray]):
       (observation ``Box(522,)``), so the prediction observed is the best agent's; the first releases
       of v0 packaged a 32x4 ``plain`` core (``Box(138,)``), kept as ``envs/pretrained/perception_32x4.pt``:
       an agent trained on it passes ``perception=envs.perception.CORE_32X4_PATH``.
+      Infos are regular: the same keys (``index``, ``glimpse``, ``value``, ``prediction``, ``label``,
+      ``correct``) at ``reset`` and at every ``step``, numpy values of fixed dtype, with placeholders
+      (``-1``, ``False``) until a value is known, where earlier releases of v0 gave ``index`` at
+      ``reset`` only, ``label`` and ``correct`` (Python ``int`` and ``bool``) at the last step only, and
+      ``value`` as a Python ``float``.
     """
 
     metadata = {"render_modes": ["human", "rgb_array"], "render_fps": 4}

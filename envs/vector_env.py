@@ -34,19 +34,29 @@ class MnistGlimpseVectorEnv(VectorEnv):
     Returns numpy arrays by default, as every Gymnasium vector environment does, so Gymnasium's vector
     wrappers (``NormalizeObservation``, ``RecordEpisodeStatistics``, ...) apply; ``array_type="torch"``
     returns torch tensors on ``device`` instead (no copies: for loops that stay on the GPU).
-    ``infos`` follow Gymnasium's vector convention: each key holds a batch and ``"_key"`` a boolean
-    mask of the sub-environments it is meaningful for (``label`` and ``correct`` at the last glimpse;
-    elsewhere ``label`` is -1 and ``correct`` False: no label leaks to a consumer that ignores the masks).
+    ``infos`` equal those of Gymnasium's ``SyncVectorEnv`` over single environments (the tests check
+    keys, dtypes, masks and values step for step in every autoreset mode): the single environment's keys
+    (``index``, ``glimpse``, ``value``, ``prediction``, ``label``, ``correct``) at ``reset`` and at every
+    ``step``, each a batch, and beside each ``"_key"`` the bool mask of the sub-environments that
+    reported it (all at a step; those reset by a ``reset`` with ``reset_mask``). A value not known yet
+    holds the single environment's placeholder: ``label`` is -1 and ``correct`` False except where an
+    episode ended at this step, so no label reaches a consumer that ignores the masks.
 
-    **Autoreset** (``metadata["autoreset_mode"]``): ``"next_step"`` (Gymnasium's default) resets a
-    finished sub-environment on the following ``step``, which ignores that sub-environment's action
-    and returns its first observation with reward 0. ``"same_step"`` resets it within the step that
-    ends it: the returned observation is the new episode's first, and the last one is in
-    ``infos["final_obs"]`` (a batch, valid where ``infos["_final_obs"]``).
+    **Autoreset** (the ``autoreset_mode`` attribute and ``metadata["autoreset_mode"]``):
+    ``"next_step"`` (Gymnasium's default) resets a finished sub-environment on the following ``step``,
+    which ignores that sub-environment's action and returns its first observation with reward 0 and its
+    reset info. ``"same_step"`` resets it within the step that ends it: the returned observation and
+    info are the new episode's first; the ended episode's last ones are ``infos["final_obs"]`` and
+    ``infos["final_info"]`` (where ``infos["_final_obs"]`` / ``["_final_info"]``), as Gymnasium defines
+    them (``final_obs`` an object array, ``None`` where no episode ended; with ``array_type="torch"``
+    the batch itself). ``"disabled"`` resets nothing by itself: ``reset(options={"reset_mask": mask})``
+    restarts the finished sub-environments, and a ``step`` while one is finished raises ``RuntimeError``.
 
     ``reset(options=...)`` takes, per sub-environment, ``index`` (``(N,)`` ints),
     or ``image`` (``(N, 28, 28)`` ``uint8``) and ``label`` (``(N,)``), and ``reset_mask`` (``(N,)``
-    bool: reset only those).
+    bool: reset only those); ``seed`` is an int ``s`` (sub-environment ``k`` gets ``s + k``) or ``N``
+    seeds (a list of ints or ``None``, or an integer array). Bad actions and options are refused before
+    anything is converted or changed, naming the first few offending rows and their count.
 
     :param num_envs: batch size ``N``.
     :param max_glimpses: episode length ``T``.
@@ -57,7 +67,8 @@ class MnistGlimpseVectorEnv(VectorEnv):
     :param learn_perception: train the core after each batch of finished episodes (perception optimizer).
     :param perception_lr: that optimizer's learning rate.
     :param device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ...
-    :param autoreset_mode: ``"next_step"`` or ``"same_step"``.
+    :param autoreset_mode: ``"next_step"``, ``"same_step"`` or ``"disabled"`` (or the
+        ``gymnasium.vector.AutoresetMode``).
     :param array_type: ``"numpy"`` or ``"torch"``: what ``reset`` and ``step`` return.
     :param obs_type: ``"summary"`` or ``"record"`` (a ``Dict`` batched per key), as the single env.
     :param action_type: ``"continuous"`` (``(N, 2)`` floats) or ``"pixel"`` (``(N,)`` integers in
