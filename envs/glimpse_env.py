@@ -16,7 +16,7 @@ from gymnasium.error import DependencyNotInstalled
 from .config import PerceptionArg, action_space, build_simulator, observation_space, resolve_device
 from .render import draw_trail
 from .sampler import Sampler
-from .simulator import NON_FINITE_HINT, IndexStreams, dtype_kind
+from .simulator import NON_FINITE_HINT, IndexStreams, describe_rows, dtype_kind
 
 
 def parse_image_options(options: dict[str, Any] | None, batch_shape: tuple[int, ...]) -> dict[str, np.ndarray]:
@@ -54,14 +54,14 @@ def parse_image_options(options: dict[str, Any] | None, batch_shape: tuple[int, 
                 f"reset option 'image' must be a uint8 array of shape {(*batch_shape, 28, 28)} (grey levels "
                 f"0..255, like MNIST), got {image.dtype} {image.shape}."
             )
-        if (
-            label.shape != batch_shape
-            or not np.issubdtype(label.dtype, np.integer)
-            or ((label < 0) | (label > 9)).any()
-        ):
+        if label.shape != batch_shape or not np.issubdtype(label.dtype, np.integer):
             raise ValueError(
                 f"reset option 'label' must be class(es) in 0..9 of shape {batch_shape}, got {_show(options['label'])}."
             )
+        bad = (label < 0) | (label > 9)
+        if bad.any():
+            where = f"out of range in {describe_rows(bad, label)}" if batch_shape else f"got {label!r}"
+            raise ValueError(f"reset option 'label' must be class(es) in 0..9; {where}.")
         parsed["image"], parsed["label"] = image, label.astype(np.int64)
     if "reset_mask" in options:
         mask = np.asarray(options["reset_mask"])

@@ -105,6 +105,14 @@ def test_one_bad_row_in_a_large_batch_gives_a_short_message_naming_the_row_and_t
     with pytest.raises(ValueError) as error:
         continuous.reset(options={"index": list(range(n - 1))})
     assert "got list of dtype object and shape (4999,)" in str(error.value) and len(str(error.value)) < 200
+    labels = np.zeros(n, dtype=np.int64)
+    labels[2500] = 10
+    with pytest.raises(ValueError) as error:
+        continuous.reset(options={"image": np.zeros((n, 28, 28), dtype=np.uint8), "label": labels})
+    assert (
+        str(error.value)
+        == "reset option 'label' must be class(es) in 0..9; out of range in 1 of 5000 rows (row 2500: 10)."
+    )
 
 
 def test_unsigned_pixel_actions_are_checked_not_wrapped(core):
