@@ -348,7 +348,7 @@ def collect_rollout(
         stacked = {key: torch.stack([o[key] for o in observations]) for key in observations[0]}
     else:
         stacked = torch.stack(observations)
-    rollout = Rollout(stacked, torch.stack(actions), torch.stack(rewards), info["correct"].clone())
+    rollout = Rollout(stacked, torch.stack(actions), torch.stack(rewards), info["final_info"]["correct"].clone())
     return rollout, observation
 
 

@@ -12,7 +12,7 @@ import torch
 from gymnasium import spaces
 
 from .data import IMAGE_SIZE, NUM_CLASSES, SPLITS, load_mnist
-from .perception import PerceptionCore, load_pretrained
+from .perception import PerceptionCore, load_pretrained, non_finite
 from .sampler import SAMPLER_MODES, Sampler
 from .simulator import REWARD_MODES, GlimpseSimulator
 
@@ -51,7 +51,8 @@ def resolve_perception(perception: PerceptionArg, device: torch.device, learn: b
     :class:`PerceptionCore` instance used as is (shared with whoever passed it, never copied).
 
     The packaged core is one process-wide instance (read once) unless the environment will train it
-    (``learn=True``): then it gets a private copy, so the shared weights stay untouched.
+    (``learn=True``): then it gets a private copy, so the shared weights stay untouched. A core with a NaN
+    or inf weight is refused, as a checkpoint file with one is.
     """
     if perception is None:
         return load_pretrained(device, shared=not learn)
@@ -61,6 +62,13 @@ def resolve_perception(perception: PerceptionArg, device: torch.device, learn: b
             raise ValueError(
                 f"The perception core is on {core_device} but the environment on {device}; move it with "
                 f"core.to({str(device)!r}) or pass device={str(core_device)!r}."
+            )
+        broken = non_finite(perception.state_dict())
+        if broken:
+            raise ValueError(
+                f"The perception core passed holds non-finite (NaN or inf) weights in {broken[:5]} ({len(broken)} "
+                "tensors): its training diverged or it was damaged. Pass a core with finite weights (one from before "
+                "the divergence, or perception=None for the packaged core)."
             )
         return perception
     if isinstance(perception, (str, os.PathLike)):

@@ -6,6 +6,7 @@ import dataclasses
 import importlib.util
 import os
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import gymnasium as gym
@@ -17,7 +18,7 @@ from gymnasium.error import DependencyNotInstalled
 from .config import PerceptionArg, action_space, build_simulator, observation_space, resolve_device
 from .render import draw_trail
 from .sampler import Sampler
-from .simulator import IndexStreams
+from .simulator import NON_FINITE_HINT, IndexStreams, describe_rows, dtype_kind
 
 
 def parse_image_options(options: dict[str, Any] | None, batch_shape: tuple[int, ...]) -> dict[str, np.ndarray]:
@@ -26,8 +27,13 @@ def parse_image_options(options: dict[str, Any] | None, batch_shape: tuple[int, 
     Valid keys: ``index`` (dataset image), or ``image`` (``uint8`` ``(*batch, 28, 28)``) together with
     ``label`` (``*batch``); batched environments also take ``reset_mask`` (bool ``(N,)``).
     """
-    options = dict(options or {})
     valid = {"index", "image", "label", "reset_mask"} if batch_shape else {"index", "image", "label"}
+    if options is not None and not isinstance(options, Mapping):
+        raise TypeError(
+            f"reset options must be a dict such as {{'index': ...}}, got {type(options).__name__} {options!r:.80}; "
+            f"valid keys are {sorted(valid)}."
+        )
+    options = dict(options or {})
     unknown = set(options) - valid
     if unknown:
         raise ValueError(f"Unknown reset options {sorted(unknown)}; valid options are {sorted(valid)}.")
@@ -40,7 +46,7 @@ def parse_image_options(options: dict[str, Any] | None, batch_shape: tuple[int, 
         parsed["index"] = np.asarray(options["index"])
         if parsed["index"].shape != batch_shape or not np.issubdtype(parsed["index"].dtype, np.integer):
             raise ValueError(
-                f"reset option 'index' must be integer(s) of shape {batch_shape}, got {options['index']!r}."
+                f"reset option 'index' must be integer(s) of shape {batch_shape}, got {_show(options['index'])}."
             )
         parsed["index"] = parsed["index"].astype(np.int64)  # any integer dtype indexes like int64
     if "image" in options:
@@ -50,14 +56,14 @@ def parse_image_options(options: dict[str, Any] | None, batch_shape: tuple[int, 
                 f"reset option 'image' must be a uint8 array of shape {(*batch_shape, 28, 28)} (grey levels "
                 f"0..255, like MNIST), got {image.dtype} {image.shape}."
             )
-        if (
-            label.shape != batch_shape
-            or not np.issubdtype(label.dtype, np.integer)
-            or ((label < 0) | (label > 9)).any()
-        ):
+        if label.shape != batch_shape or not np.issubdtype(label.dtype, np.integer):
             raise ValueError(
-                f"reset option 'label' must be class(es) in 0..9 of shape {batch_shape}, got {options['label']!r}."
+                f"reset option 'label' must be class(es) in 0..9 of shape {batch_shape}, got {_show(options['label'])}."
             )
+        bad = (label < 0) | (label > 9)
+        if bad.any():
+            where = f"out of range in {describe_rows(bad, label)}" if batch_shape else f"got {label!r}"
+            raise ValueError(f"reset option 'label' must be class(es) in 0..9; {where}.")
         parsed["image"], parsed["label"] = image, label.astype(np.int64)
     if "reset_mask" in options:
         mask = np.asarray(options["reset_mask"])
@@ -65,6 +71,14 @@ def parse_image_options(options: dict[str, Any] | None, batch_shape: tuple[int, 
             raise ValueError(f"reset option 'reset_mask' must be a bool array of shape {batch_shape}.")
         parsed["reset_mask"] = mask
     return parsed
+
+
+def _show(value: Any) -> str:
+    """A value for an error message: itself when small, its dtype and shape when it is a batch."""
+    array = np.asarray(value, dtype=object) if isinstance(value, (list, tuple)) else np.asarray(value)
+    if array.size <= 8:
+        return repr(value)
+    return f"{type(value).__name__} of dtype {array.dtype} and shape {array.shape}"
 
 
 def _pygame_installed() -> bool:
@@ -97,7 +111,9 @@ class MnistGlimpseEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ``Box(-1, 1, (2,), float32)``: the glimpse location, normalised. ``(i, j) = (a + 1) / 2 * 27`` in
     pixel units (``i`` row from the top, ``j`` column from the left, integer points at pixel centres).
-    Actions outside ``[-1, 1]`` are clipped; NaN or inf raise ``ValueError``.
+    Actions outside ``[-1, 1]`` are clipped; NaN or inf raise ``ValueError`` (the policy produced them:
+    a diverged policy?), and so do values that are not real numbers (bool, complex, strings), before any
+    conversion.
 
     ``action_type="pixel"``: ``Discrete(784)``, pixel ``k`` read at its centre ``(k // 28, k % 28)``.
     ``action_masks()`` (the convention of sb3-contrib's ``MaskablePPO``) is a ``(784,)`` bool array,
@@ -140,10 +156,15 @@ class MnistGlimpseEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ## Info
 
-    Each step: ``glimpse`` (``(i, j)`` in pixels, after clipping), ``value`` (the sampled grey level
-    in ``[0, 1]``), ``prediction`` (10 probabilities). At the last step also ``label`` and ``correct``
-    (argmax of the prediction equals the label). ``reset`` returns ``index`` (``-1`` for an image
-    passed in options).
+    The same keys at ``reset`` and at every ``step``, numpy values of fixed dtype (what Gymnasium's
+    vector environments batch and TorchRL's ``auto_register_info_dict`` reads): ``index`` (``np.int64``,
+    the dataset image shown, ``-1`` for an image passed in options), ``glimpse`` (``float32 (2,)``, this
+    step's ``(i, j)`` in pixels, after clipping), ``value`` (``np.float32``, the grey level sampled
+    there, in ``[0, 1]``), ``prediction`` (``float32 (10,)``, the class probabilities observed),
+    ``label`` (``np.int64``) and ``correct`` (a 0-d ``bool`` array: the prediction's argmax equals the
+    label). What is not known yet holds a placeholder: ``glimpse`` ``[-1, -1]`` and ``value`` ``-1`` at
+    ``reset``; ``label`` ``-1`` and ``correct`` ``False`` until the last step, the only one whose info
+    holds the true label.
 
     ## Arguments
 
@@ -189,6 +210,11 @@ class MnistGlimpseEnv(gym.Env[np.ndarray, np.ndarray]):
       ``agents.shipped.ENV_KWARGS`` passes it), and before that a 32x4 ``plain`` core (``Box(138,)``),
       kept as ``envs/pretrained/perception_32x4.pt``: an agent trained on either passes its path as
       ``perception=`` (``envs.perception.SHIPPED_AGENT_CORE_PATH``, ``envs.perception.CORE_32X4_PATH``).
+      Infos are regular: the same keys (``index``, ``glimpse``, ``value``, ``prediction``, ``label``,
+      ``correct``) at ``reset`` and at every ``step``, numpy values of fixed dtype, with placeholders
+      (``-1``, ``False``) until a value is known, where earlier releases of v0 gave ``index`` at
+      ``reset`` only, ``label`` and ``correct`` (Python ``int`` and ``bool``) at the last step only, and
+      ``value`` as a Python ``float``.
     """
 
     #: ``"human"`` is listed only where pygame is installed, so that Gymnasium's checker never asks for a
@@ -296,7 +322,7 @@ class MnistGlimpseEnv(gym.Env[np.ndarray, np.ndarray]):
             self.sim.reset(self._all_rows, indices=torch.as_tensor(index, device=self.device))
         if self.render_mode == "human":
             self._show()
-        return self._observation(), {"index": int(self.sim.indices[0])}
+        return self._observation(), self._info(self.sim.reset_info())
 
     def _observation(self) -> np.ndarray | dict[str, np.ndarray]:
         if self.obs_type == "summary":
@@ -312,33 +338,47 @@ class MnistGlimpseEnv(gym.Env[np.ndarray, np.ndarray]):
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._streams is None:
             raise RuntimeError("Call reset() before step().")
-        action = np.asarray(action)
-        if self.action_type == "pixel":
-            if action.shape != () or not np.issubdtype(action.dtype, np.integer) or not 0 <= action < 784:
-                raise ValueError(f"Expected a pixel action: one integer i * 28 + j in [0, 784), got {action!r}.")
-            result = self.sim.step(torch.as_tensor(action.astype(np.int64)[None], device=self.device))
-        else:
-            result = self.sim.step(torch.as_tensor(self._continuous(action)[None], device=self.device))
+        action = self._checked(action)
+        result = self.sim.step(torch.as_tensor(action[None], device=self.device))
         terminated = bool(result.terminated[0])
-        info = {key: value[0].cpu().numpy() for key, value in result.info.items()}
-        if not terminated:
-            del info["label"], info["correct"]
-        else:
-            info["label"], info["correct"] = int(info["label"]), bool(info["correct"])
-        info["value"] = float(info["value"])
+        info = self._info(self.sim.step_info(result, self._all_rows, result.terminated))
         if self.render_mode == "human":
             self._show()
         return self._observation(), float(result.reward[0]), terminated, False, info
 
     @staticmethod
-    def _continuous(action: np.ndarray) -> np.ndarray:
-        if action.dtype.kind == "f" and action.dtype != np.float32:  # finite values past float32's range
-            action = np.where(np.isfinite(action), np.clip(action, -2.0, 2.0), action)  # clip, not overflow to inf
-        action = action.astype(np.float32)
+    def _info(values: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """The single episode's row of the simulator's info, the same keys at ``reset`` and at every
+        ``step``: numpy values of fixed dtype (``np.int64`` / ``np.float32`` scalars, ``float32`` arrays),
+        and ``correct`` a 0-d ``bool`` array (a numpy bool scalar would become an object array in
+        Gymnasium's vector environments, which batch numbers and arrays by dtype)."""
+        row = {key: value[0].cpu().numpy() for key, value in values.items()}
+        return {key: array if array.ndim or array.dtype == np.bool_ else array[()] for key, array in row.items()}
+
+    def _checked(self, action: Any) -> np.ndarray:
+        """The action, checked before any conversion: ``int64`` pixel index or ``float32 (2,)``."""
+        try:
+            action = np.asarray(action)
+        except ValueError as error:  # a ragged nested sequence
+            raise ValueError(f"Expected one action for one environment: {error}") from None
+        if self.action_type == "pixel":
+            if action.shape != () or dtype_kind(action) not in "iu" or not 0 <= action < 784:
+                raise ValueError(f"Expected a pixel action: one integer i * 28 + j in [0, 784), got {action!r}.")
+            return action.astype(np.int64)
+        if dtype_kind(action) not in "fiu":
+            raise ValueError(
+                f"Actions are glimpse coordinates, real numbers in [-1, 1], got dtype {action.dtype} ({action!r:.80}); "
+                "pass a float array such as np.array([0.1, 0.2], dtype=np.float32)."
+            )
         if action.shape != (2,):
             raise ValueError(
                 f"Expected an action of shape (2,) (normalised (i, j) in [-1, 1]), got shape {action.shape}."
             )
+        if action.dtype.kind == "f" and action.dtype != np.float32:  # finite values past float32's range
+            action = np.where(np.isfinite(action), np.clip(action, -2.0, 2.0), action)  # clip, not overflow to inf
+        action = action.astype(np.float32)
+        if not np.isfinite(action).all():
+            raise ValueError(f"Action {action.tolist()} contains NaN or inf: {NON_FINITE_HINT}.")
         return action
 
     def render(self) -> np.ndarray | None:

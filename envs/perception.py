@@ -304,8 +304,18 @@ class PerceptionCore(nn.Module):
 
     def save(self, path: str | os.PathLike, **extra: object) -> None:
         """Write :meth:`checkpoint` to ``path`` atomically (:mod:`envs.atomic`), with the digest of its
-        contents (:mod:`envs.digest`) that :meth:`load` checks; load it with :meth:`load`."""
-        checkpoint = with_digest(self.checkpoint(**extra))
+        contents (:mod:`envs.digest`) that :meth:`load` checks; load it with :meth:`load`.
+
+        :raises ValueError: if a weight is NaN or inf (nothing is written).
+        """
+        checkpoint = self.checkpoint(**extra)
+        broken = non_finite(checkpoint["state_dict"])
+        if broken:
+            raise ValueError(
+                f"Not saving {path}: the core holds non-finite (NaN or inf) weights in {broken[:5]} "
+                f"({len(broken)} tensors): its training diverged. Save a core from before the divergence or retrain it."
+            )
+        checkpoint = with_digest(checkpoint)
         write_atomic(path, lambda handle: torch.save(checkpoint, handle))
 
     @classmethod

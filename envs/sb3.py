@@ -125,9 +125,8 @@ class MnistGlimpseSB3VecEnv(VecEnv):
     def step_wait(self) -> VecEnvStepReturn:
         if self._actions is None:
             raise RuntimeError("step_wait() called without step_async(actions).")
-        dtype = np.int64 if self.venv.action_type == "pixel" else np.float32
-        actions = torch.as_tensor(np.asarray(self._actions, dtype=dtype), device=self.venv.device)
-        self._actions = None
+        actions, self._actions = self._actions, None
+        # the batched env checks the actions before it converts them (a float pixel action, NaN, a bool...)
         observation, reward, terminated, _, info = self.venv.step(actions)
         observation = _numpy(observation)  # new tensors every step: safe to hand out without a copy
         reward = reward.cpu().numpy()
@@ -200,8 +199,8 @@ class MnistGlimpseSB3VecEnv(VecEnv):
         infos = self._no_infos()
         ended = np.flatnonzero(dones)
         final = _numpy(info["final_obs"])
-        labels = info["label"].cpu().numpy()[ended].tolist()
-        correct = info["correct"].cpu().numpy()[ended].tolist()
+        labels = info["final_info"]["label"].cpu().numpy()[ended].tolist()
+        correct = info["final_info"]["correct"].cpu().numpy()[ended].tolist()
         returns = self._returns[ended].tolist()
         lengths = self._lengths[ended].tolist()
         seconds = round(time.time() - self._started, 6)

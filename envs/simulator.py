@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -93,29 +94,134 @@ class StepResult:
     info: dict[str, torch.Tensor]
 
 
-def check_actions(actions: torch.Tensor, num_envs: int) -> None:
-    """Raise ``ValueError`` unless ``actions`` has shape ``(num_envs, 2)`` and only finite entries."""
-    if tuple(actions.shape) != (num_envs, 2):
+#: The keys of every ``info``, of both environments, at ``reset`` and at every ``step``:
+#: ``index`` (int64), ``glimpse`` (float32 ``(2,)``), ``value`` (float32), ``prediction`` (float32
+#: ``(10,)``), ``label`` (int64) and ``correct`` (bool). Where a key means nothing yet (no glimpse before
+#: the first step; no label or outcome before the episode ends) it holds :data:`PLACEHOLDER` (``False``
+#: for ``correct``): never the true label before the end.
+INFO_KEYS = ("index", "glimpse", "value", "prediction", "label", "correct")
+PLACEHOLDER = -1
+
+#: How many offending rows an error message names (with the count of all of them), so that a message
+#: stays short at any batch size.
+ROWS_SHOWN = 5
+
+#: What a non-finite continuous action most likely means, and the valid values.
+NON_FINITE_HINT = (
+    "the policy produced NaN or inf (a diverged policy?); glimpse coordinates must be finite numbers in "
+    "[-1, 1] (values outside are clipped)"
+)
+
+_UNSIGNED = (torch.uint8, torch.uint16, torch.uint32, torch.uint64)
+
+
+def dtype_kind(actions: torch.Tensor | np.ndarray) -> str:
+    """The numpy kind of an array's or a tensor's dtype: ``"b"`` bool, ``"i"`` / ``"u"`` signed / unsigned
+    integer, ``"f"`` float, ``"c"`` complex; strings and objects (numpy only) keep their own kinds."""
+    if not isinstance(actions, torch.Tensor):
+        return actions.dtype.kind
+    if actions.dtype == torch.bool:
+        return "b"
+    if actions.dtype.is_complex:
+        return "c"
+    if actions.dtype.is_floating_point:
+        return "f"
+    return "u" if actions.dtype in _UNSIGNED else "i"
+
+
+def describe_rows(bad: torch.Tensor | np.ndarray, values: torch.Tensor | np.ndarray | None = None) -> str:
+    """``"k of N rows (row r: value; ...)"``: how many rows ``bad`` (bool ``(N,)``) marks, and the first
+    :data:`ROWS_SHOWN` of them with their ``values`` (``"k of N rows (r, ...)"`` without ``values``)."""
+    if isinstance(bad, torch.Tensor):
+        count, rows = int(bad.sum()), torch.nonzero(bad).flatten()[:ROWS_SHOWN].tolist()
+    else:
+        count, rows = int(np.count_nonzero(bad)), np.flatnonzero(bad)[:ROWS_SHOWN].tolist()
+    if values is None:
+        shown = ", ".join(str(row) for row in rows)
+    else:
+        items = (values[row].tolist() if hasattr(values[row], "tolist") else values[row] for row in rows)
+        shown = "; ".join(f"row {row}: {item!r}" for row, item in zip(rows, items))
+    more = f"; and {count - len(rows)} more" if count > len(rows) else ""
+    return f"{count} of {len(bad)} rows ({shown}{more})"
+
+
+def _check_shape(shape: tuple[int, ...], num_envs: int) -> None:
+    if tuple(shape) != (num_envs, 2):
         raise ValueError(
             f"Expected actions of shape ({num_envs}, 2) (one (i, j) pair in [-1, 1] per environment), "
-            f"got shape {tuple(actions.shape)}."
-        )
-    if not bool(torch.isfinite(actions).all()):
-        raise ValueError(
-            "Actions contain NaN or inf; glimpse coordinates must be finite numbers in [-1, 1] "
-            "(values outside are clipped)."
+            f"got shape {tuple(shape)}."
         )
 
 
-def check_pixel_actions(actions: torch.Tensor, num_envs: int) -> None:
-    """Pixel actions must be ``(N,)`` integers in ``[0, 784)``."""
-    if actions.shape != (num_envs,):
+def check_actions(actions: torch.Tensor, num_envs: int) -> None:
+    """Raise ``ValueError`` unless ``actions`` has shape ``(num_envs, 2)`` and only finite entries."""
+    _check_shape(actions.shape, num_envs)
+    finite = torch.isfinite(actions).all(dim=1)
+    if not bool(finite.all()):
+        raise ValueError(f"Actions contain NaN or inf in {describe_rows(~finite, actions)}: {NON_FINITE_HINT}.")
+
+
+def check_pixel_actions(actions: torch.Tensor | np.ndarray, num_envs: int) -> None:
+    """Pixel actions must be ``(N,)`` integers in ``[0, 784)`` (any integer dtype, checked before any
+    conversion: an unsigned or out-of-range value is never wrapped into range)."""
+    if tuple(actions.shape) != (num_envs,):
         raise ValueError(
             f"Expected pixel actions of shape ({num_envs},) (one index i * 28 + j per environment), "
             f"got shape {tuple(actions.shape)}."
         )
-    if actions.dtype == torch.bool or bool(((actions < 0) | (actions >= IMAGE_SIZE * IMAGE_SIZE)).any()):
-        raise ValueError(f"Pixel actions must be integers in [0, 784), got {actions.tolist()}.")
+    if dtype_kind(actions) not in "iu":
+        raise ValueError(
+            f"Pixel actions are integers i * 28 + j in [0, 784), got dtype {actions.dtype}; pass an integer "
+            "array (e.g. numpy int64)."
+        )
+    if isinstance(actions, torch.Tensor) and actions.dtype in _UNSIGNED:
+        actions = actions.cpu().numpy()  # torch compares few unsigned dtypes; numpy compares them all
+    bad = (actions < 0) | (actions >= IMAGE_SIZE * IMAGE_SIZE)
+    if bool(bad.any()):
+        raise ValueError(f"Pixel actions must be integers in [0, 784); out of range in {describe_rows(bad, actions)}.")
+
+
+def as_actions(actions: Any, action_type: str, num_envs: int, device: torch.device) -> torch.Tensor:
+    """Check a batch of actions, then convert it for :meth:`GlimpseSimulator.step`: ``float32 (N, 2)``
+    glimpse coordinates or ``int64 (N,)`` pixel indices on ``device``.
+
+    Nothing is converted before it is checked: bool, complex, string and object actions are refused (so
+    are floats as pixel actions), and so are values out of range or non-finite, with the first few
+    offending rows and their count. Finite floats past float32's range are clipped, not overflowed to inf.
+
+    :param actions: a tensor, an array or a nested sequence.
+    :param action_type: ``"continuous"`` or ``"pixel"``.
+    :param num_envs: the batch size ``N``.
+    :param device: where the returned tensor lives.
+    :raises ValueError: naming the problem and the valid values.
+    """
+    if not isinstance(actions, torch.Tensor):
+        try:
+            actions = np.asarray(actions)
+        except ValueError as error:  # a ragged nested sequence
+            raise ValueError(f"Actions must be one array of {num_envs} rows: {error}") from None
+    kind = dtype_kind(actions)
+    if action_type == "pixel":
+        check_pixel_actions(actions, num_envs)
+        if isinstance(actions, np.ndarray):
+            actions = actions.astype(np.int64)
+        return torch.as_tensor(actions, device=device).to(torch.int64)
+    if kind not in "fiu":
+        raise ValueError(
+            f"Actions are glimpse coordinates, real numbers in [-1, 1], got dtype {actions.dtype}; pass a float "
+            "array (e.g. numpy float32)."
+        )
+    _check_shape(actions.shape, num_envs)
+    if isinstance(actions, np.ndarray):
+        if kind == "f" and actions.dtype != np.float32:  # finite values past float32's range: clip, not to inf
+            actions = np.where(np.isfinite(actions), np.clip(actions, -2.0, 2.0), actions)
+        actions = torch.as_tensor(actions.astype(np.float32), device=device)
+    else:
+        if actions.is_floating_point() and actions.dtype != torch.float32:
+            actions = torch.where(actions.isfinite(), actions.clamp(-2.0, 2.0), actions)
+        actions = actions.to(device, torch.float32)
+    check_actions(actions, num_envs)
+    return actions
 
 
 class GlimpseSimulator:
@@ -307,6 +413,32 @@ class GlimpseSimulator:
             "correct": correct,
         }
         return StepResult(self.observation(), reward, terminated, info)
+
+    def reset_info(self) -> dict[str, torch.Tensor]:
+        """The :data:`INFO_KEYS` of episodes that just started: the image shown and the (uniform)
+        prediction; no glimpse, value, label or outcome yet (:data:`PLACEHOLDER`)."""
+        n = self.num_envs
+        return {
+            "index": self.indices.clone(),
+            "glimpse": torch.full((n, 2), float(PLACEHOLDER), device=self.device),
+            "value": torch.full((n,), float(PLACEHOLDER), device=self.device),
+            "prediction": self.prediction.clone(),
+            "label": torch.full((n,), PLACEHOLDER, dtype=torch.long, device=self.device),
+            "correct": torch.zeros(n, dtype=torch.bool, device=self.device),
+        }
+
+    def step_info(self, result: StepResult, stepped: torch.Tensor, ended: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The :data:`INFO_KEYS` after :meth:`step`: the glimpse and value read where ``stepped`` (bool
+        ``(N,)``), the label and ``correct`` where ``ended`` (:data:`PLACEHOLDER` and ``False`` elsewhere),
+        and the image and prediction each episode now shows."""
+        return {
+            "index": self.indices.clone(),
+            "glimpse": torch.where(stepped.unsqueeze(-1), result.info["glimpse"], float(PLACEHOLDER)),
+            "value": torch.where(stepped, result.info["value"], float(PLACEHOLDER)),
+            "prediction": self.prediction.clone(),
+            "label": torch.where(ended, result.info["label"], PLACEHOLDER),
+            "correct": result.info["correct"] & ended,
+        }
 
     @torch.enable_grad()
     def learn(self, rows: torch.Tensor) -> float:

@@ -13,10 +13,14 @@ from gymnasium.vector.utils import batch_space
 from .config import PerceptionArg, action_space, build_simulator, observation_space, resolve_device
 from .glimpse_env import parse_image_options
 from .sampler import Sampler
-from .simulator import INDEX_BLOCK, IndexStreams, check_actions, check_pixel_actions
+from .simulator import INDEX_BLOCK, INFO_KEYS, IndexStreams, as_actions, describe_rows
 
 ARRAY_TYPES = ("numpy", "torch")
-AUTORESET_MODES = {"next_step": AutoresetMode.NEXT_STEP, "same_step": AutoresetMode.SAME_STEP}
+AUTORESET_MODES = {
+    "next_step": AutoresetMode.NEXT_STEP,
+    "same_step": AutoresetMode.SAME_STEP,
+    "disabled": AutoresetMode.DISABLED,
+}
 
 
 class MnistGlimpseVectorEnv(VectorEnv):
@@ -30,19 +34,29 @@ class MnistGlimpseVectorEnv(VectorEnv):
     Returns numpy arrays by default, as every Gymnasium vector environment does, so Gymnasium's vector
     wrappers (``NormalizeObservation``, ``RecordEpisodeStatistics``, ...) apply; ``array_type="torch"``
     returns torch tensors on ``device`` instead (no copies: for loops that stay on the GPU).
-    ``infos`` follow Gymnasium's vector convention: each key holds a batch and ``"_key"`` a boolean
-    mask of the sub-environments it is meaningful for (``label`` and ``correct`` at the last glimpse;
-    elsewhere ``label`` is -1 and ``correct`` False: no label leaks to a consumer that ignores the masks).
+    ``infos`` equal those of Gymnasium's ``SyncVectorEnv`` over single environments (the tests check
+    keys, dtypes, masks and values step for step in every autoreset mode): the single environment's keys
+    (``index``, ``glimpse``, ``value``, ``prediction``, ``label``, ``correct``) at ``reset`` and at every
+    ``step``, each a batch, and beside each ``"_key"`` the bool mask of the sub-environments that
+    reported it (all at a step; those reset by a ``reset`` with ``reset_mask``). A value not known yet
+    holds the single environment's placeholder: ``label`` is -1 and ``correct`` False except where an
+    episode ended at this step, so no label reaches a consumer that ignores the masks.
 
-    **Autoreset** (``metadata["autoreset_mode"]``): ``"next_step"`` (Gymnasium's default) resets a
-    finished sub-environment on the following ``step``, which ignores that sub-environment's action
-    and returns its first observation with reward 0. ``"same_step"`` resets it within the step that
-    ends it: the returned observation is the new episode's first, and the last one is in
-    ``infos["final_obs"]`` (a batch, valid where ``infos["_final_obs"]``).
+    **Autoreset** (the ``autoreset_mode`` attribute and ``metadata["autoreset_mode"]``):
+    ``"next_step"`` (Gymnasium's default) resets a finished sub-environment on the following ``step``,
+    which ignores that sub-environment's action and returns its first observation with reward 0 and its
+    reset info. ``"same_step"`` resets it within the step that ends it: the returned observation and
+    info are the new episode's first; the ended episode's last ones are ``infos["final_obs"]`` and
+    ``infos["final_info"]`` (where ``infos["_final_obs"]`` / ``["_final_info"]``), as Gymnasium defines
+    them (``final_obs`` an object array, ``None`` where no episode ended; with ``array_type="torch"``
+    the batch itself). ``"disabled"`` resets nothing by itself: ``reset(options={"reset_mask": mask})``
+    restarts the finished sub-environments, and a ``step`` while one is finished raises ``RuntimeError``.
 
     ``reset(options=...)`` takes, per sub-environment, ``index`` (``(N,)`` ints),
     or ``image`` (``(N, 28, 28)`` ``uint8``) and ``label`` (``(N,)``), and ``reset_mask`` (``(N,)``
-    bool: reset only those).
+    bool: reset only those); ``seed`` is an int ``s`` (sub-environment ``k`` gets ``s + k``) or ``N``
+    seeds (a list of ints or ``None``, or an integer array). Bad actions and options are refused before
+    anything is converted or changed, naming the first few offending rows and their count.
 
     :param num_envs: batch size ``N``.
     :param max_glimpses: episode length ``T``.
@@ -53,7 +67,8 @@ class MnistGlimpseVectorEnv(VectorEnv):
     :param learn_perception: train the core after each batch of finished episodes (perception optimizer).
     :param perception_lr: that optimizer's learning rate.
     :param device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ...
-    :param autoreset_mode: ``"next_step"`` or ``"same_step"``.
+    :param autoreset_mode: ``"next_step"``, ``"same_step"`` or ``"disabled"`` (or the
+        ``gymnasium.vector.AutoresetMode``).
     :param array_type: ``"numpy"`` or ``"torch"``: what ``reset`` and ``step`` return.
     :param obs_type: ``"summary"`` or ``"record"`` (a ``Dict`` batched per key), as the single env.
     :param action_type: ``"continuous"`` (``(N, 2)`` floats) or ``"pixel"`` (``(N,)`` integers in
@@ -79,13 +94,15 @@ class MnistGlimpseVectorEnv(VectorEnv):
         obs_type: str = "summary",
         action_type: str = "continuous",
     ) -> None:
-        if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}.")
-        autoreset_mode = AUTORESET_MODES.get(autoreset_mode, autoreset_mode)
+        autoreset_mode = (
+            AUTORESET_MODES.get(autoreset_mode, autoreset_mode) if isinstance(autoreset_mode, str) else autoreset_mode
+        )
         if autoreset_mode not in AUTORESET_MODES.values():
             raise ValueError(
                 f"Unknown autoreset_mode {autoreset_mode!r}; valid values are {list(AUTORESET_MODES)} "
-                "(or gymnasium.vector.AutoresetMode.NEXT_STEP / SAME_STEP)."
+                "(or gymnasium.vector.AutoresetMode.NEXT_STEP / SAME_STEP / DISABLED)."
             )
         if array_type not in ARRAY_TYPES:
             raise ValueError(f"Unknown array_type {array_type!r}; valid values are {list(ARRAY_TYPES)}.")
@@ -95,6 +112,7 @@ class MnistGlimpseVectorEnv(VectorEnv):
                 "gymnasium.make('MnistGlimpse-v0', render_mode='rgb_array')."
             )
         self.metadata = {**self.metadata, "autoreset_mode": autoreset_mode}
+        self.autoreset_mode = autoreset_mode
         self.num_envs = int(num_envs)
         self.device = resolve_device(device)
         self.array_type = array_type
@@ -127,21 +145,43 @@ class MnistGlimpseVectorEnv(VectorEnv):
         """The perception core this environment runs."""
         return self.sim.core
 
-    def _seed(self, seed: int | list[int] | None, mask: np.ndarray | None = None) -> None:
-        """One generator per sub-environment, seeded ``seed + k`` (or from ``seed[k]``) as
+    def _seeds(self, seed: Any) -> list[int | None]:
+        """One seed per sub-environment: ``None`` (fresh entropy), an int ``s`` (``s + k``, as
+        ``SyncVectorEnv``), or a sequence (list, tuple or integer array) of ``N`` ints or ``None``."""
+        if seed is None:
+            return [None] * self.num_envs
+        if isinstance(seed, (int, np.integer)) and not isinstance(seed, (bool, np.bool_)):
+            if seed < 0:
+                raise ValueError(f"seed must be a non-negative integer, got {seed!r}.")
+            return [int(seed) + k for k in range(self.num_envs)]
+        if isinstance(seed, np.ndarray):
+            if seed.shape != (self.num_envs,) or seed.dtype.kind not in "iu" or bool((seed < 0).any()):
+                raise ValueError(
+                    f"seed as an array must hold {self.num_envs} non-negative integers (one per sub-environment), "
+                    f"got {seed.dtype} of shape {seed.shape}."
+                )
+            return [int(s) for s in seed]
+        if isinstance(seed, (list, tuple)):
+            if len(seed) != self.num_envs:
+                raise ValueError(f"Got {len(seed)} seeds for {self.num_envs} sub-environments.")
+            valid = [
+                s is None or (isinstance(s, (int, np.integer)) and not isinstance(s, (bool, np.bool_)) and s >= 0)
+                for s in seed
+            ]
+            if not all(valid):
+                bad = np.logical_not(valid)
+                raise ValueError(
+                    "seed as a list must hold non-negative integers or None, one per sub-environment; not so in "
+                    f"{describe_rows(bad, np.asarray(seed, dtype=object))}."
+                )
+            return [None if s is None else int(s) for s in seed]
+        raise ValueError(f"seed must be an int or a list of {self.num_envs} ints, got {seed!r:.80}.")
+
+    def _seed(self, seeds: list[int | None], mask: np.ndarray | None = None) -> None:
+        """One generator per sub-environment, seeded from ``seeds[k]`` (:meth:`_seeds`), as
         ``SyncVectorEnv`` seeds its copies. A stated Python pass over ``N``, at seeding only.
         With a ``reset_mask``, only those sub-environments are reseeded (as ``SyncVectorEnv`` does);
         the others keep their image streams."""
-        if seed is None:
-            seeds = [None] * self.num_envs
-        elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer, list, tuple, np.ndarray)):
-            raise ValueError(f"seed must be an int or a list of {self.num_envs} ints, got {seed!r}.")
-        elif isinstance(seed, (int, np.integer)):
-            seeds = [int(seed) + k for k in range(self.num_envs)]
-        else:
-            seeds = list(seed)
-            if len(seeds) != self.num_envs:
-                raise ValueError(f"Got {len(seeds)} seeds for {self.num_envs} sub-environments.")
         if mask is not None and self._streams is not None:
             for k in np.flatnonzero(mask):
                 self._streams.generators[k] = seeding.np_random(seeds[k])[0]
@@ -172,7 +212,7 @@ class MnistGlimpseVectorEnv(VectorEnv):
             raise ValueError(f"The saved environment has {saved_rows} sub-environments, this one {self.num_envs}.")
         self.sim.load_state_dict(state["sim"])
         if self._streams is None:
-            self._seed(0)  # placeholders: their states are replaced next
+            self._seed(self._seeds(0))  # placeholders: their states are replaced next
         self._streams.load_state_dict(state["streams"])
         self._np_random = self._streams.generators[0]
         self._needs_reset = state["needs_reset"].to(self.device).clone()
@@ -193,21 +233,39 @@ class MnistGlimpseVectorEnv(VectorEnv):
         self._needs_reset[rows] = False
 
     def reset(
-        self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
+        self, *, seed: int | list[int | None] | np.ndarray | None = None, options: dict[str, Any] | None = None
     ) -> tuple[Any, dict[str, Any]]:
         parsed = parse_image_options(options, (self.num_envs,))
         mask = parsed.get("reset_mask")
         if self._streams is None and mask is not None and not mask.all():
             raise ValueError("The first reset starts every sub-environment: pass no reset_mask (or an all-True one).")
+        if mask is not None and not mask.any():
+            raise ValueError("reset option 'reset_mask' selects no sub-environment; set at least one entry True.")
         if "index" in parsed:  # checked before anything changes: a refused reset leaves the episodes as they were
             chosen = parsed["index"] if mask is None else parsed["index"][mask]
-            if ((chosen < 0) | (chosen >= len(self.sim.data))).any():
-                raise ValueError(f"reset option 'index' must be in [0, {len(self.sim.data)}), got {parsed['index']}.")
+            bad = (chosen < 0) | (chosen >= len(self.sim.data))
+            if bad.any():
+                raise ValueError(
+                    f"reset option 'index' must be in [0, {len(self.sim.data)}); out of range in "
+                    f"{describe_rows(bad, chosen)}."
+                )
         if seed is not None or self._streams is None:
-            self._seed(seed, mask)
+            self._seed(self._seeds(seed), mask)
         rows = torch.ones_like(self._needs_reset) if mask is None else torch.as_tensor(mask, device=self.device)
         self._reset_rows(rows, parsed)
-        return self._out(self._observation()), self._out({"index": self.sim.indices.clone(), "_index": rows})
+        return self._out(self._observation()), self._out(self._reset_info(rows))
+
+    def _reset_info(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The info of a reset of the sub-environments in ``rows`` (bool ``(N,)``, the ``_key`` masks)."""
+        return self._info(self.sim.reset_info(), rows)
+
+    @staticmethod
+    def _info(values: dict[str, torch.Tensor], mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``values`` with a ``"_key"`` mask beside each key (Gymnasium's vector convention)."""
+        info: dict[str, torch.Tensor] = {}
+        for key in INFO_KEYS:
+            info[key], info[f"_{key}"] = values[key], mask.clone()
+        return info
 
     def _observation(self) -> torch.Tensor | dict[str, torch.Tensor]:
         return self.sim.observation() if self.obs_type == "summary" else self.sim.record_observation()
@@ -222,52 +280,56 @@ class MnistGlimpseVectorEnv(VectorEnv):
     def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
         if self._streams is None:
             raise RuntimeError("Call reset() before step().")
-        actions = torch.as_tensor(actions, device=self.device)
-        if self.action_type == "pixel":
-            if actions.is_floating_point() or actions.dtype == torch.bool:
-                raise ValueError(f"Pixel actions are integers i * 28 + j in [0, 784), got dtype {actions.dtype}.")
-            check_pixel_actions(actions, self.num_envs)  # also on the autoreset step, which ignores them
-        else:
-            if actions.is_floating_point() and actions.dtype != torch.float32:  # finite values past float32's range
-                actions = torch.where(actions.isfinite(), actions.clamp(-2.0, 2.0), actions)  # clip, not to inf
-            actions = actions.to(torch.float32)
-            check_actions(actions, self.num_envs)  # also on the autoreset step, which ignores them
-        autoreset = self.metadata["autoreset_mode"]
-        pending = self._needs_reset
-        stepped = ~pending  # the rows that took a glimpse this step
-        if autoreset == AutoresetMode.NEXT_STEP and bool(pending.any()):
+        # checked before anything changes, also on the autoreset step (which ignores them)
+        actions = as_actions(actions, self.action_type, self.num_envs, self.device)
+        pending = self._needs_reset.clone()  # _reset_rows clears _needs_reset in place
+        if self.autoreset_mode == AutoresetMode.DISABLED and bool(pending.any()):
+            raise RuntimeError(
+                f"autoreset_mode='disabled': episodes ended and were not reset in {describe_rows(pending)}; "
+                "reset them with reset(options={'reset_mask': mask}) before the next step."
+            )
+        everyone = torch.ones_like(pending)
+        if self.autoreset_mode == AutoresetMode.NEXT_STEP and bool(pending.any()):
             if bool(pending.all()):  # the usual case: every episode ended together
                 self._reset_rows(pending)
-                observation = self._observation()
-                return self._out((observation, self._false.float(), self._false.clone(), self._false.clone(), {}))
+                zeros, info = self._false.float(), self._reset_info(everyone)
+                return self._out((self._observation(), zeros, self._false.clone(), self._false.clone(), info))
             result = self.sim.step(actions, active=~pending)
-            self._reset_rows(pending)
-            observation = self._observation()
+            self._reset_rows(pending)  # they return the reset's observation and info
+            observation, stepped = self._observation(), ~pending
         else:
             result = self.sim.step(actions)
             observation = result.observation if self.obs_type == "summary" else self._observation()
-            stepped = torch.ones_like(pending)
+            stepped = everyone
         terminated = result.terminated
-        info: dict[str, Any] = {
-            "glimpse": result.info["glimpse"],
-            "_glimpse": stepped,
-            "value": result.info["value"],
-            "_value": stepped,
-            "prediction": result.info["prediction"],
-            "_prediction": stepped,
-            # -1 and False until an episode ends: a consumer that ignores the masks never sees a label early
-            "label": torch.where(terminated, result.info["label"], -1),
-            "_label": terminated,
-            "correct": result.info["correct"] & terminated,
-            "_correct": terminated,
-        }
-        if autoreset == AutoresetMode.SAME_STEP and bool(terminated.any()):
-            info["final_obs"], info["_final_obs"] = observation, terminated
-            self._reset_rows(terminated)
+        if self.autoreset_mode == AutoresetMode.SAME_STEP and bool(terminated.any()):
+            final_info = self._info(self.sim.step_info(result, stepped, terminated), terminated)
+            final_obs = self._final_obs(observation, terminated)
+            self._reset_rows(terminated)  # the returned observation and info are the new episodes' first
             observation = self._observation()
+            info = self._info(self.sim.step_info(result, ~terminated, self._false), everyone)
+            info["final_obs"], info["_final_obs"] = final_obs, terminated.clone()
+            info["final_info"], info["_final_info"] = final_info, terminated.clone()
         else:
-            self._needs_reset = terminated.clone()
+            info = self._info(self.sim.step_info(result, stepped, terminated), everyone)
+            if self.autoreset_mode != AutoresetMode.SAME_STEP:
+                self._needs_reset = terminated.clone()
         return self._out((observation, result.reward, terminated, self._false.clone(), info))
+
+    def _final_obs(self, observation: Any, ended: torch.Tensor) -> Any:
+        """``infos["final_obs"]``: with ``array_type="numpy"`` Gymnasium's object array of ``N`` entries,
+        the last observation where ``ended`` and ``None`` elsewhere (a pass over the ended rows, to build
+        the per-row objects that format holds); with ``"torch"`` the batch itself (valid where ``ended``)."""
+        if self.array_type == "torch":
+            return observation
+        observation, rows = self._out(observation), np.flatnonzero(ended.cpu().numpy())
+        if isinstance(observation, dict):
+            per_row = ({key: value[row] for key, value in observation.items()} for row in rows)
+        else:
+            per_row = (observation[row] for row in rows)
+        final = np.full(self.num_envs, None, dtype=object)
+        final[rows] = np.fromiter(per_row, dtype=object, count=len(rows))
+        return final
 
     def _out(self, value: Any) -> Any:
         """Convert (nested) tensors to numpy when ``array_type="numpy"``."""
@@ -277,4 +339,6 @@ class MnistGlimpseVectorEnv(VectorEnv):
             return value.cpu().numpy()
         if isinstance(value, dict):
             return {key: self._out(item) for key, item in value.items()}
-        return tuple(self._out(item) for item in value)
+        if isinstance(value, tuple):
+            return tuple(self._out(item) for item in value)
+        return value  # already numpy (final_obs)

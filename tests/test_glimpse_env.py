@@ -16,6 +16,7 @@ import envs
 from envs.glimpse_env import MnistGlimpseEnv
 from envs.perception import load_pretrained, perception_loss
 from envs.sampler import Sampler, pixel_to_action
+from envs.simulator import INFO_KEYS
 
 gymnasium.register_envs(envs)
 
@@ -104,7 +105,12 @@ def test_first_observation_is_empty_histogram_and_uniform_prediction(make_env, c
     assert observation.dtype == np.float32 and observation.shape == (core.observation_size,)
     assert np.all(observation[: core.histogram_size] == 0.0)
     np.testing.assert_array_equal(observation[core.histogram_size :], np.full(10, 0.1, dtype=np.float32))
-    assert isinstance(info["index"], int) and 0 <= info["index"] < 10_000
+    assert isinstance(info["index"], np.int64) and 0 <= info["index"] < 10_000
+    # the keys of every step, with placeholders where nothing is known yet (no glimpse, no label)
+    assert list(info) == list(INFO_KEYS)
+    assert info["glimpse"].tolist() == [-1.0, -1.0] and info["value"] == -1.0 and info["label"] == -1
+    assert info["correct"].dtype == np.bool_ and info["correct"].shape == () and not info["correct"]
+    np.testing.assert_array_equal(info["prediction"], np.full(10, 0.1, dtype=np.float32))
 
 
 def test_observation_is_what_the_core_computes(make_env, core, test_split):
@@ -131,7 +137,7 @@ def test_same_seed_and_actions_give_identical_trajectories(make_env):
         seed = {"seed": 123} if episode == 0 else {}
         a = run_episode(first, actions, **seed)
         b = run_episode(second, actions, **seed)
-        assert a[0] == b[0]  # reset info (image index)
+        assert a[0].keys() == b[0].keys() and a[0]["index"] == b[0]["index"]  # reset info (image index)
         for obs_a, obs_b in zip(a[1], b[1], strict=True):
             np.testing.assert_array_equal(obs_a, obs_b)
         assert a[2] == b[2]
@@ -164,7 +170,7 @@ def test_dense_rewards_sum_to_log_likelihood_gain(make_env):
         _, _, rewards, infos = run_episode(env, random_actions(6, 10 + seed), seed=seed)
         assert len(rewards) == 6
         label = infos[-1]["label"]
-        assert isinstance(label, int) and 0 <= label <= 9
+        assert isinstance(label, np.int64) and 0 <= label <= 9
         total = math.log(float(infos[-1]["prediction"][label])) - math.log(0.1)
         assert sum(rewards) == pytest.approx(total, abs=2e-5)
         # and each reward is the gain of that glimpse (p_0 = 0.1)
@@ -186,7 +192,7 @@ def test_final_reward_is_one_at_the_end_iff_correct(make_env, test_split):
     for label, expected in [(predicted, 1.0), ((predicted + 1) % 10, 0.0), ((predicted + 5) % 10, 0.0)]:
         _, _, rewards, infos = run_episode(env, actions, options={"image": image, "label": label})
         assert rewards == [0.0, 0.0, 0.0, expected]
-        assert infos[-1]["correct"] is (expected == 1.0)
+        assert bool(infos[-1]["correct"]) is (expected == 1.0)
         assert infos[-1]["label"] == label
 
 
@@ -195,8 +201,8 @@ def test_final_reward_on_dataset_images(make_env):
     for seed in range(6):
         _, _, rewards, infos = run_episode(env, random_actions(2, seed), seed=seed)
         assert rewards[0] == 0.0
-        correct = int(np.argmax(infos[-1]["prediction"])) == infos[-1]["label"]
-        assert rewards[-1] == float(correct) and infos[-1]["correct"] is correct
+        correct = bool(int(np.argmax(infos[-1]["prediction"])) == infos[-1]["label"])
+        assert rewards[-1] == float(correct) and bool(infos[-1]["correct"]) is correct
 
 
 @pytest.mark.parametrize("max_glimpses", [1, 2, 5])
@@ -207,8 +213,9 @@ def test_terminates_exactly_after_max_glimpses(make_env, max_glimpses):
         _, _, terminated, truncated, info = env.step(np.zeros(2, dtype=np.float32))
         assert terminated is (step == max_glimpses)
         assert truncated is False
-        assert ("label" in info) is terminated and ("correct" in info) is terminated
-        assert set(info) >= {"glimpse", "value", "prediction"}
+        assert list(info) == list(INFO_KEYS)  # the same keys at every step
+        assert bool(info["label"] >= 0) is terminated  # -1 until the episode ends
+        assert info["correct"] == (terminated and int(np.argmax(info["prediction"])) == info["label"])
     with pytest.raises(RuntimeError, match="reset"):
         env.step(np.zeros(2, dtype=np.float32))
     with pytest.raises(RuntimeError):  # still refused

@@ -154,6 +154,22 @@ def test_rollout_shapes_and_the_env_trains_its_core(make_core):
     assert bool((rollout.episodic_return <= math.log(10.0) + 1e-5).all())
 
 
+def test_rollout_correct_is_the_ended_episodes_outcome(make_core):
+    """``rollout.correct`` is, per episode, whether the last prediction names the episode's label (read
+    from the step that ends the batch, whose own observation and info are the next batch's first)."""
+    env = make_env(64, 3, "frozen", core=make_core(0))
+    policy = GaussianAttentionPolicy(env.single_observation_space.shape[0], 32, 3, True, 3)
+    observation, _ = env.reset(seed=0)
+    labels = env.sim.labels.clone()
+    steps = []
+    step = env.step
+    env.step = lambda actions: steps.append(step(actions)) or steps[-1]
+    rollout, _ = collect_rollout(env, policy, observation)
+    last_prediction = steps[-1][4]["final_obs"][:, -10:]
+    expected = last_prediction.argmax(dim=-1) == labels
+    assert torch.equal(rollout.correct, expected) and bool(expected.any())
+
+
 def test_collect_rollout_refuses_next_step_autoreset(make_core):
     from envs.vector_env import MnistGlimpseVectorEnv
 

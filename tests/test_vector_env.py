@@ -12,7 +12,7 @@ from gymnasium.vector.utils import batch_space
 
 import envs
 from envs.glimpse_env import MnistGlimpseEnv
-from envs.simulator import INDEX_BLOCK
+from envs.simulator import INDEX_BLOCK, INFO_KEYS
 from envs.vector_env import MnistGlimpseVectorEnv
 
 gymnasium.register_envs(envs)
@@ -59,58 +59,65 @@ class SingleEnvs:
         rewards = np.zeros(n, dtype=np.float32)
         terminated = np.zeros(n, dtype=bool)
         infos = [{} for _ in range(n)]
-        final_obs = [None] * n
+        final_obs, final_infos = [None] * n, [None] * n
         for k, env in enumerate(self.envs):
             if self.mode == AutoresetMode.NEXT_STEP and self.needs_reset[k]:
-                obs[k], _ = env.reset()
+                obs[k], infos[k] = env.reset()
                 self.needs_reset[k] = False
                 continue
             obs[k], rewards[k], terminated[k], truncated, infos[k] = env.step(actions[k])
             assert truncated is False
             if self.mode == AutoresetMode.SAME_STEP and terminated[k]:
-                final_obs[k] = obs[k]
-                obs[k], _ = env.reset()
+                final_obs[k], final_infos[k] = obs[k], infos[k]
+                obs[k], infos[k] = env.reset()
             else:
                 self.needs_reset[k] = bool(terminated[k])
-        return np.stack(obs), rewards, terminated, infos, final_obs
+        return np.stack(obs), rewards, terminated, infos, (final_obs, final_infos)
 
     def indices(self) -> np.ndarray:
         return np.array([int(env.sim.indices[0]) for env in self.envs])
+
+
+def check_info(info: dict, ref_infos: list, rows, tol=TOL) -> None:
+    """The batched ``info`` holds, in each of ``rows``, what that single environment's info holds, and its
+    ``_key`` masks are ``True`` exactly there."""
+    rows = list(rows)
+    expected_mask = [k in rows for k in range(len(ref_infos))]
+    assert set(info) == {*INFO_KEYS, *(f"_{key}" for key in INFO_KEYS)} | (
+        {"final_obs", "_final_obs", "final_info", "_final_info"} & set(info)
+    )
+    for key in INFO_KEYS:
+        assert torch.as_tensor(info[f"_{key}"]).tolist() == expected_mask
+        for k in rows:
+            got, want = torch.as_tensor(info[key][k]).cpu(), torch.as_tensor(ref_infos[k][key])
+            assert got.dtype == want.dtype, (key, got.dtype, want.dtype)
+            if got.is_floating_point():
+                torch.testing.assert_close(got, want, **tol)
+            else:
+                assert torch.equal(got, want), (key, k, got, want)
 
 
 def check_step(vec_out, ref_out, vec: MnistGlimpseVectorEnv, ref: SingleEnvs, tol=TOL) -> None:
     obs, reward, terminated, truncated, info = [x.cpu() if isinstance(x, torch.Tensor) else x for x in vec_out[:4]] + [
         vec_out[4]
     ]
-    ref_obs, ref_reward, ref_terminated, ref_infos, ref_final = ref_out
+    ref_obs, ref_reward, ref_terminated, ref_infos, (ref_final, ref_final_infos) = ref_out
     torch.testing.assert_close(obs, torch.as_tensor(ref_obs), **tol)
     torch.testing.assert_close(reward, torch.as_tensor(ref_reward), **tol)
     assert terminated.dtype == torch.bool and truncated.dtype == torch.bool
     assert terminated.tolist() == ref_terminated.tolist()
     assert not truncated.any()
     assert np.array_equal(vec.sim.indices.cpu().numpy(), ref.indices())
-    stepped = [bool(i) for i in ref_infos]
-    if info:
-        assert info["_label"].tolist() == ref_terminated.tolist()
-        assert info["_correct"].tolist() == ref_terminated.tolist()
-        for k, ref_info in enumerate(ref_infos):
-            if not ref_info:
-                continue
-            torch.testing.assert_close(info["glimpse"][k].cpu(), torch.as_tensor(ref_info["glimpse"]), **tol)
-            assert float(info["value"][k]) == pytest.approx(ref_info["value"], abs=1e-5)
-            torch.testing.assert_close(info["prediction"][k].cpu(), torch.as_tensor(ref_info["prediction"]), **tol)
-            if ref_terminated[k]:
-                assert int(info["label"][k]) == ref_info["label"]
-                assert bool(info["correct"][k]) == ref_info["correct"]
-    else:  # the all-autoreset step: nothing was stepped
-        assert not any(stepped)
-    if ref.mode == AutoresetMode.SAME_STEP:
-        if ref_terminated.any():
-            assert info["_final_obs"].tolist() == ref_terminated.tolist()
-            for k in np.flatnonzero(ref_terminated):
-                torch.testing.assert_close(info["final_obs"][k].cpu(), torch.as_tensor(ref_final[k]), **tol)
-        else:
-            assert "final_obs" not in info
+    check_info(info, ref_infos, range(vec.num_envs), tol)  # every row reports, stepped or reset
+    ended = np.flatnonzero(ref_terminated)
+    if ref.mode == AutoresetMode.SAME_STEP and len(ended):
+        assert info["_final_obs"].tolist() == info["_final_info"].tolist() == ref_terminated.tolist()
+        for k in ended:
+            torch.testing.assert_close(info["final_obs"][k].cpu(), torch.as_tensor(ref_final[k]), **tol)
+        check_info(info["final_info"], ref_final_infos, ended, tol)
+        assert (info["label"] == -1).all()  # the new episodes' first info: no label
+    else:
+        assert "final_obs" not in info and "final_info" not in info
 
 
 def compare_rollout(vec, ref, seed: int, steps: int, action_seed: int, tol=TOL) -> dict[str, int]:
@@ -159,32 +166,86 @@ def test_batched_equals_single_envs_past_index_block(make_vec, core, mode):
     assert all(env._streams.cursor[0] == vec._streams.cursor[0] for env in ref.envs)
 
 
-def test_batched_equals_sync_vector_env(make_vec, core):
-    """Gymnasium's own SyncVectorEnv over single environments gives the same batch."""
-    for mode in (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP):
-        vec = make_vec(3, max_glimpses=2, autoreset_mode=mode, array_type="numpy")
-        sync = SyncVectorEnv(
-            [lambda: MnistGlimpseEnv(split="test", max_glimpses=2, perception=core)] * 3, autoreset_mode=mode
-        )
-        obs, _ = vec.reset(seed=5)
-        sync_obs, sync_info = sync.reset(seed=5)
+def flat_info(info: dict, prefix: str = "") -> dict:
+    """``{"final_info/label": ..., "label": ...}``: a (nested) info dict, flat."""
+    flat = {}
+    for key, value in info.items():
+        flat.update(flat_info(value, f"{prefix}{key}/") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return flat
+
+
+def assert_same_info(info: dict, sync_info: dict) -> None:
+    """The same keys, dtypes, shapes and ``_key`` masks; equal values wherever a mask is set."""
+    info, sync_info = flat_info(info), flat_info(sync_info)
+    assert sorted(info) == sorted(sync_info)
+    for key, value in info.items():
+        want = sync_info[key]
+        assert isinstance(value, np.ndarray), key
+        assert (value.dtype, value.shape) == (want.dtype, want.shape), key
+        if key.rsplit("/", 1)[-1].startswith("_"):
+            np.testing.assert_array_equal(value, want, err_msg=key)
+    for key, value in info.items():
+        name = key.rsplit("/", 1)[-1]
+        if name.startswith("_"):
+            continue
+        mask = info[key.replace(name, f"_{name}")] if "/" in key else info[f"_{name}"]
+        for k in np.flatnonzero(mask):
+            if value.dtype == object:  # final_obs: one observation per row
+                np.testing.assert_allclose(value[k], sync_info[key][k], **TOL)
+            elif value.dtype.kind == "f":
+                np.testing.assert_allclose(value[k], sync_info[key][k], **TOL, err_msg=key)
+            else:
+                np.testing.assert_array_equal(value[k], sync_info[key][k], err_msg=key)
+
+
+@pytest.mark.parametrize("mode", list(AutoresetMode))
+def test_batched_equals_sync_vector_env(make_vec, core, mode):
+    """Gymnasium's own SyncVectorEnv over single environments gives the same batch, and the same infos
+    (keys, dtypes, masks and values) step for step, in every autoreset mode: at reset, at the steps that
+    end episodes and those after, and at resets of some sub-environments."""
+    n, glimpses = 3, 2
+    vec = make_vec(n, max_glimpses=glimpses, autoreset_mode=mode, array_type="numpy")
+    assert vec.autoreset_mode == vec.metadata["autoreset_mode"] == mode
+    sync = SyncVectorEnv(
+        [lambda: MnistGlimpseEnv(split="test", max_glimpses=glimpses, perception=core)] * n, autoreset_mode=mode
+    )
+    obs, info = vec.reset(seed=5)
+    sync_obs, sync_info = sync.reset(seed=5)
+    np.testing.assert_allclose(obs, sync_obs, **TOL)
+    assert_same_info(info, sync_info)
+    assert (info["label"] == -1).all() and (info["glimpse"] == -1).all()
+    rng = np.random.default_rng(3)
+    ended = 0
+    for step in range(9):
+        if step in (3, 7):  # restart some (disabled: the ended ones, as Gymnasium asks)
+            mask = np.array([True, False, True]) if step == 3 else np.array([False, True, False])
+            obs, info = vec.reset(options={"reset_mask": mask})
+            sync_obs, sync_info = sync.reset(options={"reset_mask": mask.copy()})
+            np.testing.assert_allclose(obs[mask], sync_obs[mask], **TOL)
+            assert_same_info(info, sync_info)
+            if mode == AutoresetMode.DISABLED:
+                vec.reset(options={"reset_mask": ~mask})
+                sync.reset(options={"reset_mask": ~mask})
+        actions = rng.uniform(-1, 1, size=(n, 2)).astype(np.float32)
+        obs, reward, terminated, truncated, info = vec.step(actions)
+        sync_obs, sync_reward, sync_terminated, sync_truncated, sync_info = sync.step(actions)
         np.testing.assert_allclose(obs, sync_obs, **TOL)
-        rng = np.random.default_rng(3)
-        for _ in range(8):
-            actions = rng.uniform(-1, 1, size=(3, 2)).astype(np.float32)
-            obs, reward, terminated, truncated, info = vec.step(actions)
-            sync_obs, sync_reward, sync_terminated, sync_truncated, sync_info = sync.step(actions)
-            np.testing.assert_allclose(obs, sync_obs, **TOL)
-            np.testing.assert_allclose(reward, sync_reward, **TOL)
-            np.testing.assert_array_equal(terminated, sync_terminated)
-            np.testing.assert_array_equal(truncated, sync_truncated)
-            if "final_obs" in sync_info:
-                for k in np.flatnonzero(sync_info["_final_obs"]):
-                    np.testing.assert_allclose(info["final_obs"][k], sync_info["final_obs"][k], **TOL)
-                np.testing.assert_array_equal(info["_final_obs"], sync_info["_final_obs"])
-            if "label" in sync_info:
-                mask = sync_info["_label"]
-                np.testing.assert_array_equal(info["label"][mask], sync_info["label"][mask])
+        np.testing.assert_allclose(reward, sync_reward, **TOL)
+        np.testing.assert_array_equal(terminated, sync_terminated)
+        np.testing.assert_array_equal(truncated, sync_truncated)
+        assert_same_info(info, sync_info)
+        ended += int(terminated.sum())
+        if mode == AutoresetMode.SAME_STEP and terminated.any():
+            assert (info["final_info"]["label"][terminated] >= 0).all() and (info["label"] == -1).all()
+        elif terminated.any():
+            assert (info["label"][terminated] >= 0).all()
+        assert (info["label"][~terminated] == -1).all() and not info["correct"][~terminated].any()
+        if mode == AutoresetMode.DISABLED and terminated.any():
+            with pytest.raises(RuntimeError, match="reset_mask"):
+                vec.step(actions)
+            vec.reset(options={"reset_mask": terminated})
+            sync.reset(options={"reset_mask": terminated.copy()})
+    assert ended >= 2 * n
 
 
 @pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
@@ -447,8 +508,8 @@ def test_out_of_range_actions_are_clipped(make_vec):
     [
         ({"num_envs": 0}, ["num_envs"]),
         ({"num_envs": 2.0}, ["num_envs"]),
-        ({"autoreset_mode": "sometimes"}, ["next_step", "same_step"]),
-        ({"autoreset_mode": "disabled"}, ["next_step", "same_step"]),
+        ({"num_envs": True}, ["num_envs"]),
+        ({"autoreset_mode": "sometimes"}, ["next_step", "same_step", "disabled"]),
         ({"array_type": "jax"}, ["'torch'", "'numpy'"]),
         ({"render_mode": "rgb_array"}, ["does not render"]),
         ({"sampler": "area"}, ["'bilinear'"]),
