@@ -55,7 +55,7 @@ CORE_32X4_PATH = Path(__file__).resolve().parent / "pretrained" / "perception_32
 #: SHA-256 of the packaged cores, checked whenever one is loaded: a damaged or replaced file is refused.
 #: A core regenerated on purpose (train/export_core.py) needs its new digest here.
 PACKAGED_SHA256 = {
-    "perception.pt": "TBD",
+    "perception.pt": "3c26ba29d8a9cf879b13fef5cdab80764d446ff08f878cea645353ae8bbcdd01",
     "perception_shipped_agent.pt": "7254fd40015b5f44f9c177a7c72377de81ac14fac90767121393dcffb948d62c",
     "perception_random_glimpses.pt": "321edf239095edbd9849611e7620cce31141219889eea44f0ad72b55060ca02c",
     "perception_32x4.pt": "d5a39ba66992983ad98555dd6fb5fd59c35c35877cb038ad33489d508e4186ff",

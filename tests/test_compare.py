@@ -70,7 +70,10 @@ def test_tables_come_from_the_runs_metrics(tmp_path):
     short, record = text.split("## Every method at the short budget")[1].split("## RL from scratch on the record")
     assert "| ppo-joint |" in short and "reinforce-pixel-2M" not in short
     assert "| reinforce-pixel-2M | 10.0 | 20.0 | 50.0 | 60.0 | 90.0 |" in record
-    assert "`python train/reinforce.py --action-type pixel --total-steps 2000000 --seed K --out " in record
+    assert (
+        "`python train/reinforce.py --action-type pixel --total-steps 2000000 --core "
+        "envs/pretrained/perception_shipped_agent.pt --seed K --out "
+    ) in record
 
     readme = compare.replace_between_markers(
         "top\n<!-- results-table:start -->\nold\n<!-- results-table:end -->\nend\n", compare.readme_table(runs)
