@@ -62,13 +62,18 @@ class Args:
     """CPU threads for torch"""
     test_images: int = 10_000
     """test images each policy is scored on (the first ones of the test split)"""
+    perception: str | None = None
+    """a perception-core checkpoint the environment runs (perception=); default: the packaged core"""
 
 
 @torch.no_grad()
-def test_accuracy(act, time_feature: bool, seed: int, normalize=None, images: int = 10_000) -> dict[str, float]:
+def test_accuracy(
+    act, time_feature: bool, seed: int, normalize=None, images: int = 10_000, perception: str | None = None
+) -> dict[str, float]:
     """Accuracy after 1, 2, 5, 10 and 25 glimpses on the 10,000 test images; ``act(obs (N, D)) -> (N, 2)``;
-    ``normalize``: the training env's ``NormalizeObservation`` statistics, applied to the observation."""
-    vec = MnistGlimpseVectorEnv(images, GLIMPSES, split="test", device="cpu")
+    ``normalize``: the training env's ``NormalizeObservation`` statistics, applied to the observation;
+    ``perception``: the environment's core (default: the packaged one)."""
+    vec = MnistGlimpseVectorEnv(images, GLIMPSES, split="test", device="cpu", perception=perception)
     obs, _ = vec.reset(options={"index": np.arange(images)}, seed=seed)
     labels = vec.sim.labels.cpu().numpy()
     correct = {}
@@ -89,11 +94,13 @@ RECORD_CONTINUOUS = {"obs_type": "record"}
 
 
 @torch.no_grad()
-def test_accuracy_record(act, seed: int, env_kwargs: dict = RECORD, images: int = 10_000) -> dict[str, float]:
+def test_accuracy_record(
+    act, seed: int, env_kwargs: dict = RECORD, images: int = 10_000, perception: str | None = None
+) -> dict[str, float]:
     """As :func:`test_accuracy`, on the record observation (``env_kwargs``: ``RECORD``, or
     ``RECORD_CONTINUOUS``); ``act(obs dict, masks) -> (N,)`` pixels (masks ``(N, 784)``: the unread pixels)
     or ``(N, 2)`` locations (masks ``None``)."""
-    vec = MnistGlimpseVectorEnv(images, GLIMPSES, split="test", device="cpu", **env_kwargs)
+    vec = MnistGlimpseVectorEnv(images, GLIMPSES, split="test", device="cpu", perception=perception, **env_kwargs)
     obs, _ = vec.reset(options={"index": np.arange(images)}, seed=seed)
     labels = vec.sim.labels.cpu().numpy()
     correct = {}
@@ -113,7 +120,7 @@ def run_record(algo: str, seed: int, args: Args) -> dict:
     pixel = algo == "maskable-ppo"
     kwargs = RECORD if pixel else RECORD_CONTINUOUS
     model = (MaskablePPO if pixel else PPO)(
-        "MultiInputPolicy", gym.make("MnistGlimpse-v0", **kwargs), seed=seed, verbose=0
+        "MultiInputPolicy", gym.make("MnistGlimpse-v0", perception=args.perception, **kwargs), seed=seed, verbose=0
     )
     start = time.time()
     model.learn(total_timesteps=args.steps)
@@ -124,12 +131,13 @@ def run_record(algo: str, seed: int, args: Args) -> dict:
             act = lambda o, m, d=deterministic: model.predict(o, action_masks=m, deterministic=d)[0]  # noqa: E731
         else:
             act = lambda o, m, d=deterministic: model.predict(o, deterministic=d)[0]  # noqa: E731
-        results[deterministic] = test_accuracy_record(act, seed, kwargs, args.test_images)
+        results[deterministic] = test_accuracy_record(act, seed, kwargs, args.test_images, args.perception)
     return {
         "algo": algo,
         "seed": seed,
         "steps": args.steps,
         "env_kwargs": kwargs,
+        "perception": args.perception,
         "test_accuracy": results[True],
         "test_accuracy_sampled": results[False],
         "train_seconds": round(seconds, 1),
@@ -142,7 +150,7 @@ def run(algo: str, seed: int, args: Args) -> dict:
     if algo in ("maskable-ppo", "ppo-record"):
         return run_record(algo, seed, args)
 
-    env = gym.make("MnistGlimpse-v0")
+    env = gym.make("MnistGlimpse-v0", perception=args.perception)
     statistics = None
     if args.normalize:
         env = NormalizeObservation(env)
@@ -160,6 +168,7 @@ def run(algo: str, seed: int, args: Args) -> dict:
             seed,
             statistics,
             args.test_images,
+            args.perception,
         )
         for deterministic in (True, False)
     )
@@ -169,6 +178,7 @@ def run(algo: str, seed: int, args: Args) -> dict:
         "steps": args.steps,
         "time_feature": not args.plain,
         "normalize": args.normalize,
+        "perception": args.perception,
         "test_accuracy": accuracy,
         "test_accuracy_sampled": sampled,
         "train_seconds": round(seconds, 1),
@@ -184,7 +194,10 @@ def main(args: Args) -> None:
         raise UserValueError(f"{sorted(record)} run on the record observation as it is: drop --plain and --normalize.")
     random = {
         "algo": "random",
-        "test_accuracy": test_accuracy(lambda o: rng.uniform(-1, 1, (len(o), 2)), False, 0, images=args.test_images),
+        "perception": args.perception,
+        "test_accuracy": test_accuracy(
+            lambda o: rng.uniform(-1, 1, (len(o), 2)), False, 0, images=args.test_images, perception=args.perception
+        ),
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "random.json").write_text(json.dumps(random, indent=2) + "\n")
@@ -194,7 +207,8 @@ def main(args: Args) -> None:
         random_pixels = {
             "algo": "random-pixels",
             "env_kwargs": RECORD,
-            "test_accuracy": test_accuracy_record(pick, 0, images=args.test_images),
+            "perception": args.perception,
+            "test_accuracy": test_accuracy_record(pick, 0, images=args.test_images, perception=args.perception),
         }
         (out / "random_pixels.json").write_text(json.dumps(random_pixels, indent=2) + "\n")
         rows["random unread pixel (record, pixel actions)"] = [random_pixels]
