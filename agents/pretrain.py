@@ -269,7 +269,6 @@ class GeneralValidation:
     step: int
     loss: float
     accuracy: dict[str, float]  # source -> accuracy after the last glimpse of its set
-    learning_rate: float  # the learning rate of the steps before this validation
 
 
 def validate_general(
@@ -315,9 +314,7 @@ def pretrain_core_general(
     learning_rate: float = 3e-3,
     trajectories: tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
     eval_every: int = 250,
-    patience: int = 6,
-    lr_patience: int = 1,
-    lr_factor: float = 0.2,
+    patience: int = 4,
     max_seconds: float = math.inf,
     prefixes: int | None = 10,
     report: Callable[[int, float], None] | None = None,
@@ -328,9 +325,7 @@ def pretrain_core_general(
 
     Each Adam step draws ``batch_size`` training images, split evenly among the sources
     (:func:`general_loss`). Every ``eval_every`` steps :func:`validate_general` scores ``validation``;
-    the learning rate is multiplied by ``lr_factor`` after more than ``lr_patience`` validations in a
-    row without a new best (``torch.optim.lr_scheduler.ReduceLROnPlateau``, as GDFS trains its
-    predictor), the weights of the lowest validation loss are kept, and training stops early after
+    the weights of the lowest validation loss are kept, and training stops early after
     ``patience`` validations without a new best, after ``steps`` steps, or after the step that passes
     ``max_seconds`` of wall clock. As :func:`pretrain_core_on_pixels`, the core's state weights stay at
     zero, so the core reads every glimpse set in any order the same way.
@@ -361,7 +356,6 @@ def pretrain_core_general(
     val_images = validation.images.flatten(1).to(device).float() / 255.0
     train_trajectory, val_trajectory = trajectories if trajectories is not None else (None, None)
     optimizer = torch.optim.Adam(core.parameters(), lr=learning_rate)
-    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=lr_factor, patience=lr_patience)
     history: list[GeneralValidation] = []
     best_loss, best_state, waited = math.inf, None, 0
     start = time.time()
@@ -372,8 +366,7 @@ def pretrain_core_general(
         loss, accuracy = validate_general(
             core, sources, val_images, validation.labels.to(device), length, val_trajectory
         )
-        history.append(GeneralValidation(step, loss, accuracy, optimizer.param_groups[0]["lr"]))
-        plateau.step(loss)
+        history.append(GeneralValidation(step, loss, accuracy))
         if on_validation is not None:
             on_validation(history[-1])
         if loss < best_loss:

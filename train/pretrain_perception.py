@@ -71,12 +71,8 @@ class Args:
     """general: the last training images, held out for validation and early stopping"""
     eval_every: int = 250
     """general: steps between validations"""
-    patience: int = 6
+    patience: int = 4
     """general: validations without a new best loss before training stops (the best weights are kept)"""
-    lr_patience: int = 1
-    """general: the learning rate falls by --lr-factor after more than this many validations without a new best"""
-    lr_factor: float = 0.2
-    """general: that fall's factor"""
     max_seconds: float = 0.0
     """general: stop after this many seconds of wall clock (0 = no limit)"""
     channels: int = 32
@@ -174,8 +170,7 @@ def train_general(args: Args, core: PerceptionCore, device: torch.device) -> dic
         def show(point) -> None:
             accuracy = " ".join(f"{name} {100 * value:.1f}" for name, value in point.accuracy.items())
             progress.write(
-                f"step {point.step} (lr {point.learning_rate:.1e}): validation loss {point.loss:.4f}; "
-                f"accuracy at the last glimpse: {accuracy}"
+                f"step {point.step}: validation loss {point.loss:.4f}; accuracy at the last glimpse: {accuracy}"
             )
 
         history = pretrain_core_general(
@@ -190,8 +185,6 @@ def train_general(args: Args, core: PerceptionCore, device: torch.device) -> dic
             trajectories=trajectories,
             eval_every=args.eval_every,
             patience=args.patience,
-            lr_patience=args.lr_patience,
-            lr_factor=args.lr_factor,
             max_seconds=args.max_seconds or float("inf"),
             report=report,
             on_validation=show,
