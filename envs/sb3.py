@@ -51,7 +51,7 @@ except ModuleNotFoundError as error:
     raise ModuleNotFoundError(
         "envs.sb3 needs stable-baselines3, which is not installed: pip install -e '.[sb3]' "
         "(or pip install 'mnist-glimpse[sb3]').",
-        name=error.name,
+        name="stable_baselines3",
     ) from error
 
 from .vector_env import MnistGlimpseVectorEnv
