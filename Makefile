@@ -1,8 +1,8 @@
 # make venv   create .venv and install the package (editable) with its test and experiment extras
 # make demo   a few test episodes of the shipped trained agent, on its own core (agents.shipped.ENV_KWARGS); saves their glimpse trails to runs/demo/
-# make test   ruff (lint + format check), then the test suite
+# make test   ruff (lint + format check), then the whole test suite (several minutes on 2 cores)
 # make train  train the best recipe in about 15 minutes (--preset best --budget-seconds 840; ARGS= passes options)
-# make bench  env throughput (pass options with ARGS="--seconds 1 --num-envs 64 1024")
+# make bench  env throughput on one torch thread (pass options with ARGS="--seconds 1 --num-envs 64 1024")
 
 PYTHON ?= python3
 VENV := .venv
@@ -40,4 +40,4 @@ train: venv
 	$(BIN)/python train/differentiable.py --preset best --budget-seconds 840 --out runs/best $(ARGS)
 
 bench: venv
-	$(BIN)/python benchmarks/env_throughput.py $(ARGS)
+	$(BIN)/python benchmarks/env_throughput.py --torch-threads 1 $(ARGS)

@@ -10,6 +10,7 @@ status 130.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -65,6 +66,27 @@ def user_errors(*types: type[Exception]) -> Iterator[None]:
 def one_line(message: str) -> str:
     """``message`` with its line breaks and runs of spaces folded into single spaces."""
     return " ".join(message.split())
+
+
+def plain_text(docstring: str | None) -> str:
+    """A docstring as a script's ``--help`` shows it: Sphinx markup dropped, the words kept.
+
+    A role such as ``:class:`~envs.sb3.MnistGlimpseSB3VecEnv``` becomes ``MnistGlimpseSB3VecEnv`` (with
+    ``~``: the last part of the path; without: the path; ``:role:`text <target>```: the text), a
+    double-backquoted literal its text, and a ``::`` that opens a code block ``:``.
+
+    :param docstring: a module's ``__doc__`` (``None`` gives ``""``).
+    """
+    text = re.sub(r":[a-z]+(?::[a-z]+)?:`([^`]+)`", lambda match: _role_text(match.group(1)), docstring or "")
+    text = re.sub(r"``(.+?)``", r"\1", text, flags=re.S)
+    return re.sub(r"::$", ":", text, flags=re.M)
+
+
+def _role_text(target: str) -> str:
+    """What a Sphinx role's ``target`` reads as in plain text."""
+    if target.endswith(">") and "<" in target:
+        return target[: target.index("<")].strip()
+    return target[1:].rsplit(".", 1)[-1] if target.startswith("~") else target
 
 
 def run_main(main: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -173,18 +173,26 @@ def log_folder(out: str | os.PathLike) -> Path:
     return Path(out) / "tb" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
 
 
+def accuracy_lines(title: str, table: dict[str, float]) -> list[str]:
+    """``title``, then a table of test accuracy (%) by glimpses: what the scripts print.
+
+    :param title: the first line (the agent and how it was evaluated).
+    :param table: ``{"1": accuracy, "2": ..., "25": ...}`` (:func:`accuracy_table`), accuracies in ``[0, 1]``.
+    """
+    width = max(6, *(len(b) + 1 for b in table))
+    return [
+        title,
+        "  glimpses " + "".join(f"{b:>{width}}" for b in table),
+        "  accuracy " + "".join(f"{100 * v:>{width}.1f}" for v in table.values()),
+    ]
+
+
 def summary(metrics: dict[str, Any], out: str | os.PathLike, files: Sequence[str]) -> str:
     """What a training script ends with: its test accuracy by glimpses as a small table, and where its
     files went."""
-    table = metrics["test_accuracy"]
-    width = max(6, *(len(b) + 1 for b in table))
-    lines = [
-        f"{metrics['agent']}, seed {metrics['seed']}: test accuracy (%), 10,000 test images, nearest read-out",
-        "  glimpses " + "".join(f"{b:>{width}}" for b in table),
-        "  accuracy " + "".join(f"{100 * v:>{width}.1f}" for v in table.values()),
-        f"wrote {', '.join(str(Path(out) / name) for name in files)}",
-    ]
-    return "\n".join(lines)
+    title = f"{metrics['agent']}, seed {metrics['seed']}: test accuracy (%), 10,000 test images, nearest read-out"
+    lines = accuracy_lines(title, metrics["test_accuracy"])
+    return "\n".join([*lines, f"wrote {', '.join(str(Path(out) / name) for name in files)}"])
 
 
 def claim_output(out: str | os.PathLike, overwrite: bool) -> Path:
@@ -201,7 +209,8 @@ def claim_output(out: str | os.PathLike, overwrite: bool) -> Path:
     for owned in (False, True):  # refused before anything changes, and again once the folder is ours
         if metrics.is_file() and not overwrite:
             raise UserFileExistsError(
-                f"{out} holds a finished run ({metrics}); pass --overwrite to replace it, or another --out."
+                f"{out} holds a finished run ({metrics}); pass --overwrite to replace it "
+                "(make train ARGS=--overwrite), or another --out."
             )
         if not owned:
             lock_output(out)

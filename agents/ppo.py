@@ -29,7 +29,9 @@ start from the differentiable agent's weights (``--init-from``).
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,11 +46,13 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, MlpExtr
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 from torch import nn
+from tqdm import tqdm
 
 from agents.baselines import FixedSequence
 from agents.checkpoint import SavedPolicy, load_agent
 from agents.evaluation import accuracy_on
 from agents.pixel_attention import NUM_PIXELS, PixelAttention
+from envs.config import short_repr
 from envs.data import load_mnist
 from envs.perception import PerceptionCore
 
@@ -83,7 +87,7 @@ class VecStepFeature(VecEnvWrapper):
         space = venv.observation_space
         low = np.append(np.asarray(space.low, dtype=np.float32), np.float32(0.0))
         high = np.append(np.asarray(space.high, dtype=np.float32), np.float32(1.0))
-        super().__init__(venv, observation_space=spaces.Box(low, high, dtype=np.float32))
+        super().__init__(venv, observation_space=short_repr(spaces.Box(low, high, dtype=np.float32)))
         self.max_glimpses = max_glimpses
         self.elapsed = np.zeros(venv.num_envs, dtype=np.float32)
 
@@ -320,6 +324,9 @@ class SubsetEvalCallback(BaseCallback):
     :param budget: the glimpse count whose accuracy is recorded (``<= T``).
     :param size: subset size (the first ``size`` images of a fixed permutation of the test split).
     :param every: environment steps between evaluations.
+    :param seed: picks the subset.
+    :param device: where the subset and the rollouts live.
+    :param report: called with one line per evaluation (e.g. :func:`agents.progress.say`); ``None``: silent.
     """
 
     def __init__(
@@ -332,6 +339,7 @@ class SubsetEvalCallback(BaseCallback):
         every: int = 100_000,
         seed: int = 0,
         device: torch.device | str = "cpu",
+        report: Callable[[str], None] | None = None,
     ) -> None:
         super().__init__()
         data = load_mnist("test", device)
@@ -339,7 +347,7 @@ class SubsetEvalCallback(BaseCallback):
         self.images = data.images[order]
         self.labels = data.labels[order]
         self.glimpse_policy, self.core = policy, core
-        self.glimpses, self.budget, self.every = glimpses, budget, every
+        self.glimpses, self.budget, self.every, self.report = glimpses, budget, every, report
         self.curve: list[dict[str, float]] = []
         self.eval_seconds = 0.0
         self._start = 0.0
@@ -374,6 +382,12 @@ class SubsetEvalCallback(BaseCallback):
             point["train_accuracy"] = round(float(np.mean(self.model.ep_success_buffer)), 4)
         self.curve.append(point)
         self.logger.record("eval/subset_accuracy", accuracy)
+        if self.report is not None:
+            train = f" (training episodes {100 * point['train_accuracy']:.1f}%)" if "train_accuracy" in point else ""
+            self.report(
+                f"step {point['env_steps']:,}: test accuracy {100 * accuracy:.1f}% after {self.budget} glimpses "
+                f"on {len(self.labels):,} test images{train}"
+            )
 
     def _on_step(self) -> bool:
         if self.num_timesteps - self._last >= self.every:
@@ -386,6 +400,38 @@ class SubsetEvalCallback(BaseCallback):
 
     def seconds_to(self, threshold: float) -> float | None:
         return next((point["seconds"] for point in self.curve if point["accuracy"] >= threshold), None)
+
+
+class StepProgressBar(BaseCallback):
+    """A progress bar of environment steps over the whole run, for SB3's ``learn``: a resumed run's
+    bar starts at the step it resumes from, and ends at the step the last rollout reaches (SB3 runs
+    whole rollouts, so a run may end a little past its ``total_timesteps``).
+
+    :param description: the bar's label.
+    """
+
+    def __init__(self, description: str = "") -> None:
+        super().__init__()
+        self.description = description
+        self.bar: tqdm | None = None
+
+    def _on_training_start(self) -> None:
+        now, total = int(self.model.num_timesteps), int(self.model._total_timesteps)
+        rollout = int(getattr(self.model, "n_steps", 1)) * self.training_env.num_envs
+        end = now + math.ceil(max(total - now, 0) / rollout) * rollout
+        self.bar = tqdm(total=end, initial=now, desc=self.description, unit="step", unit_scale=True, dynamic_ncols=True)
+
+    def _on_step(self) -> bool:
+        self.bar.update(self.training_env.num_envs)
+        return True
+
+    def _on_training_end(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the bar (also when ``learn`` was interrupted, which skips ``_on_training_end``)."""
+        if self.bar is not None:
+            self.bar.close()
 
 
 class ResumeCallback(BaseCallback):

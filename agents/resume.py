@@ -110,8 +110,8 @@ class ResumePoint:
                 )
             if self.path.is_file() and not args.resume and not args.overwrite:
                 raise UserFileExistsError(
-                    f"{out} holds an interrupted run ({self.path}): pass --resume to continue it, "
-                    "or --overwrite to start again."
+                    f"{out} holds an interrupted run ({self.path}): pass --resume to continue it "
+                    "(make train ARGS=--resume), or --overwrite to start again (make train ARGS=--overwrite)."
                 )
             if not owned:
                 lock_output(out)  # a second live run into the folder is refused here

@@ -124,7 +124,7 @@ def observation_space(core: PerceptionCore, max_glimpses: int, obs_type: str = "
     high = np.concatenate(
         [np.full(core.histogram_size, max_glimpses, dtype=np.float32), np.ones(NUM_CLASSES, dtype=np.float32)]
     )
-    summary = spaces.Box(low, high, dtype=np.float32)
+    summary = short_repr(spaces.Box(low, high, dtype=np.float32))
     if obs_type == "summary":
         return summary
     grid = (IMAGE_SIZE * IMAGE_SIZE,)  # flat, in the order of the pixel actions: i * 28 + j
@@ -136,6 +136,30 @@ def observation_space(core: PerceptionCore, max_glimpses: int, obs_type: str = "
             "step": spaces.Box(0.0, float(max_glimpses), (1,), dtype=np.float32),
         }
     )
+
+
+def _runs(bound: np.ndarray) -> str:
+    """A flat bound as its runs of equal values, e.g. ``[25.0 x 512, 1.0 x 10]``."""
+    starts = np.flatnonzero(np.concatenate([[True], bound[1:] != bound[:-1]]))
+    counts = np.diff(np.append(starts, bound.size))
+    return "[" + ", ".join(f"{bound[start]} x {count}" for start, count in zip(starts, counts)) + "]"
+
+
+def short_repr(box: spaces.Box, max_runs: int = 4) -> spaces.Box:
+    """``box`` itself, printing a bound made of a few runs of equal values as those runs:
+    ``Box(0.0, [25.0 x 512, 1.0 x 10], (522,), float32)`` where Gymnasium would print all 522 values.
+    The bounds are unchanged (Gymnasium's ``Box`` reads its printed form from ``low_repr`` and
+    ``high_repr``); a uniform bound prints as one value, as Gymnasium prints it.
+
+    :param box: a one-dimensional ``Box``.
+    :param max_runs: a bound of more runs than this prints in full.
+    :return: ``box``.
+    """
+    for name in ("low", "high"):
+        bound = getattr(box, name)
+        if bound.ndim == 1 and bound.size and np.count_nonzero(bound[1:] != bound[:-1]) in range(1, max_runs):
+            setattr(box, f"{name}_repr", _runs(bound))
+    return box
 
 
 def action_space(action_type: str = "continuous") -> spaces.Space:

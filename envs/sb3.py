@@ -42,7 +42,17 @@ import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
-from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
+
+try:
+    from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
+except ModuleNotFoundError as error:
+    if error.name is None or error.name.split(".")[0] != "stable_baselines3":
+        raise
+    raise ModuleNotFoundError(
+        "envs.sb3 needs stable-baselines3, which is not installed: pip install -e '.[sb3]' "
+        "(or pip install 'mnist-glimpse[sb3]').",
+        name="stable_baselines3",
+    ) from error
 
 from .vector_env import MnistGlimpseVectorEnv
 

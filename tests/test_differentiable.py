@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -447,15 +448,21 @@ def test_core_pretrain_trains_a_core_first_then_reuses_it(tmp_path):
     assert (tmp_path / "a" / "core" / "perception.pt").stat().st_mtime_ns == stamp
 
 
-def test_budget_seconds_caps_every_phase_and_excludes_max_train_seconds(tmp_path):
+def test_budget_seconds_caps_every_phase_and_excludes_max_train_seconds(tmp_path, capsys):
     """--budget-seconds shares the wall clock among pretraining, the dual epochs and the read-out: a
-    budget too small for one step of each leaves none of them, and the run still writes its results."""
+    budget too small for one step of each leaves none of them, each says so in one line, and the run
+    still writes its results."""
     import train.differentiable as script
 
     settings = dict(glimpses=3, epochs=2, batch_size=6000, device="cpu", pixel_candidates=4)
     base = script.dataclasses.replace(script.preset_args("pixel-memory"), **settings)
     metrics = script.main(script.dataclasses.replace(base, budget_seconds=1e-9, out=str(tmp_path / "run")))
     assert metrics["optimizer_steps"] == 0 and metrics["readout_steps"] == 0
+    printed = capsys.readouterr().out
+    for stage, steps in (("dual epochs", 20), ("read-out epochs", 10)):
+        assert re.search(
+            rf"^{stage}: time budget of \S+ s reached \(--budget-seconds\) at step 0/{steps}$", printed, re.M
+        )
     with pytest.raises(ValueError, match="--budget-seconds already caps the dual epochs; drop --max-train-seconds"):
         script.main(script.dataclasses.replace(base, budget_seconds=60, max_train_seconds=30, out=str(tmp_path / "x")))
 

@@ -433,27 +433,30 @@ def test_checkpoint_path_and_sampler_instance(make_env, core, tmp_path):
 
 
 def test_render_rgb_array_as_documented(make_env, test_split):
+    from envs.render import HEADER, SCALE, STRIP
+
     env = make_env(max_glimpses=3, render_mode="rgb_array")
     _, info = env.reset(seed=4)
     frame = env.render()
-    # 12 screen pixels per image pixel, plus a 3 * 12 high prediction strip below
+    # a header line, the digit at SCALE screen pixels per image pixel, the probability chart below
+    header, size = HEADER * SCALE, 28 * SCALE
     assert isinstance(frame, np.ndarray) and frame.dtype == np.uint8
-    assert frame.shape == (28 * 12 + 3 * 12, 28 * 12, 3)
-    # no glimpse yet: the top is the digit itself, enlarged 12x, grey, but for the true label written
-    # in the top-left corner (image rows 0-1, columns 0-7, background in MNIST)
+    assert frame.shape == (header + size + STRIP * SCALE, size, 3)
+    # no glimpse yet: the digit itself, enlarged, grey and untouched; the label and the guess are written above it
     image = test_split.images[info["index"]].numpy()
-    centres = frame[6 : 28 * 12 : 12, 6 : 28 * 12 : 12].copy()
-    expected = np.repeat(image[:, :, None], 3, axis=2)
-    corner = (slice(0, 2), slice(0, 8))
-    assert (frame[: 2 * 12, : 8 * 12] == [120, 255, 120]).all(axis=-1).any()  # the label's text colour
-    centres[corner], expected[corner] = 0, 0
-    np.testing.assert_array_equal(centres, expected)
+    centres = frame[header + SCALE // 2 : header + size : SCALE, SCALE // 2 : size : SCALE]
+    np.testing.assert_array_equal(centres, np.repeat(image[:, :, None], 3, axis=2))
+    assert (frame[:header] == 255).all(axis=-1).any()  # "label L" in white
+    red, green = frame[:header, :, 0].astype(int), frame[:header, :, 1].astype(int)
+    assert (abs(red - green) > 100).any()  # "guess G (p ...)": green when right, red when wrong
+    chart = frame[header + size :]
+    assert (chart == [255, 165, 0]).all(axis=-1).any()  # the guess's bar
     before = frame.copy()
     env.step(pixel_action(14, 14))
     env.step(pixel_action(3, 24))
     frame = env.render()
     assert frame.shape == before.shape and frame.dtype == np.uint8
-    assert not np.array_equal(frame[: 28 * 12], before[: 28 * 12])  # the trail is drawn
+    assert not np.array_equal(frame[header : header + size], before[header : header + size])  # the trail is drawn
     assert not np.array_equal(frame[:, :, 0], frame[:, :, 2])  # coloured marks
 
 

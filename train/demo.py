@@ -20,7 +20,7 @@ import tyro
 from PIL import Image
 
 import envs
-from agents.cli import run_main
+from agents.cli import plain_text, run_main
 from agents.shipped import ENV_KWARGS, act, load_shipped_agent
 
 
@@ -72,4 +72,4 @@ def main(args: Args) -> None:
 
 
 if __name__ == "__main__":
-    run_main(main, tyro.cli(Args))
+    run_main(main, tyro.cli(Args, description=plain_text(__doc__)))

@@ -45,12 +45,13 @@ from tqdm import tqdm
 from agents.attention import AttentionNetwork
 from agents.baselines import FixedSequence
 from agents.checkpoint import save_agent
-from agents.cli import UserValueError, run_main, user_errors
+from agents.cli import UserValueError, plain_text, run_main, user_errors
 from agents.differentiable import DualOptimizerTrainer
 from agents.evaluation import accuracy_by_glimpse, accuracy_table, claim_output, log_folder, summary, write_metrics
 from agents.figures import plot_glimpse_trails
 from agents.pixel_attention import PixelAttention
 from agents.pretrain import pretrain_core, pretrain_core_on_pixels
+from agents.progress import end_stage, say
 from agents.resume import ResumePoint
 from agents.schedule import Plateau, stage_value, validate
 from agents.shipped import AGENT_PATH
@@ -246,7 +247,7 @@ def parse_args(argv: list[str] | None = None) -> Args:
     first.add_argument("--preset", default="continuous", choices=list(PRESETS))
     known, rest = first.parse_known_args(sys.argv[1:] if argv is None else argv)
     listing = "\n".join(f"  {name:<26} {text}" for name, (text, _) in PRESETS.items())
-    description = f"{__doc__}\npresets (--preset NAME; this help shows {known.preset!r}):\n{listing}"
+    description = f"{plain_text(__doc__)}\npresets (--preset NAME; this help shows {known.preset!r}):\n{listing}"
     return tyro.cli(Args, default=preset_args(known.preset), args=rest, description=description)
 
 
@@ -342,6 +343,8 @@ def check_args(args: Args) -> None:
 
 #: Shares of --budget-seconds: core pretraining, dual epochs, read-out.
 BUDGET_SHARES = {"pretrain": 0.2, "dual": 0.7, "readout": 0.1}
+#: The phases as the console names them.
+STAGE_NAMES = {"dual": "dual epochs", "readout": "read-out epochs"}
 
 
 def core_config(args: Args) -> PerceptionConfig:
@@ -369,15 +372,16 @@ def build_core(args: Args, data, device: torch.device, out: Path) -> PerceptionC
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(0)
         core = PerceptionCore(core_config(args)).to(device)
+        max_seconds = BUDGET_SHARES["pretrain"] * args.budget_seconds or math.inf
         with tqdm(total=args.pretrain_steps, desc=f"pretrain core on random {args.pretrain_on}") as progress:
-            settings = dict(
-                report=lambda step, loss: progress.update(),
-                max_seconds=BUDGET_SHARES["pretrain"] * args.budget_seconds or math.inf,
-            )
+            settings = dict(report=lambda step, loss: progress.update(), max_seconds=max_seconds)
             if args.pretrain_on == "pixels":
                 pretrain_core_on_pixels(core, data, args.pretrain_steps, **settings)
             else:
                 pretrain_core(core, data, args.pretrain_steps, glimpses=args.glimpses, **settings)
+            if progress.n < args.pretrain_steps:
+                reason = f"time budget of {max_seconds:.3g} s reached (--budget-seconds)"
+                end_stage(progress, "core pretraining", reason, progress.n, args.pretrain_steps)
     core.save(path, trained_by="train/differentiable.py --core pretrain", args=vars(args))
     return core.train()
 
@@ -492,6 +496,10 @@ def main(args: Args, stop_after: int | None = None) -> dict:
                 "best": best,
             }
         )
+        say(
+            f"validation at step {steps_done['dual']:,}: loss {loss:.4f}, accuracy "
+            f"{100 * table[str(args.glimpses)]:.1f}% after {args.glimpses} glimpses{' (best so far)' if best else ''}"
+        )
         writer.add_scalar("validation/loss", loss, steps_done["dual"])
         writer.add_scalar("validation/accuracy_last", table[str(args.glimpses)], steps_done["dual"])
         if args.plateau_patience > 0:
@@ -502,6 +510,15 @@ def main(args: Args, stop_after: int | None = None) -> dict:
         steps = steps_done["dual"] - stage["start_step"] >= schedule["dual"] // args.stages
         seconds = clock["dual"] - stage["start_clock"] > budget["dual"] / args.stages
         return steps or seconds or (args.plateau_patience > 0 and plateau.stop)
+
+    def why_ended(phase: str) -> str:
+        """Why ``phase`` stopped before its planned steps."""
+        if clock[phase] > budget[phase]:
+            flag = "--max-train-seconds" if phase == "dual" and args.max_train_seconds > 0 else "--budget-seconds"
+            return f"time budget of {budget[phase]:.3g} s reached ({flag})"
+        if args.plateau_patience > 0 and plateau.stop:
+            return f"last stage ({args.stages}) stopped improving on validation"
+        return f"last stage ({args.stages}) ended"
 
     with resume:
         with progress:
@@ -553,6 +570,8 @@ def main(args: Args, stop_after: int | None = None) -> dict:
                     steps_done[phase] += 1
                     if phase == "dual" and validation is not None and steps_done["dual"] % args.val_every == 0:
                         validate_now()
+                if steps_done[phase] < phase_steps:  # the stage's time budget, or its last stage, ended it
+                    end_stage(progress, STAGE_NAMES[phase], why_ended(phase), steps_done[phase], phase_steps)
                 if phase == "dual" and validation is not None and not best_restored:
                     if not curve or curve[-1]["step"] != steps_done["dual"]:
                         validate_now()  # the dual phase's last weights

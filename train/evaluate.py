@@ -1,13 +1,14 @@
-"""Evaluate a saved agent on the 10,000 test images, through the environment; prints the metrics JSON.
+"""Evaluate a saved agent on the 10,000 test images, through the environment; prints its test accuracy.
 
 The agent acts in ``MnistGlimpseVectorEnv`` made with its own core (a pixel-choosing agent with
 ``obs_type="record"`` and ``action_type="pixel"``, any other on the default observation), which
 gives exactly the figures of the training scripts' own evaluation (``tests/test_record.py``).
 
-    python train/evaluate.py --checkpoint runs/differentiable/checkpoint.pt [--sampler nearest]
+    python train/evaluate.py --checkpoint runs/best/checkpoint.pt [--sampler nearest] [--json]
 
-``test_accuracy`` holds the reported budgets (1, 2, 5, 10, 25 glimpses); ``accuracy_by_glimpse`` the
-accuracy after every glimpse 1..T. ``--seed`` seeds torch before the rollout: it only matters for a
+Prints the test accuracy after 1, 2, 5, 10 and 25 glimpses as a small table, as the training
+scripts end; ``--json`` prints the JSON instead, whose ``test_accuracy`` holds those budgets and
+``accuracy_by_glimpse`` the accuracy after every glimpse 1..T. ``--seed`` seeds torch before the rollout: it only matters for a
 policy that draws random numbers (the random-glimpses baseline).
 """
 
@@ -22,8 +23,8 @@ import torch
 import tyro
 
 from agents.checkpoint import load_agent
-from agents.cli import run_main, user_errors
-from agents.evaluation import accuracy_in_env, accuracy_table
+from agents.cli import plain_text, run_main, user_errors
+from agents.evaluation import accuracy_in_env, accuracy_lines, accuracy_table
 from envs.config import resolve_device
 from envs.sampler import Sampler
 
@@ -42,9 +43,12 @@ class Args:
     """torch seed set before the rollout (only a random policy, e.g. random-glimpses, uses it)"""
     torch_threads: int = 1
     """CPU threads for torch (0 = torch's default, one per core); 1 does not collapse on a shared CPU"""
+    json: bool = False
+    """print the result as JSON (the table, and the accuracy after every glimpse) instead of the table"""
 
 
 def main(args: Args) -> dict:
+    """Evaluate the agent of ``args.checkpoint``, print the table (or the JSON) and return the result."""
     if args.torch_threads > 0:
         torch.set_num_threads(args.torch_threads)
     device = resolve_device(args.device)
@@ -64,9 +68,13 @@ def main(args: Args) -> dict:
         "device": str(device),
         "seed": args.seed,
     }
-    print(json.dumps(result, indent=2))
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        title = f"{checkpoint['agent']}: test accuracy (%), 10,000 test images, {args.sampler} read-out"
+        print("\n".join(accuracy_lines(title, result["test_accuracy"])))
     return result
 
 
 if __name__ == "__main__":
-    run_main(main, tyro.cli(Args))
+    run_main(main, tyro.cli(Args, description=plain_text(__doc__)))

@@ -13,7 +13,7 @@ from pathlib import Path
 import tyro
 
 from agents.checkpoint import load_agent
-from agents.cli import run_main, user_errors
+from agents.cli import plain_text, run_main, user_errors
 from envs.perception import PRETRAINED_PATH
 
 
@@ -34,4 +34,4 @@ def main(args: Args) -> None:
 
 
 if __name__ == "__main__":
-    run_main(main, tyro.cli(Args))
+    run_main(main, tyro.cli(Args, description=plain_text(__doc__)))

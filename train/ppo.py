@@ -45,7 +45,7 @@ from sb3_contrib import MaskablePPO
 from stable_baselines3 import PPO
 
 from agents.checkpoint import save_agent
-from agents.cli import UserValueError, run_main, user_errors
+from agents.cli import UserValueError, plain_text, run_main, user_errors
 from agents.evaluation import (
     accuracy_by_glimpse,
     accuracy_in_env,
@@ -62,6 +62,7 @@ from agents.ppo import (
     PolicyConfig,
     ResumeCallback,
     SB3GlimpsePolicy,
+    StepProgressBar,
     SubsetEvalCallback,
     VecStepFeature,
     load_fixed_sequence,
@@ -69,6 +70,7 @@ from agents.ppo import (
     load_ppo_state,
     ppo_state,
 )
+from agents.progress import say
 from agents.resume import ResumePoint
 from agents.rl_args import check_rl_args, refuse_with_pixel_actions
 from envs.config import resolve_device
@@ -132,7 +134,7 @@ class Args:
     (train/differentiable.py --preset fixed-sequence) whose locations PPO's per-glimpse offsets start at; pixel
     actions, a pixel agent with a record (--preset best) whose PixelAttention the actor starts as"""
     progress_bar: bool = True
-    """show SB3's progress bar"""
+    """show a progress bar of environment steps (a resumed run's starts where it resumes)"""
     torch_threads: int = 1
     """CPU threads for torch (0 = torch's default, one per core); 1, the default, does not collapse when
     other jobs share a small CPU (docs/studies/env-throughput.md)"""
@@ -242,6 +244,7 @@ def main(args: Args, stop_after: int | None = None) -> dict:
         every=args.eval_every,
         seed=args.seed,
         device=device,
+        report=say,
     )
 
     saved = resume.restore()
@@ -249,15 +252,19 @@ def main(args: Args, stop_after: int | None = None) -> dict:
         load_ppo_state(model, env, saved["ppo"])
         probe.load_state_dict(saved["probe"])
     saver = ResumeCallback(resume, lambda: {"ppo": ppo_state(model, env), "probe": probe.state_dict()})
+    bar = StepProgressBar(f"{'maskable-' if pixel else ''}ppo") if args.progress_bar else None
     trained = saved is not None and saved.get("trained", False)  # interrupted after training: evaluate and write
     with resume:
-        model.learn(  # nothing left to learn when trained: this sets up the logger the evaluation records to
-            args.total_steps - model.num_timesteps,
-            callback=[saver, probe],
-            progress_bar=args.progress_bar,
-            tb_log_name="ppo",
-            reset_num_timesteps=saved is None,
-        )
+        try:
+            model.learn(  # nothing left to learn when trained: this sets up the logger the evaluation records to
+                args.total_steps - model.num_timesteps,
+                callback=[saver, probe] + ([bar] if bar else []),
+                tb_log_name="ppo",
+                reset_num_timesteps=saved is None,
+            )
+        finally:  # an interrupted run leaves no bar half drawn
+            if bar is not None:
+                bar.close()
         train_seconds = saved["train_seconds"] if trained else probe.training_seconds()
         resume.final(
             int(model.num_timesteps), lambda: {**saver.state(), "trained": True, "train_seconds": train_seconds}
@@ -315,4 +322,4 @@ def main(args: Args, stop_after: int | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    run_main(main, tyro.cli(Args))
+    run_main(main, tyro.cli(Args, description=plain_text(__doc__)))

@@ -36,7 +36,7 @@ import tyro
 from tqdm import tqdm
 
 from agents.baselines import RandomGlimpses
-from agents.cli import UserValueError, run_main
+from agents.cli import UserValueError, plain_text, run_main
 from agents.evaluation import accuracy_by_glimpse, agent_glimpses, claim_output, summary, write_metrics
 from agents.pretrain import GENERAL_SOURCES, pretrain_core, pretrain_core_general
 from agents.shipped import load_shipped_agent
@@ -123,7 +123,7 @@ def parse_args(argv: list[str] | None = None) -> Args:
     first.add_argument("--preset", default="random-glimpses", choices=list(PRESETS))
     known, rest = first.parse_known_args(sys.argv[1:] if argv is None else argv)
     listing = "\n".join(f"  {name:<16} {text}" for name, (text, _) in PRESETS.items())
-    description = f"{__doc__}\npresets (--preset NAME; this help shows {known.preset!r}):\n{listing}"
+    description = f"{plain_text(__doc__)}\npresets (--preset NAME; this help shows {known.preset!r}):\n{listing}"
     defaults = dataclasses.replace(Args(), preset=known.preset, **PRESETS[known.preset][1])
     return tyro.cli(Args, default=defaults, args=rest, description=description)
 

@@ -42,7 +42,7 @@ from tqdm import tqdm
 
 from agents.baselines import RandomGlimpses
 from agents.checkpoint import save_agent
-from agents.cli import run_main, user_errors
+from agents.cli import plain_text, run_main, user_errors
 from agents.evaluation import (
     accuracy_by_glimpse,
     accuracy_in_env,
@@ -55,6 +55,7 @@ from agents.evaluation import (
 )
 from agents.figures import plot_glimpse_trails
 from agents.pixel_attention import PixelAttention
+from agents.progress import say
 from agents.reinforce import (
     GaussianAttentionPolicy,
     PixelPolicy,
@@ -233,6 +234,10 @@ def main(args: Args, stop_after: int | None = None) -> dict:
         at_target = float(accuracy[TARGET_GLIMPSES - 1]) if args.glimpses >= TARGET_GLIMPSES else None
         curve.append({"env_steps": env_steps, "seconds": round(seconds, 2), "accuracy_T": round(final, 4)})
         writer.add_scalar("eval/subset_accuracy_T", final, env_steps)
+        say(
+            f"step {env_steps:,}: test accuracy {100 * final:.1f}% after {args.glimpses} glimpses "
+            f"on {len(eval_labels):,} test images"
+        )
         if reached["random"] is None and final >= random_baseline:
             reached["random"] = seconds
         if reached["target"] is None and at_target is not None and at_target >= TARGET_ACCURACY:
@@ -355,4 +360,4 @@ def main(args: Args, stop_after: int | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    run_main(main, tyro.cli(Args))
+    run_main(main, tyro.cli(Args, description=plain_text(__doc__)))
