@@ -111,3 +111,33 @@ def _exit(message: str | None, status: int) -> NoReturn:
     if message is not None:
         print(message, file=sys.stderr, flush=True)
     sys.exit(status)
+
+
+def parse_preset_args(
+    args_class: type[T],
+    presets: dict[str, tuple[str, dict[str, Any]]],
+    default: str,
+    docstring: str | None,
+    argv: list[str] | None = None,
+) -> T:
+    """A script's flags when ``--preset NAME`` picks their defaults and the other flags change them.
+
+    :param args_class: the script's ``Args`` dataclass; its ``preset`` field records the preset's name.
+    :param presets: name -> (one line shown in ``--help``, the values the preset sets).
+    :param default: the preset used without ``--preset``.
+    :param docstring: the script's docstring, shown in ``--help`` as :func:`plain_text`.
+    :param argv: the command line without the program name (default: ``sys.argv[1:]``).
+    """
+    import argparse
+    import dataclasses
+
+    import tyro
+
+    first = argparse.ArgumentParser(add_help=False)
+    first.add_argument("--preset", default=default, choices=list(presets))
+    known, rest = first.parse_known_args(sys.argv[1:] if argv is None else argv)
+    width = max(map(len, presets)) + 2
+    listing = "\n".join(f"  {name:<{width}} {text}" for name, (text, _) in presets.items())
+    description = f"{plain_text(docstring)}\npresets (--preset NAME; this help shows {known.preset!r}):\n{listing}"
+    defaults = dataclasses.replace(args_class(), preset=known.preset, **presets[known.preset][1])
+    return tyro.cli(args_class, default=defaults, args=rest, description=description)

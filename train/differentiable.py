@@ -26,11 +26,9 @@ after 1, 2, 5, 10, 25 glimpses) and ``OUT/glimpses.png``; TensorBoard logs go to
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 import random
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +43,7 @@ from tqdm import tqdm
 from agents.attention import AttentionNetwork
 from agents.baselines import FixedSequence
 from agents.checkpoint import save_agent
-from agents.cli import UserValueError, plain_text, run_main, user_errors
+from agents.cli import UserValueError, parse_preset_args, run_main, user_errors
 from agents.differentiable import DualOptimizerTrainer
 from agents.evaluation import accuracy_by_glimpse, accuracy_table, claim_output, log_folder, summary, write_metrics
 from agents.figures import plot_glimpse_trails
@@ -243,12 +241,7 @@ def preset_args(name: str) -> Args:
 
 def parse_args(argv: list[str] | None = None) -> Args:
     """``--preset NAME`` (default ``continuous``) picks the defaults; the other flags change them."""
-    first = argparse.ArgumentParser(add_help=False)
-    first.add_argument("--preset", default="continuous", choices=list(PRESETS))
-    known, rest = first.parse_known_args(sys.argv[1:] if argv is None else argv)
-    listing = "\n".join(f"  {name:<26} {text}" for name, (text, _) in PRESETS.items())
-    description = f"{plain_text(__doc__)}\npresets (--preset NAME; this help shows {known.preset!r}):\n{listing}"
-    return tyro.cli(Args, default=preset_args(known.preset), args=rest, description=description)
+    return parse_preset_args(Args, PRESETS, "continuous", __doc__, argv)
 
 
 def check_args(args: Args) -> None:

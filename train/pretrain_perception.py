@@ -21,10 +21,8 @@ Two presets::
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import random
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +34,7 @@ import tyro
 from tqdm import tqdm
 
 from agents.baselines import RandomGlimpses
-from agents.cli import UserValueError, plain_text, run_main
+from agents.cli import UserValueError, parse_preset_args, run_main
 from agents.evaluation import accuracy_by_glimpse, agent_glimpses, claim_output, summary, write_metrics
 from agents.pretrain import GENERAL_SOURCES, pretrain_core, pretrain_core_general
 from agents.shipped import load_shipped_agent
@@ -119,13 +117,7 @@ PRESETS: dict[str, tuple[str, dict]] = {
 
 def parse_args(argv: list[str] | None = None) -> Args:
     """``--preset NAME`` (default ``random-glimpses``) picks the defaults; the other flags change them."""
-    first = argparse.ArgumentParser(add_help=False)
-    first.add_argument("--preset", default="random-glimpses", choices=list(PRESETS))
-    known, rest = first.parse_known_args(sys.argv[1:] if argv is None else argv)
-    listing = "\n".join(f"  {name:<16} {text}" for name, (text, _) in PRESETS.items())
-    description = f"{plain_text(__doc__)}\npresets (--preset NAME; this help shows {known.preset!r}):\n{listing}"
-    defaults = dataclasses.replace(Args(), preset=known.preset, **PRESETS[known.preset][1])
-    return tyro.cli(Args, default=defaults, args=rest, description=description)
+    return parse_preset_args(Args, PRESETS, "random-glimpses", __doc__, argv)
 
 
 def check_args(args: Args) -> None:
