@@ -43,7 +43,8 @@ def test_the_observation_spaces_print_short_with_their_bounds_unchanged(core):
 
 
 def test_envs_sb3_without_stable_baselines3_names_the_extra(monkeypatch):
-    monkeypatch.setitem(sys.modules, "stable_baselines3", None)  # as if it were not installed
+    for name in [m for m in sys.modules if m.split(".")[0] == "stable_baselines3"] + ["stable_baselines3"]:
+        monkeypatch.setitem(sys.modules, name, None)  # as if it were not installed, in a process that imported it
     monkeypatch.delitem(sys.modules, "envs.sb3", raising=False)
     with pytest.raises(ModuleNotFoundError, match=r"needs stable-baselines3.*pip install -e '\.\[sb3\]'") as error:
         importlib.import_module("envs.sb3")
