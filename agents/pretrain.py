@@ -354,6 +354,7 @@ def pretrain_core_general(
     device = train.images.device
     train_images = train.images.flatten(1).float() / 255.0
     val_images = validation.images.flatten(1).to(device).float() / 255.0
+    val_labels = validation.labels.to(device)
     train_trajectory, val_trajectory = trajectories if trajectories is not None else (None, None)
     optimizer = torch.optim.Adam(core.parameters(), lr=learning_rate)
     history: list[GeneralValidation] = []
@@ -363,9 +364,7 @@ def pretrain_core_general(
     def validate(step: int) -> bool:
         """Score, keep the best weights; True while training should go on."""
         nonlocal best_loss, best_state, waited
-        loss, accuracy = validate_general(
-            core, sources, val_images, validation.labels.to(device), length, val_trajectory
-        )
+        loss, accuracy = validate_general(core, sources, val_images, val_labels, length, val_trajectory)
         history.append(GeneralValidation(step, loss, accuracy))
         if on_validation is not None:
             on_validation(history[-1])

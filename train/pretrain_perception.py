@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -36,7 +37,8 @@ from tqdm import tqdm
 from agents.baselines import RandomGlimpses
 from agents.cli import UserValueError, parse_preset_args, run_main
 from agents.evaluation import accuracy_by_glimpse, agent_glimpses, claim_output, summary, write_metrics
-from agents.pretrain import GENERAL_SOURCES, pretrain_core, pretrain_core_general
+from agents.pretrain import GENERAL_SOURCES, GeneralValidation, pretrain_core, pretrain_core_general
+from agents.progress import end_stage, say
 from agents.shipped import load_shipped_agent
 from envs.config import resolve_device
 from envs.data import MnistSplit, load_mnist
@@ -138,6 +140,17 @@ def check_args(args: Args) -> None:
         )
 
 
+def loss_reporter(progress: tqdm) -> Callable[[int, float], None]:
+    """The ``report(step, loss)`` of a pretraining: one step on ``progress``, the loss shown every 50."""
+
+    def report(step: int, loss: float) -> None:
+        progress.update()
+        if step % 50 == 0:
+            progress.set_postfix(loss=f"{loss:.3f}")
+
+    return report
+
+
 def train_general(args: Args, core: PerceptionCore, device: torch.device) -> dict:
     """The general preset: the shipped agent's trajectories, then :func:`pretrain_core_general`."""
     data = load_mnist("train", device)
@@ -154,16 +167,9 @@ def train_general(args: Args, core: PerceptionCore, device: torch.device) -> dic
         trajectories = ((coords[:split], values[:split]), (coords[split:], values[split:]))
     with tqdm(total=args.steps, desc="pretrain perception (general)") as progress:
 
-        def report(step: int, loss: float) -> None:
-            progress.update()
-            if step % 50 == 0:
-                progress.set_postfix(loss=f"{loss:.3f}")
-
-        def show(point) -> None:
+        def show(point: GeneralValidation) -> None:
             accuracy = " ".join(f"{name} {100 * value:.1f}" for name, value in point.accuracy.items())
-            progress.write(
-                f"step {point.step}: validation loss {point.loss:.4f}; accuracy at the last glimpse: {accuracy}"
-            )
+            say(f"step {point.step}: validation loss {point.loss:.4f}; accuracy at the last glimpse: {accuracy}")
 
         history = pretrain_core_general(
             core,
@@ -178,12 +184,18 @@ def train_general(args: Args, core: PerceptionCore, device: torch.device) -> dic
             eval_every=args.eval_every,
             patience=args.patience,
             max_seconds=args.max_seconds or float("inf"),
-            report=report,
+            report=loss_reporter(progress),
             on_validation=show,
         )
+        best = min(history, key=lambda point: point.loss)
         if history[-1].step < args.steps:
-            progress.write(f"stopped at step {history[-1].step} (early stopping or --max-seconds)")
-    best = min(history, key=lambda point: point.loss)
+            waited = len(history) - 1 - history.index(best)
+            reason = (
+                f"no new best validation loss in {waited} validations (--patience)"
+                if waited >= args.patience
+                else f"time budget of {args.max_seconds:g} s reached (--max-seconds)"
+            )
+            end_stage(progress, "pretraining", reason, history[-1].step, args.steps)
     return {
         "validation": [dataclasses.asdict(point) for point in history],
         "best_step": best.step,
@@ -210,14 +222,9 @@ def main(args: Args) -> dict:
         extra = train_general(args, core, device)
     else:
         with tqdm(total=args.steps, desc="pretrain perception") as progress:
-
-            def report(step: int, loss: float) -> None:
-                progress.update()
-                if step % 50 == 0:
-                    progress.set_postfix(loss=f"{loss:.3f}")
-
             data = load_mnist("train", device)
             sampler = Sampler(args.sampler)
+            report = loss_reporter(progress)
             pretrain_core(core, data, args.steps, args.batch_size, args.glimpses, args.learning_rate, sampler, report)
     train_seconds = time.time() - start
 
