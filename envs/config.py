@@ -12,9 +12,10 @@ import torch
 from gymnasium import spaces
 
 from .data import IMAGE_SIZE, NUM_CLASSES, SPLITS, load_mnist
+from .episode import REWARD_MODES
 from .perception import PerceptionCore, load_pretrained, non_finite
 from .sampler import SAMPLER_MODES, Sampler
-from .simulator import REWARD_MODES, GlimpseSimulator
+from .simulator import GlimpseSimulator
 
 PerceptionArg = PerceptionCore | str | os.PathLike | None
 OBS_TYPES = ("summary", "record")

@@ -16,18 +16,17 @@ shows exactly the images of ``N`` single environments seeded with ``s, s + 1, ..
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from .data import IMAGE_SIZE, NUM_CLASSES, MnistSplit
+from .data import IMAGE_SIZE, MnistSplit
+from .episode import EpisodeState, initial_state, reset
+from .episode import step as episode_step
 from .perception import PerceptionCore, perception_loss
-from .sampler import Sampler, action_to_pixel
-
-REWARD_MODES = ("dense", "final")
+from .sampler import Sampler
 
 #: Image indices drawn per generator call (a stated trade-off: memory ``N * INDEX_BLOCK * 8`` bytes
 #: against one Python pass over the ``N`` generators every ``INDEX_BLOCK`` episodes).
@@ -225,7 +224,8 @@ def as_actions(actions: Any, action_type: str, num_envs: int, device: torch.devi
 
 
 class GlimpseSimulator:
-    """``N`` glimpse episodes advanced in lockstep on one device.
+    """``N`` glimpse episodes advanced in lockstep on one device: the streams' images, the labels and
+    an :class:`~envs.episode.EpisodeState`, advanced by :func:`envs.episode.step` under ``no_grad``.
 
     :param data: the split to draw images from (already on ``device``).
     :param core: the perception core (on ``device``); used under ``no_grad`` except for learning.
@@ -235,6 +235,8 @@ class GlimpseSimulator:
     :param reward: ``"dense"`` (log-likelihood gain of the true class per glimpse) or ``"final"``.
     :param optimizer: if given, the core is trained with cross-entropy on the true label from each
         batch of episodes that ends (the perception optimizer).
+    :param record: keep the record of reads (the cells read and their grey levels, ``N * 784`` each),
+        for the ``"record"`` observation.
     """
 
     def __init__(
@@ -256,38 +258,65 @@ class GlimpseSimulator:
         self.reward_mode = reward
         self.optimizer = optimizer
         self.device = data.images.device
-        n, t = num_envs, max_glimpses
+        n = num_envs
         self.images = torch.zeros(n, IMAGE_SIZE, IMAGE_SIZE, device=self.device)
         self.labels = torch.zeros(n, dtype=torch.long, device=self.device)
         self.indices = torch.full((n,), -1, dtype=torch.long, device=self.device)
-        self.histogram = core.initial_histogram(n, self.device)
-        self.log_prob = torch.full((n,), -math.log(NUM_CLASSES), device=self.device)
-        self.prediction = torch.full((n, NUM_CLASSES), 1.0 / NUM_CLASSES, device=self.device)
-        self.elapsed = torch.zeros(n, dtype=torch.long, device=self.device)
-        self.trail = torch.zeros(n, t, 2, device=self.device)
-        self.trail_values = torch.zeros(n, t, device=self.device)
         self.record = record
-        if record:  # which pixel cells were read, and the grey levels read there: N * 784 each
-            self.read = torch.zeros(n, IMAGE_SIZE, IMAGE_SIZE, dtype=torch.bool, device=self.device)
-            self.read_values = torch.zeros(n, IMAGE_SIZE, IMAGE_SIZE, device=self.device)
+        self.state = initial_state(core, n, max_glimpses, self.device, record=record)
 
-    #: The per-episode tensors: with the core (and its optimizer) they are the whole simulation state.
-    EPISODE_STATE = (
-        "images",
-        "labels",
-        "indices",
-        "histogram",
-        "log_prob",
-        "prediction",
-        "elapsed",
-        "trail",
-        "trail_values",
-    )
+    #: The per-episode tensors besides :attr:`state`'s: with the state and the core (and its
+    #: optimizer) they are the whole simulation.
+    EPISODE_STATE = ("images", "labels", "indices")
+
+    # The episode state's tensors, as the environments and tests read them.
+    @property
+    def histogram(self) -> torch.Tensor:
+        """``(N, H)`` the core's histograms."""
+        return self.state.histogram
+
+    @property
+    def prediction(self) -> torch.Tensor:
+        """``(N, 10)`` the current predictions, ``softmax(logits)``."""
+        return self.state.prediction
+
+    @property
+    def elapsed(self) -> torch.Tensor:
+        """``(N,)`` glimpses taken."""
+        return self.state.elapsed
+
+    @property
+    def trail(self) -> torch.Tensor:
+        """``(N, T, 2)`` the glimpse locations taken (pixel units)."""
+        return self.state.trail
+
+    @property
+    def trail_values(self) -> torch.Tensor:
+        """``(N, T)`` the values read there."""
+        return self.state.trail_values
+
+    @property
+    def read(self) -> torch.Tensor:
+        """``(N, 28, 28)`` bool, the cells read (``record`` only)."""
+        return self.state.read.view(self.num_envs, IMAGE_SIZE, IMAGE_SIZE)
+
+    @property
+    def read_values(self) -> torch.Tensor:
+        """``(N, 28, 28)`` the grey levels read there (``record`` only)."""
+        return self.state.read_values.view(self.num_envs, IMAGE_SIZE, IMAGE_SIZE)
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        """Every per-episode tensor by name: :data:`EPISODE_STATE` and the state's (its record if kept)."""
+        tensors = {name: getattr(self, name) for name in self.EPISODE_STATE}
+        for name in EpisodeState.__dataclass_fields__:
+            if getattr(self.state, name) is not None:
+                tensors[name] = getattr(self.state, name)
+        return tensors
 
     def state_dict(self) -> dict:
         """The episodes in progress and, when the core learns, its weights and optimizer (a frozen core
         is the caller's and never changes here)."""
-        state = {"episodes": {name: getattr(self, name).clone() for name in self._episode_state()}}
+        state = {"episodes": {name: tensor.clone() for name, tensor in self._tensors().items()}}
         if self.optimizer is not None:
             state["core"] = self.core.state_dict()
             state["optimizer"] = self.optimizer.state_dict()
@@ -295,42 +324,37 @@ class GlimpseSimulator:
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict`'s output; every shape is checked before anything changes."""
-        episodes = state["episodes"]
-        if set(episodes) != set(self._episode_state()):
-            raise ValueError("The saved simulation and this one differ in obs_type/action_type (the record of reads).")
-        for name in self._episode_state():
-            current, saved = getattr(self, name), episodes[name]
-            if saved.shape != current.shape or saved.dtype != current.dtype:
+        episodes, current = state["episodes"], self._tensors()
+        if set(episodes) != set(current):
+            raise ValueError(
+                "The saved simulation and this one differ in obs_type/action_type (the record of reads), or it was "
+                "saved by another version of the project."
+            )
+        for name, tensor in current.items():
+            saved = episodes[name]
+            if saved.shape != tensor.shape or saved.dtype != tensor.dtype:
                 raise ValueError(
                     f"The saved simulation's {name} is {tuple(saved.shape)} {saved.dtype}, this one's "
-                    f"{tuple(current.shape)} {current.dtype}: it was saved from an environment with other arguments."
+                    f"{tuple(tensor.shape)} {tensor.dtype}: it was saved from an environment with other arguments."
                 )
         if ("optimizer" in state) != (self.optimizer is not None):
             raise ValueError("The saved simulation and this one differ in learn_perception.")
         if self.optimizer is not None:
             self.core.load_state_dict(state["core"])
             self.optimizer.load_state_dict(state["optimizer"])
-        for name in self._episode_state():
-            setattr(self, name, episodes[name].to(self.device).clone())
-
-    def _episode_state(self) -> tuple[str, ...]:
-        return self.EPISODE_STATE + (("read", "read_values") if self.record else ())
+        restored = {name: episodes[name].to(self.device).clone() for name in current}
+        for name in self.EPISODE_STATE:
+            setattr(self, name, restored.pop(name))
+        self.state = EpisodeState(**restored)
 
     def observation(self) -> torch.Tensor:
         """``concat(histogram, prediction)``, ``(N, H + 10)``."""
-        return torch.cat([self.histogram, self.prediction], dim=-1)
+        return self.state.observation()
 
     def record_observation(self) -> dict[str, torch.Tensor]:
-        """The ``"record"`` observation: ``summary`` ``(N, H + 10)`` (:meth:`observation`), ``mask``
-        ``(N, 784)`` (1 where pixel cell ``i * 28 + j`` was read), ``pixels`` ``(N, 784)`` (the grey
-        level read there, 0 elsewhere) and ``step`` ``(N, 1)`` (glimpses taken). Built from the glimpses taken
-        only: never from unread pixels or the label."""
-        return {
-            "summary": self.observation(),
-            "mask": self.read.flatten(1).float(),
-            "pixels": self.read_values.flatten(1).clone(),
-            "step": self.elapsed[:, None].float(),
-        }
+        """The ``"record"`` observation (:meth:`envs.episode.EpisodeState.record_observation`):
+        ``summary`` ``(N, H + 10)``, ``mask`` ``(N, 784)``, ``pixels`` ``(N, 784)`` and ``step`` ``(N, 1)``."""
+        return self.state.record_observation()
 
     def reset(
         self,
@@ -349,20 +373,13 @@ class GlimpseSimulator:
         self.images[rows] = images.to(self.images.dtype) / 255.0
         self.labels[rows] = labels
         self.indices[rows] = indices
-        self.histogram[rows] = 0.0
-        self.log_prob[rows] = -math.log(NUM_CLASSES)
-        self.prediction[rows] = 1.0 / NUM_CLASSES
-        self.elapsed[rows] = 0
-        self.trail[rows] = 0.0
-        self.trail_values[rows] = 0.0
-        if self.record:
-            self.read[rows] = False
-            self.read_values[rows] = 0.0
+        self.state = reset(self.state, rows)
 
     @torch.no_grad()
     def step(self, actions: torch.Tensor, active: torch.Tensor | None = None) -> StepResult:
-        """Take one glimpse in every episode; ``actions`` ``(N, 2)`` in ``[-1, 1]`` (clipped), or
-        ``(N,)`` integer pixel indices ``i * 28 + j`` in ``[0, 784)`` (read at the pixel's centre).
+        """Take one glimpse in every episode (:func:`envs.episode.step`); ``actions`` ``(N, 2)`` in
+        ``[-1, 1]`` (clipped), or ``(N,)`` integer pixel indices ``i * 28 + j`` in ``[0, 784)`` (read at
+        the pixel's centre).
 
         :param active: optional bool ``(N,)``: only these episodes advance; the others keep their
             state and report reward 0 and ``terminated=False``.
@@ -370,49 +387,27 @@ class GlimpseSimulator:
         """
         if actions.dtype.is_floating_point:
             check_actions(actions, self.num_envs)
-            coords = action_to_pixel(actions.to(self.device, torch.float32).clamp(-1.0, 1.0))
+            actions = actions.to(self.device, torch.float32)
         else:
             check_pixel_actions(actions, self.num_envs)
-            pixels = actions.to(self.device, torch.long)
-            coords = torch.stack([pixels // IMAGE_SIZE, pixels % IMAGE_SIZE], dim=-1).float()
-        if active is None:
-            active = torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
-        if bool((active & (self.elapsed >= self.max_glimpses)).any()):
+            actions = actions.to(self.device, torch.long)
+        ended = self.state.elapsed >= self.max_glimpses
+        if bool((ended if active is None else active & ended).any()):
             raise RuntimeError("step() called on a terminated episode; call reset() first.")
-        histogram, logits, values = self.core.glimpse(self.histogram, self.images, coords, self.sampler)
-        column = active.unsqueeze(-1)
-        self.histogram = torch.where(column, histogram, self.histogram)
-        self.prediction = torch.where(column, torch.softmax(logits, dim=-1), self.prediction)
-        rows = torch.arange(self.num_envs, device=self.device)
-        step = self.elapsed.clamp(max=self.max_glimpses - 1)
-        self.trail[rows, step] = torch.where(column, coords, self.trail[rows, step])
-        self.trail_values[rows, step] = torch.where(active, values, self.trail_values[rows, step])
-        self.elapsed += active.long()
-        if self.record:  # the cell the glimpse falls in (nearest centre, halves to even) and the value read
-            cell = coords.round().long().clamp(0, IMAGE_SIZE - 1)
-            flat = cell[:, 0] * IMAGE_SIZE + cell[:, 1]
-            read, read_values = self.read.view(self.num_envs, -1), self.read_values.view(self.num_envs, -1)
-            read_values[rows, flat] = torch.where(active, values, read_values[rows, flat])
-            read[rows, flat] |= active
-
-        log_prob = torch.log_softmax(logits, dim=-1).gather(1, self.labels[:, None]).squeeze(1)
-        terminated = active & (self.elapsed >= self.max_glimpses)
-        correct = logits.argmax(dim=-1) == self.labels
-        if self.reward_mode == "dense":
-            reward = torch.where(active, log_prob - self.log_prob, 0.0)
-        else:
-            reward = (terminated & correct).float()
-        self.log_prob = torch.where(active, log_prob, self.log_prob)
-        if self.optimizer is not None and bool(terminated.any()):
-            self.learn(terminated)
+        out = episode_step(
+            self.state, actions, self.images, self.core, self.sampler, self.labels, self.reward_mode, active
+        )
+        self.state = out.state
+        if self.optimizer is not None and bool(out.terminated.any()):
+            self.learn(out.terminated)
         info = {
-            "glimpse": coords,
-            "value": values,
-            "prediction": self.prediction.clone(),
+            "glimpse": out.coords,
+            "value": out.values,
+            "prediction": self.state.prediction,
             "label": self.labels.clone(),
-            "correct": correct,
+            "correct": out.correct,
         }
-        return StepResult(self.observation(), reward, terminated, info)
+        return StepResult(self.observation(), out.reward, out.terminated, info)
 
     def reset_info(self) -> dict[str, torch.Tensor]:
         """The :data:`INFO_KEYS` of episodes that just started: the image shown and the (uniform)
