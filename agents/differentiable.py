@@ -232,9 +232,7 @@ class DualOptimizerTrainer:
         if self.attention_target == "value":
             # What the policy saw and read is detached (a stated decision): the value head regresses
             # the loss drops of the glimpses taken; it is not a path into the core.
-            chosen = self.policy.chosen_scores(
-                episode.observations.detach(), episode.coords.detach(), episode.values.detach()
-            )
+            chosen = self.policy.chosen_scores(episode.observations.detach(), episode.coords.detach(), episode.records)
             attention = value_loss(chosen, logits, labels)
         else:
             attention = attention_loss(logits, labels, self.attention_target)

@@ -19,12 +19,12 @@ from torch import nn
 
 from agents.checkpoint import SavedPolicy
 from envs.data import IMAGE_SIZE
-from envs.sampler import Sampler, pixel_centres, pixel_to_action
+from envs.episode import NUM_PIXELS, Candidates
+from envs.sampler import pixel_centres, pixel_to_action
 
-#: An episode's glimpses so far, ``(coords (B, t, 2) pixel units, values (B, t))``.
-History = tuple[torch.Tensor, torch.Tensor]
-
-NUM_PIXELS = IMAGE_SIZE * IMAGE_SIZE
+#: What a ``memory="pixels"`` policy scores from besides the summary: the record of the episode's
+#: reads, ``(mask (B, 784), pixels (B, 784))`` (:meth:`envs.episode.EpisodeState.record_observation`).
+Record = tuple[torch.Tensor, torch.Tensor]
 #: What a :class:`PixelAttention` remembers of its episode besides the observation.
 MEMORIES = ("none", "pixels")
 #: How a :class:`PixelAttention` explores in training (:meth:`PixelAttention.read`).
@@ -36,8 +36,8 @@ class PixelAttention(SavedPolicy, nn.Module):
 
     * **Acting** (``forward``, eval mode, the environment): the highest-scoring pixel's centre,
       ``action = pixel_to_action(centre[argmax scores_t])``, ``(B, 2)`` in ``[-1, 1]``.
-    * **Training** (:meth:`read` in train mode): a straight-through Gumbel-softmax choice whose
-      relaxation mixes what ``K`` candidate pixels would add to the histogram (see :meth:`read`).
+    * **Training** (:meth:`candidate_pixels` in train mode): a straight-through Gumbel-softmax choice whose
+      relaxation mixes what ``K`` candidate pixels would add to the histogram (see :meth:`candidate_pixels`).
       Mixing the candidates' *increments*, not their locations and values, matters: a glimpse at the
       mean location with the mean grey level is no pixel at all, and a relaxation that mixes
       locations and values collapses onto a few distinct pixels (docs/studies/choosing-pixels.md).
@@ -52,13 +52,13 @@ class PixelAttention(SavedPolicy, nn.Module):
     :param candidates: ``K``, pixels whose increments the training relaxation mixes (>= 1).
     :param memory: ``"none"``: scores from the observation alone. ``"pixels"``: the policy also sees
         the pixels read so far in the episode as the masked image ``(mask, mask * image)``
-        (:meth:`masked_image`, ``(B, 2 * 784)``, detached: a record, not a path for gradients), fed to
-        the MLP beside the observation, and never reads a pixel twice, as GDFS's selector does. The
-        episode's glimpses come from :func:`agents.rollout.run_episodes` (``history``) or from the
-        environment's record observation (``obs_type="record"``), which holds the same mask and grey
-        levels; on the default observation such a policy cannot act (:meth:`choose` refuses). Its
-        results: docs/studies/pixel-memory.md.
-    :param exploration: how :meth:`read` chooses in training. ``"gumbel"``: the relaxed choice among
+        (``(B, 2 * 784)``, detached: a record, not a path for gradients), fed to the MLP beside the
+        observation, and never reads a pixel twice, as GDFS's selector does. It reads them from the
+        record observation that the episode state carries
+        (:meth:`envs.episode.EpisodeState.record_observation`: what :func:`agents.rollout.run_episodes`
+        passes it, and the environment's ``obs_type="record"``); on the default observation such a
+        policy cannot act (:meth:`choose` refuses). Its results: docs/studies/pixel-memory.md.
+    :param exploration: how :meth:`candidate_pixels` chooses in training. ``"gumbel"``: the relaxed choice among
         ``K`` candidates above, whose weights learn from what each candidate would add. ``"epsilon"``:
         one pixel, the best-scoring one or, with probability :attr:`noise`, one drawn uniformly
         (among the unread ones with ``memory="pixels"``), no relaxation: the scores are then a value
@@ -115,6 +115,12 @@ class PixelAttention(SavedPolicy, nn.Module):
 
     checkpoint_kind = "pixel-attention"
 
+    @property
+    def reads_record(self) -> bool:
+        """Whether the policy scores from the record of reads (``memory="pixels"``): it then acts on the
+        record observation (:class:`~agents.rollout.PixelReader`)."""
+        return self.memory == "pixels"
+
     def checkpoint_config(self) -> dict:
         """The constructor's arguments, for checkpoints."""
         return {
@@ -127,20 +133,14 @@ class PixelAttention(SavedPolicy, nn.Module):
             "exploration": self.exploration,
         }
 
-    def scores(
-        self,
-        observation: torch.Tensor | dict[str, torch.Tensor],
-        step: int | torch.Tensor,
-        history: History | None = None,
-    ) -> torch.Tensor:
+    def scores(self, observation: torch.Tensor | dict[str, torch.Tensor], step: int | torch.Tensor) -> torch.Tensor:
         """Unnormalised log-probabilities of the 784 pixels (row-major), ``(B, 784)``.
 
-        :param observation: ``(B, H + 10)``, or the environment's record observation
-            (``obs_type="record"``: a dict whose ``summary``, ``mask`` and ``pixels`` are what
-            :meth:`masked_image` builds from ``history``, so no ``history`` is needed).
-        :param history: the episode's glimpses before ``step``, ``(coords (B, step, 2), values (B, step))``;
-            ``memory="pixels"`` needs it (its :meth:`masked_image`), and gives the pixels already read the
-            lowest score. ``memory="none"`` ignores it.
+        :param observation: ``(B, H + 10)``, or the record observation (a dict whose ``summary`` is
+            that, ``mask`` and ``pixels`` the record of reads:
+            :meth:`envs.episode.EpisodeState.record_observation`, the environment's ``obs_type="record"``).
+            ``memory="pixels"`` needs the record, and gives the pixels already read the lowest score;
+            ``memory="none"`` ignores it.
         :param step: the glimpse ``t`` being chosen, one for the batch or ``(B,)`` integers, one per row
             (a PPO minibatch mixes the steps of its episodes).
         """
@@ -160,14 +160,11 @@ class PixelAttention(SavedPolicy, nn.Module):
         if self.memory == "none":
             return self.net(observation) + self.beta[step]
         if record is None:
-            if history is None or history[1].shape != (observation.shape[0], step):
-                found = None if history is None else tuple(history[1].shape)
-                raise ValueError(
-                    f"PixelAttention(memory='pixels') scores glimpse {step} from the episode's {step} earlier "
-                    f"glimpses: history=(coords (B, {step}, 2), values (B, {step})) with B = {observation.shape[0]}, "
-                    f"got values of shape {found}. agents.rollout.run_episodes passes it."
-                )
-            record = self.masked_image(history)
+            raise ValueError(
+                "PixelAttention(memory='pixels') scores from the record of the episode's reads: pass the record "
+                "observation (a dict with summary, mask and pixels: envs.episode.EpisodeState.record_observation, "
+                "or an environment made with obs_type='record'); agents.rollout.run_episodes passes it."
+            )
         mask, seen = record
         scores = self.net(torch.cat([observation, mask, seen], dim=-1)) + self.beta[step]
         return scores.masked_fill(mask > 0, torch.finfo(scores.dtype).min)  # never the same pixel twice
@@ -187,28 +184,12 @@ class PixelAttention(SavedPolicy, nn.Module):
             )
         return self.scores(observation, step).argmax(dim=-1)
 
-    @staticmethod
-    def masked_image(history: History) -> tuple[torch.Tensor, torch.Tensor]:
-        """The pixels read so far as ``(mask, mask * image)``, ``(B, 784)`` each, detached, from the
-        episode's glimpses ``history = (coords (B, t, 2) pixel centres, values (B, t))``."""
-        coords, values = history
-        flat = _pixel_index(coords)  # (B, t)
-        empty = values.new_zeros(values.shape[0], NUM_PIXELS)
-        return empty.scatter(1, flat, 1.0), empty.scatter(1, flat, values.detach())
+    def candidate_pixels(self, observation: torch.Tensor | dict[str, torch.Tensor], step: int) -> Candidates:
+        """Choose pixels for :func:`envs.episode.step` to read: ``Candidates(pixels (B, K), weights (B, K))``.
 
-    def read(
-        self,
-        observation: torch.Tensor,
-        step: int,
-        images: torch.Tensor,
-        sampler: Sampler,
-        history: History | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Choose and read pixels: ``(coords (B, K, 2) pixel units, values (B, K), weights (B, K))``.
-
-        Candidate ``k`` is glimpse ``(coords[:, k], values[:, k])``; the core's histogram moves by the
-        ``weights``-mixture of the candidates' increments (:func:`agents.rollout.run_episodes`).
-        ``history``: the episode's glimpses so far, as in :meth:`scores`.
+        Candidate ``k`` is pixel ``pixels[:, k]``; the core's histogram moves by the ``weights``-mixture
+        of the candidates' increments (straight-through, :func:`envs.episode.step`). ``observation``:
+        as in :meth:`scores`.
 
         * Eval mode: ``K = 1``, the best pixel (:meth:`forward`), weight 1.
         * Train mode with ``exploration="epsilon"``: ``K = 1``, the best pixel or, with probability
@@ -219,39 +200,42 @@ class PixelAttention(SavedPolicy, nn.Module):
           all ``K`` increments, so each candidate's score learns from what reading that pixel would
           have added.
         """
-        scores = self.scores(observation, step, history)
+        scores = self.scores(observation, step)
         if not self.training or self.exploration == "epsilon":
             chosen = scores.argmax(dim=-1, keepdim=True)  # (B, 1)
             if self.training:  # epsilon-greedy: a uniform pixel (never one already read) with probability noise
                 uniform = torch.rand_like(scores).masked_fill(scores == torch.finfo(scores.dtype).min, -1.0)
                 explore = torch.rand(scores.shape[0], 1, device=scores.device) < self.noise
                 chosen = torch.where(explore, uniform.argmax(dim=-1, keepdim=True), chosen)
-            coords = self.centres[chosen]  # (B, 1, 2)
-            values, weights = _read(sampler, images, coords), torch.ones(coords.shape[:2], device=coords.device)
+            weights = torch.ones(chosen.shape, device=scores.device)
         else:
             gumbel = -torch.empty_like(scores).exponential_().log()  # -log Exp(1) ~ Gumbel(0, 1), as F.gumbel_softmax
             perturbed, chosen = (scores + self.noise * gumbel).topk(
                 min(self.candidates, NUM_PIXELS), dim=-1
             )  # best first
-            coords = self.centres[chosen]  # (B, K, 2)
-            values, weights = _read(sampler, images, coords), torch.softmax(perturbed / self.temperature, dim=-1)
-        return coords, values, weights
+            weights = torch.softmax(perturbed / self.temperature, dim=-1)
+        return Candidates(chosen, weights)
 
-    def chosen_scores(self, observations: torch.Tensor, coords: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    def chosen_scores(
+        self, observations: torch.Tensor, coords: torch.Tensor, records: Record | None = None
+    ) -> torch.Tensor:
         """The scores of the pixels an episode read, ``(T, B)``, with gradient to the policy's parameters:
         what a value head (``exploration="epsilon"``) predicted for each glimpse it took.
 
         :param observations: ``(T, B, H + 10)`` what each glimpse was chosen from.
         :param coords: ``(T, B, 2)`` the pixels read, in pixel units (centres).
-        :param values: ``(T, B)`` their grey levels (the record a ``memory="pixels"`` policy scores from).
+        :param records: ``(mask (T, B, 784), pixels (T, B, 784))``, the record each glimpse was chosen
+            from (:attr:`agents.rollout.Episode.records`); ``memory="pixels"`` needs it.
         """
-        coords_b, values_b = coords.transpose(0, 1), values.transpose(0, 1)
-        flat = _pixel_index(coords_b)  # (B, T)
+        flat = _pixel_index(coords.transpose(0, 1))  # (B, T)
+
+        def seen(t: int) -> torch.Tensor | dict[str, torch.Tensor]:
+            if records is None:
+                return observations[t]
+            return {"summary": observations[t], "mask": records[0][t], "pixels": records[1][t]}
+
         return torch.stack(
-            [
-                self.scores(observations[t], t, (coords_b[:, :t], values_b[:, :t])).gather(1, flat[:, t : t + 1])[:, 0]
-                for t in range(observations.shape[0])
-            ]
+            [self.scores(seen(t), t).gather(1, flat[:, t : t + 1])[:, 0] for t in range(observations.shape[0])]
         )
 
     def repeat_probability(self, observations: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
@@ -286,9 +270,3 @@ def _pixel_index(coords: torch.Tensor) -> torch.Tensor:
     """Row-major index ``i * 28 + j`` (int64) of the pixel centres ``coords`` ``(..., 2)`` (pixel units)."""
     index = coords.round().long()
     return index[..., 0] * IMAGE_SIZE + index[..., 1]
-
-
-def _read(sampler: Sampler, images: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
-    """``sampler`` at ``coords`` ``(B, K, 2)`` of each image ``(B, 28, 28)`` -> ``(B, K)``."""
-    batch, k = coords.shape[:2]
-    return sampler(images.repeat_interleave(k, dim=0), coords.reshape(-1, 2)).view(batch, k)

@@ -89,8 +89,9 @@ class EpisodeState:
         """``concat(h_t, softmax(z_t))``, ``(B, H + 10)``."""
         return torch.cat([self.histogram, self.prediction], dim=-1)
 
-    def record_observation(self) -> dict[str, torch.Tensor]:
-        """The observation with the record of reads: ``summary`` ``(B, H + 10)`` (:meth:`observation`),
+    def record_observation(self, summary: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The observation with the record of reads: ``summary`` ``(B, H + 10)`` (:meth:`observation`,
+        or the ``summary`` given, e.g. a detached one),
         ``mask`` ``(B, 784)`` (1 where cell ``i * 28 + j`` was read), ``pixels`` ``(B, 784)`` (the grey
         level read there, 0 elsewhere) and ``step`` ``(B, 1)`` (``t``, float). Built from the glimpses
         taken only, never from unread pixels or the label.
@@ -100,7 +101,7 @@ class EpisodeState:
         if self.read is None:
             raise ValueError("This episode state keeps no record of reads: build it with initial_state(record=True).")
         return {
-            "summary": self.observation(),
+            "summary": self.observation() if summary is None else summary,
             "mask": self.read.float(),
             "pixels": self.read_values.clone(),
             "step": self.elapsed[:, None].float(),
