@@ -9,8 +9,9 @@ import torch
 from agents.baselines import FixedSequence
 from agents.differentiable import DualOptimizerTrainer
 from agents.pixel_attention import NUM_PIXELS, PixelAttention
-from agents.rollout import look, run_episodes
+from agents.rollout import run_episodes
 from envs.data import load_mnist
+from envs.episode import initial_state, pixel_coords, read_candidates, step
 from envs.glimpse_env import MnistGlimpseEnv
 from envs.perception import PerceptionCore
 from envs.sampler import Sampler, action_to_pixel, pixel_to_action
@@ -46,7 +47,9 @@ def test_training_reads_real_pixels_best_first(batch, mode):
     policy, core = make_agent()
     observation = core.observation(core.initial_histogram(len(images)))
     torch.manual_seed(1)
-    coords, values, weights = policy.train().read(observation, 0, images, Sampler(mode))
+    chosen = policy.train().candidate_pixels(observation, 0)
+    coords, weights = pixel_coords(chosen.pixels), chosen.weights
+    values = read_candidates(Sampler(mode), images, coords)
     assert coords.shape == (len(images), 16, 2) and values.shape == weights.shape == (len(images), 16)
     index = coords.long()
     assert torch.equal(coords, index.float())
@@ -57,7 +60,8 @@ def test_training_reads_real_pixels_best_first(batch, mode):
     torch.testing.assert_close(weights.sum(-1), torch.ones(len(images)))
     assert torch.all(weights[:, 0] >= weights.max(-1).values)  # candidate 0 is the sampled choice
     policy.eval()
-    coords, values, weights = policy.read(observation, 0, images, Sampler(mode))
+    chosen = policy.candidate_pixels(observation, 0)
+    coords, weights = pixel_coords(chosen.pixels), chosen.weights
     assert coords.shape == (len(images), 1, 2) and torch.equal(weights, torch.ones(len(images), 1))
     torch.testing.assert_close(pixel_to_action(coords[:, 0]), policy(observation, 0))
 
@@ -68,12 +72,15 @@ def test_training_glimpse_is_candidate_zero_with_the_mixture_gradient(batch):
     images, _ = batch
     policy, core = make_agent()
     policy.train()
-    histogram = core.initial_histogram(len(images))
-    observation = core.observation(histogram)
+    state = initial_state(core, len(images), 3)
+    histogram, observation = state.histogram, state.observation()
     torch.manual_seed(1)
-    new, coords, values = look(policy, core, histogram, observation, 0, images, Sampler("nearest"))
+    out = step(state, policy.candidate_pixels(observation, 0), images, core, Sampler("nearest"))
+    new, coords, values = out.state.histogram, out.coords, out.values
     torch.manual_seed(1)
-    cand_coords, cand_values, weights = policy.read(observation, 0, images, Sampler("nearest"))
+    chosen = policy.candidate_pixels(observation, 0)
+    cand_coords, weights = pixel_coords(chosen.pixels), chosen.weights
+    cand_values = read_candidates(Sampler("nearest"), images, cand_coords)
     assert torch.equal(coords, cand_coords[:, 0]) and torch.equal(values, cand_values[:, 0])
     assert torch.equal(new, core.observe(histogram, coords, values))
     probe = torch.randn(core.histogram_size)
@@ -201,21 +208,20 @@ def test_memory_sees_the_masked_image_and_never_rereads(batch, mode):
     flat = (flat[..., 0] * 28 + flat[..., 1]).T  # (B, T)
     assert all(len(set(row.tolist())) == 30 for row in flat)  # 30 distinct pixels per image
     assert (flat[:, 0] == 100).all()
-    mask, seen = policy.masked_image((episode.coords.transpose(0, 1), episode.values.transpose(0, 1)))
-    expected = torch.zeros_like(mask).scatter(1, flat, 1.0)
+    # the record the state carried before the last glimpse: the 29 pixels read before it, and their grey levels
+    mask, seen = episode.records[0][-1], episode.records[1][-1]
+    expected = torch.zeros_like(mask).scatter(1, flat[:, :29], 1.0)
     torch.testing.assert_close(mask, expected)
     torch.testing.assert_close(seen, images.flatten(1) * expected)  # the grey levels read, where read
-    # scores see the history they are given: the pixels in it are never chosen, others can be
+    # scores see the record they are given: the pixels in it are never chosen, others can be
     observation = core.observation(core.initial_histogram(len(images)))
-    history = (episode.coords[:2].transpose(0, 1), episode.values[:2].transpose(0, 1))
-    scores = policy.scores(observation, 2, history)
+    record = {"summary": observation, "mask": episode.records[0][2], "pixels": episode.records[1][2]}
+    scores = policy.scores(record, 2)
     assert (scores.gather(1, flat[:, :2]) == torch.finfo(scores.dtype).min).all()
     assert (scores.argmax(-1) != 100).all()  # the favourite, read at step 0, is out
-    # the history must be the episode's glimpses before this step
-    with pytest.raises(ValueError, match=r"glimpse 1 from the episode's 1 earlier glimpses.*got values of shape None"):
+    # without the record it cannot score
+    with pytest.raises(ValueError, match=r"scores from the record of the episode's reads: pass the record observation"):
         policy.scores(observation, 1)
-    with pytest.raises(ValueError, match=r"got values of shape \(16, 2\)"):
-        policy.scores(observation, 3, history)
     # it trains through the dual optimizers, and refuses what it cannot do
     trainer = DualOptimizerTrainer(policy.train(), core, Sampler("bilinear"), 30, attention_target="label")
     before = policy.net[0].weight.detach().clone()
