@@ -13,14 +13,22 @@ a package named ``envs`` of its own reaches the same package as ``mnist_glimpse`
 install maps to this folder; every module here imports its siblings relatively)::
 
     env = gymnasium.make("mnist_glimpse:MnistGlimpse-v0")
+
+Whichever name is imported first, the other one is an alias of it (:mod:`envs.aliases`): one copy
+of every module, cache and class per process.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import Any
 
 from gymnasium.envs.registration import register, registry
+
+from .aliases import alias_package
+
+alias_package(sys.modules[__name__])
 
 ENV_ID = "MnistGlimpse-v0"
 

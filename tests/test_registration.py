@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import warnings
+from pathlib import Path
 
 import gymnasium
 import numpy as np
@@ -193,3 +194,50 @@ def test_a_project_with_its_own_envs_package_reaches_the_env_as_mnist_glimpse(tm
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["True", "True", "True", "mnist_glimpse.vector_env"]
+
+
+def test_both_names_load_one_copy_of_every_module(tmp_path):
+    """``envs`` and ``mnist_glimpse`` are one package: the same module objects, classes and caches."""
+    result = run_python(
+        """
+        import envs
+        import mnist_glimpse
+        import mnist_glimpse.perception
+        from mnist_glimpse.vector_env import MnistGlimpseVectorEnv
+        import envs.perception, envs.vector_env, envs.data
+        from mnist_glimpse.data import load_mnist
+        assert mnist_glimpse is envs
+        assert mnist_glimpse.perception is envs.perception and MnistGlimpseVectorEnv is envs.vector_env.MnistGlimpseVectorEnv
+        assert load_mnist is envs.data.load_mnist and mnist_glimpse.perception.__name__ == 'envs.perception'
+        core = mnist_glimpse.perception.load_pretrained(shared=True)
+        assert core is envs.perception.load_pretrained(shared=True)
+        assert isinstance(core, envs.perception.PerceptionCore)
+        print('ok')
+        """,
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_mnist_glimpse_imported_first_makes_envs_its_alias(tmp_path):
+    """Imported first as ``mnist_glimpse`` (here from a folder that links to this package), the package is
+    also what ``import envs`` gives, when that ``envs`` is this package."""
+    (tmp_path / "mnist_glimpse").symlink_to(Path(envs.__file__).parent, target_is_directory=True)
+    result = run_python(
+        f"""
+        import sys
+        sys.path.insert(0, {str(tmp_path)!r})
+        import mnist_glimpse
+        assert mnist_glimpse.__file__.startswith({str(tmp_path)!r}), mnist_glimpse.__file__
+        from mnist_glimpse.simulator import GlimpseSimulator
+        import envs
+        from envs.simulator import GlimpseSimulator as Again
+        assert envs is mnist_glimpse and Again is GlimpseSimulator
+        assert envs.simulator.__name__ == 'mnist_glimpse.simulator'
+        print('ok')
+        """,
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
