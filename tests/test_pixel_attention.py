@@ -11,7 +11,8 @@ from agents.differentiable import DualOptimizerTrainer
 from agents.pixel_attention import NUM_PIXELS, PixelAttention
 from agents.rollout import run_episodes
 from envs.data import load_mnist
-from envs.episode import initial_state, pixel_coords, read_candidates, step
+from envs.episode import initial_state, pixel_coords, read_candidates
+from envs.episode import step as episode_step
 from envs.glimpse_env import MnistGlimpseEnv
 from envs.perception import PerceptionCore
 from envs.sampler import Sampler, action_to_pixel, pixel_to_action
@@ -75,7 +76,7 @@ def test_training_glimpse_is_candidate_zero_with_the_mixture_gradient(batch):
     state = initial_state(core, len(images), 3)
     histogram, observation = state.histogram, state.observation()
     torch.manual_seed(1)
-    out = step(state, policy.candidate_pixels(observation, 0), images, core, Sampler("nearest"))
+    out = episode_step(state, policy.candidate_pixels(observation, 0), images, core, Sampler("nearest"))
     new, coords, values = out.state.histogram, out.coords, out.values
     torch.manual_seed(1)
     chosen = policy.candidate_pixels(observation, 0)
