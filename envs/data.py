@@ -4,9 +4,14 @@ The four standard IDX files live gzipped in ``envs/mnist/`` (package data), so a
 installed wheel works offline and nothing is ever downloaded. On first use in a process each
 ``.gz`` is checked against its SHA-256, decompressed in memory, its contents checked against their
 SHA-256 too, and parsed as IDX (big-endian header, then the ``uint8`` payload). Nothing is written
-to disk and no other copy is ever read, so only verified bytes become images. Images are then kept
-once per process and device as ``uint8`` tensors of shape ``(N, 28, 28)``; every environment and
-agent shares them. Pickling a split stores only which split it is (:meth:`MnistSplit.__reduce__`).
+to disk and no other copy is ever read, so only verified bytes become images. Pickling a split
+stores only which split it is (:meth:`MnistSplit.__reduce__`).
+
+Caches: :func:`load_mnist` keeps each split once per process, as read from the files
+(``_CPU_CACHE``) and on each device (``_DEVICE_CACHE``), ``uint8`` tensors of shape ``(N, 28, 28)``
+that every environment and agent shares. They are read-only by contract: nothing in the project
+writes into them (the simulator copies the images it shows into its own tensors); a user who wants
+to change a split takes ``split.images.clone()``. :func:`clear_cache` empties both.
 """
 
 from __future__ import annotations
@@ -131,8 +136,19 @@ def _read_idx(source_dir: Path, name: str) -> np.ndarray:
     return np.frombuffer(payload, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
 
 
+#: ``(split, data folder) -> MnistSplit`` on the CPU, as read (see the module's docstring).
 _CPU_CACHE: dict[tuple[str, str], MnistSplit] = {}
+#: ``(split, data folder, device) -> MnistSplit``: what :func:`load_mnist` returns, shared.
 _DEVICE_CACHE: dict[tuple[str, str, str], MnistSplit] = {}
+
+
+def clear_cache() -> None:
+    """Forget every split loaded in this process (both caches): the next :func:`load_mnist` reads and
+    verifies the files again."""
+    _CPU_CACHE.clear()
+    _DEVICE_CACHE.clear()
+
+
 FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -150,7 +166,8 @@ def _load_cpu(split: str, source_dir: Path) -> MnistSplit:
 def load_mnist(
     split: str = "train", device: torch.device | str = "cpu", data_dir: str | os.PathLike | None = None
 ) -> MnistSplit:
-    """Return one MNIST split on ``device``, loaded and verified once per process.
+    """Return one MNIST split on ``device``, loaded and verified once per process (the caches of the
+    module's docstring: the tensors are shared, never write into them).
 
     :param split: ``"train"`` (60,000 images) or ``"test"`` (10,000 images).
     :param device: where the ``uint8`` images and ``int64`` labels live.

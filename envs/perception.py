@@ -6,7 +6,14 @@ histogram) + :class:`ClassifierHead` (histogram -> 10 class logits). One glimpse
 ``[-1, 1]``. Agents and environments hold a reference to one instance; nothing copies it.
 
 Checkpoints are plain ``torch.save`` dictionaries ``{"format", "config", "state_dict"}`` that load
-on any device (:meth:`PerceptionCore.save`, :meth:`PerceptionCore.load`).
+on any device (:meth:`PerceptionCore.save`, :meth:`PerceptionCore.load`). Loading one leaves torch's
+global generator where it was: the core's random initialisation, overwritten at once by the
+checkpoint's weights, runs under ``torch.random.fork_rng``, so a seeded run draws the same numbers
+whether or not, and how often, it loaded a core first.
+
+The one process-wide cache here is :func:`load_pretrained`'s ``shared=True`` instance (one per
+device): read-only by contract, checked whenever it is handed out (:func:`load_pretrained`), emptied
+by :func:`clear_pretrained_cache`.
 """
 
 from __future__ import annotations
@@ -320,7 +327,8 @@ class PerceptionCore(nn.Module):
 
     @classmethod
     def from_checkpoint(cls, checkpoint: dict, source: str = "checkpoint") -> PerceptionCore:
-        """Build a core from a loaded checkpoint dictionary, checking that it is one."""
+        """Build a core from a loaded checkpoint dictionary, checking that it is one. Torch's global
+        generator is left as it was (the core is built on the CPU under ``torch.random.fork_rng``)."""
         if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
             found = checkpoint.get("format") if isinstance(checkpoint, dict) else type(checkpoint).__name__
             raise ValueError(
@@ -332,7 +340,8 @@ class PerceptionCore(nn.Module):
             config = PerceptionConfig(**checkpoint["config"])
         except TypeError as error:
             raise ValueError(f"{source} has an unknown perception config {checkpoint['config']!r}: {error}") from None
-        core = cls(config)
+        with torch.random.fork_rng(devices=[]):  # the random init is overwritten below: leave the generator be
+            core = cls(config)
         state = checkpoint.get("state_dict")
         broken = non_finite(state or {})
         if broken:
@@ -390,7 +399,14 @@ def perception_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return nn.functional.cross_entropy(logits.flatten(0, 1), targets)
 
 
-_PRETRAINED: dict[str, PerceptionCore] = {}
+#: :func:`load_pretrained`'s shared instances: device -> (core, a copy of its weights as read, to
+#: check it against). Emptied by :func:`clear_pretrained_cache`.
+_PRETRAINED: dict[str, tuple[PerceptionCore, dict[str, torch.Tensor]]] = {}
+
+
+def clear_pretrained_cache() -> None:
+    """Forget :func:`load_pretrained`'s shared instances: the next ``shared=True`` call reads the file again."""
+    _PRETRAINED.clear()
 
 
 def load_pretrained(device: torch.device | str = "cpu", shared: bool = False) -> PerceptionCore:
@@ -398,7 +414,11 @@ def load_pretrained(device: torch.device | str = "cpu", shared: bool = False) ->
 
     :param shared: return the one process-wide instance for ``device`` (read once from disk; what
         environments that do not train their core use, so 1,000 of them hold one set of weights).
-        Never train a shared instance; without ``shared`` you get a fresh copy of your own.
+        It is read-only: its parameters do not require gradients, and it is handed out only while
+        its weights are those read and it is in eval mode. Without ``shared`` you get a fresh copy
+        of your own, to train or change as you like.
+    :raises RuntimeError: if a user in this process changed the shared instance (wrote its weights,
+        made them require gradients or put it in train mode), naming what changed and the fix.
     """
     if not PRETRAINED_PATH.is_file():
         raise FileNotFoundError(
@@ -410,5 +430,24 @@ def load_pretrained(device: torch.device | str = "cpu", shared: bool = False) ->
         return PerceptionCore.load(PRETRAINED_PATH, device).eval()
     key = str(torch.device(device))
     if key not in _PRETRAINED:
-        _PRETRAINED[key] = PerceptionCore.load(PRETRAINED_PATH, device).eval().requires_grad_(False)
-    return _PRETRAINED[key]
+        core = PerceptionCore.load(PRETRAINED_PATH, device).eval().requires_grad_(False)
+        _PRETRAINED[key] = core, {name: tensor.clone() for name, tensor in core.state_dict().items()}
+    core, weights = _PRETRAINED[key]
+    written = any(not torch.equal(tensor, weights[name]) for name, tensor in core.state_dict().items())
+    changed = [
+        what
+        for what, bad in (
+            ("its weights were written", written),
+            ("its parameters require gradients", any(p.requires_grad for p in core.parameters())),
+            ("it is in train mode", core.training),
+        )
+        if bad
+    ]
+    if changed:
+        raise RuntimeError(
+            f"The shared packaged core on {key} was changed in this process ({', '.join(changed)}): a shared core "
+            "is read-only, and every environment and agent of the process holds it. Train a copy of your own "
+            "(envs.perception.load_pretrained(device) without shared=True, or an environment made with "
+            "learn_perception=True)."
+        )
+    return core

@@ -417,3 +417,45 @@ def test_the_32x4_core_is_packaged_and_checked():
     core = PerceptionCore.load(CORE_32X4_PATH)
     assert (core.config.channels, core.config.n_bins, core.config.encoding) == (32, 4, "plain")
     assert core.observation_size == 138
+
+
+def test_loading_a_core_leaves_the_global_generator_alone(tmp_path):
+    """Reading the packaged core (first time in the process or not, shared or not) and any saved core
+    draws nothing from torch's global generator: a seeded run does not depend on what was loaded before."""
+    from envs import perception
+
+    perception.clear_pretrained_cache()
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    load_pretrained(shared=True)
+    load_pretrained()
+    path = tmp_path / "core.pt"
+    PerceptionCore(PerceptionConfig(channels=4, n_bins=2, encoding="embedding")).save(path)
+    torch.manual_seed(0)
+    PerceptionCore.load(path)
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_the_shared_core_is_read_only():
+    """The shared packaged core is handed out only unchanged; a user who changed it is told to take a copy."""
+    from envs import perception
+
+    perception.clear_pretrained_cache()
+    shared = load_pretrained(shared=True)
+    assert load_pretrained(shared=True) is shared and not shared.training
+    assert not any(p.requires_grad for p in shared.parameters())
+    own = load_pretrained()
+    assert own is not shared and all(p.requires_grad for p in own.parameters())
+    for change, message in (
+        (lambda core: core.train(), "it is in train mode"),
+        (lambda core: core.requires_grad_(True), "its parameters require gradients"),
+        (lambda core: core.head.net[0].bias.data.add_(1.0), "its weights were written"),
+    ):
+        perception.clear_pretrained_cache()
+        change(load_pretrained(shared=True))
+        with pytest.raises(
+            RuntimeError, match=f"shared packaged core on cpu was changed in this process \\({message}\\)"
+        ):
+            load_pretrained(shared=True)
+    perception.clear_pretrained_cache()
+    assert load_pretrained(shared=True).training is False  # read again from the file
