@@ -29,7 +29,7 @@ from torch import nn
 from .atomic import write_atomic
 from .data import IMAGE_SIZE, NUM_CLASSES, file_sha256
 from .digest import check_digest, with_digest
-from .sampler import Sampler, pixel_centres, pixel_to_action
+from .sampler import pixel_centres, pixel_to_action
 from .soft_ordering import RecurrentSoftOrdering
 
 #: The packaged pretrained core that environments load by default: a 16x32 ``learned`` core trained
@@ -275,24 +275,6 @@ class PerceptionCore(nn.Module):
     def forward(self, histogram: torch.Tensor) -> torch.Tensor:
         """Class logits ``(B, 10)`` of a histogram ``(B, H)``."""
         return self.head(histogram)
-
-    def glimpse(
-        self, histogram: torch.Tensor, images: torch.Tensor, coords: torch.Tensor, sampler: Sampler
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One full glimpse step, the one computation every env and agent runs.
-
-        ``values = sampler(images, coords)``; ``histogram' = observe(histogram, coords, values)``;
-        ``logits = self(histogram')``.
-
-        :param histogram: ``(B, H)`` current state.
-        :param images: ``(B, 28, 28)`` float images in ``[0, 1]``.
-        :param coords: ``(B, 2)`` glimpse locations ``(i, j)`` in pixel units.
-        :param sampler: the read-out kernel.
-        :return: ``(histogram', logits (B, 10), values (B,))``.
-        """
-        values = sampler(images, coords)
-        histogram = self.observe(histogram, coords, values)
-        return histogram, self(histogram), values
 
     def replay(self, coords: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """Re-read recorded glimpses from the empty histogram: ``coords`` ``(B, T, 2)`` pixel units,

@@ -121,7 +121,9 @@ def test_observation_is_what_the_core_computes(make_env, core, test_split):
     for action in random_actions(4, 4):
         observation, _, _, _, step_info = env.step(action)
         coords = (torch.as_tensor(action[None]) + 1.0) * 13.5
-        histogram, logits, values = core.glimpse(histogram, image, coords, Sampler("bilinear"))
+        values = Sampler("bilinear")(image, coords)
+        histogram = core.observe(histogram, coords, values)
+        logits = core(histogram)
         np.testing.assert_allclose(
             observation, core.observation(histogram, logits)[0].detach().numpy(), rtol=1e-6, atol=1e-6
         )

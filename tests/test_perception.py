@@ -19,7 +19,7 @@ from envs.perception import (
     load_pretrained,
     perception_loss,
 )
-from envs.sampler import Sampler, pixel_to_action
+from envs.sampler import pixel_to_action
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -68,17 +68,6 @@ def test_observe_feeds_normalised_coordinates_and_value(core):
     torch.testing.assert_close(core.observe(histogram, coords, values), expected, rtol=0.0, atol=0.0)
 
 
-def test_glimpse_is_sample_observe_classify(core, test_split):
-    images = test_split.images[:3].float() / 255.0
-    coords = torch.tensor([[10.2, 14.7], [5.0, 5.0], [20.5, 13.0]])
-    sampler = Sampler("bilinear")
-    histogram = core.observe(core.initial_histogram(3), torch.rand(3, 2) * 27, torch.rand(3))
-    new_histogram, logits, values = core.glimpse(histogram, images, coords, sampler)
-    torch.testing.assert_close(values, sampler(images, coords), rtol=0.0, atol=0.0)
-    torch.testing.assert_close(new_histogram, core.observe(histogram, coords, values), rtol=0.0, atol=0.0)
-    torch.testing.assert_close(logits, core(new_histogram), rtol=0.0, atol=0.0)
-
-
 def test_replay_equals_stepping_observe(core):
     coords, values = recorded_glimpses(5, 6, 2)
     logits = core.replay(coords, values)
@@ -106,14 +95,6 @@ def test_perception_loss_is_mean_cross_entropy_over_glimpses(core):
     torch.testing.assert_close(perception_loss(logits, labels), manual, rtol=1e-6, atol=1e-6)
     perception_loss(logits, labels).backward()
     assert all(parameter.grad is not None for parameter in core.parameters())
-
-
-def test_gradients_reach_coordinates_through_sampler(core, test_split):
-    images = test_split.images[:2].float() / 255.0
-    coords = torch.tensor([[12.3, 14.6], [15.2, 11.4]], requires_grad=True)
-    histogram, logits, _ = core.glimpse(core.initial_histogram(2), images, coords, Sampler("bilinear"))
-    logits.sum().backward()
-    assert coords.grad is not None and float(coords.grad.abs().sum()) > 0
 
 
 def test_save_load_round_trip(make_core, tmp_path):
