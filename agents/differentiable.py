@@ -130,7 +130,7 @@ class DualOptimizerTrainer:
         :meth:`~agents.pixel_attention.PixelAttention.repeat_probability` in the attention loss (0 = off).
     :param pixel_estimator: what learns from a :class:`~agents.rollout.PixelReader`'s relaxed choice:
         ``"mixture"`` (the weights, the core and the earlier glimpses) or ``"taken"`` (the weights only;
-        the core learns from the glimpses taken). See :func:`agents.rollout.look`.
+        the core learns from the glimpses taken). See :func:`envs.episode.step`.
     :param attention_credit: which losses train a glimpse's choice: ``"episode"`` (its own and every
         later glimpse's) or ``"greedy"`` (its own only, as GDFS). The core
         learns from the whole episode either way. See :func:`agents.rollout.run_episodes`.

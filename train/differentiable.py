@@ -79,7 +79,7 @@ class Args:
     sampler_gradient: Recipe[Literal["bilinear", "bicubic", "gaussian"] | None] = None
     """straight-through: read with `sampler`, take the location gradient from this kernel"""
     pixel_estimator: Recipe[Literal["mixture", "taken"]] = "mixture"
-    """pixel policy: what learns from the relaxed choice (agents.rollout.look)"""
+    """pixel policy: what learns from the relaxed choice (envs.episode.step)"""
     pixel_repeat_penalty: Recipe[float] = 0.0
     """pixel policy without memory: weight of PixelAttention.repeat_probability in the attention loss"""
     lr_final: Recipe[float] = 1.0
