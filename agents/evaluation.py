@@ -16,7 +16,7 @@ import torch
 
 from agents.cli import UserFileExistsError
 from agents.output import lock_output
-from agents.rollout import GlimpsePolicy, run_episodes
+from agents.rollout import GlimpsePolicy
 from envs.atomic import write_atomic
 from envs.data import load_mnist
 from envs.perception import PerceptionCore
@@ -31,24 +31,28 @@ def accuracy_by_glimpse(
     policy: GlimpsePolicy,
     core: PerceptionCore,
     glimpses: int,
-    sampler: Sampler | None = None,
+    sampler: Sampler | str | None = None,
     split: str = "test",
     batch_size: int = 2500,
     device: torch.device | str = "cpu",
+    limit: int | None = None,
 ) -> torch.Tensor:
-    """Fraction of ``split`` classified correctly after each glimpse ``t = 1..T``: a ``(T,)`` tensor.
+    """Fraction of ``split`` classified correctly after each glimpse ``t = 1..T``: a ``(T,)`` tensor,
+    through the environment (:func:`play`, a batch of ``batch_size`` images at a time).
 
     :param sampler: the read-out; default ``nearest`` (one real pixel per glimpse).
-    :param batch_size: images per forward pass (memory only; the result does not depend on it,
+    :param batch_size: images per environment (memory only; the result does not depend on it,
         except through a policy's own randomness).
+    :param limit: the first ``limit`` images of the split only (default: all).
     """
     data = load_mnist(split, device)
+    size = len(data) if limit is None else limit
     correct = torch.zeros(glimpses, device=device)
-    for start in range(0, len(data), batch_size):
-        images = data.images[start : start + batch_size]
-        labels = data.labels[start : start + batch_size]
+    for start in range(0, size, batch_size):
+        stop = min(start + batch_size, size)
+        images, labels = data.images[start:stop], data.labels[start:stop]
         correct += accuracy_on(policy, core, images, labels, glimpses, sampler) * labels.shape[0]
-    return correct / len(data)
+    return correct / size
 
 
 @torch.no_grad()
@@ -58,16 +62,16 @@ def accuracy_on(
     images: torch.Tensor,
     labels: torch.Tensor,
     glimpses: int,
-    sampler: Sampler | None = None,
+    sampler: Sampler | str | None = None,
 ) -> torch.Tensor:
-    """Fraction of one batch classified correctly after each glimpse: a ``(T,)`` tensor.
+    """Fraction of one batch classified correctly after each glimpse: a ``(T,)`` tensor (:func:`play`).
 
-    :param images: ``uint8`` ``(B, 28, 28)`` grey levels (converted to ``[0, 1]`` here).
+    :param images: ``uint8`` ``(B, 28, 28)`` grey levels.
     :param labels: ``(B,)`` true classes.
     :param sampler: the read-out; default ``nearest`` (one real pixel per glimpse).
     """
-    episode = run_episodes(policy, core, sampler or Sampler("nearest"), images.float() / 255.0, glimpses)
-    return (episode.logits.argmax(dim=-1) == labels).float().mean(dim=1)
+    correct, _, _ = play(policy, core, images, labels, glimpses, sampler)
+    return correct.float().mean(dim=1)
 
 
 @torch.no_grad()
@@ -75,59 +79,63 @@ def agent_glimpses(
     policy: GlimpsePolicy, core: PerceptionCore, glimpses: int, images: torch.Tensor, batch_size: int = 2500
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The glimpses an agent (``policy`` reading with ``core``) takes on ``images`` (``uint8``
-    ``(N, 28, 28)``) with the ``nearest`` read-out: ``coords`` ``(N, T, 2)`` pixel units, ``values`` ``(N, T)``."""
+    ``(N, 28, 28)``) with the ``nearest`` read-out, through the environment (:func:`play`):
+    ``coords`` ``(N, T, 2)`` pixel units, ``values`` ``(N, T)``."""
     coords, values = [], []
     for start in range(0, len(images), batch_size):
-        batch = images[start : start + batch_size].float() / 255.0
-        episode = run_episodes(policy, core, Sampler("nearest"), batch, glimpses)
-        coords.append(episode.coords.transpose(0, 1))
-        values.append(episode.values.transpose(0, 1))
+        batch = images[start : start + batch_size]
+        labels = torch.zeros(len(batch), dtype=torch.long, device=batch.device)  # unused: only the glimpses count
+        _, coords_b, values_b = play(policy, core, batch, labels, glimpses)
+        coords.append(coords_b)
+        values.append(values_b)
     return torch.cat(coords), torch.cat(values)
 
 
 @torch.no_grad()
-def accuracy_in_env(
+def play(
     policy: GlimpsePolicy,
     core: PerceptionCore,
+    images: torch.Tensor,
+    labels: torch.Tensor,
     glimpses: int,
-    sampler: Sampler | str = "nearest",
-    split: str = "test",
-    batch_size: int = 2500,
-    device: torch.device | str = "cpu",
-    limit: int | None = None,
-) -> torch.Tensor:
-    """As :func:`accuracy_by_glimpse`, through the environment: each batch of
-    images runs as one :class:`~envs.vector_env.MnistGlimpseVectorEnv` whose observations the policy
-    acts on (``limit``: the first images of the split only). A policy that picks pixels (``choose``, e.g. :class:`~agents.pixel_attention.PixelAttention`)
-    acts with ``action_type="pixel"`` on ``obs_type="record"``; any other with continuous actions on
-    the default observation. The environment computes what :func:`accuracy_by_glimpse` computes, with
-    the same operations, so the two agree (``tests/test_record.py``)."""
+    sampler: Sampler | str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One episode of ``policy`` on each image, in one :class:`~envs.vector_env.MnistGlimpseVectorEnv`
+    (made with ``core``, ``sampler``, the images' device): the one evaluation path of every agent.
+
+    A policy that picks pixels (``choose``, e.g. :class:`~agents.pixel_attention.PixelAttention`) acts
+    with ``action_type="pixel"`` on ``obs_type="record"``; any other with continuous actions on the
+    default observation, ``policy(observation, t)``.
+
+    :param images: ``uint8`` ``(B, 28, 28)`` grey levels.
+    :param labels: ``(B,)`` true classes.
+    :param sampler: the read-out; default ``nearest`` (one real pixel per glimpse).
+    :return: ``correct`` ``(T, B)`` bool (the argmax of the logits after glimpse ``t + 1`` is the label),
+        ``coords`` ``(B, T, 2)`` the glimpses (pixel units) and ``values`` ``(B, T)`` the values read.
+    """
     from envs.vector_env import MnistGlimpseVectorEnv
 
     pixel = hasattr(policy, "choose")
-    size = len(load_mnist(split, device)) if limit is None else limit
-    correct = torch.zeros(glimpses, device=device)
-    for start in range(0, size, batch_size):
-        index = torch.arange(start, min(start + batch_size, size))
-        env = MnistGlimpseVectorEnv(
-            len(index),
-            glimpses,
-            split=split,
-            sampler=sampler,
-            perception=core,
-            device=device,
-            array_type="torch",
-            obs_type="record" if pixel else "summary",
-            action_type="pixel" if pixel else "continuous",
-        )
-        observation, _ = env.reset(options={"index": index.numpy()})
-        labels = env.sim.labels.clone()
-        for step in range(glimpses):
-            action = policy.choose(observation, step) if pixel else policy(observation, step)
-            observation, *_ = env.step(action)  # the last step returns the last observation (next_step autoreset)
-            summary = observation["summary"] if pixel else observation
-            correct[step] += (summary[:, -10:].argmax(dim=-1) == labels).sum()
-    return correct / size
+    env = MnistGlimpseVectorEnv(
+        len(labels),
+        glimpses,
+        split="test",
+        sampler=sampler or "nearest",
+        perception=core,
+        device=images.device,
+        array_type="torch",
+        obs_type="record" if pixel else "summary",
+        action_type="pixel" if pixel else "continuous",
+    )
+    observation, _ = env.reset(seed=0, options={"image": images.cpu().numpy(), "label": labels.cpu().numpy()})
+    correct, coords, values = [], [], []
+    for step in range(glimpses):
+        action = policy.choose(observation, step) if pixel else policy(observation, step)
+        observation, _, _, _, info = env.step(action)  # next_step autoreset: the last step ends, no reset yet
+        correct.append(env.sim.state.logits.argmax(dim=-1) == labels)
+        coords.append(info["glimpse"])
+        values.append(info["value"])
+    return torch.stack(correct), torch.stack(coords, dim=1), torch.stack(values, dim=1)
 
 
 def accuracy_table(accuracy: torch.Tensor) -> dict[str, float]:

@@ -14,7 +14,7 @@ glimpse policies:
   (:meth:`~envs.perception.PerceptionCore.replay`, the environment's computation).
 
 With ``--checkpoints``, trained agents (any ``train/`` script's ``checkpoint.pt``) are measured the
-same way, each through the environment on the core it carries (:func:`agents.evaluation.accuracy_in_env`).
+same way, each through the environment on the core it carries (:func:`agents.evaluation.accuracy_by_glimpse`).
 
 It also reports, per policy, the largest fall of accuracy from one glimpse count to a later one (a
 reader that gets worse with more evidence shows a positive fall).
@@ -36,7 +36,7 @@ import torch
 import tyro
 
 from agents.checkpoint import load_agent
-from agents.evaluation import accuracy_in_env, agent_glimpses
+from agents.evaluation import accuracy_by_glimpse, agent_glimpses
 from agents.shipped import load_shipped_agent
 from envs.atomic import write_atomic
 from envs.data import load_mnist
@@ -155,7 +155,7 @@ def main(args: Args) -> dict:
             print(f"{name:<32} {policy_name:<18} {_budgets(curve)}   largest fall {100 * largest_fall(curve):.1f}")
     for path in args.checkpoints:
         policy, core, checkpoint = load_agent(path)
-        curve = accuracy_in_env(policy, core, checkpoint["glimpses"], limit=args.images).numpy()
+        curve = accuracy_by_glimpse(policy, core, checkpoint["glimpses"], limit=args.images).numpy()
         results.setdefault("agents", {})[path] = {
             "accuracy": [round(float(a), 4) for a in curve],
             "largest_fall": round(largest_fall(curve), 4),

@@ -14,6 +14,7 @@ from gymnasium.wrappers import FlattenObservation
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import envs  # noqa: F401 - registers MnistGlimpse-v0
+from envs.sampler import Sampler
 from envs.sb3 import MnistGlimpseSB3VecEnv
 
 MODES = [("record", "continuous"), ("record", "pixel"), ("summary", "pixel")]
@@ -158,12 +159,14 @@ def test_sb3_ppo_multi_input_and_maskable_ppo_train_on_the_record():
 
 @pytest.mark.parametrize("kind", ["fixed", "attention", "gaussian", "pixel", "pixel-memory"])
 def test_every_policy_scores_the_same_through_the_environment(core, kind):
-    """train/evaluate.py evaluates through the environment; its figures equal the rollout's, exactly."""
+    """Every agent is evaluated through the environment; its figures equal those of the differentiable
+    rollout (the same episode step, with gradients on), exactly."""
     from agents.attention import AttentionNetwork
     from agents.baselines import FixedSequence
-    from agents.evaluation import accuracy_in_env, accuracy_on
+    from agents.evaluation import accuracy_by_glimpse
     from agents.pixel_attention import PixelAttention
     from agents.reinforce import GaussianAttentionPolicy
+    from agents.rollout import run_episodes
     from envs.data import load_mnist
 
     glimpses, size = 6, 300
@@ -179,8 +182,9 @@ def test_every_policy_scores_the_same_through_the_environment(core, kind):
         if kind.startswith("pixel"):  # random scores, so that the choices depend on what was read
             torch.nn.init.normal_(policy.net[-1].weight, std=1.0)
     test = load_mnist("test")
-    expected = accuracy_on(policy, core, test.images[:size], test.labels[:size], glimpses)
-    got = accuracy_in_env(policy, core, glimpses, batch_size=size, limit=size)
+    logits = run_episodes(policy, core, Sampler("nearest"), test.images[:size].float() / 255.0, glimpses).logits
+    expected = (logits.argmax(dim=-1) == test.labels[:size]).float().mean(dim=1)
+    got = accuracy_by_glimpse(policy, core, glimpses, batch_size=size, limit=size)
     assert torch.equal(expected, got), (expected, got)
 
 
@@ -189,13 +193,13 @@ def test_the_shipped_agent_reproduces_its_documented_accuracy_through_the_enviro
     from pathlib import Path
 
     from agents import shipped
-    from agents.evaluation import accuracy_in_env, accuracy_table
+    from agents.evaluation import accuracy_by_glimpse, accuracy_table
 
     policy, core, checkpoint = shipped.load_shipped_agent()
     study = Path(__file__).resolve().parents[1] / "experiments/results/studies/best_preset_one_command.json"
     documented = json.loads(study.read_text())["metrics"]["test_accuracy"]
     assert checkpoint["test_accuracy"] == documented
-    assert accuracy_table(accuracy_in_env(policy, core, checkpoint["glimpses"])) == documented
+    assert accuracy_table(accuracy_by_glimpse(policy, core, checkpoint["glimpses"])) == documented
     assert shipped.AGENT_PATH.stat().st_size <= 5 * 2**20
     monkeypatch.setattr(shipped, "AGENT_SHA256", "0" * 64)
     with pytest.raises(ValueError, match="shipped agent .* is damaged or replaced: SHA-256 .* Reinstall the package"):

@@ -24,7 +24,7 @@ import tyro
 
 from agents.checkpoint import load_agent
 from agents.cli import plain_text, run_main, user_errors
-from agents.evaluation import accuracy_in_env, accuracy_lines, accuracy_table
+from agents.evaluation import accuracy_by_glimpse, accuracy_lines, accuracy_table
 from envs.config import resolve_device
 from envs.sampler import Sampler
 
@@ -57,7 +57,7 @@ def main(args: Args) -> dict:
     glimpses = args.glimpses or checkpoint["glimpses"]
     print(f"evaluating {checkpoint['agent']} from {args.checkpoint} on {device}", file=sys.stderr)
     torch.manual_seed(args.seed)
-    accuracy = accuracy_in_env(policy, core, glimpses, sampler=Sampler(args.sampler), device=device)
+    accuracy = accuracy_by_glimpse(policy, core, glimpses, sampler=Sampler(args.sampler), device=device)
     result = {
         "agent": checkpoint["agent"],
         "test_accuracy": accuracy_table(accuracy),

@@ -25,7 +25,7 @@ PPO from scratch, ``ppo-joint``, with PPO from the fixed sequence, ``ppo-joint-f
 policy class (:class:`agents.ppo.PixelActorCriticPolicy` over a
 :class:`~agents.pixel_attention.PixelAttention`), so ``--init-from`` may start it from a trained
 pixel agent (``train/differentiable.py --preset best``), whose core the environment then runs. Such
-an agent is evaluated through the environment (:func:`agents.evaluation.accuracy_in_env`).
+an agent is evaluated through the environment (:func:`agents.evaluation.accuracy_by_glimpse`, as every agent).
 
 Writes ``OUT/model.zip`` (SB3's ``PPO.load``), ``OUT/checkpoint.pt`` (policy + core, for
 ``train/evaluate.py``), ``OUT/metrics.json`` (nearest-pixel test accuracy after 1, 2, 5, 10, 25
@@ -48,7 +48,6 @@ from agents.checkpoint import save_agent
 from agents.cli import UserValueError, plain_text, run_main, user_errors
 from agents.evaluation import (
     accuracy_by_glimpse,
-    accuracy_in_env,
     accuracy_table,
     claim_output,
     summary,
@@ -274,8 +273,7 @@ def main(args: Args, stop_after: int | None = None) -> dict:
         print("evaluating on the 10,000 test images ...", flush=True)
         policy.eval()
         core = batched.core.eval()
-        evaluate = accuracy_in_env if pixel else accuracy_by_glimpse  # a record policy acts through the environment
-        nearest = evaluate(policy, core, args.glimpses, device=device)
+        nearest = accuracy_by_glimpse(policy, core, args.glimpses, device=device)
         for glimpses, accuracy in accuracy_table(nearest).items():
             model.logger.record(f"eval/test_accuracy_nearest_{glimpses}", accuracy)
         model.logger.dump(model.num_timesteps)

@@ -45,7 +45,6 @@ from agents.checkpoint import save_agent
 from agents.cli import plain_text, run_main, user_errors
 from agents.evaluation import (
     accuracy_by_glimpse,
-    accuracy_in_env,
     accuracy_on,
     accuracy_table,
     claim_output,
@@ -317,8 +316,8 @@ def main(args: Args, stop_after: int | None = None) -> dict:
         print("evaluating on the 10,000 test images ...", flush=True)
         actor.eval()
         core = env.core  # the core the env ran: packaged (frozen) or the env's own trained copy (joint)
-        if pixel:  # a record policy acts through the environment
-            nearest, sampled = accuracy_in_env(actor, core, args.glimpses, device=device), None
+        if pixel:
+            nearest, sampled = accuracy_by_glimpse(actor, core, args.glimpses, device=device), None
         else:
             nearest = accuracy_by_glimpse(policy, core, args.glimpses, device=device)
             sampled = accuracy_by_glimpse(SampledGlimpses(policy), core, args.glimpses, device=device)
