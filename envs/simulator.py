@@ -400,14 +400,16 @@ class GlimpseSimulator:
         self.state = out.state
         if self.optimizer is not None and bool(out.terminated.any()):
             self.learn(out.terminated)
+        prediction = self.state.prediction
         info = {
             "glimpse": out.coords,
             "value": out.values,
-            "prediction": self.state.prediction,
+            "prediction": prediction,
             "label": self.labels.clone(),
             "correct": out.correct,
         }
-        return StepResult(self.observation(), out.reward, out.terminated, info)
+        observation = torch.cat([self.state.histogram, prediction], dim=-1)  # EpisodeState.observation
+        return StepResult(observation, out.reward, out.terminated, info)
 
     def reset_info(self) -> dict[str, torch.Tensor]:
         """The :data:`INFO_KEYS` of episodes that just started: the image shown and the (uniform)
