@@ -80,6 +80,7 @@ def checkpoint(tmp_path, core):
     return path
 
 
+@pytest.mark.slow
 def test_evaluate_prints_the_table_and_json_behind_a_flag(checkpoint, capsys):
     from train import evaluate
 
@@ -108,6 +109,7 @@ def test_a_stage_ended_early_says_why_and_leaves_a_complete_bar(capsys):
     bar.close()
 
 
+@pytest.mark.slow
 def test_ppo_prints_its_evaluations_and_a_resumed_bar_starts_where_it_resumed(tmp_path, core, capsys):
     from train import ppo
 
