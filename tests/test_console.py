@@ -26,7 +26,12 @@ from agents.checkpoint import save_agent
 from agents.cli import plain_text
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = sorted((ROOT / "train").glob("*.py"))
+SCRIPTS = [  # every script a user runs: train/, experiments/, benchmarks/
+    path
+    for folder in ("train", "experiments", "benchmarks")
+    for path in sorted((ROOT / folder).glob("*.py"))
+    if path.name != "__init__.py"
+]
 MARKUP = re.compile(r"``|:[a-z]+(:[a-z]+)?:`")
 
 
