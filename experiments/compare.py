@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agents.cli import UserValueError, run_main
+from agents.cli import UserValueError, plain_text, run_main
 from envs.atomic import write_atomic
 
 # No torch, matplotlib or agents at import time (only the standard library, and envs.atomic with
@@ -656,5 +656,5 @@ def main(args: Args) -> list[tuple[str, int, str]]:
 if __name__ == "__main__":
     import tyro
 
-    outcomes = run_main(main, tyro.cli(Args))
+    outcomes = run_main(main, tyro.cli(Args, description=plain_text(__doc__)))
     sys.exit(1 if any(status == "failed" for _, _, status in outcomes) else 0)

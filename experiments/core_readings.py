@@ -36,6 +36,7 @@ import torch
 import tyro
 
 from agents.checkpoint import load_agent
+from agents.cli import plain_text
 from agents.evaluation import accuracy_in_env, agent_glimpses
 from agents.shipped import load_shipped_agent
 from envs.atomic import write_atomic
@@ -169,4 +170,4 @@ def main(args: Args) -> dict:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    main(tyro.cli(Args, description=plain_text(__doc__)))
