@@ -121,6 +121,14 @@ def predictor_step(
     return float(loss.detach())
 
 
+def concrete_sample(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """A reparameterised sample ``(B, 784)`` of the Concrete (relaxed one-hot) distribution of
+    ``logits`` at ``temperature``. The distribution's check that its probabilities sum to 1 is off:
+    a peaked float32 softmax can miss that by more than its tolerance."""
+    temperature = torch.tensor(temperature, device=logits.device)
+    return RelaxedOneHotCategorical(temperature, logits=logits, validate_args=False).rsample()
+
+
 def gumbel_choice(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """One unread pixel per row drawn from ``softmax((scores - 1e6 * m) / 0.2)`` by the Gumbel-max
     trick, as a one-hot ``(B, 784)`` (no gradient)."""
@@ -154,8 +162,7 @@ def selector_step(
     total = 0.0
     for _ in range(glimpses):
         scores = selector(images, mask)
-        soft = RelaxedOneHotCategorical(torch.tensor(temperature, device=images.device), logits=scores / LOGIT_SCALE)
-        soft_mask = torch.maximum(mask, soft.rsample())
+        soft_mask = torch.maximum(mask, concrete_sample(scores / LOGIT_SCALE, temperature))
         loss = F.cross_entropy(predictor(images, soft_mask), labels)
         (loss / glimpses).backward()
         total += float(loss.detach())
@@ -199,13 +206,12 @@ def validate_selection(
     selector.eval()
     predictor.eval()
     soft_total, hard_total = 0.0, 0.0
-    tau = torch.tensor(temperature, device=images.device)
     for start in range(0, images.shape[0], batch_size):
         x, y = images[start : start + batch_size], labels[start : start + batch_size]
         mask = x.new_zeros(x.shape)
         for _ in range(glimpses):
             logits = (selector(x, mask) - READ_PENALTY * mask) / LOGIT_SCALE
-            soft = RelaxedOneHotCategorical(tau, logits=logits).sample()
+            soft = concrete_sample(logits, temperature).detach()
             soft_mask = torch.maximum(mask, soft)
             mask = torch.maximum(mask, F.one_hot(soft.argmax(dim=-1), NUM_PIXELS).to(mask.dtype))
             soft_total += float(F.cross_entropy(predictor(x, soft_mask), y, reduction="sum"))

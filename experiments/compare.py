@@ -219,6 +219,8 @@ class Args:
     """cpu, cuda or auto, for every run"""
     address: str | None = None
     """a Ray cluster to run on ("auto": the one this machine belongs to); default: a local Ray"""
+    no_train: bool = False
+    """train nothing: only write the tables and the figure from the finished runs under OUT"""
     where_they_look: bool = False
     """also draw where each method looks (needs the checkpoints of the first seed's runs)"""
 
@@ -410,7 +412,7 @@ def markdown_table(
 def _commands(methods: Sequence[str], where: str) -> str:
     """Each method's command: the comparison's, and the training command it runs for seed K."""
     return "\n".join(
-        f"- `{m}`: `python experiments/compare.py --methods {m}` runs "
+        f"- `{m}`: `python experiments/compare.py --methods {m}{' --gpu' if METHODS[m].gpu_only else ''}` runs "
         f"`{' '.join(METHODS[m].command('K', f'{where}/{m}/seedK'))}`"
         for m in methods
     )
@@ -682,7 +684,7 @@ def main(args: Args) -> list[tuple[str, int, str]]:
         f"({'cluster ' + args.address if args.address else f'local, {args.jobs} at a time'}, "
         f"{args.torch_threads} thread(s) each); runs in {out}"
     )
-    outcomes = launch(args, methods, out)
+    outcomes = [] if args.no_train else launch(args, methods, out)
 
     runs = finished_runs(out)
     doc.parent.mkdir(parents=True, exist_ok=True)
