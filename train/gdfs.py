@@ -35,7 +35,7 @@ import torch
 import tyro
 
 from agents.cli import UserValueError, plain_text, run_main
-from agents.evaluation import accuracy_table, claim_output, summary, write_metrics
+from agents.evaluation import accuracy_table, claim_output, curve_milestones, curve_point, summary, write_metrics
 from agents.gdfs import (
     NUM_PIXELS,
     GdfsAgent,
@@ -114,12 +114,7 @@ class Args:
     """seconds between saves of OUT/resume.pt during training (also written on SIGINT/SIGTERM)"""
 
 
-#: Stage-2 optimizer steps at which the curve is recorded: 1, 2, 5 times the powers of ten.
-def curve_milestones(limit: int = 10**7) -> list[int]:
-    """``[1, 2, 5, 10, 20, 50, ...]`` up to ``limit``."""
-    return [m * 10**k for k in range(int(math.log10(limit)) + 1) for m in (1, 2, 5) if m * 10**k <= limit]
-
-
+#: Stage-2 optimizer steps at which the curve is recorded.
 MILESTONES = set(curve_milestones())
 #: Stage names in the log and in metrics.json: 0 is the predictor's, k >= 1 the k-th temperature's.
 PREDICTOR_STAGE = 0
@@ -275,8 +270,7 @@ def main(args: Args, stop_after: int | None = None) -> dict:
             return
         paused = time.time()
         accuracy = accuracy_by_glimpse(selector, predictor, curve_images, curve_labels, args.eval_glimpses)
-        table = {b: v for b, v in accuracy_table(accuracy).items() if b in ("5", "10", "25")}
-        run["curve"].append({"step": run["selector_steps"], "seconds": round(run["clock"], 1), "accuracy": table})
+        run["curve"].append(curve_point(run["selector_steps"], run["clock"], accuracy))
         timer["start"] += time.time() - paused
 
     def end_epoch() -> None:
