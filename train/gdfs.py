@@ -345,6 +345,7 @@ def main(args: Args, stop_after: int | None = None) -> dict:
                     if run["selector_steps"] in MILESTONES:
                         record_curve()
                 run["batch"] += 1
+            run["clock"] = time.time() - timer["start"]  # the last validation included
             run["stopped"] = run["stopped"] or "every stage ended"
             if run["stage"] > PREDICTOR_STAGE:
                 record_curve()  # the last step's weights
