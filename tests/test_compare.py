@@ -220,3 +220,4 @@ def test_gdfs_rows_at_equal_compute_and_on_the_gpu_only(tmp_path):
     section = text.split("## GDFS run here, beside the best agent")[1]
     assert "| differentiable-best |" in section and "| gdfs-at-our-budget |" in section and "| gdfs-full |" in section
     assert "| gdfs-" not in text.split("## GDFS run here")[0]  # not in the other tables
+    assert "| GDFS (Covert et al., ICML 2023): published | — | — | ~69 |" in section
