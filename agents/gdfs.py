@@ -159,16 +159,16 @@ def selector_step(
     """
     optimizer.zero_grad(set_to_none=True)
     mask = images.new_zeros(images.shape)
-    total = 0.0
+    total = images.new_zeros(())  # summed on the device: no synchronisation per selection
     for _ in range(glimpses):
         scores = selector(images, mask)
         soft_mask = torch.maximum(mask, concrete_sample(scores / LOGIT_SCALE, temperature))
         loss = F.cross_entropy(predictor(images, soft_mask), labels)
         (loss / glimpses).backward()
-        total += float(loss.detach())
+        total += loss.detach()
         mask = torch.maximum(mask, gumbel_choice(scores, mask))
     optimizer.step()
-    return total / glimpses
+    return float(total) / glimpses
 
 
 @torch.no_grad()
@@ -205,7 +205,7 @@ def validate_selection(
     modes = [(net, net.training) for net in (selector, predictor)]
     selector.eval()
     predictor.eval()
-    soft_total, hard_total = 0.0, 0.0
+    soft_total, hard_total = images.new_zeros(()), images.new_zeros(())
     for start in range(0, images.shape[0], batch_size):
         x, y = images[start : start + batch_size], labels[start : start + batch_size]
         mask = x.new_zeros(x.shape)
@@ -214,12 +214,12 @@ def validate_selection(
             soft = concrete_sample(logits, temperature).detach()
             soft_mask = torch.maximum(mask, soft)
             mask = torch.maximum(mask, F.one_hot(soft.argmax(dim=-1), NUM_PIXELS).to(mask.dtype))
-            soft_total += float(F.cross_entropy(predictor(x, soft_mask), y, reduction="sum"))
-            hard_total += float(F.cross_entropy(predictor(x, mask), y, reduction="sum"))
+            soft_total += F.cross_entropy(predictor(x, soft_mask), y, reduction="sum")
+            hard_total += F.cross_entropy(predictor(x, mask), y, reduction="sum")
     for net, mode in modes:
         net.train(mode)
     count = images.shape[0] * glimpses
-    return soft_total / count, hard_total / count
+    return float(soft_total) / count, float(hard_total) / count
 
 
 @torch.no_grad()
