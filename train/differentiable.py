@@ -21,7 +21,8 @@ warm start, as they share the packaged one) and written to ``OUT/core/perception
 ``OUT/core/perception.pt`` exists reuses it.
 
 Writes ``OUT/checkpoint.pt`` (attention + core), ``OUT/metrics.json`` (nearest-pixel test accuracy
-after 1, 2, 5, 10, 25 glimpses) and ``OUT/glimpses.png``; TensorBoard logs go to ``OUT/tb``.
+after 1, 2, 5, 10, 25 glimpses; with ``--curve-images`` also the accuracy along the dual steps, as
+``train/gdfs.py`` records GDFS's) and ``OUT/glimpses.png``; TensorBoard logs go to ``OUT/tb``.
 """
 
 from __future__ import annotations
