@@ -238,6 +238,26 @@ def test_train_script_smoke(tmp_path):
 
 
 @pytest.mark.slow
+def test_curve_images_record_the_accuracy_along_the_dual_steps_and_change_no_result(tmp_path):
+    """--curve-images: test accuracy at dual steps 0, 1, 2 and 4 (the last), the run otherwise the same."""
+    import train.differentiable as script
+
+    def run(name, **extra):
+        args = script.Args(
+            glimpses=5, epochs=1, readout_epochs=0, batch_size=15_000, out=str(tmp_path / name), device="cpu"
+        )
+        return script.main(script.dataclasses.replace(args, **extra))
+
+    plain, curved = run("plain"), run("curve", curve_images=100)
+    assert "curve" not in plain and curved["curve_images"] == 100
+    assert [point["step"] for point in curved["curve"]] == [0, 1, 2, 4]
+    assert all(list(point["accuracy"]) == ["5"] for point in curved["curve"])
+    assert curved["test_accuracy"] == plain["test_accuracy"]
+    with pytest.raises(ValueError, match="--curve-images must be between 0"):
+        run("bad", curve_images=-1)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("memory", ["none", "pixels"])
 def test_train_script_pixel_policy_and_time_budget(tmp_path, memory):
     """--policy pixel trains a PixelAttention (its noise annealed), evaluate.py reads it back; a
