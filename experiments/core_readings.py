@@ -92,7 +92,8 @@ def random_policy_accuracy(core: PerceptionCore, args: Args, pixel: bool, settle
     rng = np.random.default_rng(args.seed)
     observation, _ = env.reset(seed=args.seed, options={"index": np.arange(args.images)})
     labels = env.sim.labels.cpu().numpy()
-    place = rng.uniform(-1, 1, (args.images, 2)).astype(np.float32)  # where the settling policy returns
+    # where the settling policy returns: its own generator, so that its first glimpses are the random ones
+    place = np.random.default_rng([args.seed, 1]).uniform(-1, 1, (args.images, 2)).astype(np.float32)
     accuracy = []
     for t in range(args.glimpses):
         if pixel:
