@@ -1,6 +1,7 @@
 # make venv   create .venv and install the package (editable) with its test and experiment extras
 # make demo   a few test episodes of the shipped trained agent, on its own core (agents.shipped.ENV_KWARGS); saves their glimpse trails to runs/demo/
-# make test   ruff (lint + format check), then the whole test suite (several minutes on 2 cores)
+# make test   ruff (lint + format check), then the whole test suite, what CI runs (several minutes on 2 cores)
+# make test-fast  ruff, then the suite without the slow end-to-end runs (pytest -m "not slow")
 # make train  train the best recipe in about 15 minutes (--preset best --budget-seconds 840; ARGS= passes options)
 # make bench  env throughput on one torch thread (pass options with ARGS="--seconds 1 --num-envs 64 1024")
 
@@ -14,7 +15,7 @@ ARGS ?=
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 TORCH_SPEC := torch>=2.2,<=2.14.1
 
-.PHONY: venv demo test train bench
+.PHONY: venv demo test test-fast train bench
 
 venv: $(STAMP)
 
@@ -35,6 +36,11 @@ test: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
+
+test-fast: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest -q -m "not slow"
 
 train: venv
 	$(BIN)/python train/differentiable.py --preset best --budget-seconds 840 --out runs/best $(ARGS)

@@ -24,6 +24,21 @@ from envs.sampler import Sampler
 
 #: Glimpse budgets reported in ``metrics.json`` (those ``<= T``, plus ``T`` itself).
 REPORTED_BUDGETS = (1, 2, 5, 10, 25)
+#: Glimpse budgets of the accuracy curves along training (``metrics.json`` ``curve``).
+CURVE_BUDGETS = ("5", "10", "25")
+
+
+def curve_milestones(limit: int = 10**7) -> list[int]:
+    """The optimizer steps at which a training script records its accuracy curve, log-spaced:
+    ``[1, 2, 5, 10, 20, 50, ...]`` up to ``limit``."""
+    return [m * 10**k for k in range(len(str(limit))) for m in (1, 2, 5) if m * 10**k <= limit]
+
+
+def curve_point(step: int, seconds: float, accuracy: torch.Tensor) -> dict[str, Any]:
+    """One point of an accuracy curve: ``{"step", "seconds", "accuracy": {"5": .., "10": .., "25": ..}}``
+    (the :data:`CURVE_BUDGETS` up to ``T``) from an accuracy after each glimpse ``(T,)``."""
+    table = accuracy_table(accuracy)
+    return {"step": step, "seconds": round(seconds, 1), "accuracy": {b: table[b] for b in CURVE_BUDGETS if b in table}}
 
 
 @torch.no_grad()

@@ -193,8 +193,35 @@ def prefix_logits(
 #:   actions; every prefix is a uniform subset of 1..L pixels);
 #: * ``uniform-masks``: GDFS's random masks, each pixel kept with a probability drawn uniformly per image
 #:   (``rand(B, 784) > rand(B, 1)``), read as a set (:func:`mask_logits`);
-#: * ``trajectories``: recorded glimpses of trained agents on the training images, in their order.
-GENERAL_SOURCES = ("continuous-bilinear", "continuous-nearest", "pixels", "uniform-masks", "trajectories")
+#: * ``trajectories``: recorded glimpses of trained agents on the training images, in their order;
+#: * ``repeats``: what a policy that settles on a few places produces: ``L`` uniformly random continuous
+#:   locations read with ``bilinear``, of which every glimpse from a random point ``c`` in ``0..L-1``
+#:   on goes back to one of ``k`` (1..3) random places. Without it, a core reads ten random glimpses and
+#:   then the same place fifteen times far worse than the ten alone: the repeated reading swamps the
+#:   histogram (``docs/studies/general-core.md``).
+GENERAL_SOURCES = (
+    "continuous-bilinear",
+    "continuous-nearest",
+    "pixels",
+    "uniform-masks",
+    "trajectories",
+    "repeats",
+)
+
+#: ``repeats``: the most places a set settles on
+MAX_REPEATED_PLACES = 3
+
+
+def repeated_coords(batch: int, length: int, device: torch.device | str) -> torch.Tensor:
+    """``(B, L, 2)`` pixel-unit locations for the ``repeats`` source: uniform in ``[0, 27]^2`` up to a
+    random glimpse ``c_b`` in ``0..L-1`` per set, then each glimpse one of ``k_b`` (1..3) random places."""
+    coords = torch.rand(batch, length, 2, device=device) * (IMAGE_SIZE - 1)
+    places = torch.rand(batch, MAX_REPEATED_PLACES, 2, device=device) * (IMAGE_SIZE - 1)
+    count = torch.randint(1, MAX_REPEATED_PLACES + 1, (batch, 1), device=device)  # k_b
+    which = (torch.rand(batch, length, device=device) * count).long()  # uniform in 0..k_b-1
+    start = torch.randint(0, length, (batch, 1), device=device)  # c_b
+    settled = torch.arange(length, device=device) >= start  # (B, L)
+    return torch.where(settled[..., None], places.gather(1, which[..., None].expand(-1, -1, 2)), coords)
 
 
 def general_logits(
@@ -224,9 +251,12 @@ def general_logits(
         if trajectory is None:
             raise ValueError("general_logits: the 'trajectories' source needs recorded glimpses (trajectory=).")
         return prefix_logits(core, *trajectory, scored=scored)
-    if source in ("continuous-bilinear", "continuous-nearest"):
-        coords = torch.rand(batch, length, 2, device=device) * (IMAGE_SIZE - 1)
-        sampler = Sampler(source.removeprefix("continuous-"))
+    if source in ("continuous-bilinear", "continuous-nearest", "repeats"):
+        if source == "repeats":
+            coords, sampler = repeated_coords(batch, length, device), Sampler("bilinear")
+        else:
+            coords = torch.rand(batch, length, 2, device=device) * (IMAGE_SIZE - 1)
+            sampler = Sampler(source.removeprefix("continuous-"))
         # one read per (image, glimpse): the image repeated for each of its L glimpses
         grid = images.view(batch, 1, IMAGE_SIZE, IMAGE_SIZE).expand(batch, length, IMAGE_SIZE, IMAGE_SIZE)
         values = sampler(grid.reshape(-1, IMAGE_SIZE, IMAGE_SIZE), coords.reshape(-1, 2)).view(batch, length)

@@ -40,7 +40,7 @@ import torch
 import tyro
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
-from agents.cli import run_main
+from agents.cli import plain_text, run_main
 from envs.glimpse_env import MnistGlimpseEnv
 from envs.perception import PerceptionCore, load_pretrained
 from envs.vector_env import MnistGlimpseVectorEnv
@@ -314,4 +314,4 @@ def main(args: Args) -> None:
 
 
 if __name__ == "__main__":
-    run_main(main, tyro.cli(Args))
+    run_main(main, tyro.cli(Args, description=plain_text(__doc__)))

@@ -30,7 +30,7 @@ import torch
 import tyro
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
-from agents.cli import run_main
+from agents.cli import plain_text, run_main
 from envs.glimpse_env import MnistGlimpseEnv
 from envs.perception import load_pretrained
 from envs.sb3 import MnistGlimpseSB3VecEnv
@@ -128,4 +128,4 @@ def main(args: Args) -> list[dict]:
 
 
 if __name__ == "__main__":
-    run_main(main, tyro.cli(Args))
+    run_main(main, tyro.cli(Args, description=plain_text(__doc__)))

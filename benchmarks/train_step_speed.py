@@ -21,7 +21,7 @@ import torch
 import tyro
 
 from agents.attention import AttentionNetwork
-from agents.cli import run_main
+from agents.cli import plain_text, run_main
 from agents.differentiable import DualOptimizerTrainer
 from agents.pixel_attention import PixelAttention
 from envs.config import resolve_device
@@ -119,4 +119,4 @@ def main(args: Args) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    run_main(main, tyro.cli(Args))
+    run_main(main, tyro.cli(Args, description=plain_text(__doc__)))

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agents.cli import UserValueError, run_main
+from agents.cli import UserValueError, plain_text, run_main
 from envs.atomic import write_atomic
 
 # No torch, matplotlib or agents at import time (only the standard library, and envs.atomic with
@@ -71,6 +71,7 @@ TRAINERS: dict[str, tuple[str, str | None, tuple[str, ...]]] = {
     "differentiable": ("train/differentiable.py", None, ()),
     "reinforce": ("train/reinforce.py", None, ()),
     "ppo": ("train/ppo.py", None, ("--no-progress-bar",)),
+    "gdfs": ("train/gdfs.py", None, ()),
 }
 
 #: Smoke-test (``--tiny``) and GPU (``--gpu``) budgets: flags appended after a method's own, per trainer.
@@ -80,12 +81,15 @@ SCALES: dict[str, dict[str, tuple[str, ...]]] = {
         "differentiable": ("--epochs", "1", "--batch-size", "4096"),
         "reinforce": ("--total-steps", "50000"),
         "ppo": ("--total-steps", "20000"),
+        "gdfs": ("--max-epochs", "1", "--train-images", "1024", "--val-images", "256", "--glimpses", "10")
+        + ("--eval-images", "500", "--curve-images", "100"),
     },
     "gpu": {
         "pretrain": ("--steps", "10000"),
         "differentiable": ("--epochs", "30"),
         "reinforce": ("--total-steps", "50000000"),
         "ppo": ("--total-steps", "20000000"),
+        "gdfs": (),  # GDFS's own schedule, to its early stops
     },
 }
 
@@ -108,6 +112,12 @@ class Method:
     tiny: tuple[str, ...] = ()
     """flags added to the trainer's smoke-test budget (SCALES["tiny"])"""
 
+    gdfs: bool = False
+    """a row of the GDFS table: GDFS run here (train/gdfs.py), beside differentiable-best"""
+
+    gpu_only: bool = False
+    """runs only at the GPU budgets (--gpu) or as a smoke test (--tiny), never in a default CPU comparison"""
+
     def command(self, seed: int | str, folder: Path | str) -> list[str]:
         """The training command of this method's run with ``seed`` in ``folder`` (``python`` first)."""
         script, out_file, extra = TRAINERS[self.trainer]
@@ -127,6 +137,24 @@ _SHIPPED = ("--init-from", "envs/pretrained/agent.pt")
 #: The core the RL rows below run on: the shipped agent's 16x32 core, not the environment's general
 #: packaged core (their reruns on it drop this flag).
 _AGENT_CORE = ("--core", "envs/pretrained/perception_shipped_agent.pt")
+
+
+def mean_train_seconds(method: str, runs: Path = RUNS) -> int:
+    """The mean ``train_seconds`` of ``method``'s committed runs (``runs/<method>/seed*/metrics.json``),
+    in whole seconds: the wall-clock budget that gives another method equal compute."""
+    seconds = [
+        json.loads(path.read_text())["train_seconds"] for path in sorted((runs / method).glob("seed*/metrics.json"))
+    ]
+    if not seconds:
+        raise FileNotFoundError(
+            f"no finished run of {method} in {runs / method}: the equal-compute budget is its mean train time; "
+            f"run python experiments/compare.py --methods {method} first."
+        )
+    return round(sum(seconds) / len(seconds))
+
+
+#: The wall-clock budget of the GDFS row at equal compute: the mean training time of differentiable-best.
+EQUAL_BUDGET_SECONDS = mean_train_seconds("differentiable-best")
 #: Every method, in table order. The headline rows are the best configuration of each family; the
 #: record rows are RL from scratch on the record observation with pixel actions; the others run the
 #: short budget (5 epochs, 5M environment steps) that compares all methods at once.
@@ -162,13 +190,15 @@ METHODS: dict[str, Method] = {
     ),
     "ppo-pixel-2M": Method("ppo", (*_PIXEL, "--total-steps", "2000000", *_AGENT_CORE), record=True),
     "reinforce-pixel-2M": Method("reinforce", (*_PIXEL, "--total-steps", "2000000", *_AGENT_CORE), record=True),
+    "gdfs-at-our-budget": Method("gdfs", ("--budget-seconds", str(EQUAL_BUDGET_SECONDS)), gdfs=True),
+    "gdfs-full": Method("gdfs", (), gdfs=True, gpu_only=True),
 }
 
 
 @dataclass
 class Args:
-    methods: tuple[str, ...] = tuple(METHODS)
-    """methods to run (names of METHODS), in table order"""
+    methods: tuple[str, ...] = tuple(name for name, method in METHODS.items() if not method.gpu_only)
+    """methods to run (names of METHODS), in table order; a GPU-only method only with --gpu or --tiny"""
     seeds: tuple[int, ...] = (0, 1, 2)
     """seeds of every method"""
     out: str = str(RUNS.relative_to(REPO))
@@ -189,6 +219,8 @@ class Args:
     """cpu, cuda or auto, for every run"""
     address: str | None = None
     """a Ray cluster to run on ("auto": the one this machine belongs to); default: a local Ray"""
+    no_train: bool = False
+    """train nothing: only write the tables and the figure from the finished runs under OUT"""
     where_they_look: bool = False
     """also draw where each method looks (needs the checkpoints of the first seed's runs)"""
 
@@ -287,6 +319,8 @@ def launch(args: Args, methods: list[str], out: Path) -> list[tuple[str, int, st
         command = spec.command(seed, folder.resolve())
         command += [*SCALES[scale][spec.trainer], *(spec.tiny if scale == "tiny" else ())] if scale else []
         command += ["--device", args.device, "--torch-threads", str(args.torch_threads)]
+        if (folder / "resume.pt").is_file():  # an interrupted run (a signal, a time cap) continues
+            command.append("--resume")
         after = refs.get((spec.warm_start, seed))
         refs[(method, seed)] = task.remote(command, env, str(folder.resolve()), after)
     started, names = time.time(), {ref: key for key, ref in refs.items()}
@@ -356,8 +390,9 @@ def table_row(method: str, runs: Sequence[dict[str, Any]]) -> dict[str, str]:
     return row
 
 
-def gdfs_row() -> dict[str, str]:
-    row = {"method": GDFS_LABEL}
+def gdfs_row(label: str = GDFS_LABEL) -> dict[str, str]:
+    """GDFS's published figures as a table row named ``label``."""
+    row = {"method": label}
     for budget in BUDGETS:
         low, high = GDFS_PUBLISHED.get(budget, (None, None))
         row[str(budget)] = "—" if low is None else f"~{low:g}" if low == high else f"~{low:g}–{high:g}"
@@ -378,7 +413,7 @@ def markdown_table(
 def _commands(methods: Sequence[str], where: str) -> str:
     """Each method's command: the comparison's, and the training command it runs for seed K."""
     return "\n".join(
-        f"- `{m}`: `python experiments/compare.py --methods {m}` runs "
+        f"- `{m}`: `python experiments/compare.py --methods {m}{' --gpu' if METHODS[m].gpu_only else ''}` runs "
         f"`{' '.join(METHODS[m].command('K', f'{where}/{m}/seedK'))}`"
         for m in methods
     )
@@ -399,7 +434,8 @@ def results_doc(runs: dict[str, list[dict[str, Any]]], out: Path) -> str:
     """The text of docs/results.md, from ``runs`` (:func:`finished_runs`)."""
     headline = [m for m in METHODS if METHODS[m].headline and m in runs]
     record = [m for m in METHODS if METHODS[m].record and m in runs]
-    short = [m for m in METHODS if m in runs and m not in headline and m not in record]
+    gdfs = [m for m in METHODS if METHODS[m].gdfs and m in runs]
+    short = [m for m in METHODS if m in runs and m not in headline and m not in record and m not in gdfs]
     where = os.path.relpath(out, REPO) if out.is_relative_to(REPO) else str(out)
     parts = [
         "# Results",
@@ -438,6 +474,28 @@ def results_doc(runs: dict[str, list[dict[str, Any]]], out: Path) -> str:
             markdown_table([*[table_row(m, runs[m]) for m in record], gdfs_row()]),
             "",
             _commands(record, where),
+            "",
+        ]
+    if gdfs:
+        beside = [m for m in ("differentiable-best",) if m in runs]
+        parts += [
+            "## GDFS run here, beside the best agent",
+            "",
+            "GDFS (Covert et al., ICML 2023) implemented from its description (`agents/gdfs.py`), trained on "
+            "the same data and evaluated through the environment (pixel actions on the record observation); "
+            "its accuracy is GDFS's own predictor on the pixels GDFS chose (`test_accuracy_env_core` in each "
+            "run's `metrics.json`: the environment's packaged core on the same pixels). `gdfs-at-our-budget` "
+            f"stops GDFS's schedule after {EQUAL_BUDGET_SECONDS} s of training, the mean training time of "
+            "`differentiable-best`; `gdfs-full` runs it to its early stops.",
+            "",
+            markdown_table(
+                [
+                    *[table_row(m, runs[m]) for m in [*beside, *gdfs]],
+                    gdfs_row("GDFS (Covert et al., ICML 2023): published"),
+                ]
+            ),
+            "",
+            _commands(gdfs, where),
             "",
         ]
     return "\n".join(parts)
@@ -622,12 +680,17 @@ def main(args: Args) -> list[tuple[str, int, str]]:
             "--tiny and --gpu runs are not the results folder's budgets: pass --out DIR and --doc FILE elsewhere"
         )
     methods = with_warm_starts(args.methods)
+    gpu_only = [m for m in methods if METHODS[m].gpu_only]
+    if gpu_only and not (args.gpu or args.tiny):
+        raise UserValueError(
+            f"{gpu_only} run only at the GPU budgets: pass --gpu (or --tiny for a smoke test), or drop them from --methods"
+        )
     print(
         f"compare: {len(methods)} methods x {len(args.seeds)} seeds as Ray tasks "
         f"({'cluster ' + args.address if args.address else f'local, {args.jobs} at a time'}, "
         f"{args.torch_threads} thread(s) each); runs in {out}"
     )
-    outcomes = launch(args, methods, out)
+    outcomes = [] if args.no_train else launch(args, methods, out)
 
     runs = finished_runs(out)
     doc.parent.mkdir(parents=True, exist_ok=True)
@@ -656,5 +719,5 @@ def main(args: Args) -> list[tuple[str, int, str]]:
 if __name__ == "__main__":
     import tyro
 
-    outcomes = run_main(main, tyro.cli(Args))
+    outcomes = run_main(main, tyro.cli(Args, description=plain_text(__doc__)))
     sys.exit(1 if any(status == "failed" for _, _, status in outcomes) else 0)

@@ -40,7 +40,7 @@ import tyro
 from torch import nn
 
 from agents.checkpoint import load_agent
-from agents.cli import run_main, user_errors
+from agents.cli import plain_text, run_main, user_errors
 from agents.evaluation import agent_glimpses
 from envs.data import IMAGE_SIZE, load_mnist, shuffled_batches
 from envs.perception import PerceptionConfig, PerceptionCore, perception_loss
@@ -164,4 +164,4 @@ def main(args: Args) -> None:
 
 
 if __name__ == "__main__":
-    run_main(main, tyro.cli(Args))
+    run_main(main, tyro.cli(Args, description=plain_text(__doc__)))

@@ -1,13 +1,16 @@
 """How well each perception core reads the glimpses of policies that did not train it.
 
 For every core, the accuracy of the prediction the environment observes after each glimpse
-``t = 1..T``, on the first ``--images`` test images with the ``nearest`` read-out, under four
+``t = 1..T``, on the first ``--images`` test images with the ``nearest`` read-out, under these
 glimpse policies:
 
 * ``random continuous``: uniformly random actions in the default action space (numpy generator
   seeded with ``--seed``), through the batched environment;
 * ``random pixels``: uniformly random unread pixels (``action_type="pixel"``, a uniform choice among
   the pixels ``action_masks()`` allows), through the batched environment;
+* ``settling``: uniformly random continuous actions for the first ``--settle-after`` glimpses, then
+  one random place per episode, glimpsed again and again (a policy that stops exploring, as a
+  deterministic Gaussian policy may), through the batched environment;
 * ``fixed sequence`` (with ``--fixed-sequence CHECKPOINT``): a learned fixed sequence's locations
   (``python train/differentiable.py --preset fixed-sequence``), through the batched environment;
 * ``shipped agent``: the shipped agent's pixels, chosen on its own core and replayed into each core
@@ -36,6 +39,7 @@ import torch
 import tyro
 
 from agents.checkpoint import load_agent
+from agents.cli import plain_text
 from agents.evaluation import accuracy_by_glimpse, agent_glimpses
 from agents.shipped import load_shipped_agent
 from envs.atomic import write_atomic
@@ -66,12 +70,16 @@ class Args:
     """seed of the random policies"""
     checkpoints: tuple[str, ...] = ()
     """trained agents to measure, each on its own core"""
+    settle_after: int = 10
+    """the settling policy's random glimpses before it returns to one place"""
     out: str | None = None
     """results JSON (none: print only)"""
 
 
-def random_policy_accuracy(core: PerceptionCore, args: Args, pixel: bool) -> np.ndarray:
-    """``(T,)`` accuracy of uniformly random glimpses (continuous, or unread pixels) through the env."""
+def random_policy_accuracy(core: PerceptionCore, args: Args, pixel: bool, settle: bool = False) -> np.ndarray:
+    """``(T,)`` accuracy of uniformly random glimpses (continuous, or unread pixels) through the env;
+    with ``settle``, continuous glimpses that return to one random place per episode after
+    ``args.settle_after``."""
     env = MnistGlimpseVectorEnv(
         args.images,
         args.glimpses,
@@ -84,13 +92,17 @@ def random_policy_accuracy(core: PerceptionCore, args: Args, pixel: bool) -> np.
     rng = np.random.default_rng(args.seed)
     observation, _ = env.reset(seed=args.seed, options={"index": np.arange(args.images)})
     labels = env.sim.labels.cpu().numpy()
+    # where the settling policy returns: its own generator, so that its first glimpses are the random ones
+    place = np.random.default_rng([args.seed, 1]).uniform(-1, 1, (args.images, 2)).astype(np.float32)
     accuracy = []
-    for _ in range(args.glimpses):
+    for t in range(args.glimpses):
         if pixel:
             allowed = env.action_masks()
             action = np.argmax(rng.random(allowed.shape) * allowed, axis=1)  # uniform among the allowed
         else:
             action = rng.uniform(-1, 1, (args.images, 2)).astype(np.float32)
+            if settle and t >= args.settle_after:
+                action = place
         observation, *_ = env.step(action)
         summary = observation["summary"] if pixel else observation
         accuracy.append(float((summary[:, -10:].argmax(1) == labels).mean()))
@@ -140,6 +152,7 @@ def main(args: Args) -> dict:
         curves = {
             "random continuous": random_policy_accuracy(core, args, pixel=False),
             "random pixels": random_policy_accuracy(core, args, pixel=True),
+            "settling": random_policy_accuracy(core, args, pixel=False, settle=True),
         }
         for name, (coords, values) in recorded.items():
             curves[name] = replay_accuracy(core, coords, values, labels)
@@ -169,4 +182,4 @@ def main(args: Args) -> dict:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    main(tyro.cli(Args, description=plain_text(__doc__)))

@@ -16,6 +16,11 @@
 # BEST=1 runs only the best recipe (PRESET, default best; ablation-gdfs-schedule for GDFS's schedule) for seeds 0, 1, 2
 # side by side, each fitted into BUDGET seconds (--budget-seconds, default 420: core pretraining,
 # dual epochs and read-out included), and writes OUT/best_gpu.json naming the device.
+# GDFS=1 runs only gdfs-full (train/gdfs.py, GDFS's own schedule; seeds 0, 1, 2 side by side) for at most
+# CAP seconds of wall clock (default 420): a run the cap stops saves RUNS/gdfs-full/seedK/resume.pt (SIGTERM)
+# and the same command continues it (--resume) where RUNS still holds it (default RUNS=OUT/runs); then the
+# comparison's tables from every finished run under RUNS (experiments/compare.py --gpu --no-train, to
+# OUT/results.md) and OUT/gdfs_gpu.json naming the device, with each seed's state (finished or resumable).
 set -u
 OUT=${1:?usage: bash experiments/gpu_run.sh OUT_DIR}
 TRAIN_SECONDS=${TRAIN_SECONDS:-140}
@@ -43,6 +48,44 @@ if [ "${LEARNED:-0}" = 1 ]; then
   train fixed-learned32x4-s0 "${budget[@]}" "${learned[@]}" --preset fixed-sequence
   wait
   summary
+  exit 0
+fi
+
+if [ "${GDFS:-0}" = 1 ]; then
+  runs=${RUNS:-$OUT/runs}
+  for seed in 0 1 2; do
+    dir="$runs/gdfs-full/seed$seed"
+    mkdir -p "$dir"
+    resume=()
+    [ -f "$dir/resume.pt" ] && resume=(--resume)
+    [ -f "$dir/metrics.json" ] && continue
+    timeout -s TERM -k 60 "${CAP:-420}" python train/gdfs.py --device "${DEVICE:-cuda}" --seed "$seed" --out "$dir" \
+      "${resume[@]}" ${EXTRA:-} > "$dir/train.log" 2>&1 &
+  done
+  wait
+  python experiments/compare.py --gpu --no-train --methods gdfs-full --out "$runs" --doc "$OUT/results.md" > "$OUT/compare.log" 2>&1
+  python - "$OUT" "$runs" "${CAP:-420}" <<'PY'
+import json, sys
+from pathlib import Path
+out, runs, cap = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
+seeds = {}
+for folder in sorted((runs / "gdfs-full").glob("seed*")):
+    if (folder / "metrics.json").is_file():
+        m = json.loads((folder / "metrics.json").read_text())
+        seeds[folder.name] = {"state": "finished", **{k: m[k] for k in ("test_accuracy", "test_accuracy_env_core", "train_seconds", "optimizer_steps", "predictor_steps", "stopped", "device", "curve")}}
+    elif (folder / "resume.pt").is_file():
+        seeds[folder.name] = {"state": "resumable: rerun the same command with RUNS=" + str(runs)}
+    else:
+        seeds[folder.name] = {"state": "failed: see " + str(folder / "train.log")}
+result = {
+    "what": f"gdfs-full (train/gdfs.py, GDFS's own schedule), seeds 0, 1, 2 side by side on one device, at most {cap:g} s of wall clock in this call",
+    "command": f"GDFS=1 CAP={cap:g} bash experiments/gpu_run.sh OUT",
+    "device": (out / "gpu.txt").read_text().strip(),
+    "runs": seeds,
+}
+(out / "gdfs_gpu.json").write_text(json.dumps(result, indent=1) + "\n")
+print(json.dumps({k: v for k, v in result.items() if k != "runs"} | {"states": {k: v["state"] for k, v in seeds.items()}}, indent=1))
+PY
   exit 0
 fi
 

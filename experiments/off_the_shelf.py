@@ -34,7 +34,7 @@ import tyro
 from gymnasium.wrappers import NormalizeObservation, TimeAwareObservation
 
 import envs  # noqa: F401 - registers MnistGlimpse-v0
-from agents.cli import UserValueError, run_main
+from agents.cli import UserValueError, plain_text, run_main
 from envs.vector_env import MnistGlimpseVectorEnv
 
 BUDGETS = (1, 2, 5, 10, 25)
@@ -236,4 +236,4 @@ def main(args: Args) -> None:
 
 
 if __name__ == "__main__":
-    run_main(main, tyro.cli(Args))
+    run_main(main, tyro.cli(Args, description=plain_text(__doc__)))

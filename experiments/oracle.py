@@ -47,7 +47,7 @@ import numpy as np
 import torch
 import tyro
 
-from agents.cli import run_main, user_errors
+from agents.cli import plain_text, run_main, user_errors
 from envs.config import resolve_device
 from envs.data import IMAGE_SIZE, NUM_CLASSES, load_mnist
 
@@ -668,4 +668,4 @@ def _progress(done: int, total: int) -> None:
 
 
 if __name__ == "__main__":
-    run_main(main, tyro.cli(Args))
+    run_main(main, tyro.cli(Args, description=plain_text(__doc__)))

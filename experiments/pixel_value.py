@@ -52,7 +52,7 @@ import tyro
 from torch import nn
 
 from agents.checkpoint import load_agent
-from agents.cli import UserFileExistsError, run_main, user_errors
+from agents.cli import UserFileExistsError, plain_text, run_main, user_errors
 from agents.evaluation import agent_glimpses
 from agents.pretrain import mask_logits, prefix_logits
 from agents.schedule import Plateau
@@ -299,4 +299,4 @@ def _cli(args: Args) -> list[str]:
 
 
 if __name__ == "__main__":
-    run_main(main, tyro.cli(Args))
+    run_main(main, tyro.cli(Args, description=plain_text(__doc__)))

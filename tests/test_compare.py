@@ -187,3 +187,37 @@ def test_the_committed_results_document_is_generated_from_the_committed_runs():
     readme = compare.README.read_text()
     assert compare.replace_between_markers(readme, compare.readme_table(runs)) == readme
     assert sys.modules["experiments.compare"] is compare
+
+
+def test_gdfs_rows_at_equal_compute_and_on_the_gpu_only(tmp_path):
+    """gdfs-at-our-budget trains for the mean training time of differentiable-best's committed runs;
+    gdfs-full runs only with --gpu (or --tiny); both rows get their own table beside differentiable-best."""
+    seconds = [
+        json.loads(p.read_text())["train_seconds"]
+        for p in sorted((compare.RUNS / "differentiable-best").glob("seed*/metrics.json"))
+    ]
+    assert len(seconds) == 3 and compare.EQUAL_BUDGET_SECONDS == round(sum(seconds) / 3)
+    command = compare.METHODS["gdfs-at-our-budget"].command(1, Path("/r/gdfs-at-our-budget/seed1"))
+    assert command[:4] == ["python", "train/gdfs.py", "--budget-seconds", str(compare.EQUAL_BUDGET_SECONDS)]
+    assert "gdfs-full" not in compare.Args().methods and "gdfs-at-our-budget" in compare.Args().methods
+    with pytest.raises(UserError, match=r"\['gdfs-full'\] run only at the GPU budgets: pass --gpu"):
+        compare.main(compare.Args(methods=("gdfs-full",), out=str(tmp_path / "runs"), doc=str(tmp_path / "r.md")))
+    with pytest.raises(FileNotFoundError, match="no finished run of nothing"):
+        compare.mean_train_seconds("nothing", tmp_path)
+
+    import tyro
+
+    import train.gdfs as script
+
+    for method in ("gdfs-at-our-budget", "gdfs-full"):
+        flags = [*compare.METHODS[method].flags, *compare.SCALES["tiny"]["gdfs"], *compare.SCALES["gpu"]["gdfs"]]
+        script.check_args(tyro.cli(script.Args, args=flags))
+
+    write_run(tmp_path, "differentiable-best", 0, TABLE, train_seconds=30.0, device="cpu")
+    write_run(tmp_path, "gdfs-at-our-budget", 0, TABLE, train_seconds=29.0, device="cpu")
+    write_run(tmp_path, "gdfs-full", 0, TABLE, train_seconds=900.0, device="cuda")
+    text = compare.results_doc(compare.finished_runs(tmp_path), tmp_path)
+    section = text.split("## GDFS run here, beside the best agent")[1]
+    assert "| differentiable-best |" in section and "| gdfs-at-our-budget |" in section and "| gdfs-full |" in section
+    assert "| gdfs-" not in text.split("## GDFS run here")[0]  # not in the other tables
+    assert "| GDFS (Covert et al., ICML 2023): published | — | — | ~69 |" in section

@@ -26,7 +26,12 @@ from agents.checkpoint import save_agent
 from agents.cli import plain_text
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = sorted((ROOT / "train").glob("*.py"))
+SCRIPTS = [  # every script a user runs: train/, experiments/, benchmarks/
+    path
+    for folder in ("train", "experiments", "benchmarks")
+    for path in sorted((ROOT / folder).glob("*.py"))
+    if path.name != "__init__.py"
+]
 MARKUP = re.compile(r"``|:[a-z]+(:[a-z]+)?:`")
 
 
@@ -80,6 +85,7 @@ def checkpoint(tmp_path, core):
     return path
 
 
+@pytest.mark.slow
 def test_evaluate_prints_the_table_and_json_behind_a_flag(checkpoint, capsys):
     from train import evaluate
 
@@ -108,6 +114,7 @@ def test_a_stage_ended_early_says_why_and_leaves_a_complete_bar(capsys):
     bar.close()
 
 
+@pytest.mark.slow
 def test_ppo_prints_its_evaluations_and_a_resumed_bar_starts_where_it_resumed(tmp_path, core, capsys):
     from train import ppo
 

@@ -205,6 +205,7 @@ def test_load_agent_errors(tmp_path):
         load_agent(tmp_path / "other.pt")
 
 
+@pytest.mark.slow
 def test_train_script_smoke(tmp_path):
     """A tiny run writes a loadable checkpoint, the metrics schema, and the figure; evaluate.py
     reproduces its nearest-pixel accuracy."""
@@ -236,6 +237,27 @@ def test_train_script_smoke(tmp_path):
     assert math.isclose(sum(result["test_accuracy"].values()), sum(saved["test_accuracy"].values()))
 
 
+@pytest.mark.slow
+def test_curve_images_record_the_accuracy_along_the_dual_steps_and_change_no_result(tmp_path):
+    """--curve-images: test accuracy at dual steps 0, 1, 2 and 4 (the last), the run otherwise the same."""
+    import train.differentiable as script
+
+    def run(name, **extra):
+        args = script.Args(
+            glimpses=5, epochs=1, readout_epochs=0, batch_size=15_000, out=str(tmp_path / name), device="cpu"
+        )
+        return script.main(script.dataclasses.replace(args, **extra))
+
+    plain, curved = run("plain"), run("curve", curve_images=100)
+    assert "curve" not in plain and curved["curve_images"] == 100
+    assert [point["step"] for point in curved["curve"]] == [0, 1, 2, 4]
+    assert all(list(point["accuracy"]) == ["5"] for point in curved["curve"])
+    assert curved["test_accuracy"] == plain["test_accuracy"]
+    with pytest.raises(ValueError, match="--curve-images must be between 0"):
+        run("bad", curve_images=-1)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("memory", ["none", "pixels"])
 def test_train_script_pixel_policy_and_time_budget(tmp_path, memory):
     """--policy pixel trains a PixelAttention (its noise annealed), evaluate.py reads it back; a
@@ -293,6 +315,7 @@ def test_train_script_rejects_negative_budgets(tmp_path, flag, message):
         script.main(script.Args(glimpses=2, epochs=1, batch_size=6000, out=str(tmp_path), device="cpu", **{flag: -1.0}))
 
 
+@pytest.mark.slow
 def test_train_script_starts_from_a_core_checkpoint(tmp_path):
     """--core PATH starts from that perception core, whatever its size; a missing file is an error."""
     import train.differentiable as script
@@ -401,6 +424,7 @@ def test_options_a_recipe_would_ignore_are_refused(flags, message):
         script.check_args(script.parse_args(flags))
 
 
+@pytest.mark.slow
 def test_core_head_and_embedding_size_a_pretrained_core_and_bad_sizes_write_nothing(tmp_path):
     """--encoding embedding, --core-hidden, --core-head-layers and --core-dropout reach the fresh core;
     a size PerceptionConfig refuses is refused before the output folder is touched."""
@@ -418,6 +442,7 @@ def test_core_head_and_embedding_size_a_pretrained_core_and_bad_sizes_write_noth
     assert core.encoding.location_map.shape == (784, 4)
 
 
+@pytest.mark.slow
 def test_core_pretrain_trains_a_core_first_then_reuses_it(tmp_path):
     """--core pretrain writes OUT/core/perception.pt (seed 0 whatever --seed) and a second run reuses it."""
     import train.differentiable as script
@@ -448,6 +473,7 @@ def test_core_pretrain_trains_a_core_first_then_reuses_it(tmp_path):
     assert (tmp_path / "a" / "core" / "perception.pt").stat().st_mtime_ns == stamp
 
 
+@pytest.mark.slow
 def test_budget_seconds_caps_every_phase_and_excludes_max_train_seconds(tmp_path, capsys):
     """--budget-seconds shares the wall clock among pretraining, the dual epochs and the read-out: a
     budget too small for one step of each leaves none of them, each says so in one line, and the run

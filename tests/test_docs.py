@@ -70,7 +70,7 @@ def _script(path: str):
 def test_command_parses(line):
     words = shlex.split(line)
     if words[0] == "make":
-        targets = re.findall(r"^([a-z]+):", (ROOT / "Makefile").read_text(), flags=re.M)
+        targets = re.findall(r"^([a-z-]+):", (ROOT / "Makefile").read_text(), flags=re.M)
         assert all(word in targets for word in words[1:] if "=" not in word), f"{line}: no such Makefile target"
         return
     assert words[0] == "python" and (ROOT / words[1]).is_file(), f"{line}: no such script"

@@ -228,6 +228,7 @@ def pixel_checkpoint(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_pixel_actions_run_maskable_ppo_with_the_pixel_agent_as_actor(pixel_checkpoint, tmp_path):
     """--action-type pixel: MaskablePPO on the record; --init-from starts its actor as the pixel agent and
     the env on its core; the saved agent is that actor, evaluated through the environment, and

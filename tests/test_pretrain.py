@@ -68,7 +68,7 @@ def test_mask_logits_equal_the_replay_of_the_masked_pixels(make_core, test_split
 def test_general_sources_read_what_their_policy_would(make_core, test_split):
     """Each glimpse set of the general mixture is what the environment computes for that policy:
     continuous glimpses read with their sampler, pixels at their centres, prefixes that are replays."""
-    from agents.pretrain import GENERAL_SOURCES, general_logits
+    from agents.pretrain import GENERAL_SOURCES, general_logits, repeated_coords
     from envs.sampler import Sampler
 
     core = make_core(3, PerceptionConfig(channels=6, n_bins=3, hidden=16, encoding="learned"))
@@ -98,11 +98,32 @@ def test_general_sources_read_what_their_policy_would(make_core, test_split):
         "pixels",
         "uniform-masks",
         "trajectories",
+        "repeats",
     }
+    torch.manual_seed(3)
+    logits = general_logits(core, "repeats", images, 12)
+    torch.manual_seed(3)
+    coords = repeated_coords(5, 12, "cpu")
+    values = torch.stack([Sampler("bilinear")(images.view(5, 28, 28), coords[:, t]) for t in range(12)], 1)
+    torch.testing.assert_close(logits, core.replay(coords, values), atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="Unknown glimpse source 'grid'"):
         general_logits(core, "grid", images, 9)
     with pytest.raises(ValueError, match="needs recorded glimpses"):
         general_logits(core, "trajectories", images, 9)
+
+
+def test_repeated_coords_settle_on_a_few_places():
+    """Each set is uniform up to its own glimpse c, then goes back to at most 3 places, all in the image."""
+    from agents.pretrain import MAX_REPEATED_PLACES, repeated_coords
+
+    torch.manual_seed(0)
+    coords = repeated_coords(2000, 25, "cpu")
+    assert coords.shape == (2000, 25, 2) and coords.min() >= 0 and coords.max() <= 27
+    twin = (coords[:, :, None] == coords[:, None]).all(-1).sum(-1) > 1  # (B, L): a glimpse with a twin in its set
+    places = [len(torch.unique(row[mask], dim=0)) for row, mask in zip(coords[:100], twin[:100])]
+    assert max(places) == MAX_REPEATED_PLACES  # random floats never meet: the twins are the settled places
+    assert twin[:, -1].float().mean() > 0.8  # most sets end settled
+    assert twin.float().argmax(1)[twin.any(1)].float().std() > 3  # the settling point varies from set to set
 
 
 def test_general_pretraining_keeps_the_best_validation_point(make_core, test_split):

@@ -327,6 +327,7 @@ def test_pixel_policy_rewards_the_pixel_that_paid(make_core):
         PixelPolicy(PixelAttention(core.observation_size, 1))
 
 
+@pytest.mark.slow
 def test_the_pixel_script_evaluates_through_the_environment_and_refuses_gaussian_options(tmp_path, make_core):
     script, evaluate = _load_script("reinforce"), _load_script("evaluate")
     core = make_core(2)

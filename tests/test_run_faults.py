@@ -255,6 +255,7 @@ def test_a_changed_resume_file_is_refused_with_both_digests(tmp_path):
 TINY = ["--num-envs", "16", "--glimpses", "3", "--total-steps", "96", "--eval-images", "50", "--device", "cpu"]
 
 
+@pytest.mark.slow
 def test_sigterm_during_the_final_evaluation_leaves_a_resumable_run_that_resume_finishes(tmp_path):
     """SIGTERM arrives while train/reinforce.py evaluates on the 10,000 test images: the run exits 130
     with OUT/resume.pt; the same command with --resume finishes it, with the metrics and weights of a
@@ -347,6 +348,7 @@ def test_a_users_mistakes_are_one_line_and_exit_status_2(tmp_path, capsys):
         owner.wait()
 
 
+@pytest.mark.slow
 def test_scripts_print_a_users_mistake_without_a_traceback(tmp_path):
     """The same, through a script's own entry point."""
     a_file = tmp_path / "a-file"

@@ -21,7 +21,8 @@ warm start, as they share the packaged one) and written to ``OUT/core/perception
 ``OUT/core/perception.pt`` exists reuses it.
 
 Writes ``OUT/checkpoint.pt`` (attention + core), ``OUT/metrics.json`` (nearest-pixel test accuracy
-after 1, 2, 5, 10, 25 glimpses) and ``OUT/glimpses.png``; TensorBoard logs go to ``OUT/tb``.
+after 1, 2, 5, 10, 25 glimpses; with ``--curve-images`` also the accuracy along the dual steps, as
+``train/gdfs.py`` records GDFS's) and ``OUT/glimpses.png``; TensorBoard logs go to ``OUT/tb``.
 """
 
 from __future__ import annotations
@@ -45,7 +46,17 @@ from agents.baselines import FixedSequence
 from agents.checkpoint import save_agent
 from agents.cli import UserValueError, parse_preset_args, run_main, user_errors
 from agents.differentiable import DualOptimizerTrainer
-from agents.evaluation import accuracy_by_glimpse, accuracy_table, claim_output, log_folder, summary, write_metrics
+from agents.evaluation import (
+    accuracy_by_glimpse,
+    accuracy_on,
+    accuracy_table,
+    claim_output,
+    curve_milestones,
+    curve_point,
+    log_folder,
+    summary,
+    write_metrics,
+)
 from agents.figures import plot_glimpse_trails
 from agents.pixel_attention import PixelAttention
 from agents.pretrain import pretrain_core, pretrain_core_on_pixels
@@ -114,6 +125,10 @@ class Args:
     temperature annealed geometrically from stage to stage and constant within one, a fresh Adam per
     stage, each stage at most a 1/S share of the steps (and of the time budget) and starting from the
     best validated weights so far; 1 = one stage, noise and temperature annealed linearly"""
+    curve_images: int = 0
+    """record the test accuracy after 5, 10 and 25 glimpses on the first N test images after 1, 2, 5,
+    10, 20, 50, ... dual-optimizer steps and after the last (metrics.json "curve"; 0 = off); the
+    evaluations are off the training clock"""
     plateau_patience: int = 0
     """with --val-images: cut both learning rates by 0.2 after more than P validations of a stage
     without a new best, and end the stage after more than P + 1 (GDFS: 2; 0 = off)"""
@@ -259,6 +274,10 @@ def check_args(args: Args) -> None:
         raise UserValueError(
             f"--val-images must be between 0 and {60_000 - args.batch_size} (the training images less one batch), "
             f"got {args.val_images}."
+        )
+    if not 0 <= args.curve_images <= 10_000:
+        raise UserValueError(
+            f"--curve-images must be between 0 (off) and 10000 (the test images), got {args.curve_images}."
         )
     for name in ("val_every", "stages"):
         if getattr(args, name) < 1:
@@ -434,6 +453,9 @@ def main(args: Args, stop_after: int | None = None) -> dict:
     # The staged schedule's position: the stage, and the step and dual clock at which it began.
     stage = {"index": 0, "start_step": 0, "start_clock": 0.0}
     curve: list[dict] = []  # validations
+    steps_curve: list[dict] = []  # test accuracy along the dual steps (--curve-images)
+    milestones = set(curve_milestones())
+    curve_test = load_mnist("test", device) if args.curve_images else None
     best_restored = False  # the dual phase ended on the best validated weights
     saved = resume.restore()
     clock = dict.fromkeys(schedule, 0.0)  # seconds spent in each phase (counted against --budget-seconds)
@@ -445,6 +467,7 @@ def main(args: Args, stop_after: int | None = None) -> dict:
         plateau.load_state_dict(saved["plateau"])
         stage.update(saved["stage"])
         curve, best_restored = saved["curve"], saved["best_restored"]
+        steps_curve = saved.get("steps_curve", [])
     trained = saved is not None and saved.get("trained", False)  # interrupted after training: evaluate and write
     budget = {phase: BUDGET_SHARES[phase] * args.budget_seconds or math.inf for phase in schedule}
     if args.max_train_seconds > 0:
@@ -464,6 +487,7 @@ def main(args: Args, stop_after: int | None = None) -> dict:
             "plateau": plateau.state_dict(),
             "stage": dict(stage),
             "curve": list(curve),
+            "steps_curve": list(steps_curve),
             "best_restored": best_restored,
         }
 
@@ -498,6 +522,21 @@ def main(args: Args, stop_after: int | None = None) -> dict:
         if args.plateau_patience > 0:
             trainer.scale_learning_rates(plateau.scale)
 
+    def record_curve() -> float:
+        """Test accuracy on the curve's images at this dual step (eval mode); returns the seconds it took."""
+        if not args.curve_images or (steps_curve and steps_curve[-1]["step"] == steps_done["dual"]):
+            return 0.0
+        began = time.time()
+        modes = [(module, module.training) for module in (policy, core)]
+        policy.eval()
+        core.eval()
+        images, labels = curve_test.images[: args.curve_images], curve_test.labels[: args.curve_images]
+        accuracy = accuracy_on(policy, core, images, labels, args.glimpses)
+        for module, mode in modes:
+            module.train(mode)
+        steps_curve.append(curve_point(steps_done["dual"], clock["dual"], accuracy))
+        return time.time() - began
+
     def stage_over() -> bool:
         """Whether the current stage has had its share of steps or time, or stopped improving."""
         steps = steps_done["dual"] - stage["start_step"] >= schedule["dual"] // args.stages
@@ -517,6 +556,8 @@ def main(args: Args, stop_after: int | None = None) -> dict:
         with progress:
             for phase, phase_steps in ({} if trained else schedule).items():
                 phase_start = time.time() - clock[phase]
+                if phase == "dual" and steps_done["dual"] == 0:
+                    phase_start += record_curve()  # step 0: where the dual epochs start from
                 while steps_done[phase] < phase_steps:
                     clock[phase] = time.time() - phase_start
                     if clock[phase] > budget[phase]:
@@ -561,8 +602,12 @@ def main(args: Args, stop_after: int | None = None) -> dict:
                             progress.set_postfix(phase="readout", loss=f"{loss:.3f}")
                     progress.update()
                     steps_done[phase] += 1
+                    if phase == "dual" and steps_done["dual"] in milestones:
+                        phase_start += record_curve()  # off the clock
                     if phase == "dual" and validation is not None and steps_done["dual"] % args.val_every == 0:
                         validate_now()
+                if phase == "dual":
+                    record_curve()  # the last dual step
                 if steps_done[phase] < phase_steps:  # the stage's time budget, or its last stage, ended it
                     end_stage(progress, STAGE_NAMES[phase], why_ended(phase), steps_done[phase], phase_steps)
                 if phase == "dual" and validation is not None and not best_restored:
@@ -601,6 +646,7 @@ def main(args: Args, stop_after: int | None = None) -> dict:
                 epochs_done=round(steps_done["dual"] / steps_per_epoch, 2),
                 readout_epochs=args.readout_epochs,
                 readout_steps=steps_done["readout"],
+                **({"curve_images": args.curve_images, "curve": steps_curve} if args.curve_images else {}),
                 preset=args.preset,
                 run_id=resume.run_id,
                 **(
