@@ -30,7 +30,8 @@ the ``weights``-mixture of the candidates' increments (straight-through, :func:`
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -80,9 +81,9 @@ class EpisodeState:
         """``T``, the episode length."""
         return self.trail.shape[1]
 
-    @property
+    @cached_property
     def prediction(self) -> torch.Tensor:
-        """``softmax(z_t)``, ``(B, 10)``."""
+        """``softmax(z_t)``, ``(B, 10)`` (computed once per state: the state never changes)."""
         return torch.softmax(self.logits, dim=-1)
 
     def observation(self) -> torch.Tensor:
@@ -266,40 +267,32 @@ def step(
     index = state.elapsed.clamp(max=state.glimpses - 1)
     # The record holds what was read, detached (see EpisodeState).
     seen_coords, seen_values = coords.detach(), values.detach()
-    trail, trail_values = state.trail.clone(), state.trail_values.clone()
+    # Out-of-place writes (index_put): the state given is never changed.
     if active is None:
         new_histogram, new_logits = carried, logits
-        trail[rows, index] = seen_coords
-        trail_values[rows, index] = seen_values
+        trail = state.trail.index_put((rows, index), seen_coords)
+        trail_values = state.trail_values.index_put((rows, index), seen_values)
         elapsed = state.elapsed + 1
     else:
         column = active.unsqueeze(-1)
         new_histogram = torch.where(column, carried, histogram)
         new_logits = torch.where(column, logits, state.logits)
-        trail[rows, index] = torch.where(column, seen_coords, trail[rows, index])
-        trail_values[rows, index] = torch.where(active, seen_values, trail_values[rows, index])
+        trail = state.trail.index_put((rows, index), torch.where(column, seen_coords, state.trail[rows, index]))
+        trail_values = state.trail_values.index_put(
+            (rows, index), torch.where(active, seen_values, state.trail_values[rows, index])
+        )
         elapsed = state.elapsed + active.long()
     read, read_values = state.read, state.read_values
     if read is not None:  # the cell the glimpse falls in (nearest centre, halves to even) and the value read
         cell = seen_coords.round().long().clamp(0, IMAGE_SIZE - 1)
         flat = cell[:, 0] * IMAGE_SIZE + cell[:, 1]
-        read, read_values = read.clone(), read_values.clone()
         if active is None:
-            read_values[rows, flat] = seen_values
-            read[rows, flat] = True
+            read_values = read_values.index_put((rows, flat), seen_values)
+            read = read.index_put((rows, flat), torch.ones_like(flat, dtype=torch.bool))
         else:
-            read_values[rows, flat] = torch.where(active, seen_values, read_values[rows, flat])
-            read[rows, flat] |= active
-    new_state = replace(
-        state,
-        histogram=new_histogram,
-        logits=new_logits,
-        elapsed=elapsed,
-        trail=trail,
-        trail_values=trail_values,
-        read=read,
-        read_values=read_values,
-    )
+            read_values = read_values.index_put((rows, flat), torch.where(active, seen_values, read_values[rows, flat]))
+            read = read.index_put((rows, flat), read[rows, flat] | active)
+    new_state = EpisodeState(new_histogram, new_logits, elapsed, trail, trail_values, read, read_values)
 
     terminated = elapsed >= state.glimpses
     if active is not None:
