@@ -6,10 +6,11 @@ histogram) + :class:`ClassifierHead` (histogram -> 10 class logits). One glimpse
 ``[-1, 1]``. Agents and environments hold a reference to one instance; nothing copies it.
 
 Checkpoints are plain ``torch.save`` dictionaries ``{"format", "config", "state_dict"}`` that load
-on any device (:meth:`PerceptionCore.save`, :meth:`PerceptionCore.load`). Loading one leaves torch's
-global generator where it was: the core's random initialisation, overwritten at once by the
-checkpoint's weights, runs under ``torch.random.fork_rng``, so a seeded run draws the same numbers
-whether or not, and how often, it loaded a core first.
+on any device (:meth:`PerceptionCore.save`, :meth:`PerceptionCore.load`). Loading one builds the core
+first, and its random initialisation (overwritten at once by the checkpoint's weights) draws from
+torch's global generator, as building any torch module does: a seeded script that loads cores draws
+the same numbers in every fresh process, and :func:`clear_pretrained_cache` returns a process to
+that state for the packaged core, which is read from disk once per process.
 
 The one process-wide cache here is :func:`load_pretrained`'s ``shared=True`` instance (one per
 device): read-only by contract, checked whenever it is handed out (:func:`load_pretrained`), emptied
@@ -309,8 +310,8 @@ class PerceptionCore(nn.Module):
 
     @classmethod
     def from_checkpoint(cls, checkpoint: dict, source: str = "checkpoint") -> PerceptionCore:
-        """Build a core from a loaded checkpoint dictionary, checking that it is one. Torch's global
-        generator is left as it was (the core is built on the CPU under ``torch.random.fork_rng``)."""
+        """Build a core from a loaded checkpoint dictionary, checking that it is one (its random
+        initialisation draws from torch's global generator before the weights replace it)."""
         if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
             found = checkpoint.get("format") if isinstance(checkpoint, dict) else type(checkpoint).__name__
             raise ValueError(
@@ -322,8 +323,7 @@ class PerceptionCore(nn.Module):
             config = PerceptionConfig(**checkpoint["config"])
         except TypeError as error:
             raise ValueError(f"{source} has an unknown perception config {checkpoint['config']!r}: {error}") from None
-        with torch.random.fork_rng(devices=[]):  # the random init is overwritten below: leave the generator be
-            core = cls(config)
+        core = cls(config)
         state = checkpoint.get("state_dict")
         broken = non_finite(state or {})
         if broken:

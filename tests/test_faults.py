@@ -202,6 +202,7 @@ def test_an_interrupted_rl_run_resumes_to_the_uninterrupted_result(tmp_path, nam
     import importlib
 
     from agents.resume import Interrupted
+    from envs import perception
 
     script = importlib.import_module(f"train.{name.removesuffix('-pixel')}")
     batch = 16 * 3
@@ -212,8 +213,9 @@ def test_an_interrupted_rl_run_resumes_to_the_uninterrupted_result(tmp_path, nam
     name = name.removesuffix("-pixel")
 
     def args(out, **extra):
-        # Each call stands for its own process, as a real --resume is; loading the packaged core
-        # (the first time in the process or not) leaves torch's global generator alone.
+        # Each call stands for its own process, as a real --resume is: reading the packaged core
+        # builds a module first (torch's global generator moves), which a process does once.
+        perception.clear_pretrained_cache()
         return script.Args(out=str(tmp_path / out), **{**settings, **extra})
 
     whole = script.main(args("whole"))

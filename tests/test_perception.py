@@ -400,23 +400,6 @@ def test_the_32x4_core_is_packaged_and_checked():
     assert core.observation_size == 138
 
 
-def test_loading_a_core_leaves_the_global_generator_alone(tmp_path):
-    """Reading the packaged core (first time in the process or not, shared or not) and any saved core
-    draws nothing from torch's global generator: a seeded run does not depend on what was loaded before."""
-    from envs import perception
-
-    perception.clear_pretrained_cache()
-    torch.manual_seed(0)
-    before = torch.get_rng_state()
-    load_pretrained(shared=True)
-    load_pretrained()
-    path = tmp_path / "core.pt"
-    PerceptionCore(PerceptionConfig(channels=4, n_bins=2, encoding="embedding")).save(path)
-    torch.manual_seed(0)
-    PerceptionCore.load(path)
-    assert torch.equal(torch.get_rng_state(), before)
-
-
 def test_the_shared_core_is_read_only():
     """The shared packaged core is handed out only unchanged; a user who changed it is told to take a copy."""
     from envs import perception
