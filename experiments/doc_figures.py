@@ -27,10 +27,10 @@ from typing import Any
 
 import tyro
 
-if __package__ in (None, ""):  # run as ``python experiments/doc_figures.py``: its sibling is imported by name
-    from compare import REPO, format_mean_std  # type: ignore[import-not-found,no-redef]
-else:
+try:
     from experiments.compare import REPO, format_mean_std
+except ModuleNotFoundError:  # run as ``python experiments/doc_figures.py``: its folder is on sys.path
+    from compare import REPO, format_mean_std  # type: ignore[import-not-found,no-redef]
 
 from agents.cli import UserValueError, plain_text, run_main
 
