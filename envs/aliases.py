@@ -54,8 +54,8 @@ class _AliasFinder(importlib.abc.MetaPathFinder):
 
 def _is_this_package(name: str, init_file: str) -> bool:
     """Whether importing ``name`` would load a package whose ``__init__.py`` has ``init_file``'s bytes."""
-    try:
-        spec = importlib.machinery.PathFinder.find_spec(name)
+    try:  # every finder on sys.meta_path (an editable install's among them); a top-level name imports nothing
+        spec = importlib.util.find_spec(name)
     except (ImportError, ValueError):
         return False
     if spec is None or spec.origin is None or not spec.origin.endswith("__init__.py"):
