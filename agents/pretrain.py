@@ -196,9 +196,9 @@ def prefix_logits(
 #: * ``trajectories``: recorded glimpses of trained agents on the training images, in their order;
 #: * ``repeats``: what a policy that settles on a few places produces: ``L`` uniformly random continuous
 #:   locations read with ``bilinear``, of which every glimpse from a random point ``c`` in ``0..L-1``
-#:   on goes back to one of ``k`` (1..3) random places. Without it, a core reads ten random glimpses and
-#:   then the same place fifteen times far worse than the ten alone: the repeated reading swamps the
-#:   histogram (``docs/studies/general-core.md``).
+#:   on goes back to one of ``k`` (1..3) random places. An ablation, out of the packaged recipe: with it
+#:   a core still reads a set that ends on one place far worse than the set's distinct glimpses alone
+#:   (``docs/studies/general-core.md``).
 GENERAL_SOURCES = (
     "continuous-bilinear",
     "continuous-nearest",

@@ -157,6 +157,8 @@ def main(args: Args) -> dict:
         for name, (coords, values) in recorded.items():
             curves[name] = replay_accuracy(core, coords, values, labels)
         name = Path(path).name
+        if sum(Path(other).name == name for other in args.cores) > 1:
+            name = str(path)  # two cores of one file name: each keyed by its path
         results["cores"][name] = {
             policy_name: {
                 "accuracy": [round(float(a), 4) for a in curve],

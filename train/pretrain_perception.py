@@ -9,7 +9,8 @@ Two presets::
   ``--out``): a 16x32 ``learned`` core trained in set form on a mixture of glimpse sets
   (:data:`agents.pretrain.GENERAL_SOURCES`: random continuous glimpses read with ``bilinear`` and with
   ``nearest``, random pixel subsets of 1..``--length`` and the shipped agent's trajectories on the
-  training images; GDFS's random masks, ``--sources ... uniform-masks``, are an ablation), with the last ``--val-images`` training images held out for
+  training images; GDFS's random masks, ``--sources ... uniform-masks``, and sets that settle on a few
+  places, ``--sources ... repeats``, are ablations), with the last ``--val-images`` training images held out for
   early stopping (:func:`agents.pretrain.pretrain_core_general`), so that it reads well whichever
   policy chose the glimpses.
 * ``random-glimpses`` (the default): ``T`` uniformly random glimpses one after the other, read with
