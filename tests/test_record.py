@@ -209,5 +209,10 @@ def test_the_shipped_agent_reproduces_its_documented_accuracy_through_the_enviro
 def test_the_demo_runs_the_shipped_agent(tmp_path, capsys):
     import train.demo as demo
 
-    demo.main(demo.Args(episodes=1, out=tmp_path))
-    assert (tmp_path / "episode1.png").is_file() and "correct with the shipped agent" in capsys.readouterr().out
+    demo.main(demo.Args(episodes=1, out=tmp_path, figure=tmp_path / "digits.png"))
+    printed = capsys.readouterr().out
+    assert (tmp_path / "episode1.png").is_file() and "correct with the shipped agent" in printed
+    from PIL import Image
+
+    width, height = Image.open(tmp_path / "digits.png").size  # five digits across, two rows of them
+    assert width > 1000 and height > 1000 and "one test image of each digit" in printed

@@ -6,6 +6,10 @@ prediction; saves each episode's rendered glimpse trail as a PNG.
 
     python train/demo.py --episodes 3 --seed 0 --out runs/demo
     python train/demo.py --policy random
+    python train/demo.py --figure experiments/results/figures/best_glimpses.png   # the README's figure
+
+With ``--figure PATH`` it also draws the shipped agent on the first test image of each digit, with
+its guess after each glimpse, to ``PATH`` (:func:`agents.figures.plot_glimpse_trails`).
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ class Args:
     """glimpses per episode"""
     out: Path = Path("runs/demo")
     """folder of the episodes' rendered glimpse trails (episode<k>.png)"""
+    figure: Path | None = None
+    """also draw the shipped agent on one test image of each digit to this PNG (none: no figure)"""
 
 
 def main(args: Args) -> None:
@@ -69,6 +75,12 @@ def main(args: Args) -> None:
     what = "the shipped agent" if args.policy == "shipped" else "random glimpses"
     print(f"{correct}/{args.episodes} correct with {what}; glimpse trails in {args.out}/episode*.png")
     env.close()
+    if args.figure is not None:
+        from agents.figures import plot_glimpse_trails  # matplotlib only for the figure
+
+        policy, core, _ = load_shipped_agent()
+        plot_glimpse_trails(policy, core, args.max_glimpses, args.figure)
+        print(f"the shipped agent on one test image of each digit: {args.figure}")
 
 
 if __name__ == "__main__":
