@@ -101,7 +101,7 @@ def test_evaluate_prints_the_table_and_json_behind_a_flag(checkpoint, capsys):
 
 
 def test_a_stage_ended_early_says_why_and_leaves_a_complete_bar(capsys):
-    from agents.progress import end_stage
+    from run import end_stage
 
     bar = tqdm(total=3000 + 100, file=io.StringIO())
     bar.update(950)

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @dataclass
 class _ResumeArgs:
-    """The arguments a :class:`~agents.resume.ResumePoint` reads."""
+    """The arguments a ``ResumePoint`` (train/run.py) reads."""
 
     out: str
     resume: bool = False
@@ -167,8 +167,8 @@ def test_render_passes_no_deprecated_pillow_mode_argument():
 def _holder(out: Path) -> subprocess.Popen:
     """Another process that owns ``out`` until killed."""
     environment = dict(os.environ)
-    environment["PYTHONPATH"] = str(ROOT)
-    code = "import sys; from agents.output import lock_output; lock_output(sys.argv[1]); print('owned', flush=True); "
+    environment["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "train")])  # run.py, as a script finds it
+    code = "import sys; from run import lock_output; lock_output(sys.argv[1]); print('owned', flush=True); "
     code += "sys.stdin.read()"
     process = subprocess.Popen(
         [sys.executable, "-c", code, str(out)], cwd=ROOT, env=environment, stdin=subprocess.PIPE, stdout=subprocess.PIPE
@@ -178,8 +178,7 @@ def _holder(out: Path) -> subprocess.Popen:
 
 
 def test_a_second_run_into_a_live_runs_folder_is_refused_and_a_dead_owner_leaves_no_stuck_lock(tmp_path):
-    from agents.evaluation import claim_output
-    from agents.resume import ResumePoint
+    from run import ResumePoint, claim_output
 
     out = tmp_path / "run"
     out.mkdir()
@@ -238,7 +237,7 @@ def test_checkpoints_without_a_digest_load_and_the_shipped_agent_is_unchanged(tm
 
 
 def test_a_changed_resume_file_is_refused_with_both_digests(tmp_path):
-    from agents.resume import ResumePoint
+    from run import ResumePoint
 
     out = tmp_path / "run"
     point = ResumePoint(out, reinforce_args(out))
