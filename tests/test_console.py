@@ -30,7 +30,7 @@ SCRIPTS = [  # every script a user runs: train/, experiments/, benchmarks/
     path
     for folder in ("train", "experiments", "benchmarks")
     for path in sorted((ROOT / folder).glob("*.py"))
-    if path.name != "__init__.py"
+    if path.name != "__init__.py" and path.relative_to(ROOT).as_posix() != "train/run.py"  # the scripts' shared module
 ]
 MARKUP = re.compile(r"``|:[a-z]+(:[a-z]+)?:`")
 

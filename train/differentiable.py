@@ -41,11 +41,9 @@ from tqdm import tqdm
 
 from agents.attention import AttentionNetwork
 from agents.baselines import FixedSequence
-from agents.checkpoint import save_agent
 from agents.cli import UserValueError, parse_preset_args, run_main, user_errors
 from agents.differentiable import DualOptimizerTrainer
 from agents.evaluation import accuracy_by_glimpse, accuracy_on
-from agents.figures import plot_glimpse_trails
 from agents.pixel_attention import PixelAttention
 from agents.pretrain import pretrain_core, pretrain_core_on_pixels
 from agents.schedule import Plateau, Stages, validate
@@ -66,7 +64,7 @@ from run import (
     say,
     start,
     summary,
-    write_metrics,
+    write_agent_run,
 )
 
 Recipe = tyro.conf.Suppress  # a field that only a preset sets (no flag)
@@ -674,8 +672,8 @@ def evaluate_and_write(
     train_seconds: float,
     device: torch.device,
 ) -> dict:
-    """Evaluate on the 10,000 test images (nearest and the training read-out), write the checkpoint,
-    the figure and, last, metrics.json."""
+    """Evaluate on the 10,000 test images (nearest and the training read-out) and write the run
+    (:func:`run.write_agent_run`)."""
     policy.eval()
     core.eval()
     print("evaluating on the 10,000 test images ...", flush=True)
@@ -684,23 +682,21 @@ def evaluate_and_write(
     for budget, accuracy in accuracy_table(nearest).items():
         writer.add_scalar("eval/test_accuracy_nearest", accuracy, int(budget))
     agent = {"attention": "differentiable", "pixel": "differentiable-pixel", "fixed": "fixed-sequence"}[args.policy]
-    save_agent(out / "checkpoint.pt", agent, policy, core, args.glimpses, args=vars(args), run_id=resume.run_id)
-    print(f"drawing glimpse trails to {out / 'glimpses.png'} ...", flush=True)
-    plot_glimpse_trails(policy, core, args.glimpses, out / "glimpses.png", device=device)
-    writer.close()
-    return resume.finish(  # metrics.json last: it marks the run finished
-        lambda: write_metrics(
-            out / "metrics.json",
-            agent,
-            nearest,
-            sampler.name,
-            train_seconds,
-            str(device),
-            args.seed,
-            attention_target=args.attention_target if args.policy != "fixed" else None,
-            test_accuracy_train_sampler=accuracy_table(trained_readout),
-            **training.results(resume.run_id),
-        )
+    return write_agent_run(
+        resume,
+        out,
+        args,
+        agent,
+        policy,
+        core,
+        nearest,
+        sampler.name,
+        train_seconds,
+        device,
+        attention_target=args.attention_target if args.policy != "fixed" else None,
+        test_accuracy_train_sampler=accuracy_table(trained_readout),
+        **training.results(resume.run_id),
+        before_metrics=writer.close,
     )
 
 

@@ -43,10 +43,8 @@ import tyro
 from sb3_contrib import MaskablePPO
 from stable_baselines3 import PPO
 
-from agents.checkpoint import save_agent
 from agents.cli import UserValueError, plain_text, run_main, user_errors
 from agents.evaluation import accuracy_by_glimpse
-from agents.figures import plot_glimpse_trails
 from agents.pixel_attention import PixelAttention
 from agents.ppo import (
     GlimpseActorCriticPolicy,
@@ -73,7 +71,7 @@ from run import (
     say,
     start,
     summary,
-    write_metrics,
+    write_agent_run,
 )
 
 
@@ -269,7 +267,7 @@ def evaluate_and_write(
     train_seconds: float,
     device: torch.device,
 ) -> dict:
-    """Evaluate on the 10,000 test images, write the checkpoint, the figure and, last, metrics.json.
+    """Evaluate on the 10,000 test images and write the run (:func:`run.write_agent_run`).
 
     :param core: the core the environment ran (its own trained copy with ``--core-training joint``).
     """
@@ -281,42 +279,32 @@ def evaluate_and_write(
         model.logger.record(f"eval/test_accuracy_nearest_{glimpses}", accuracy)
     model.logger.dump(model.num_timesteps)
     agent = f"{'maskable-ppo-pixel' if args.action_type == 'pixel' else 'ppo'}-{args.core_training}"
-    save_agent(
-        out / "checkpoint.pt",
+    return write_agent_run(
+        resume,
+        out,
+        args,
         agent,
         policy,
         core,
-        args.glimpses,
-        args=vars(args),
+        nearest,
+        args.sampler,
+        train_seconds,
+        device,
+        core_training=args.core_training,
+        env_steps=int(model.num_timesteps),
+        env_steps_per_second=round(model.num_timesteps / train_seconds, 1),
+        seconds_to_80_percent=probe.seconds_to(0.8),
+        seconds_to_80_percent_glimpses=min(25, args.glimpses),
+        eval_subset_images=args.eval_images,
+        eval_subset_curve=probe.curve,
+        eval_seconds=round(probe.eval_seconds, 1),
+        num_envs=args.num_envs,
+        gamma=args.gamma,
+        torch_threads=torch.get_num_threads(),
         sb3_model="model.zip",
         run_id=resume.run_id,
-    )
-    print(f"drawing glimpse trails to {out / 'glimpses.png'} ...", flush=True)
-    plot_glimpse_trails(policy, core, args.glimpses, out / "glimpses.png", device=device)
-    env.close()
-    return resume.finish(  # metrics.json last: it marks the run finished
-        lambda: write_metrics(
-            out / "metrics.json",
-            agent,
-            nearest,
-            args.sampler,
-            train_seconds,
-            str(device),
-            args.seed,
-            core_training=args.core_training,
-            env_steps=int(model.num_timesteps),
-            env_steps_per_second=round(model.num_timesteps / train_seconds, 1),
-            seconds_to_80_percent=probe.seconds_to(0.8),
-            seconds_to_80_percent_glimpses=min(25, args.glimpses),
-            eval_subset_images=args.eval_images,
-            eval_subset_curve=probe.curve,
-            eval_seconds=round(probe.eval_seconds, 1),
-            num_envs=args.num_envs,
-            gamma=args.gamma,
-            torch_threads=torch.get_num_threads(),
-            sb3_model="model.zip",
-            run_id=resume.run_id,
-        )
+        checkpoint={"sb3_model": "model.zip"},
+        before_metrics=env.close,
     )
 
 

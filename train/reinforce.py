@@ -40,10 +40,8 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from agents.baselines import RandomGlimpses
-from agents.checkpoint import save_agent
 from agents.cli import plain_text, run_main, user_errors
 from agents.evaluation import accuracy_by_glimpse, accuracy_on
-from agents.figures import plot_glimpse_trails
 from agents.pixel_attention import PixelAttention
 from agents.reinforce import (
     GaussianAttentionPolicy,
@@ -68,7 +66,7 @@ from run import (
     say,
     start,
     summary,
-    write_metrics,
+    write_agent_run,
 )
 
 #: Test accuracy at 25 glimpses whose first crossing is timed (``seconds_to_80_at_25``).
@@ -317,7 +315,7 @@ def evaluate_and_write(
     train_seconds: float,
     device: torch.device,
 ) -> dict:
-    """Evaluate on the 10,000 test images, write the checkpoint, the figure and, last, metrics.json.
+    """Evaluate on the 10,000 test images and write the run (:func:`run.write_agent_run`).
 
     :param core: the core the env ran: packaged (frozen) or the env's own trained copy (joint).
     """
@@ -329,37 +327,34 @@ def evaluate_and_write(
     for budget, value in accuracy_table(nearest).items():
         writer.add_scalar("eval/test_accuracy_nearest", value, int(budget))
     agent = f"reinforce-{'pixel-' if pixel else ''}{args.core_training}"
-    save_agent(out / "checkpoint.pt", agent, actor, core, args.glimpses, args=vars(args), run_id=resume.run_id)
-    print(f"drawing glimpse trails to {out / 'glimpses.png'} ...", flush=True)
-    plot_glimpse_trails(actor, core, args.glimpses, out / "glimpses.png", device=device)
-    writer.close()
-    metrics = resume.finish(  # metrics.json last: it marks the run finished
-        lambda: write_metrics(
-            out / "metrics.json",
-            agent,
-            nearest,
-            Sampler(args.sampler).name,
-            train_seconds,
-            str(device),
-            args.seed,
-            core_training=args.core_training,
-            reward=args.reward,
-            num_envs=args.num_envs,
-            env_steps=env_steps,
-            env_steps_per_second=round(env_steps / train_seconds, 1),
-            random_baseline_accuracy=round(probe.random_baseline, 4),
-            seconds_to_random_baseline=probe.seconds_to("random"),
-            seconds_to_80_at_25=probe.seconds_to("target"),
-            eval_images=args.eval_images,
-            test_accuracy_sampled=None if sampled is None else accuracy_table(sampled),
-            # detach: reporting only
-            policy_std=None if pixel else [round(float(s), 4) for s in policy.std().detach().cpu()],
-            learning_curve=probe.curve,
-            torch_threads=torch.get_num_threads(),
-            run_id=resume.run_id,
-        )
+    return write_agent_run(
+        resume,
+        out,
+        args,
+        agent,
+        actor,
+        core,
+        nearest,
+        Sampler(args.sampler).name,
+        train_seconds,
+        device,
+        core_training=args.core_training,
+        reward=args.reward,
+        num_envs=args.num_envs,
+        env_steps=env_steps,
+        env_steps_per_second=round(env_steps / train_seconds, 1),
+        random_baseline_accuracy=round(probe.random_baseline, 4),
+        seconds_to_random_baseline=probe.seconds_to("random"),
+        seconds_to_80_at_25=probe.seconds_to("target"),
+        eval_images=args.eval_images,
+        test_accuracy_sampled=None if sampled is None else accuracy_table(sampled),
+        # detach: reporting only
+        policy_std=None if pixel else [round(float(s), 4) for s in policy.std().detach().cpu()],
+        learning_curve=probe.curve,
+        torch_threads=torch.get_num_threads(),
+        run_id=resume.run_id,
+        before_metrics=writer.close,
     )
-    return metrics
 
 
 if __name__ == "__main__":

@@ -593,3 +593,46 @@ def summary(metrics: dict[str, Any], out: str | os.PathLike, files: Sequence[str
     title = f"{metrics['agent']}, seed {metrics['seed']}: test accuracy (%), 10,000 test images, nearest read-out"
     lines = accuracy_lines(title, metrics["test_accuracy"])
     return "\n".join([*lines, f"wrote {', '.join(str(Path(out) / name) for name in files)}"])
+
+
+def write_agent_run(
+    resume: ResumePoint,
+    out: Path,
+    args: Any,
+    agent: str,
+    policy: torch.nn.Module,
+    core: Any,
+    accuracy: torch.Tensor,
+    train_sampler: str,
+    train_seconds: float,
+    device: torch.device,
+    checkpoint: dict[str, Any] | None = None,
+    before_metrics: Callable[[], None] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The files a trained agent's run ends with: ``OUT/checkpoint.pt`` (:func:`agents.checkpoint.save_agent`,
+    with the arguments and the run's id), ``OUT/glimpses.png`` (its glimpse trails), then, last,
+    ``OUT/metrics.json`` (:func:`write_metrics`), which marks the run finished (:meth:`ResumePoint.finish`).
+
+    :param args: the script's arguments (``glimpses``, ``seed``; all of them go into the checkpoint).
+    :param accuracy: the test accuracy after each glimpse ``(T,)``, nearest read-out.
+    :param device: where the glimpse trails are drawn, and what metrics.json records.
+    :param checkpoint: more entries of the checkpoint (before the run's id).
+    :param before_metrics: called after the figure, before ``metrics.json`` (e.g. closing a log).
+    :param extra: the script's own entries of ``metrics.json``.
+    :return: the metrics written.
+    """
+    from agents.checkpoint import save_agent
+    from agents.figures import plot_glimpse_trails
+
+    path = out / "checkpoint.pt"
+    save_agent(path, agent, policy, core, args.glimpses, args=vars(args), **(checkpoint or {}), run_id=resume.run_id)
+    print(f"drawing glimpse trails to {out / 'glimpses.png'} ...", flush=True)
+    plot_glimpse_trails(policy, core, args.glimpses, out / "glimpses.png", device=device)
+    if before_metrics is not None:
+        before_metrics()
+    return resume.finish(  # metrics.json last: it marks the run finished
+        lambda: write_metrics(
+            out / "metrics.json", agent, accuracy, train_sampler, train_seconds, str(device), args.seed, **extra
+        )
+    )
