@@ -118,7 +118,7 @@ def _policy_class(record: dict[str, Any], path: Path) -> type[SavedPolicy]:
 
 def check_same_run(path: Path, checkpoint: dict[str, Any]) -> None:
     """Refuse a checkpoint whose folder's ``metrics.json`` was written by another run: the training
-    scripts stamp both files with the same ``run_id`` (:mod:`agents.resume`)."""
+    scripts stamp both files with the same ``run_id`` (``ResumePoint`` of train/run.py)."""
     metrics_path = path.parent / "metrics.json"
     if "run_id" not in checkpoint or not metrics_path.is_file():
         return

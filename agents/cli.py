@@ -100,7 +100,7 @@ def run_main(main: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return main(*args, **kwargs)
     except UserError as error:
         _exit(f"error: {one_line(str(error))}", USER_ERROR_STATUS)
-    except KeyboardInterrupt as error:  # agents.resume.Interrupted has said what it saved
+    except KeyboardInterrupt as error:  # the resume point (train/run.py) has said what it saved
         if type(error) is KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
         _exit(None, INTERRUPTED_STATUS)

@@ -1,44 +1,16 @@
-"""Test accuracy after each glimpse, and the ``metrics.json`` every agent writes.
+"""Test accuracy after each glimpse, through the environment: the one evaluation path of every agent.
 
 Reported accuracies use the ``nearest`` sampler: each glimpse reads one real pixel.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import time
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
-
 import torch
 
-from agents.cli import UserFileExistsError
-from agents.output import lock_output
 from agents.rollout import GlimpsePolicy
-from envs.atomic import write_atomic
 from envs.data import load_mnist
 from envs.perception import PerceptionCore
 from envs.sampler import Sampler
-
-#: Glimpse budgets reported in ``metrics.json`` (those ``<= T``, plus ``T`` itself).
-REPORTED_BUDGETS = (1, 2, 5, 10, 25)
-#: Glimpse budgets of the accuracy curves along training (``metrics.json`` ``curve``).
-CURVE_BUDGETS = ("5", "10", "25")
-
-
-def curve_milestones(limit: int = 10**7) -> list[int]:
-    """The optimizer steps at which a training script records its accuracy curve, log-spaced:
-    ``[1, 2, 5, 10, 20, 50, ...]`` up to ``limit``."""
-    return [m * 10**k for k in range(len(str(limit))) for m in (1, 2, 5) if m * 10**k <= limit]
-
-
-def curve_point(step: int, seconds: float, accuracy: torch.Tensor) -> dict[str, Any]:
-    """One point of an accuracy curve: ``{"step", "seconds", "accuracy": {"5": .., "10": .., "25": ..}}``
-    (the :data:`CURVE_BUDGETS` up to ``T``) from an accuracy after each glimpse ``(T,)``."""
-    table = accuracy_table(accuracy)
-    return {"step": step, "seconds": round(seconds, 1), "accuracy": {b: table[b] for b in CURVE_BUDGETS if b in table}}
 
 
 @torch.no_grad()
@@ -151,91 +123,3 @@ def play(
         coords.append(info["glimpse"])
         values.append(info["value"])
     return torch.stack(correct), torch.stack(coords, dim=1), torch.stack(values, dim=1)
-
-
-def accuracy_table(accuracy: torch.Tensor) -> dict[str, float]:
-    """``{"1": acc, "2": acc, ...}`` for the reported budgets up to ``T`` and for ``T``."""
-    glimpses = accuracy.shape[0]
-    budgets = sorted({b for b in REPORTED_BUDGETS if b <= glimpses} | {glimpses})
-    return {str(b): round(float(accuracy[b - 1]), 4) for b in budgets}
-
-
-def write_metrics(
-    path: str | os.PathLike,
-    agent: str,
-    accuracy: torch.Tensor,
-    train_sampler: str,
-    train_seconds: float,
-    device: str,
-    seed: int,
-    **extra: Any,
-) -> dict[str, Any]:
-    """Write the shared ``metrics.json`` schema and return it.
-
-    ``{"agent", "test_accuracy": {"1": .., "2": .., "5": .., "10": .., "25": .., "T": ..},
-    "readout": "nearest", "train_sampler", "train_seconds", "device", "seed", **extra}``
-    """
-    metrics = {
-        "agent": agent,
-        "test_accuracy": accuracy_table(accuracy),
-        "readout": "nearest",
-        "train_sampler": train_sampler,
-        "train_seconds": round(train_seconds, 1),
-        "device": device,
-        "seed": seed,
-        **extra,
-    }
-    text = json.dumps(metrics, indent=2, allow_nan=False) + "\n"  # NaN is not JSON: refuse it here
-    write_atomic(path, lambda handle: handle.write(text.encode()))
-    return metrics
-
-
-def log_folder(out: str | os.PathLike) -> Path:
-    """A TensorBoard folder of this run's own, ``OUT/tb/<start time>-<pid>``: a rerun or a killed run
-    in the same ``OUT`` never mixes its curves with this one's."""
-    return Path(out) / "tb" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-
-
-def accuracy_lines(title: str, table: dict[str, float]) -> list[str]:
-    """``title``, then a table of test accuracy (%) by glimpses: what the scripts print.
-
-    :param title: the first line (the agent and how it was evaluated).
-    :param table: ``{"1": accuracy, "2": ..., "25": ...}`` (:func:`accuracy_table`), accuracies in ``[0, 1]``.
-    """
-    width = max(6, *(len(b) + 1 for b in table))
-    return [
-        title,
-        "  glimpses " + "".join(f"{b:>{width}}" for b in table),
-        "  accuracy " + "".join(f"{100 * v:>{width}.1f}" for v in table.values()),
-    ]
-
-
-def summary(metrics: dict[str, Any], out: str | os.PathLike, files: Sequence[str]) -> str:
-    """What a training script ends with: its test accuracy by glimpses as a small table, and where its
-    files went."""
-    title = f"{metrics['agent']}, seed {metrics['seed']}: test accuracy (%), 10,000 test images, nearest read-out"
-    lines = accuracy_lines(title, metrics["test_accuracy"])
-    return "\n".join([*lines, f"wrote {', '.join(str(Path(out) / name) for name in files)}"])
-
-
-def claim_output(out: str | os.PathLike, overwrite: bool) -> Path:
-    """The output folder of a run, created and owned by this process (:func:`agents.output.lock_output`:
-    a second live run into it is refused). A folder that holds a finished run (``metrics.json``) is
-    refused unless ``overwrite``; then its ``metrics.json`` goes first, so that a run that fails
-    leaves no finished-looking mix of old and new files. Call it before any work.
-
-    :raises UserError: ``out`` is a file, cannot be written, is owned by another run, or holds a
-        finished run and ``overwrite`` is not set.
-    """
-    out = Path(out)
-    metrics = out / "metrics.json"
-    for owned in (False, True):  # refused before anything changes, and again once the folder is ours
-        if metrics.is_file() and not overwrite:
-            raise UserFileExistsError(
-                f"{out} holds a finished run ({metrics}); pass --overwrite to replace it "
-                "(make train ARGS=--overwrite), or another --out."
-            )
-        if not owned:
-            lock_output(out)
-    metrics.unlink(missing_ok=True)
-    return out

@@ -326,7 +326,7 @@ class SubsetEvalCallback(BaseCallback):
     :param every: environment steps between evaluations.
     :param seed: picks the subset.
     :param device: where the subset and the rollouts live.
-    :param report: called with one line per evaluation (e.g. :func:`agents.progress.say`); ``None``: silent.
+    :param report: called with one line per evaluation (e.g. ``say`` of train/run.py); ``None``: silent.
     """
 
     def __init__(
@@ -435,23 +435,23 @@ class StepProgressBar(BaseCallback):
 
 
 class ResumeCallback(BaseCallback):
-    """Hands each rollout boundary of SB3's ``learn`` to an :class:`agents.resume.ResumePoint`: the
-    state is saved every ``save_every`` seconds, and on SIGINT/SIGTERM it is saved and training stops.
+    """Hands each rollout boundary of SB3's ``learn`` to a training script's resume point
+    (``ResumePoint.step`` of train/run.py): the state it keeps is saved every ``save_every`` seconds,
+    and on SIGINT/SIGTERM it is saved and training stops.
 
     At the start of a rollout the previous one is consumed and the next not begun, so the weights,
     the optimizer, the environment and the last observation are all the state there is
-    (:func:`ppo_state`).
+    (:class:`PPOState`).
 
     :param resume: the run's resume point.
-    :param state: returns the state to save.
     """
 
-    def __init__(self, resume: Any, state: Any) -> None:
+    def __init__(self, resume: Any) -> None:
         super().__init__()
-        self.resume, self.state = resume, state
+        self.resume = resume
 
     def _on_rollout_start(self) -> None:
-        self.resume.step(self.num_timesteps, self.state)
+        self.resume.step(self.num_timesteps)
 
     def _on_step(self) -> bool:
         return True
@@ -505,6 +505,20 @@ def load_ppo_state(model: Any, env: Any, state: dict) -> None:
     model.ep_info_buffer = deque(state["ep_info_buffer"], maxlen=model._stats_window_size)
     model.ep_success_buffer = deque(state["ep_success_buffer"], maxlen=model._stats_window_size)
     env.load_state_dict(state["env"])
+
+
+class PPOState:
+    """An SB3 on-policy model and its environment as one object with a ``state_dict``
+    (:func:`ppo_state`) and a ``load_state_dict`` (:func:`load_ppo_state`), for a resume point."""
+
+    def __init__(self, model: Any, env: Any) -> None:
+        self.model, self.env = model, env
+
+    def state_dict(self) -> dict:
+        return ppo_state(self.model, self.env)
+
+    def load_state_dict(self, state: dict) -> None:
+        load_ppo_state(self.model, self.env, state)
 
 
 #: The keys of the record observation, in the order :class:`RecordFeatures` concatenates them.

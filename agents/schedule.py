@@ -10,7 +10,9 @@ choice*, the choice the selector makes when it acts. Here:
 * :func:`validate`: the hard choice's loss and accuracy on held-out images (eval mode, ``nearest``
   reads: exactly what evaluation runs);
 * :class:`Plateau`: the learning-rate cuts, the early stopping and the best weights, fed one
-  validation loss at a time, with a ``state_dict`` for resuming.
+  validation loss at a time, with a ``state_dict`` for resuming;
+* :class:`Stages`: where training stands among the stages, and how far the annealed quantities
+  (noise, temperature, learning rates) have gone, with a ``state_dict`` for resuming.
 
 ``train/differentiable.py --stages S --val-images N --plateau-patience P`` (the ``ablation-gdfs-schedule`` preset, docs/studies/gdfs-schedule.md)
 runs them.
@@ -134,3 +136,53 @@ class Plateau:
     def load_state_dict(self, state: dict) -> None:
         for name, value in state.items():
             setattr(self, name, value)
+
+
+class Stages:
+    """Where training stands among ``count`` stages, each given at most a ``1/count`` share of the
+    steps and of the seconds: the current stage, and the step and the clock at which it began.
+
+    :meth:`done` says how far the annealed quantities have gone, in ``[0, 1]``: with one stage, the
+    share of the steps taken (or of the seconds, whichever is larger, with a time budget); with
+    several, the stage's place among them (constant within a stage, as GDFS anneals).
+
+    :param count: the stages (>= 1).
+    """
+
+    def __init__(self, count: int) -> None:
+        if count < 1:
+            raise ValueError(f"Stages needs at least one stage, got {count}.")
+        self.count, self.index, self.start_step, self.start_clock = count, 0, 0, 0.0
+
+    @property
+    def last(self) -> bool:
+        return self.index == self.count - 1
+
+    def over(self, step: int, clock: float, steps: int, seconds: float) -> bool:
+        """Whether the current stage has had its share of ``steps`` or ``seconds``, at ``step`` and ``clock``."""
+        return step - self.start_step >= steps // self.count or clock - self.start_clock > seconds / self.count
+
+    def advance(self, step: int, clock: float) -> None:
+        """The next stage begins at ``step`` and ``clock``."""
+        self.index, self.start_step, self.start_clock = self.index + 1, step, clock
+
+    def done(self, step: int, steps: int, clock: float = 0.0, seconds: float | None = None) -> float:
+        """How far the annealing has gone at ``step`` of ``steps`` (and ``clock`` of a time budget of
+        ``seconds``, if any): ``index / (count - 1)`` with several stages."""
+        if self.count > 1:
+            return self.index / (self.count - 1)
+        done = step / steps
+        return done if seconds is None else min(1.0, max(done, clock / seconds))
+
+    def anneal(self, start: float, end: float, done: float) -> float:
+        """From ``start`` towards ``end``: geometric from stage to stage (:func:`stage_value`) with several
+        stages, linear in ``done`` with one."""
+        if self.count > 1:
+            return stage_value(start, end, self.index, self.count)
+        return start - (start - end) * done
+
+    def state_dict(self) -> dict:
+        return {"index": self.index, "start_step": self.start_step, "start_clock": self.start_clock}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.index, self.start_step, self.start_clock = state["index"], state["start_step"], state["start_clock"]

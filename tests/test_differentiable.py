@@ -14,13 +14,14 @@ from agents.attention import AttentionNetwork
 from agents.baselines import FixedSequence, RandomGlimpses
 from agents.checkpoint import load_agent, save_agent
 from agents.differentiable import DualOptimizerTrainer, attention_targets
-from agents.evaluation import accuracy_by_glimpse, accuracy_table
+from agents.evaluation import accuracy_by_glimpse
 from agents.pixel_attention import PixelAttention
 from agents.rollout import run_episodes
 from envs.data import load_mnist
 from envs.glimpse_env import MnistGlimpseEnv
 from envs.perception import PerceptionCore, perception_loss
 from envs.sampler import Sampler
+from run import accuracy_table
 
 
 @pytest.fixture

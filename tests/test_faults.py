@@ -99,8 +99,8 @@ def test_a_damaged_packaged_core_is_refused(monkeypatch):
 
 
 def test_a_finished_run_is_not_overwritten_without_overwrite_and_failed_writes_keep_the_old_file(tmp_path, core):
-    from agents.evaluation import claim_output
     from envs.atomic import write_atomic
+    from run import claim_output
 
     run = tmp_path / "run"
     claim_output(run, overwrite=False)
@@ -131,7 +131,7 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, preset
     """Stopped mid-epoch (as by SIGINT), then --resume: the same final weights as a run never stopped
     (with the staged schedule: the same validations, stages and best weights too)."""
     import train.differentiable as script
-    from agents.resume import Interrupted
+    from run import Interrupted
 
     def args(out, **extra):
         settings = dict(
@@ -201,8 +201,8 @@ def test_an_interrupted_rl_run_resumes_to_the_uninterrupted_result(tmp_path, nam
     jointly by the env): stopped between two batches, then --resume, gives the weights, the core and the learning curve of a run never stopped."""
     import importlib
 
-    from agents.resume import Interrupted
     from envs import perception
+    from run import Interrupted
 
     script = importlib.import_module(f"train.{name.removesuffix('-pixel')}")
     batch = 16 * 3
@@ -282,7 +282,7 @@ def test_sigterm_saves_a_resumable_run_and_exits_130(tmp_path):
 def test_a_damaged_or_missing_resume_file_is_refused(tmp_path):
     from dataclasses import dataclass
 
-    from agents.resume import ResumePoint
+    from run import ResumePoint
 
     @dataclass
     class Args:

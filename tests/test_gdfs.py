@@ -139,7 +139,7 @@ def test_checkpoint_round_trip_and_a_changed_file_is_refused(tmp_path):
 
 
 def test_curve_milestones_are_log_spaced():
-    from agents.evaluation import curve_milestones
+    from run import curve_milestones
 
     assert curve_milestones(1000) == [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000] and curve_milestones(7) == [1, 2, 5]
 
@@ -210,7 +210,7 @@ def test_stages_end_on_their_best_weights_and_the_run_on_the_best_hard_loss(tmp_
 
 
 def test_an_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path):
-    from agents.resume import Interrupted
+    from run import Interrupted
 
     whole = script.main(tiny_args(tmp_path / "whole"))
     with pytest.raises(Interrupted):

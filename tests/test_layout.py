@@ -62,3 +62,17 @@ def test_the_makefile_installs_the_torch_that_pyproject_pins():
     requirement = re.search(r'^\s*"(torch[<>=!,.0-9]*)",', (root / "pyproject.toml").read_text(), re.MULTILINE).group(1)
     spec = re.search(r"^TORCH_SPEC := (.+)$", (root / "Makefile").read_text(), re.MULTILINE).group(1)
     assert spec == requirement
+
+
+def test_the_run_module_is_imported_as_run_and_only_by_scripts_and_tests():
+    """train/run.py (the run plumbing of the training scripts) is imported as ``run``, the name a script
+    run as ``python train/x.py`` finds it by, and never as ``train.run``: one copy per process, so one
+    set of owned output folders. envs/ and agents/ never import it (they sit below train/)."""
+    for folder in ("envs", "agents", "experiments", "benchmarks", "train", "tests"):
+        for path in (ROOT / folder).glob("*.py"):
+            tree = ast.parse(path.read_text())
+            names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+            names |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+            assert "train.run" not in names, f"{path.name} imports train.run; import it as run"
+            if folder in ("envs", "agents"):
+                assert "run" not in names, f"{folder}/{path.name} imports the training scripts' run module"

@@ -193,7 +193,8 @@ def test_the_shipped_agent_reproduces_its_documented_accuracy_through_the_enviro
     from pathlib import Path
 
     from agents import shipped
-    from agents.evaluation import accuracy_by_glimpse, accuracy_table
+    from agents.evaluation import accuracy_by_glimpse
+    from run import accuracy_table
 
     policy, core, checkpoint = shipped.load_shipped_agent()
     study = Path(__file__).resolve().parents[1] / "experiments/results/studies/best_preset_one_command.json"

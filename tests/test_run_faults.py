@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @dataclass
 class _ResumeArgs:
-    """The arguments a :class:`~agents.resume.ResumePoint` reads."""
+    """The arguments a ``ResumePoint`` (train/run.py) reads."""
 
     out: str
     resume: bool = False
@@ -49,9 +49,11 @@ def tiny_reinforce_kwargs(out: Path) -> dict:
 
 
 def _python(code: str, *, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run ``code`` in a fresh interpreter at the repository root, importing this checkout's packages."""
+    """Run ``code`` in a fresh interpreter at the repository root, importing this checkout's packages
+    (and train/run.py as the scripts import it, ``run``)."""
     environment = dict(os.environ if env is None else env)
-    environment["PYTHONPATH"] = os.pathsep.join([str(ROOT), environment.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    paths = [str(ROOT), str(ROOT / "train"), environment.get("PYTHONPATH", "")]
+    environment["PYTHONPATH"] = os.pathsep.join(paths).rstrip(os.pathsep)
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         cwd=ROOT,
@@ -167,8 +169,8 @@ def test_render_passes_no_deprecated_pillow_mode_argument():
 def _holder(out: Path) -> subprocess.Popen:
     """Another process that owns ``out`` until killed."""
     environment = dict(os.environ)
-    environment["PYTHONPATH"] = str(ROOT)
-    code = "import sys; from agents.output import lock_output; lock_output(sys.argv[1]); print('owned', flush=True); "
+    environment["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "train")])
+    code = "import sys; from run import lock_output; lock_output(sys.argv[1]); print('owned', flush=True); "
     code += "sys.stdin.read()"
     process = subprocess.Popen(
         [sys.executable, "-c", code, str(out)], cwd=ROOT, env=environment, stdin=subprocess.PIPE, stdout=subprocess.PIPE
@@ -178,8 +180,7 @@ def _holder(out: Path) -> subprocess.Popen:
 
 
 def test_a_second_run_into_a_live_runs_folder_is_refused_and_a_dead_owner_leaves_no_stuck_lock(tmp_path):
-    from agents.evaluation import claim_output
-    from agents.resume import ResumePoint
+    from run import ResumePoint, claim_output
 
     out = tmp_path / "run"
     out.mkdir()
@@ -238,7 +239,7 @@ def test_checkpoints_without_a_digest_load_and_the_shipped_agent_is_unchanged(tm
 
 
 def test_a_changed_resume_file_is_refused_with_both_digests(tmp_path):
-    from agents.resume import ResumePoint
+    from run import ResumePoint
 
     out = tmp_path / "run"
     point = ResumePoint(out, reinforce_args(out))
@@ -379,3 +380,32 @@ def test_a_flipped_bit_in_a_saved_core_file_is_refused(tmp_path, core):
     _flip_exponent_bit(path, core.state_dict()["head.net.2.bias"])
     with pytest.raises(ValueError, match=f"{path} is damaged: .* \\(expected [0-9a-f]{{64}}, found [0-9a-f]{{64}}\\)"):
         PerceptionCore.load(path)
+
+
+def test_a_resume_point_saves_what_it_keeps_and_gives_it_back_in_place(tmp_path):
+    """Each kind of value ResumePoint.keep takes: a module (its state_dict), a dict and a list (restored
+    into the same object), a (get, put) pair and a function (saved; given back in the returned mapping)."""
+    from run import Interrupted, ResumePoint
+
+    out = tmp_path / "run"
+
+    def kept(layer, counts, curve, box):
+        return dict(
+            layer=layer,
+            counts=counts,
+            curve=curve,
+            flag=(lambda: box["flag"], lambda value: box.update(flag=value)),
+            seconds=lambda: 1.5,
+        )
+
+    torch.manual_seed(0)
+    layer, counts, curve, box = torch.nn.Linear(2, 2), {"steps": 3}, [1, 2], {"flag": True}
+    point = ResumePoint(out, reinforce_args(out), stop_after=3)
+    assert point.keep(**kept(layer, counts, curve, box)) is None
+    with pytest.raises(Interrupted), point:
+        point.step(3)
+    again = (torch.nn.Linear(2, 2), {"steps": 0}, [], {"flag": False})
+    resumed = ResumePoint(out, reinforce_args(out, resume=True))
+    saved = resumed.keep(**kept(*again))
+    assert torch.equal(again[0].weight, layer.weight) and again[1:] == (counts, curve, box)
+    assert saved["seconds"] == 1.5 and not resumed.trained

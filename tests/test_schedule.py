@@ -9,7 +9,7 @@ import torch
 
 from agents.baselines import FixedSequence
 from agents.evaluation import accuracy_on
-from agents.schedule import Plateau, stage_value, validate
+from agents.schedule import Plateau, Stages, stage_value, validate
 from envs.data import load_mnist
 from envs.perception import PerceptionCore, perception_loss
 
@@ -62,3 +62,20 @@ def test_validate_is_the_hard_choices_loss_and_accuracy_and_restores_modes():
     with torch.no_grad():
         logits = run_episodes(policy, core, Sampler("nearest"), images.float() / 255.0, 4).logits
     assert loss == pytest.approx(float(perception_loss(logits, labels)), rel=1e-5)
+
+
+def test_stages_anneal_linearly_in_one_stage_and_geometrically_across_several():
+    one = Stages(1)
+    assert one.done(25, 100) == 0.25 and one.done(25, 100, clock=60.0, seconds=120.0) == 0.5
+    assert one.done(90, 100, clock=300.0, seconds=120.0) == 1.0  # the time budget is spent: annealed
+    assert one.anneal(1.0, 0.1, 0.5) == 1.0 - (1.0 - 0.1) * 0.5
+    staged = Stages(5)
+    assert not staged.over(step=19, clock=0.0, steps=100, seconds=math.inf)
+    assert staged.over(step=20, clock=0.0, steps=100, seconds=math.inf)  # a fifth of the steps
+    assert staged.over(step=1, clock=25.0, steps=100, seconds=100.0)  # more than a fifth of the seconds
+    for _ in range(4):
+        staged.advance(step=20, clock=25.0)
+    assert staged.last and staged.done(0, 100) == 1.0 and staged.anneal(1.0, 0.1, 0.0) == pytest.approx(0.1)
+    again = Stages(5)
+    again.load_state_dict(staged.state_dict())
+    assert again.state_dict() == {"index": 4, "start_step": 20, "start_clock": 25.0}

@@ -29,13 +29,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import torch
 import tyro
 from torch.utils.tensorboard import SummaryWriter
@@ -43,37 +41,37 @@ from tqdm import tqdm
 
 from agents.attention import AttentionNetwork
 from agents.baselines import FixedSequence
-from agents.checkpoint import save_agent
 from agents.cli import UserValueError, parse_preset_args, run_main, user_errors
 from agents.differentiable import DualOptimizerTrainer
-from agents.evaluation import (
-    accuracy_by_glimpse,
-    accuracy_on,
+from agents.evaluation import accuracy_by_glimpse, accuracy_on
+from agents.pixel_attention import PixelAttention
+from agents.pretrain import pretrain_core, pretrain_core_on_pixels
+from agents.schedule import Plateau, Stages, validate
+from agents.shipped import AGENT_PATH
+from envs.data import MnistSplit, ShuffledBatches, load_mnist
+from envs.perception import RANDOM_GLIMPSES_PATH, PerceptionConfig, PerceptionCore
+from envs.sampler import Sampler
+from run import (
+    ResumableArgs,
+    ResumePoint,
+    accuracy_lines,
     accuracy_table,
     claim_output,
     curve_milestones,
     curve_point,
+    end_stage,
     log_folder,
+    say,
+    start,
     summary,
-    write_metrics,
+    write_agent_run,
 )
-from agents.figures import plot_glimpse_trails
-from agents.pixel_attention import PixelAttention
-from agents.pretrain import pretrain_core, pretrain_core_on_pixels
-from agents.progress import end_stage, say
-from agents.resume import ResumePoint
-from agents.schedule import Plateau, stage_value, validate
-from agents.shipped import AGENT_PATH
-from envs.config import resolve_device
-from envs.data import MnistSplit, ShuffledBatches, load_mnist
-from envs.perception import RANDOM_GLIMPSES_PATH, PerceptionConfig, PerceptionCore
-from envs.sampler import Sampler
 
 Recipe = tyro.conf.Suppress  # a field that only a preset sets (no flag)
 
 
 @dataclass
-class Args:
+class Args(ResumableArgs):
     preset: Recipe[str] = "continuous"
     """the preset these values came from (recorded in the checkpoint and metrics.json)"""
     policy: Recipe[Literal["attention", "pixel", "fixed"]] = "attention"
@@ -179,21 +177,8 @@ class Args:
     """--core pretrain: T uniformly random glimpses read with the training sampler, one after the other
     (agents.pretrain.pretrain_core), or 50 distinct random pixels read exactly, every prefix scored at
     once in set form (agents.pretrain.pretrain_core_on_pixels)"""
-    seed: int = 0
-    """seed of python, numpy and torch"""
-    device: str = "auto"
-    """cpu, cuda or auto"""
-    torch_threads: int = 1
-    """CPU threads for torch (0 = torch's default, one per core); 1, the default, does not collapse when
-    other jobs share a small CPU (docs/studies/env-throughput.md)"""
     out: str = "runs/differentiable"
     """output folder"""
-    overwrite: bool = False
-    """replace a finished or interrupted run in --out; without it such a folder is refused"""
-    resume: bool = False
-    """continue the interrupted run in --out (its resume.pt) to the result an uninterrupted run gives"""
-    save_every: float = 300.0
-    """seconds between saves of OUT/resume.pt during training (also written on SIGINT/SIGTERM)"""
 
 
 _PIXEL = dict(policy="pixel", attention_lr=1e-2, pixel_noise_final=0.1, epochs=5)
@@ -398,27 +383,12 @@ def build_core(args: Args, data, device: torch.device, out: Path) -> PerceptionC
     return core.train()
 
 
-def main(args: Args, stop_after: int | None = None) -> dict:
-    """Train, evaluate and write the run. ``stop_after``: act as if interrupted after that many
-    optimizer steps (tests of --resume)."""
-    check_args(args)
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    if args.torch_threads > 0:
-        torch.set_num_threads(args.torch_threads)
-    device = resolve_device(args.device)
-    resume = ResumePoint(args.out, args, stop_after)
-    out = claim_output(args.out, args.overwrite)
-    writer = SummaryWriter(str(log_folder(out)))
-
-    data = load_mnist("train", device)
-    train_count = len(data) - args.val_images  # the last --val-images are held out, from pretraining too
-    core = build_core(args, MnistSplit(data.images[:train_count], data.labels[:train_count]), device, out)
+def build_policy(args: Args, core: PerceptionCore, device: torch.device) -> torch.nn.Module:
+    """The policy of ``--preset``'s recipe: the attention network, the pixel policy or a fixed sequence."""
     if args.policy == "attention":
-        policy = AttentionNetwork(core.observation_size, args.hidden, args.glimpses, args.step_bias).to(device)
-    elif args.policy == "pixel":
-        policy = PixelAttention(
+        return AttentionNetwork(core.observation_size, args.hidden, args.glimpses, args.step_bias).to(device)
+    if args.policy == "pixel":
+        return PixelAttention(
             core.observation_size,
             args.glimpses,
             args.hidden,
@@ -427,8 +397,228 @@ def main(args: Args, stop_after: int | None = None) -> dict:
             memory=args.pixel_memory,
             exploration="epsilon" if args.attention_target == "value" else "gumbel",
         ).to(device)
-    else:
-        policy = FixedSequence(args.glimpses).to(device)
+    return FixedSequence(args.glimpses).to(device)
+
+
+class Training:
+    """The dual epochs, then the read-out epochs, with everything an uninterrupted run holds at a step
+    boundary (:meth:`kept`): the trainer, the batch stream, the steps and seconds of each phase, the
+    stages and the plateau, the validation curve and the test-accuracy curve.
+
+    :param data: the 60,000 training images; the last ``--val-images`` are held out for validation.
+    """
+
+    def __init__(
+        self,
+        args: Args,
+        data: MnistSplit,
+        trainer: DualOptimizerTrainer,
+        writer: SummaryWriter,
+        device: torch.device,
+    ) -> None:
+        self.args, self.data, self.trainer, self.writer = args, data, trainer, writer
+        self.policy, self.core = trainer.policy, trainer.core
+        train_count = len(data) - args.val_images
+        self.validation = (data.images[train_count:], data.labels[train_count:]) if args.val_images else None
+        self.steps_per_epoch = train_count // args.batch_size
+        self.readout = Sampler("nearest")
+        steps = {
+            "dual": args.epochs * self.steps_per_epoch,
+            "readout": round(args.readout_epochs * self.steps_per_epoch),
+        }
+        self.planned = steps
+        self.steps_done = dict.fromkeys(steps, 0)
+        self.clock = dict.fromkeys(steps, 0.0)  # seconds spent in each phase (counted against --budget-seconds)
+        self.budget = {phase: BUDGET_SHARES[phase] * args.budget_seconds or math.inf for phase in steps}
+        if args.max_train_seconds > 0:
+            self.budget["dual"] = args.max_train_seconds
+        self.batches = ShuffledBatches(train_count, args.batch_size, device)
+        self.plateau = Plateau(args.plateau_patience)
+        self.stages = Stages(args.stages)
+        self.curve: list[dict] = []  # validations
+        self.steps_curve: list[dict] = []  # test accuracy along the dual steps (--curve-images)
+        self.milestones = set(curve_milestones())
+        self.curve_test = load_mnist("test", device) if args.curve_images else None
+        self.best_restored = False  # the dual phase ended on the best validated weights
+
+    def kept(self) -> dict:
+        """What the resume point keeps (``ResumePoint.keep``)."""
+        return {
+            "trainer": self.trainer,
+            "batches": self.batches,
+            "steps_done": self.steps_done,
+            "clock": self.clock,
+            "plateau": self.plateau,
+            "stage": self.stages,
+            "curve": self.curve,
+            "steps_curve": self.steps_curve,
+            "best_restored": (lambda: self.best_restored, lambda value: setattr(self, "best_restored", value)),
+        }
+
+    def weights(self) -> dict:
+        return {"policy": self.policy.state_dict(), "core": self.core.state_dict()}
+
+    def restore_best(self) -> None:
+        if self.plateau.best_state is not None:
+            self.policy.load_state_dict(self.plateau.best_state["policy"])
+            self.core.load_state_dict(self.plateau.best_state["core"])
+
+    def validate(self) -> None:
+        """Validate the hard choice; the plateau keeps the best weights (and cuts the learning rates)."""
+        args, step = self.args, self.steps_done["dual"]
+        loss, accuracy = validate(self.policy, self.core, *self.validation, args.glimpses)
+        best = self.plateau.update(loss, self.weights(), step)
+        table = accuracy_table(accuracy)
+        point = {"step": step, "seconds": round(self.clock["dual"], 1), "stage": self.stages.index}
+        self.curve.append({**point, "loss": round(loss, 5), "accuracy": table, "best": best})
+        say(
+            f"validation at step {step:,}: loss {loss:.4f}, accuracy "
+            f"{100 * table[str(args.glimpses)]:.1f}% after {args.glimpses} glimpses{' (best so far)' if best else ''}"
+        )
+        self.writer.add_scalar("validation/loss", loss, step)
+        self.writer.add_scalar("validation/accuracy_last", table[str(args.glimpses)], step)
+        if args.plateau_patience > 0:
+            self.trainer.scale_learning_rates(self.plateau.scale)
+
+    def record_curve(self) -> float:
+        """Test accuracy on the curve's images at this dual step (eval mode); returns the seconds it took."""
+        step = self.steps_done["dual"]
+        if not self.args.curve_images or (self.steps_curve and self.steps_curve[-1]["step"] == step):
+            return 0.0
+        began = time.time()
+        modes = [(module, module.training) for module in (self.policy, self.core)]
+        self.policy.eval()
+        self.core.eval()
+        images, labels = (
+            self.curve_test.images[: self.args.curve_images],
+            self.curve_test.labels[: self.args.curve_images],
+        )
+        accuracy = accuracy_on(self.policy, self.core, images, labels, self.args.glimpses)
+        for module, mode in modes:
+            module.train(mode)
+        self.steps_curve.append(curve_point(step, self.clock["dual"], accuracy))
+        return time.time() - began
+
+    def stage_over(self) -> bool:
+        """Whether the current stage has had its share of steps or time, or stopped improving."""
+        over = self.stages.over(self.steps_done["dual"], self.clock["dual"], self.planned["dual"], self.budget["dual"])
+        return over or (self.args.plateau_patience > 0 and self.plateau.stop)
+
+    def why_ended(self, phase: str) -> str:
+        """Why ``phase`` stopped before its planned steps."""
+        args = self.args
+        if self.clock[phase] > self.budget[phase]:
+            flag = "--max-train-seconds" if phase == "dual" and args.max_train_seconds > 0 else "--budget-seconds"
+            return f"time budget of {self.budget[phase]:.3g} s reached ({flag})"
+        if args.plateau_patience > 0 and self.plateau.stop:
+            return f"last stage ({args.stages}) stopped improving on validation"
+        return f"last stage ({args.stages}) ended"
+
+    def anneal(self) -> None:
+        """The pixel policy's noise and temperature and both learning rates for the next dual step."""
+        args, policy = self.args, self.policy
+        seconds = self.budget["dual"] if args.budget_seconds > 0 else None  # the schedules follow the time budget too
+        done = self.stages.done(self.steps_done["dual"], self.planned["dual"], self.clock["dual"], seconds)
+        if isinstance(policy, PixelAttention):
+            policy.noise = self.stages.anneal(1.0, args.pixel_noise_final, done)
+            final = args.pixel_temperature_final or args.pixel_temperature
+            policy.temperature = args.pixel_temperature * (final / args.pixel_temperature) ** done
+        if args.lr_final != 1.0:
+            self.trainer.scale_learning_rates(1.0 - (1.0 - args.lr_final) * done)
+
+    def step(self, phase: str, progress: tqdm) -> None:
+        """One optimizer step of ``phase`` on the next batch."""
+        batch = next(self.batches)
+        images, labels = self.data.images[batch].float() / 255.0, self.data.labels[batch]
+        global_step = sum(self.steps_done.values())
+        if phase == "dual":
+            self.anneal()
+            stats = self.trainer.step(images, labels)
+            if global_step % 50 == 0:
+                self.writer.add_scalar("losses/perception", stats.perception_loss, global_step)
+                self.writer.add_scalar("losses/attention", stats.attention_loss, global_step)
+                self.writer.add_scalar("charts/train_accuracy_last", stats.accuracy_last, global_step)
+                progress.set_postfix(loss=f"{stats.perception_loss:.3f}", acc=f"{stats.accuracy_last:.3f}")
+        else:
+            loss = self.trainer.readout_step(images, labels, self.readout)
+            if global_step % 50 == 0:
+                self.writer.add_scalar("losses/perception_nearest_readout", loss, global_step)
+                progress.set_postfix(phase="readout", loss=f"{loss:.3f}")
+        progress.update()
+        self.steps_done[phase] += 1
+
+    def train(self, resume: ResumePoint, progress: tqdm) -> None:
+        """Both phases, each until its planned steps, its time budget or (dual, staged) its last stage ends."""
+        args, steps_done, clock = self.args, self.steps_done, self.clock
+        for phase, phase_steps in self.planned.items():
+            phase_start = time.time() - clock[phase]
+            if phase == "dual" and steps_done["dual"] == 0:
+                phase_start += self.record_curve()  # step 0: where the dual epochs start from
+            while steps_done[phase] < phase_steps:
+                clock[phase] = time.time() - phase_start
+                if clock[phase] > self.budget[phase]:
+                    break
+                if phase == "dual" and args.stages > 1 and self.stage_over():
+                    if self.stages.last:
+                        break
+                    # The next stage starts from the best validated weights, with fresh optimizers.
+                    self.stages.advance(steps_done["dual"], clock["dual"])
+                    self.restore_best()
+                    self.trainer.reset_optimizers()
+                    self.plateau.new_stage()
+                resume.step(sum(steps_done.values()))
+                self.step(phase, progress)
+                if phase == "dual" and steps_done["dual"] in self.milestones:
+                    phase_start += self.record_curve()  # off the clock
+                if phase == "dual" and self.validation is not None and steps_done["dual"] % args.val_every == 0:
+                    self.validate()
+            if phase == "dual":
+                self.record_curve()  # the last dual step
+            if steps_done[phase] < phase_steps:  # the stage's time budget, or its last stage, ended it
+                end_stage(progress, STAGE_NAMES[phase], self.why_ended(phase), steps_done[phase], phase_steps)
+            if phase == "dual" and self.validation is not None and not self.best_restored:
+                if not self.curve or self.curve[-1]["step"] != steps_done["dual"]:
+                    self.validate()  # the dual phase's last weights
+                self.restore_best()  # the read-out and evaluation start from the best validated weights
+                self.best_restored = True
+
+    def results(self, run_id: str) -> dict:
+        """What metrics.json records of the training (and the run's id, in its place among them)."""
+        args, steps_done = self.args, self.steps_done
+        results = {
+            "epochs": args.epochs,
+            "optimizer_steps": steps_done["dual"],
+            "epochs_done": round(steps_done["dual"] / self.steps_per_epoch, 2),
+            "readout_epochs": args.readout_epochs,
+            "readout_steps": steps_done["readout"],
+            **({"curve_images": args.curve_images, "curve": self.steps_curve} if args.curve_images else {}),
+            "preset": args.preset,
+            "run_id": run_id,
+        }
+        if self.validation is not None:
+            results["validation"] = {
+                "images": args.val_images,
+                "best_step": self.plateau.best_step,
+                "best_loss": round(self.plateau.best_loss, 5),
+                "stages_run": self.stages.index + 1,
+                "curve": self.curve,
+            }
+        return results
+
+
+def main(args: Args, stop_after: int | None = None) -> dict:
+    """Train, evaluate and write the run. ``stop_after``: act as if interrupted after that many
+    optimizer steps (tests of --resume)."""
+    check_args(args)
+    device = start(args)
+    resume = ResumePoint(args.out, args, stop_after)
+    out = claim_output(args.out, args.overwrite)
+    writer = SummaryWriter(str(log_folder(out)))
+
+    data = load_mnist("train", device)
+    train_count = len(data) - args.val_images  # the last --val-images are held out, from pretraining too
+    core = build_core(args, MnistSplit(data.images[:train_count], data.labels[:train_count]), device, out)
+    policy = build_policy(args, core, device)
     sampler = Sampler(args.sampler, gradient=args.sampler_gradient)
     trainer = DualOptimizerTrainer(
         policy,
@@ -442,235 +632,72 @@ def main(args: Args, stop_after: int | None = None) -> dict:
         pixel_estimator=args.pixel_estimator,
         attention_credit=args.attention_credit,
     )
-
-    validation = (data.images[train_count:], data.labels[train_count:]) if args.val_images else None
-    steps_per_epoch = train_count // args.batch_size
-    readout = Sampler("nearest")
-    schedule = {"dual": args.epochs * steps_per_epoch, "readout": round(args.readout_epochs * steps_per_epoch)}
-    steps_done = dict.fromkeys(schedule, 0)
-    batches = ShuffledBatches(train_count, args.batch_size, device)
-    plateau = Plateau(args.plateau_patience)
-    # The staged schedule's position: the stage, and the step and dual clock at which it began.
-    stage = {"index": 0, "start_step": 0, "start_clock": 0.0}
-    curve: list[dict] = []  # validations
-    steps_curve: list[dict] = []  # test accuracy along the dual steps (--curve-images)
-    milestones = set(curve_milestones())
-    curve_test = load_mnist("test", device) if args.curve_images else None
-    best_restored = False  # the dual phase ended on the best validated weights
-    saved = resume.restore()
-    clock = dict.fromkeys(schedule, 0.0)  # seconds spent in each phase (counted against --budget-seconds)
-    if saved is not None:
-        trainer.load_state_dict(saved["trainer"])
-        batches.load_state_dict(saved["batches"])
-        steps_done.update(saved["steps_done"])
-        clock.update(saved.get("clock", {}))
-        plateau.load_state_dict(saved["plateau"])
-        stage.update(saved["stage"])
-        curve, best_restored = saved["curve"], saved["best_restored"]
-        steps_curve = saved.get("steps_curve", [])
-    trained = saved is not None and saved.get("trained", False)  # interrupted after training: evaluate and write
-    budget = {phase: BUDGET_SHARES[phase] * args.budget_seconds or math.inf for phase in schedule}
-    if args.max_train_seconds > 0:
-        budget["dual"] = args.max_train_seconds
-    start = time.time()
+    training = Training(args, data, trainer, writer, device)
+    saved = resume.keep(**training.kept())
+    began = time.time()
     progress = tqdm(
-        total=sum(schedule.values()), initial=sum(steps_done.values()), desc=f"differentiable --preset {args.preset}"
+        total=sum(training.planned.values()),
+        initial=sum(training.steps_done.values()),
+        desc=f"differentiable --preset {args.preset}",
     )
-
-    def run_state() -> dict:
-        """Everything an uninterrupted run still holds: weights, optimizers, batch position, counters."""
-        return {
-            "trainer": trainer.state_dict(),
-            "batches": batches.state_dict(),
-            "steps_done": dict(steps_done),
-            "clock": dict(clock),
-            "plateau": plateau.state_dict(),
-            "stage": dict(stage),
-            "curve": list(curve),
-            "steps_curve": list(steps_curve),
-            "best_restored": best_restored,
-        }
-
-    def weights() -> dict:
-        return {"policy": policy.state_dict(), "core": core.state_dict()}
-
-    def restore_best() -> None:
-        if plateau.best_state is not None:
-            policy.load_state_dict(plateau.best_state["policy"])
-            core.load_state_dict(plateau.best_state["core"])
-
-    def validate_now() -> None:
-        loss, accuracy = validate(policy, core, *validation, args.glimpses)
-        best = plateau.update(loss, weights(), steps_done["dual"])
-        table = accuracy_table(accuracy)
-        curve.append(
-            {
-                "step": steps_done["dual"],
-                "seconds": round(clock["dual"], 1),
-                "stage": stage["index"],
-                "loss": round(loss, 5),
-                "accuracy": table,
-                "best": best,
-            }
-        )
-        say(
-            f"validation at step {steps_done['dual']:,}: loss {loss:.4f}, accuracy "
-            f"{100 * table[str(args.glimpses)]:.1f}% after {args.glimpses} glimpses{' (best so far)' if best else ''}"
-        )
-        writer.add_scalar("validation/loss", loss, steps_done["dual"])
-        writer.add_scalar("validation/accuracy_last", table[str(args.glimpses)], steps_done["dual"])
-        if args.plateau_patience > 0:
-            trainer.scale_learning_rates(plateau.scale)
-
-    def record_curve() -> float:
-        """Test accuracy on the curve's images at this dual step (eval mode); returns the seconds it took."""
-        if not args.curve_images or (steps_curve and steps_curve[-1]["step"] == steps_done["dual"]):
-            return 0.0
-        began = time.time()
-        modes = [(module, module.training) for module in (policy, core)]
-        policy.eval()
-        core.eval()
-        images, labels = curve_test.images[: args.curve_images], curve_test.labels[: args.curve_images]
-        accuracy = accuracy_on(policy, core, images, labels, args.glimpses)
-        for module, mode in modes:
-            module.train(mode)
-        steps_curve.append(curve_point(steps_done["dual"], clock["dual"], accuracy))
-        return time.time() - began
-
-    def stage_over() -> bool:
-        """Whether the current stage has had its share of steps or time, or stopped improving."""
-        steps = steps_done["dual"] - stage["start_step"] >= schedule["dual"] // args.stages
-        seconds = clock["dual"] - stage["start_clock"] > budget["dual"] / args.stages
-        return steps or seconds or (args.plateau_patience > 0 and plateau.stop)
-
-    def why_ended(phase: str) -> str:
-        """Why ``phase`` stopped before its planned steps."""
-        if clock[phase] > budget[phase]:
-            flag = "--max-train-seconds" if phase == "dual" and args.max_train_seconds > 0 else "--budget-seconds"
-            return f"time budget of {budget[phase]:.3g} s reached ({flag})"
-        if args.plateau_patience > 0 and plateau.stop:
-            return f"last stage ({args.stages}) stopped improving on validation"
-        return f"last stage ({args.stages}) ended"
-
     with resume:
         with progress:
-            for phase, phase_steps in ({} if trained else schedule).items():
-                phase_start = time.time() - clock[phase]
-                if phase == "dual" and steps_done["dual"] == 0:
-                    phase_start += record_curve()  # step 0: where the dual epochs start from
-                while steps_done[phase] < phase_steps:
-                    clock[phase] = time.time() - phase_start
-                    if clock[phase] > budget[phase]:
-                        break
-                    if phase == "dual" and args.stages > 1 and stage_over():
-                        if stage["index"] == args.stages - 1:
-                            break
-                        # The next stage starts from the best validated weights, with fresh optimizers.
-                        stage.update(index=stage["index"] + 1, start_step=steps_done["dual"], start_clock=clock["dual"])
-                        restore_best()
-                        trainer.reset_optimizers()
-                        plateau.new_stage()
-                    resume.step(sum(steps_done.values()), run_state)
-                    batch = next(batches)
-                    images, labels = data.images[batch].float() / 255.0, data.labels[batch]
-                    global_step = sum(steps_done.values())
-                    if phase == "dual":
-                        if args.stages > 1:  # geometric from stage to stage, constant within one
-                            done = stage["index"] / (args.stages - 1)
-                            noise = stage_value(1.0, args.pixel_noise_final, stage["index"], args.stages)
-                        else:
-                            done = steps_done["dual"] / schedule["dual"]  # linear schedules over the dual epochs ...
-                            if args.budget_seconds > 0:  # ... or over its time budget, whichever ends first
-                                done = min(1.0, max(done, clock["dual"] / budget["dual"]))
-                            noise = 1.0 - (1.0 - args.pixel_noise_final) * done
-                        if isinstance(policy, PixelAttention):
-                            policy.noise = noise
-                            final = args.pixel_temperature_final or args.pixel_temperature
-                            policy.temperature = args.pixel_temperature * (final / args.pixel_temperature) ** done
-                        if args.lr_final != 1.0:
-                            trainer.scale_learning_rates(1.0 - (1.0 - args.lr_final) * done)
-                        stats = trainer.step(images, labels)
-                        if global_step % 50 == 0:
-                            writer.add_scalar("losses/perception", stats.perception_loss, global_step)
-                            writer.add_scalar("losses/attention", stats.attention_loss, global_step)
-                            writer.add_scalar("charts/train_accuracy_last", stats.accuracy_last, global_step)
-                            progress.set_postfix(loss=f"{stats.perception_loss:.3f}", acc=f"{stats.accuracy_last:.3f}")
-                    else:
-                        loss = trainer.readout_step(images, labels, readout)
-                        if global_step % 50 == 0:
-                            writer.add_scalar("losses/perception_nearest_readout", loss, global_step)
-                            progress.set_postfix(phase="readout", loss=f"{loss:.3f}")
-                    progress.update()
-                    steps_done[phase] += 1
-                    if phase == "dual" and steps_done["dual"] in milestones:
-                        phase_start += record_curve()  # off the clock
-                    if phase == "dual" and validation is not None and steps_done["dual"] % args.val_every == 0:
-                        validate_now()
-                if phase == "dual":
-                    record_curve()  # the last dual step
-                if steps_done[phase] < phase_steps:  # the stage's time budget, or its last stage, ended it
-                    end_stage(progress, STAGE_NAMES[phase], why_ended(phase), steps_done[phase], phase_steps)
-                if phase == "dual" and validation is not None and not best_restored:
-                    if not curve or curve[-1]["step"] != steps_done["dual"]:
-                        validate_now()  # the dual phase's last weights
-                    restore_best()  # the read-out and evaluation start from the best validated weights
-                    best_restored = True
-        train_seconds = saved["train_seconds"] if trained else time.time() - start
-        resume.final(sum(steps_done.values()), lambda: {**run_state(), "trained": True, "train_seconds": train_seconds})
-
-        policy.eval()
-        core.eval()
-        print("evaluating on the 10,000 test images ...", flush=True)
-        nearest = accuracy_by_glimpse(policy, core, args.glimpses, device=device)
-        trained_readout = accuracy_by_glimpse(policy, core, args.glimpses, sampler=sampler, device=device)
-        for budget, accuracy in accuracy_table(nearest).items():
-            writer.add_scalar("eval/test_accuracy_nearest", accuracy, int(budget))
-        agent = {"attention": "differentiable", "pixel": "differentiable-pixel", "fixed": "fixed-sequence"}[args.policy]
-        save_agent(out / "checkpoint.pt", agent, policy, core, args.glimpses, args=vars(args), run_id=resume.run_id)
-        print(f"drawing glimpse trails to {out / 'glimpses.png'} ...", flush=True)
-        plot_glimpse_trails(policy, core, args.glimpses, out / "glimpses.png", device=device)
-        writer.close()
-        metrics = resume.finish(  # metrics.json last: it marks the run finished
-            lambda: write_metrics(
-                out / "metrics.json",
-                agent,
-                nearest,
-                sampler.name,
-                train_seconds,
-                str(device),
-                args.seed,
-                attention_target=args.attention_target if args.policy != "fixed" else None,
-                test_accuracy_train_sampler=accuracy_table(trained_readout),
-                epochs=args.epochs,
-                optimizer_steps=steps_done["dual"],
-                epochs_done=round(steps_done["dual"] / steps_per_epoch, 2),
-                readout_epochs=args.readout_epochs,
-                readout_steps=steps_done["readout"],
-                **({"curve_images": args.curve_images, "curve": steps_curve} if args.curve_images else {}),
-                preset=args.preset,
-                run_id=resume.run_id,
-                **(
-                    {
-                        "validation": {
-                            "images": args.val_images,
-                            "best_step": plateau.best_step,
-                            "best_loss": round(plateau.best_loss, 5),
-                            "stages_run": stage["index"] + 1,
-                            "curve": curve,
-                        }
-                    }
-                    if validation is not None
-                    else {}
-                ),
-            )
-        )
+            if not resume.trained:  # a run interrupted after training only evaluates and writes
+                training.train(resume, progress)
+        train_seconds = saved["train_seconds"] if resume.trained else time.time() - began
+        resume.final(sum(training.steps_done.values()), train_seconds=train_seconds)
+        metrics = evaluate_and_write(args, resume, out, writer, policy, core, sampler, training, train_seconds, device)
     print(summary(metrics, out, ["checkpoint.pt", "metrics.json", "glimpses.png", "tb/"]))
     if args.preset == "best":  # the same recipe, trained to its full schedule, ships with the package
         shipped = torch.load(AGENT_PATH, map_location="cpu", weights_only=True)["test_accuracy"]
-        print(f"the shipped agent ({AGENT_PATH.name}, --preset best --seed 0, full schedule):")
-        print("  glimpses " + "".join(f"{b:>6}" for b in shipped))
-        print("  accuracy " + "".join(f"{100 * v:>6.1f}" for v in shipped.values()))
+        print(
+            "\n".join(
+                accuracy_lines(
+                    f"the shipped agent ({AGENT_PATH.name}, --preset best --seed 0, full schedule):", shipped
+                )
+            )
+        )
     return metrics
+
+
+def evaluate_and_write(
+    args: Args,
+    resume: ResumePoint,
+    out: Path,
+    writer: SummaryWriter,
+    policy: torch.nn.Module,
+    core: PerceptionCore,
+    sampler: Sampler,
+    training: Training,
+    train_seconds: float,
+    device: torch.device,
+) -> dict:
+    """Evaluate on the 10,000 test images (nearest and the training read-out) and write the run
+    (:func:`run.write_agent_run`)."""
+    policy.eval()
+    core.eval()
+    print("evaluating on the 10,000 test images ...", flush=True)
+    nearest = accuracy_by_glimpse(policy, core, args.glimpses, device=device)
+    trained_readout = accuracy_by_glimpse(policy, core, args.glimpses, sampler=sampler, device=device)
+    for budget, accuracy in accuracy_table(nearest).items():
+        writer.add_scalar("eval/test_accuracy_nearest", accuracy, int(budget))
+    agent = {"attention": "differentiable", "pixel": "differentiable-pixel", "fixed": "fixed-sequence"}[args.policy]
+    return write_agent_run(
+        resume,
+        out,
+        args,
+        agent,
+        policy,
+        core,
+        nearest,
+        sampler.name,
+        train_seconds,
+        device,
+        attention_target=args.attention_target if args.policy != "fixed" else None,
+        test_accuracy_train_sampler=accuracy_table(trained_readout),
+        **training.results(resume.run_id),
+        before_metrics=writer.close,
+    )
 
 
 if __name__ == "__main__":

@@ -24,9 +24,10 @@ import tyro
 
 from agents.checkpoint import load_agent
 from agents.cli import plain_text, run_main, user_errors
-from agents.evaluation import accuracy_by_glimpse, accuracy_lines, accuracy_table
+from agents.evaluation import accuracy_by_glimpse
 from envs.config import resolve_device
 from envs.sampler import Sampler
+from run import accuracy_lines, accuracy_table
 
 
 @dataclass

@@ -26,16 +26,15 @@ optimizer steps (1, 2, 5, 10, 20, 50, ..., and the last), its ``seconds`` the tr
 from __future__ import annotations
 
 import math
-import random
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import tyro
 
 from agents.cli import UserValueError, plain_text, run_main
-from agents.evaluation import accuracy_table, claim_output, curve_milestones, curve_point, summary, write_metrics
 from agents.gdfs import (
     NUM_PIXELS,
     GdfsAgent,
@@ -50,14 +49,23 @@ from agents.gdfs import (
     validate_predictor,
     validate_selection,
 )
-from agents.progress import say
-from agents.resume import ResumePoint
-from envs.config import resolve_device
 from envs.data import ShuffledBatches, load_mnist
+from run import (
+    ResumableArgs,
+    ResumePoint,
+    accuracy_table,
+    claim_output,
+    curve_milestones,
+    curve_point,
+    say,
+    start,
+    summary,
+    write_metrics,
+)
 
 
 @dataclass
-class Args:
+class Args(ResumableArgs):
     glimpses: int = 50
     """greedy selections per training episode and per validation (GDFS: 50)"""
     eval_glimpses: int = 25
@@ -98,20 +106,8 @@ class Args:
     """cap on the training clock of both stages in seconds (0 = none: early stopping ends each stage)"""
     pretrain_share: float = 0.2
     """with --budget-seconds: the share of it that stage 1 (the predictor alone) may take at most"""
-    seed: int = 0
-    """seed of python, numpy and torch"""
-    device: str = "auto"
-    """cpu, cuda or auto"""
-    torch_threads: int = 1
-    """CPU threads for torch (0 = torch's default, one per core)"""
     out: str = "runs/gdfs"
     """output folder"""
-    overwrite: bool = False
-    """replace a finished or interrupted run in --out; without it such a folder is refused"""
-    resume: bool = False
-    """continue the interrupted run in --out (its resume.pt) to the result an uninterrupted run gives"""
-    save_every: float = 300.0
-    """seconds between saves of OUT/resume.pt during training (also written on SIGINT/SIGTERM)"""
 
 
 #: Stage-2 optimizer steps at which the curve is recorded.
@@ -171,229 +167,247 @@ def flat(images: torch.Tensor) -> torch.Tensor:
     return images.flatten(1).float() / 255.0
 
 
-def main(args: Args, stop_after: int | None = None) -> dict:
-    """Train both stages, evaluate through the environment and write the run. ``stop_after``: act as
-    if interrupted after that many optimizer steps of both stages (tests of --resume)."""
-    check_args(args)
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    if args.torch_threads > 0:
-        torch.set_num_threads(args.torch_threads)
-    device = resolve_device(args.device)
-    resume = ResumePoint(args.out, args, stop_after)
-    out = claim_output(args.out, args.overwrite)
+class Training:
+    """GDFS's two stages on the training images, with everything an uninterrupted run holds at a batch
+    boundary: the networks, the stage's optimizer and plateau scheduler, the batch stream and
+    :attr:`run` (the position, the best weights, the validations, the curve and the clock)."""
 
-    # Data: the validation images drawn from the training set with seed 0, the training images from the rest.
-    data = load_mnist("train", device)
-    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0)).to(device)
-    val_index = order[: args.val_images]
-    train_index = order[args.val_images :][: args.train_images or None]
-    train_images, train_labels = data.images[train_index], data.labels[train_index]
-    val_images, val_labels = flat(data.images[val_index]), data.labels[val_index]
-    val_masks = random_masks(args.val_images, "cpu", torch.Generator().manual_seed(0)).to(device)
-    test = load_mnist("test", device)
-    curve_images, curve_labels = flat(test.images[: args.curve_images]), test.labels[: args.curve_images]
-    steps_per_epoch = len(train_index) // args.batch_size
-    temperatures = np.geomspace(args.temperature_start, args.temperature_end, args.temperature_stages).tolist()
-    last_stage = args.temperature_stages
+    def __init__(self, args: Args, device: torch.device) -> None:
+        self.args = args
+        # Data: the validation images drawn from the training set with seed 0, the training images from the rest.
+        data = load_mnist("train", device)
+        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0)).to(device)
+        val_index = order[: args.val_images]
+        train_index = order[args.val_images :][: args.train_images or None]
+        self.train_images, self.train_labels = data.images[train_index], data.labels[train_index]
+        self.val_images, self.val_labels = flat(data.images[val_index]), data.labels[val_index]
+        self.val_masks = random_masks(args.val_images, "cpu", torch.Generator().manual_seed(0)).to(device)
+        test = load_mnist("test", device)
+        self.curve_images, self.curve_labels = flat(test.images[: args.curve_images]), test.labels[: args.curve_images]
+        self.steps_per_epoch = len(train_index) // args.batch_size
+        self.temperatures = np.geomspace(args.temperature_start, args.temperature_end, args.temperature_stages).tolist()
+        self.last_stage = args.temperature_stages
 
-    predictor = MaskedMLP(10, args.hidden, args.dropout).to(device)
-    selector = PixelSelector(args.hidden, args.dropout).to(device)
-    batches = ShuffledBatches(len(train_index), args.batch_size, device)
+        self.predictor = MaskedMLP(10, args.hidden, args.dropout).to(device)
+        self.selector = PixelSelector(args.hidden, args.dropout).to(device)
+        self.batches = ShuffledBatches(len(train_index), args.batch_size, device)
+        self.run = {
+            "stage": PREDICTOR_STAGE,  # 0: the predictor alone; k >= 1: the k-th temperature
+            "epoch": 0,  # epochs validated in this stage
+            "batch": 0,  # batches of the current epoch done
+            "predictor_steps": 0,
+            "selector_steps": 0,
+            "bad_epochs": 0,
+            "stage_best": self.weights(),  # the stage's weights of lowest validation loss
+            "best": None,  # the stage-2 weights of lowest hard-selection validation loss, and where
+            "best_hard_loss": math.inf,
+            "best_at": None,
+            "epochs": [],  # epochs run per stage
+            "validation": [],
+            "curve": [],
+            "clock": 0.0,  # training seconds (both stages, curve evaluations excluded)
+            "stage_clock": 0.0,  # the clock when the stage began
+            "stopped": None,  # why training ended
+        }
+        self.optimizer, self.plateau = self.fresh_optimizer(PREDICTOR_STAGE)
+        self.clock_start = time.time()  # the training clock reads time.time() - clock_start
 
-    def weights() -> dict:
+    def kept(self) -> dict:
+        """What the resume point keeps (``ResumePoint.keep``), in the order it restores them."""
         return {
-            "predictor": {k: v.detach().clone() for k, v in predictor.state_dict().items()},
-            "selector": {k: v.detach().clone() for k, v in selector.state_dict().items()},
+            "run": self.run,
+            "weights": (self.weights, self.load_weights),
+            "optimizer": (lambda: self.optimizer.state_dict(), self.load_optimizer),
+            "plateau": (lambda: self.plateau.state_dict(), lambda state: self.plateau.load_state_dict(state)),
+            "batches": self.batches,
         }
 
-    def load_weights(state: dict) -> None:
-        predictor.load_state_dict(state["predictor"])
-        selector.load_state_dict(state["selector"])
+    def load_optimizer(self, state: dict) -> None:
+        """The optimizer and scheduler of the saved stage, the optimizer's state loaded."""
+        self.optimizer, self.plateau = self.fresh_optimizer(min(self.run["stage"], self.last_stage))
+        self.optimizer.load_state_dict(state)
 
-    def fresh_optimizer(stage: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.ReduceLROnPlateau]:
-        parameters = list(predictor.parameters()) + ([] if stage == PREDICTOR_STAGE else list(selector.parameters()))
-        optimizer = torch.optim.Adam(parameters, lr=args.lr)
+    def weights(self) -> dict:
+        return {
+            "predictor": {k: v.detach().clone() for k, v in self.predictor.state_dict().items()},
+            "selector": {k: v.detach().clone() for k, v in self.selector.state_dict().items()},
+        }
+
+    def load_weights(self, state: dict) -> None:
+        self.predictor.load_state_dict(state["predictor"])
+        self.selector.load_state_dict(state["selector"])
+
+    def fresh_optimizer(self, stage: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.ReduceLROnPlateau]:
+        parameters = list(self.predictor.parameters())
+        if stage != PREDICTOR_STAGE:
+            parameters += list(self.selector.parameters())
+        optimizer = torch.optim.Adam(parameters, lr=self.args.lr)
         plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="min", factor=args.factor, patience=args.patience, min_lr=args.min_lr
+            optimizer, mode="min", factor=self.args.factor, patience=self.args.patience, min_lr=self.args.min_lr
         )
         return optimizer, plateau
 
-    # The run's position and what it has kept: everything an uninterrupted run holds at a batch boundary.
-    run = {
-        "stage": PREDICTOR_STAGE,  # 0: the predictor alone; k >= 1: the k-th temperature
-        "epoch": 0,  # epochs validated in this stage
-        "batch": 0,  # batches of the current epoch done
-        "predictor_steps": 0,
-        "selector_steps": 0,
-        "bad_epochs": 0,
-        "stage_best": weights(),  # the stage's weights of lowest validation loss
-        "best": None,  # the stage-2 weights of lowest hard-selection validation loss, and where
-        "best_hard_loss": math.inf,
-        "best_at": None,
-        "epochs": [],  # epochs run per stage
-        "validation": [],
-        "curve": [],
-        "clock": 0.0,  # training seconds (both stages, curve evaluations excluded)
-        "stage_clock": 0.0,  # the clock when the stage began
-        "stopped": None,  # why training ended
-    }
-    optimizer, plateau = fresh_optimizer(PREDICTOR_STAGE)
-    saved = resume.restore()
-    if saved is not None:
-        run.update(saved["run"])
-        load_weights(saved["weights"])
-        optimizer, plateau = fresh_optimizer(min(run["stage"], last_stage))
-        optimizer.load_state_dict(saved["optimizer"])
-        plateau.load_state_dict(saved["plateau"])
-        batches.load_state_dict(saved["batches"])
-    trained = saved is not None and saved.get("trained", False)
+    def temperature(self) -> float:
+        return self.temperatures[self.run["stage"] - 1]
 
-    def run_state() -> dict:
-        return {
-            "run": dict(run),
-            "weights": weights(),
-            "optimizer": optimizer.state_dict(),
-            "plateau": plateau.state_dict(),
-            "batches": batches.state_dict(),
-        }
-
-    def temperature() -> float:
-        return temperatures[run["stage"] - 1]
-
-    timer = {"start": time.time() - run["clock"]}  # the training clock reads time.time() - start
-
-    def record_curve() -> None:
+    def record_curve(self) -> None:
         """Test accuracy on the curve's images at this stage-2 step (its time off the clock)."""
-        if args.curve_images == 0 or (run["curve"] and run["curve"][-1]["step"] == run["selector_steps"]):
+        run = self.run
+        if self.args.curve_images == 0 or (run["curve"] and run["curve"][-1]["step"] == run["selector_steps"]):
             return
         paused = time.time()
-        accuracy = accuracy_by_glimpse(selector, predictor, curve_images, curve_labels, args.eval_glimpses)
+        accuracy = accuracy_by_glimpse(
+            self.selector, self.predictor, self.curve_images, self.curve_labels, self.args.eval_glimpses
+        )
         run["curve"].append(curve_point(run["selector_steps"], run["clock"], accuracy))
-        timer["start"] += time.time() - paused
+        self.clock_start += time.time() - paused
 
-    def end_epoch() -> None:
+    def end_epoch(self) -> None:
         """Validate the epoch's weights: the plateau scheduler, the stage's best, the run's best."""
+        run = self.run
         entry = {"stage": run["stage"], "epoch": run["epoch"] + 1, "batches": run["batch"]}
         if run["stage"] == PREDICTOR_STAGE:
-            loss = validate_predictor(predictor, val_images, val_labels, val_masks)
+            loss = validate_predictor(self.predictor, self.val_images, self.val_labels, self.val_masks)
         else:
-            loss, hard = validate_selection(selector, predictor, val_images, val_labels, args.glimpses, temperature())
-            entry.update(temperature=round(temperature(), 5), hard_loss=round(hard, 5))
+            loss, hard = validate_selection(
+                self.selector, self.predictor, self.val_images, self.val_labels, self.args.glimpses, self.temperature()
+            )
+            entry.update(temperature=round(self.temperature(), 5), hard_loss=round(hard, 5))
             if hard < run["best_hard_loss"]:
-                run.update(best=weights(), best_hard_loss=hard, best_at={**entry, "step": run["selector_steps"]})
-        plateau.step(loss)
-        if loss == plateau.best:
-            run.update(stage_best=weights(), bad_epochs=0)
+                run.update(best=self.weights(), best_hard_loss=hard, best_at={**entry, "step": run["selector_steps"]})
+        self.plateau.step(loss)
+        if loss == self.plateau.best:
+            run.update(stage_best=self.weights(), bad_epochs=0)
         else:
             run["bad_epochs"] += 1
-        entry.update(loss=round(loss, 5), lr=optimizer.param_groups[0]["lr"], seconds=round(run["clock"], 1))
+        entry.update(loss=round(loss, 5), lr=self.optimizer.param_groups[0]["lr"], seconds=round(run["clock"], 1))
         run["validation"].append(entry)
         hard_text = f", hard-selection loss {entry['hard_loss']:.4f}" if "hard_loss" in entry else ""
         say(f"stage {run['stage']} epoch {entry['epoch']}: validation loss {loss:.4f}{hard_text}, lr {entry['lr']:.2g}")
         run.update(epoch=run["epoch"] + 1, batch=0)
 
-    def end_stage(reason: str) -> None:
+    def end_stage(self, reason: str) -> None:
         """The stage ends on its best weights; the next starts with fresh optimizers and batches."""
-        nonlocal optimizer, plateau
-        load_weights(run["stage_best"])
+        run = self.run
+        self.load_weights(run["stage_best"])
         run["epochs"].append(run["epoch"])
         say(f"stage {run['stage']} ended after {run['epoch']} epoch(s): {reason}")
         run.update(stage=run["stage"] + 1, epoch=0, batch=0, bad_epochs=0, stage_clock=run["clock"])
-        if run["stage"] <= last_stage:
-            optimizer, plateau = fresh_optimizer(run["stage"])
-            run["stage_best"] = weights()
-            batches.load_state_dict({"order": None, "position": 0})
+        if run["stage"] <= self.last_stage:
+            self.optimizer, self.plateau = self.fresh_optimizer(run["stage"])
+            run["stage_best"] = self.weights()
+            self.batches.load_state_dict({"order": None, "position": 0})
             if run["stage"] == 1:
-                record_curve()  # step 0: the pretrained predictor and the untrained selector
+                self.record_curve()  # step 0: the pretrained predictor and the untrained selector
 
-    budget = args.budget_seconds or math.inf
-    with resume:
-        if not trained:
-            timer["start"] = time.time() - run["clock"]
-            while run["stage"] <= last_stage:
-                run["clock"] = time.time() - timer["start"]
-                if run["clock"] > budget:
-                    if run["batch"] > 0 or run["epoch"] == 0:
-                        end_epoch()  # the weights the clock stopped on are validated too
-                    run["stopped"] = f"time budget of {budget:g} s reached (--budget-seconds)"
-                    load_weights(run["stage_best"])
-                    run["epochs"].append(run["epoch"])
-                    break
-                if run["stage"] == PREDICTOR_STAGE and run["clock"] > args.pretrain_share * budget:
-                    if run["batch"] > 0 or run["epoch"] == 0:
-                        end_epoch()
-                    end_stage(f"its share of the time budget ({args.pretrain_share:g} x {budget:g} s) reached")
-                    continue
-                if run["batch"] == steps_per_epoch:
-                    end_epoch()
-                    if run["bad_epochs"] > args.early_stop:
-                        end_stage(f"more than {args.early_stop} epochs without a new best validation loss")
-                    elif run["epoch"] >= args.max_epochs:
-                        end_stage(f"--max-epochs {args.max_epochs} reached")
-                    continue
-                resume.step(run["predictor_steps"] + run["selector_steps"], run_state)
-                batch = next(batches)
-                images, labels = flat(train_images[batch]), train_labels[batch]
-                if run["stage"] == PREDICTOR_STAGE:
-                    predictor_step(predictor, optimizer, images, labels)
-                    run["predictor_steps"] += 1
-                else:
-                    selector_step(selector, predictor, optimizer, images, labels, args.glimpses, temperature())
-                    run["selector_steps"] += 1
-                    if run["selector_steps"] in MILESTONES:
-                        record_curve()
-                run["batch"] += 1
-            run["clock"] = time.time() - timer["start"]  # the last validation included
-            run["stopped"] = run["stopped"] or "every stage ended"
-            if run["stage"] > PREDICTOR_STAGE:
-                record_curve()  # the last step's weights
-            if run["best"] is not None:
-                load_weights(run["best"])
-            train_seconds = run["clock"]
+    def step(self) -> None:
+        """One optimizer step of the current stage on the next batch."""
+        run, batch = self.run, next(self.batches)
+        images, labels = flat(self.train_images[batch]), self.train_labels[batch]
+        if run["stage"] == PREDICTOR_STAGE:
+            predictor_step(self.predictor, self.optimizer, images, labels)
+            run["predictor_steps"] += 1
         else:
-            train_seconds = saved["train_seconds"]
-        resume.final(
-            run["predictor_steps"] + run["selector_steps"],
-            lambda: {**run_state(), "trained": True, "train_seconds": train_seconds},
-        )
-
-        print(f"evaluating through the environment on {args.eval_images:,} test images ...", flush=True)
-        agent = GdfsAgent(selector, predictor)
-        own, core = accuracy_in_env(agent, args.eval_glimpses, device=device, limit=args.eval_images)
-        save_gdfs(out / "gdfs.pt", selector, predictor, args=vars(args), run_id=resume.run_id)
-        metrics = resume.finish(
-            lambda: write_metrics(
-                out / "metrics.json",
-                "gdfs",
-                own,
-                "nearest",
-                train_seconds,
-                str(device),
-                args.seed,
-                prediction="GDFS's own predictor on the pixels GDFS chose, acting in the environment",
-                test_accuracy_env_core=accuracy_table(core),
-                eval_images=args.eval_images,
-                optimizer_steps=run["selector_steps"],
-                predictor_steps=run["predictor_steps"],
-                epochs_per_stage=run["epochs"],
-                temperatures=[round(t, 5) for t in temperatures],
-                stopped=run["stopped"],
-                budget_seconds=args.budget_seconds,
-                best=None
-                if run["best_at"] is None
-                else {**run["best_at"], "hard_loss": round(run["best_hard_loss"], 5)},
-                validation=run["validation"],
-                curve_images=args.curve_images,
-                curve=run["curve"],
-                run_id=resume.run_id,
+            selector_step(
+                self.selector, self.predictor, self.optimizer, images, labels, self.args.glimpses, self.temperature()
             )
-        )
+            run["selector_steps"] += 1
+            if run["selector_steps"] in MILESTONES:
+                self.record_curve()
+        run["batch"] += 1
+
+    def train(self, resume: ResumePoint) -> float:
+        """Both stages, until every stage has ended or the time budget is spent; ends on the stage-2
+        weights of lowest hard-selection validation loss. Returns the training seconds."""
+        args, run = self.args, self.run
+        budget = args.budget_seconds or math.inf
+        self.clock_start = time.time() - run["clock"]
+        while run["stage"] <= self.last_stage:
+            run["clock"] = time.time() - self.clock_start
+            if run["clock"] > budget:
+                if run["batch"] > 0 or run["epoch"] == 0:
+                    self.end_epoch()  # the weights the clock stopped on are validated too
+                run["stopped"] = f"time budget of {budget:g} s reached (--budget-seconds)"
+                self.load_weights(run["stage_best"])
+                run["epochs"].append(run["epoch"])
+                break
+            if run["stage"] == PREDICTOR_STAGE and run["clock"] > args.pretrain_share * budget:
+                if run["batch"] > 0 or run["epoch"] == 0:
+                    self.end_epoch()
+                self.end_stage(f"its share of the time budget ({args.pretrain_share:g} x {budget:g} s) reached")
+                continue
+            if run["batch"] == self.steps_per_epoch:
+                self.end_epoch()
+                if run["bad_epochs"] > args.early_stop:
+                    self.end_stage(f"more than {args.early_stop} epochs without a new best validation loss")
+                elif run["epoch"] >= args.max_epochs:
+                    self.end_stage(f"--max-epochs {args.max_epochs} reached")
+                continue
+            resume.step(run["predictor_steps"] + run["selector_steps"])
+            self.step()
+        run["clock"] = time.time() - self.clock_start  # the last validation included
+        run["stopped"] = run["stopped"] or "every stage ended"
+        if run["stage"] > PREDICTOR_STAGE:
+            self.record_curve()  # the last step's weights
+        if run["best"] is not None:
+            self.load_weights(run["best"])
+        return run["clock"]
+
+
+def main(args: Args, stop_after: int | None = None) -> dict:
+    """Train both stages, evaluate through the environment and write the run. ``stop_after``: act as
+    if interrupted after that many optimizer steps of both stages (tests of --resume)."""
+    check_args(args)
+    device = start(args)
+    resume = ResumePoint(args.out, args, stop_after)
+    out = claim_output(args.out, args.overwrite)
+    training = Training(args, device)
+    saved = resume.keep(**training.kept())
+    with resume:
+        train_seconds = saved["train_seconds"] if resume.trained else training.train(resume)
+        run = training.run
+        resume.final(run["predictor_steps"] + run["selector_steps"], train_seconds=train_seconds)
+        metrics = evaluate_and_write(args, resume, out, training, train_seconds, device)
     print(summary(metrics, out, ["gdfs.pt", "metrics.json"]))
     print("  the environment's packaged core on the same glimpses:")
     print("  accuracy " + "".join(f"{100 * v:>6.1f}" for v in metrics["test_accuracy_env_core"].values()))
     return metrics
+
+
+def evaluate_and_write(
+    args: Args, resume: ResumePoint, out: Path, training: Training, train_seconds: float, device: torch.device
+) -> dict:
+    """Evaluate through the environment, write ``gdfs.pt`` and, last, metrics.json."""
+    run = training.run
+    print(f"evaluating through the environment on {args.eval_images:,} test images ...", flush=True)
+    agent = GdfsAgent(training.selector, training.predictor)
+    own, core = accuracy_in_env(agent, args.eval_glimpses, device=device, limit=args.eval_images)
+    save_gdfs(out / "gdfs.pt", training.selector, training.predictor, args=vars(args), run_id=resume.run_id)
+    return resume.finish(
+        lambda: write_metrics(
+            out / "metrics.json",
+            "gdfs",
+            own,
+            "nearest",
+            train_seconds,
+            str(device),
+            args.seed,
+            prediction="GDFS's own predictor on the pixels GDFS chose, acting in the environment",
+            test_accuracy_env_core=accuracy_table(core),
+            eval_images=args.eval_images,
+            optimizer_steps=run["selector_steps"],
+            predictor_steps=run["predictor_steps"],
+            epochs_per_stage=run["epochs"],
+            temperatures=[round(t, 5) for t in training.temperatures],
+            stopped=run["stopped"],
+            budget_seconds=args.budget_seconds,
+            best=None if run["best_at"] is None else {**run["best_at"], "hard_loss": round(run["best_hard_loss"], 5)},
+            validation=run["validation"],
+            curve_images=args.curve_images,
+            curve=run["curve"],
+            run_id=resume.run_id,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -34,31 +34,23 @@ glimpses, deterministic policy) and ``OUT/glimpses.png``; TensorBoard logs go to
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import torch
 import tyro
 from sb3_contrib import MaskablePPO
 from stable_baselines3 import PPO
 
-from agents.checkpoint import save_agent
 from agents.cli import UserValueError, plain_text, run_main, user_errors
-from agents.evaluation import (
-    accuracy_by_glimpse,
-    accuracy_table,
-    claim_output,
-    summary,
-    write_metrics,
-)
-from agents.figures import plot_glimpse_trails
+from agents.evaluation import accuracy_by_glimpse
 from agents.pixel_attention import PixelAttention
 from agents.ppo import (
     GlimpseActorCriticPolicy,
     PixelActorCriticPolicy,
     PolicyConfig,
+    PPOState,
     ResumeCallback,
     SB3GlimpsePolicy,
     StepProgressBar,
@@ -66,19 +58,25 @@ from agents.ppo import (
     VecStepFeature,
     load_fixed_sequence,
     load_pixel_agent,
-    load_ppo_state,
-    ppo_state,
 )
-from agents.progress import say
-from agents.resume import ResumePoint
-from agents.rl_args import check_rl_args, refuse_with_pixel_actions
-from envs.config import resolve_device
 from envs.perception import PerceptionCore
 from envs.sb3 import MnistGlimpseSB3VecEnv
+from run import (
+    ResumableArgs,
+    ResumePoint,
+    accuracy_table,
+    check_rl_args,
+    claim_output,
+    refuse_with_pixel_actions,
+    say,
+    start,
+    summary,
+    write_agent_run,
+)
 
 
 @dataclass
-class Args:
+class Args(ResumableArgs):
     glimpses: int = 25
     """glimpses per episode (T)"""
     action_type: Literal["continuous", "pixel"] = "continuous"
@@ -134,21 +132,12 @@ class Args:
     actions, a pixel agent with a record (--preset best) whose PixelAttention the actor starts as"""
     progress_bar: bool = True
     """show a progress bar of environment steps (a resumed run's starts where it resumes)"""
-    torch_threads: int = 1
-    """CPU threads for torch (0 = torch's default, one per core); 1, the default, does not collapse when
-    other jobs share a small CPU (docs/studies/env-throughput.md)"""
     seed: int = 0
     """seed of python, numpy, torch, PPO and the environments"""
     device: str = "auto"
     """cpu, cuda or auto (environment and networks)"""
     out: str = "runs/ppo"
     """output folder"""
-    overwrite: bool = False
-    """replace a finished run in --out (its metrics.json); without it such a folder is refused"""
-    resume: bool = False
-    """continue the interrupted run in --out (its resume.pt) to the result an uninterrupted run gives"""
-    save_every: float = 300.0
-    """seconds between saves of OUT/resume.pt during training (also written on SIGINT/SIGTERM)"""
 
 
 def check_action_args(args: Args) -> None:
@@ -159,40 +148,12 @@ def check_action_args(args: Args) -> None:
     refuse_with_pixel_actions(args, ("log_std_init", "step_feature", "step_offsets"))
 
 
-def main(args: Args, stop_after: int | None = None) -> dict:
-    """Train, evaluate and write the run. ``stop_after``: act as if interrupted at the first rollout
-    boundary after that many environment steps (tests of --resume)."""
-    check_rl_args(args, Args.perception_lr)
-    check_action_args(args)
-    if args.torch_threads > 0:
-        torch.set_num_threads(args.torch_threads)
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    device = resolve_device(args.device)
-    pixel = args.action_type == "pixel"
-    start = None  # a warm start or a core is read (and refused) before anything is written
-    with user_errors(ValueError, FileNotFoundError):  # an --init-from or --core file that cannot be used
-        if args.init_from:
-            start = (load_pixel_agent if pixel else load_fixed_sequence)(args.init_from, args.glimpses)
-        perception = start[1] if start else (PerceptionCore.load(args.core, device) if args.core else None)
-    resume = ResumePoint(args.out, args, stop_after)
-    out = claim_output(args.out, args.overwrite)
-
-    batched = MnistGlimpseSB3VecEnv(
-        args.num_envs,
-        max_glimpses=args.glimpses,
-        sampler=args.sampler,
-        perception=perception,
-        learn_perception=args.core_training == "joint",
-        perception_lr=args.perception_lr,
-        device=device,
-        **({"obs_type": "record", "action_type": "pixel"} if pixel else {}),
-    )
-    env = VecStepFeature(batched, args.glimpses) if args.step_feature and not pixel else batched
+def build_model(args: Args, env, batched: MnistGlimpseSB3VecEnv, warm, out: Path, device: torch.device):
+    """SB3's PPO (continuous actions) or MaskablePPO (pixel actions), started from ``warm`` if given,
+    and the policy that acts, is evaluated and is saved."""
     n_steps = args.n_steps or args.glimpses
-    if pixel:
-        attention = start[0] if start else PixelAttention(batched.core.observation_size, args.glimpses, memory="pixels")
+    if args.action_type == "pixel":
+        attention = warm[0] if warm else PixelAttention(batched.core.observation_size, args.glimpses, memory="pixels")
         algorithm, policy_class = MaskablePPO, PixelActorCriticPolicy
         policy_kwargs = dict(
             attention=attention.checkpoint_config(), critic_hidden=list(args.hidden), critic_activation=args.activation
@@ -225,14 +186,42 @@ def main(args: Args, stop_after: int | None = None) -> dict:
         device=device,
         verbose=0,
     )
-    if pixel:
-        if start:
-            model.policy.start_from(start[0])
-        policy = model.policy.attention  # what acts, is evaluated and is saved
-    else:
-        if start:
-            model.policy.start_from_sequence(start[0])
-        policy = SB3GlimpsePolicy(model.policy, config)
+    if args.action_type == "pixel":
+        if warm:
+            model.policy.start_from(warm[0])
+        return model, model.policy.attention
+    if warm:
+        model.policy.start_from_sequence(warm[0])
+    return model, SB3GlimpsePolicy(model.policy, config)
+
+
+def main(args: Args, stop_after: int | None = None) -> dict:
+    """Train, evaluate and write the run. ``stop_after``: act as if interrupted at the first rollout
+    boundary after that many environment steps (tests of --resume)."""
+    check_rl_args(args, Args.perception_lr)
+    check_action_args(args)
+    device = start(args)
+    pixel = args.action_type == "pixel"
+    warm = None  # a warm start or a core is read (and refused) before anything is written
+    with user_errors(ValueError, FileNotFoundError):  # an --init-from or --core file that cannot be used
+        if args.init_from:
+            warm = (load_pixel_agent if pixel else load_fixed_sequence)(args.init_from, args.glimpses)
+        perception = warm[1] if warm else (PerceptionCore.load(args.core, device) if args.core else None)
+    resume = ResumePoint(args.out, args, stop_after)
+    out = claim_output(args.out, args.overwrite)
+
+    batched = MnistGlimpseSB3VecEnv(
+        args.num_envs,
+        max_glimpses=args.glimpses,
+        sampler=args.sampler,
+        perception=perception,
+        learn_perception=args.core_training == "joint",
+        perception_lr=args.perception_lr,
+        device=device,
+        **({"obs_type": "record", "action_type": "pixel"} if pixel else {}),
+    )
+    env = VecStepFeature(batched, args.glimpses) if args.step_feature and not pixel else batched
+    model, policy = build_model(args, env, batched, warm, out, device)
     budget = min(25, args.glimpses)
     probe = SubsetEvalCallback(
         policy,
@@ -245,78 +234,78 @@ def main(args: Args, stop_after: int | None = None) -> dict:
         device=device,
         report=say,
     )
-
-    saved = resume.restore()
-    if saved is not None:
-        load_ppo_state(model, env, saved["ppo"])
-        probe.load_state_dict(saved["probe"])
-    saver = ResumeCallback(resume, lambda: {"ppo": ppo_state(model, env), "probe": probe.state_dict()})
+    saved = resume.keep(ppo=PPOState(model, env), probe=probe)
     bar = StepProgressBar(f"{'maskable-' if pixel else ''}ppo") if args.progress_bar else None
-    trained = saved is not None and saved.get("trained", False)  # interrupted after training: evaluate and write
     with resume:
         try:
             model.learn(  # nothing left to learn when trained: this sets up the logger the evaluation records to
                 args.total_steps - model.num_timesteps,
-                callback=[saver, probe] + ([bar] if bar else []),
+                callback=[ResumeCallback(resume), probe] + ([bar] if bar else []),
                 tb_log_name="ppo",
                 reset_num_timesteps=saved is None,
             )
         finally:  # an interrupted run leaves no bar half drawn
             if bar is not None:
                 bar.close()
-        train_seconds = saved["train_seconds"] if trained else probe.training_seconds()
-        resume.final(
-            int(model.num_timesteps), lambda: {**saver.state(), "trained": True, "train_seconds": train_seconds}
-        )
+        train_seconds = saved["train_seconds"] if resume.trained else probe.training_seconds()
+        resume.final(int(model.num_timesteps), train_seconds=train_seconds)
         model.save(out / "model.zip")
-
-        print("evaluating on the 10,000 test images ...", flush=True)
-        policy.eval()
-        core = batched.core.eval()
-        nearest = accuracy_by_glimpse(policy, core, args.glimpses, device=device)
-        for glimpses, accuracy in accuracy_table(nearest).items():
-            model.logger.record(f"eval/test_accuracy_nearest_{glimpses}", accuracy)
-        model.logger.dump(model.num_timesteps)
-        agent = f"{'maskable-ppo-pixel' if pixel else 'ppo'}-{args.core_training}"
-        save_agent(
-            out / "checkpoint.pt",
-            agent,
-            policy,
-            core,
-            args.glimpses,
-            args=vars(args),
-            sb3_model="model.zip",
-            run_id=resume.run_id,
-        )
-        print(f"drawing glimpse trails to {out / 'glimpses.png'} ...", flush=True)
-        plot_glimpse_trails(policy, core, args.glimpses, out / "glimpses.png", device=device)
-        env.close()
-        metrics = resume.finish(  # metrics.json last: it marks the run finished
-            lambda: write_metrics(
-                out / "metrics.json",
-                agent,
-                nearest,
-                args.sampler,
-                train_seconds,
-                str(device),
-                args.seed,
-                core_training=args.core_training,
-                env_steps=int(model.num_timesteps),
-                env_steps_per_second=round(model.num_timesteps / train_seconds, 1),
-                seconds_to_80_percent=probe.seconds_to(0.8),
-                seconds_to_80_percent_glimpses=budget,
-                eval_subset_images=args.eval_images,
-                eval_subset_curve=probe.curve,
-                eval_seconds=round(probe.eval_seconds, 1),
-                num_envs=args.num_envs,
-                gamma=args.gamma,
-                torch_threads=torch.get_num_threads(),
-                sb3_model="model.zip",
-                run_id=resume.run_id,
-            )
-        )
+        metrics = evaluate_and_write(args, resume, out, model, env, policy, batched.core, probe, train_seconds, device)
     print(summary(metrics, out, ["checkpoint.pt", "model.zip", "metrics.json", "glimpses.png", "tb/"]))
     return metrics
+
+
+def evaluate_and_write(
+    args: Args,
+    resume: ResumePoint,
+    out: Path,
+    model,
+    env,
+    policy,
+    core: PerceptionCore,
+    probe: SubsetEvalCallback,
+    train_seconds: float,
+    device: torch.device,
+) -> dict:
+    """Evaluate on the 10,000 test images and write the run (:func:`run.write_agent_run`).
+
+    :param core: the core the environment ran (its own trained copy with ``--core-training joint``).
+    """
+    print("evaluating on the 10,000 test images ...", flush=True)
+    policy.eval()
+    core = core.eval()
+    nearest = accuracy_by_glimpse(policy, core, args.glimpses, device=device)
+    for glimpses, accuracy in accuracy_table(nearest).items():
+        model.logger.record(f"eval/test_accuracy_nearest_{glimpses}", accuracy)
+    model.logger.dump(model.num_timesteps)
+    agent = f"{'maskable-ppo-pixel' if args.action_type == 'pixel' else 'ppo'}-{args.core_training}"
+    return write_agent_run(
+        resume,
+        out,
+        args,
+        agent,
+        policy,
+        core,
+        nearest,
+        args.sampler,
+        train_seconds,
+        device,
+        core_training=args.core_training,
+        env_steps=int(model.num_timesteps),
+        env_steps_per_second=round(model.num_timesteps / train_seconds, 1),
+        seconds_to_80_percent=probe.seconds_to(0.8),
+        seconds_to_80_percent_glimpses=min(25, args.glimpses),
+        eval_subset_images=args.eval_images,
+        eval_subset_curve=probe.curve,
+        eval_seconds=round(probe.eval_seconds, 1),
+        num_envs=args.num_envs,
+        gamma=args.gamma,
+        torch_threads=torch.get_num_threads(),
+        sb3_model="model.zip",
+        run_id=resume.run_id,
+        checkpoint={"sb3_model": "model.zip"},
+        before_metrics=env.close,
+    )
 
 
 if __name__ == "__main__":

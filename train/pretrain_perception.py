@@ -23,34 +23,31 @@ Two presets::
 from __future__ import annotations
 
 import dataclasses
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import torch
 import tyro
 from tqdm import tqdm
 
 from agents.baselines import RandomGlimpses
 from agents.cli import UserValueError, parse_preset_args, run_main
-from agents.evaluation import accuracy_by_glimpse, agent_glimpses, claim_output, summary, write_metrics
+from agents.evaluation import accuracy_by_glimpse, agent_glimpses
 from agents.pretrain import GENERAL_SOURCES, GeneralValidation, pretrain_core, pretrain_core_general
-from agents.progress import end_stage, say
 from agents.shipped import load_shipped_agent
-from envs.config import resolve_device
 from envs.data import MnistSplit, load_mnist
 from envs.perception import PerceptionConfig, PerceptionCore
 from envs.sampler import Sampler
+from run import RunArgs, claim_output, end_stage, say, start, summary, write_metrics
 
 Recipe = tyro.conf.Suppress  # a field that only a preset sets (no flag)
 
 
 @dataclass
-class Args:
+class Args(RunArgs):
     preset: Recipe[str] = "random-glimpses"
     """the preset these values came from (recorded in the core file and metrics.json)"""
     steps: int = 3000
@@ -88,17 +85,8 @@ class Args:
     """classifier head hidden layers"""
     dropout: float = 0.0
     """dropout after each hidden layer of the classifier head"""
-    seed: int = 0
-    """seed of python, numpy and torch"""
-    device: str = "auto"
-    """cpu, cuda or auto"""
-    torch_threads: int = 1
-    """CPU threads for torch (0 = torch's default, one per core); 1, the default, does not collapse when
-    other jobs share a small CPU (docs/studies/env-throughput.md)"""
     out: str = "runs/pretrain/perception.pt"
     """where the core checkpoint goes; metrics.json is written beside it"""
-    overwrite: bool = False
-    """replace a finished run in --out (its metrics.json); without it such a folder is refused"""
 
 
 #: name -> (what it is, the values it sets)
@@ -206,18 +194,13 @@ def train_general(args: Args, core: PerceptionCore, device: torch.device) -> dic
 
 def main(args: Args) -> dict:
     check_args(args)
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    if args.torch_threads > 0:
-        torch.set_num_threads(args.torch_threads)
-    device = resolve_device(args.device)
+    device = start(args)
     # a size PerceptionConfig refuses is refused before the output folder is claimed
     config = PerceptionConfig(args.channels, args.n_bins, args.hidden, args.encoding, args.head_layers, args.dropout)
     claim_output(Path(args.out).parent, args.overwrite)
 
     core = PerceptionCore(config).to(device)
-    start = time.time()
+    began = time.time()
     extra: dict = {}
     if args.preset == "general":
         extra = train_general(args, core, device)
@@ -227,7 +210,7 @@ def main(args: Args) -> dict:
             sampler = Sampler(args.sampler)
             report = loss_reporter(progress)
             pretrain_core(core, data, args.steps, args.batch_size, args.glimpses, args.learning_rate, sampler, report)
-    train_seconds = time.time() - start
+    train_seconds = time.time() - began
 
     out = Path(args.out)
     core.eval()

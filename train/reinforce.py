@@ -29,32 +29,20 @@ speed in docs/studies/rl-training-speed.md.
 from __future__ import annotations
 
 import math
-import random
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import torch
 import tyro
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from agents.baselines import RandomGlimpses
-from agents.checkpoint import save_agent
 from agents.cli import plain_text, run_main, user_errors
-from agents.evaluation import (
-    accuracy_by_glimpse,
-    accuracy_on,
-    accuracy_table,
-    claim_output,
-    log_folder,
-    summary,
-    write_metrics,
-)
-from agents.figures import plot_glimpse_trails
+from agents.evaluation import accuracy_by_glimpse, accuracy_on
 from agents.pixel_attention import PixelAttention
-from agents.progress import say
 from agents.reinforce import (
     GaussianAttentionPolicy,
     PixelPolicy,
@@ -64,19 +52,29 @@ from agents.reinforce import (
     collect_rollout,
     make_env,
 )
-from agents.resume import ResumePoint
-from agents.rl_args import check_rl_args, refuse_with_pixel_actions
-from envs.config import resolve_device
 from envs.data import load_mnist
 from envs.perception import PerceptionCore, load_pretrained
 from envs.sampler import Sampler
+from run import (
+    ResumableArgs,
+    ResumePoint,
+    accuracy_table,
+    check_rl_args,
+    claim_output,
+    log_folder,
+    refuse_with_pixel_actions,
+    say,
+    start,
+    summary,
+    write_agent_run,
+)
 
 #: Test accuracy at 25 glimpses whose first crossing is timed (``seconds_to_80_at_25``).
 TARGET_ACCURACY, TARGET_GLIMPSES = 0.80, 25
 
 
 @dataclass
-class Args:
+class Args(ResumableArgs):
     glimpses: int = 25
     """glimpses per episode (T)"""
     action_type: Literal["continuous", "pixel"] = "continuous"
@@ -130,19 +128,79 @@ class Args:
     """size of that fixed test subset (the first images of the test split)"""
     seed: int = 0
     """seed of python, numpy, torch and of the env's image streams"""
-    device: str = "auto"
-    """cpu, cuda or auto"""
-    torch_threads: int = 1
-    """CPU threads for torch (0 = torch's default, one per core); 1, the default, does not collapse when
-    other jobs share a small CPU (docs/studies/env-throughput.md)"""
     out: str = "runs/reinforce"
     """output folder"""
-    overwrite: bool = False
-    """replace a finished run in --out (its metrics.json); without it such a folder is refused"""
-    resume: bool = False
-    """continue the interrupted run in --out (its resume.pt) to the result an uninterrupted run gives"""
-    save_every: float = 300.0
-    """seconds between saves of OUT/resume.pt during training (also written on SIGINT/SIGTERM)"""
+
+
+def build_policy(args: Args, observation_size: int, device: torch.device) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The policy REINFORCE trains, and the network that acts greedily, is evaluated and is saved."""
+    if args.action_type == "pixel":
+        attention = PixelAttention(observation_size, args.glimpses, args.hidden, memory="pixels").to(device)
+        return PixelPolicy(attention), attention
+    policy = GaussianAttentionPolicy(
+        observation_size,
+        args.hidden,
+        args.glimpses,
+        args.step_bias,
+        histogram_scale=args.glimpses,
+        log_std_init=args.log_std_init,
+        log_std_min=args.log_std_min,
+        log_std_max=args.log_std_max,
+    ).to(device)
+    return policy, policy
+
+
+class SubsetProbe:
+    """The greedy policy's test accuracy on a fixed subset along training (``learning_curve``), and
+    the training seconds at which it first reached the random-glimpse baseline and the target."""
+
+    def __init__(self, args: Args, actor: torch.nn.Module, writer: SummaryWriter, device: torch.device) -> None:
+        self.args, self.actor, self.writer = args, actor, writer
+        test = load_mnist("test", device)
+        self.images, self.labels = test.images[: args.eval_images], test.labels[: args.eval_images]
+        # The random-glimpse baseline on the subset, with the packaged core.
+        random_glimpses = RandomGlimpses(torch.Generator(device).manual_seed(args.seed))
+        core = load_pretrained(device, shared=True)
+        self.random_baseline = float(accuracy_on(random_glimpses, core, self.images, self.labels, args.glimpses)[-1])
+        self.curve: list[dict] = []
+        self.reached: dict[str, float | None] = {"random": None, "target": None}
+
+    def __call__(self, core: PerceptionCore, env_steps: int, seconds: float) -> None:
+        """Evaluate the greedy policy on the subset with ``core``; records first crossings."""
+        self.actor.eval()
+        accuracy = accuracy_on(self.actor, core, self.images, self.labels, self.args.glimpses)
+        self.actor.train()
+        final = float(accuracy[-1])
+        at_target = float(accuracy[TARGET_GLIMPSES - 1]) if self.args.glimpses >= TARGET_GLIMPSES else None
+        self.curve.append({"env_steps": env_steps, "seconds": round(seconds, 2), "accuracy_T": round(final, 4)})
+        self.writer.add_scalar("eval/subset_accuracy_T", final, env_steps)
+        say(
+            f"step {env_steps:,}: test accuracy {100 * final:.1f}% after {self.args.glimpses} glimpses "
+            f"on {len(self.labels):,} test images"
+        )
+        if self.reached["random"] is None and final >= self.random_baseline:
+            self.reached["random"] = seconds
+        if self.reached["target"] is None and at_target is not None and at_target >= TARGET_ACCURACY:
+            self.reached["target"] = seconds
+
+    def seconds_to(self, name: str) -> float | None:
+        return None if self.reached[name] is None else round(self.reached[name], 1)
+
+
+def log_batch(writer: SummaryWriter, rollout, stats, policy, env_steps: int, train_seconds: float) -> None:
+    """A batch's training curves in TensorBoard."""
+    writer.add_scalar("charts/episodic_return", float(rollout.episodic_return.mean()), env_steps)
+    writer.add_scalar("charts/train_accuracy", float(rollout.correct.float().mean()), env_steps)
+    if isinstance(policy, GaussianAttentionPolicy):
+        sigma = policy.std().detach().cpu()  # detach: logging only
+        writer.add_scalar("charts/policy_std_i", float(sigma[0]), env_steps)
+        writer.add_scalar("charts/policy_std_j", float(sigma[1]), env_steps)
+    writer.add_scalar("charts/env_steps_per_second", env_steps / train_seconds, env_steps)
+    writer.add_scalar("losses/policy", stats.policy_loss, env_steps)
+    writer.add_scalar("losses/baseline", stats.baseline_loss, env_steps)
+    writer.add_scalar("losses/entropy", stats.entropy, env_steps)
+    writer.add_scalar("losses/advantage_std", stats.advantage_std, env_steps)
+    writer.add_scalar("losses/explained_variance", stats.explained_variance, env_steps)
 
 
 def main(args: Args, stop_after: int | None = None) -> dict:
@@ -151,13 +209,7 @@ def main(args: Args, stop_after: int | None = None) -> dict:
     check_rl_args(args, Args.perception_lr)
     refuse_with_pixel_actions(args, ("step_bias", "log_std_init", "log_std_min", "log_std_max"))
     pixel = args.action_type == "pixel"
-    if args.torch_threads > 0:
-        torch.set_num_threads(args.torch_threads)
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = True
-    device = resolve_device(args.device)
+    device = start(args, deterministic=True)
     with user_errors(ValueError, FileNotFoundError):  # a --core file that cannot be used: refused before any write
         start_core = PerceptionCore.load(args.core, device) if args.core else None
     resume = ResumePoint(args.out, args, stop_after)
@@ -178,26 +230,10 @@ def main(args: Args, stop_after: int | None = None) -> dict:
         core=start_core,
         action_type=args.action_type,
     )
-    observation_size = env.core.observation_size
-    if pixel:
-        attention = PixelAttention(observation_size, args.glimpses, args.hidden, memory="pixels").to(device)
-        policy = PixelPolicy(attention)
-    else:
-        policy = GaussianAttentionPolicy(
-            observation_size,
-            args.hidden,
-            args.glimpses,
-            args.step_bias,
-            histogram_scale=args.glimpses,
-            log_std_init=args.log_std_init,
-            log_std_min=args.log_std_min,
-            log_std_max=args.log_std_max,
-        ).to(device)
-    actor = policy.attention if pixel else policy  # what acts greedily, is evaluated and is saved
+    size = env.core.observation_size
+    policy, actor = build_policy(args, size, device)
     baseline = (
-        ValueBaseline(observation_size, args.glimpses, args.baseline_hidden, args.glimpses).to(device)
-        if args.baseline
-        else None
+        ValueBaseline(size, args.glimpses, args.baseline_hidden, args.glimpses).to(device) if args.baseline else None
     )
     learner = ReinforceLearner(
         policy,
@@ -209,64 +245,26 @@ def main(args: Args, stop_after: int | None = None) -> dict:
         args.normalize_advantage,
         args.max_grad_norm,
     )
-
-    # The fixed evaluation subset and the random-glimpse baseline on it, with the packaged core.
-    test = load_mnist("test", device)
-    eval_images, eval_labels = test.images[: args.eval_images], test.labels[: args.eval_images]
-    random_glimpses = RandomGlimpses(torch.Generator(device).manual_seed(args.seed))
-    random_baseline = float(
-        accuracy_on(random_glimpses, load_pretrained(device, shared=True), eval_images, eval_labels, args.glimpses)[-1]
-    )
-
+    probe = SubsetProbe(args, actor, writer, device)
     batch_steps = args.num_envs * args.glimpses
     iterations = max(1, args.total_steps // batch_steps)
     eval_interval = max(1, args.eval_every // batch_steps)
-    curve: list[dict] = []
-    reached: dict[str, float | None] = {"random": None, "target": None}
-
-    def evaluate(env_steps: int, seconds: float) -> None:
-        """Greedy policy on the subset with the env's current core; records first crossings."""
-        actor.eval()
-        accuracy = accuracy_on(actor, env.core, eval_images, eval_labels, args.glimpses)
-        actor.train()
-        final = float(accuracy[-1])
-        at_target = float(accuracy[TARGET_GLIMPSES - 1]) if args.glimpses >= TARGET_GLIMPSES else None
-        curve.append({"env_steps": env_steps, "seconds": round(seconds, 2), "accuracy_T": round(final, 4)})
-        writer.add_scalar("eval/subset_accuracy_T", final, env_steps)
-        say(
-            f"step {env_steps:,}: test accuracy {100 * final:.1f}% after {args.glimpses} glimpses "
-            f"on {len(eval_labels):,} test images"
-        )
-        if reached["random"] is None and final >= random_baseline:
-            reached["random"] = seconds
-        if reached["target"] is None and at_target is not None and at_target >= TARGET_ACCURACY:
-            reached["target"] = seconds
 
     observation, _ = env.reset(seed=args.seed)
-    train_seconds, first = 0.0, 0
-    saved = resume.restore()
+    first, train_seconds = 0, 0.0
+    saved = resume.keep(
+        learner=learner,
+        env=env,
+        iteration=lambda: iteration,
+        train_seconds=lambda: train_seconds,
+        curve=probe.curve,
+        reached=probe.reached,
+    )
     if saved is None:
-        evaluate(0, 0.0)
-    else:
-        learner.load_state_dict(saved["learner"])
-        env.load_state_dict(saved["env"])
-        # what the last step returned (same_step autoreset)
+        probe(env.core, 0, 0.0)
+    else:  # what the last step returned (same_step autoreset)
         observation = env.sim.record_observation() if pixel else env.sim.observation()
         first, train_seconds = saved["iteration"], saved["train_seconds"]
-        curve.extend(saved["curve"])
-        reached.update(saved["reached"])
-
-    def run_state() -> dict:
-        """Everything an uninterrupted run still holds between two batches."""
-        return {
-            "learner": learner.state_dict(),
-            "env": env.state_dict(),
-            "iteration": iteration,
-            "train_seconds": train_seconds,
-            "curve": list(curve),
-            "reached": dict(reached),
-        }
-
     progress = tqdm(
         total=iterations * batch_steps,
         initial=first * batch_steps,
@@ -277,85 +275,86 @@ def main(args: Args, stop_after: int | None = None) -> dict:
     with resume:
         with progress:
             for iteration in range(first, iterations):
-                resume.step(iteration, run_state)
-                start = time.perf_counter()
+                resume.step(iteration)
+                began = time.perf_counter()
                 rollout, observation = collect_rollout(env, policy, observation)
                 stats = learner.update(rollout)
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
-                train_seconds += time.perf_counter() - start
+                train_seconds += time.perf_counter() - began
                 env_steps = (iteration + 1) * batch_steps
-
-                episodic_return = float(rollout.episodic_return.mean())
-                accuracy = float(rollout.correct.float().mean())
-                writer.add_scalar("charts/episodic_return", episodic_return, env_steps)
-                writer.add_scalar("charts/train_accuracy", accuracy, env_steps)
-                if not pixel:
-                    sigma = policy.std().detach().cpu()  # detach: logging only
-                    writer.add_scalar("charts/policy_std_i", float(sigma[0]), env_steps)
-                    writer.add_scalar("charts/policy_std_j", float(sigma[1]), env_steps)
-                writer.add_scalar("charts/env_steps_per_second", env_steps / train_seconds, env_steps)
-                writer.add_scalar("losses/policy", stats.policy_loss, env_steps)
-                writer.add_scalar("losses/baseline", stats.baseline_loss, env_steps)
-                writer.add_scalar("losses/entropy", stats.entropy, env_steps)
-                writer.add_scalar("losses/advantage_std", stats.advantage_std, env_steps)
-                writer.add_scalar("losses/explained_variance", stats.explained_variance, env_steps)
+                log_batch(writer, rollout, stats, policy, env_steps, train_seconds)
                 progress.update(batch_steps)
-                progress.set_postfix(
-                    ret=f"{episodic_return:.3f}", acc=f"{accuracy:.3f}", entropy=f"{stats.entropy:.3f}"
+                shown = dict(
+                    ret=f"{float(rollout.episodic_return.mean()):.3f}",
+                    acc=f"{float(rollout.correct.float().mean()):.3f}",
                 )
+                progress.set_postfix(**shown, entropy=f"{stats.entropy:.3f}")
                 if (iteration + 1) % eval_interval == 0 or iteration + 1 == iterations:
-                    evaluate(env_steps, train_seconds)
-                    progress.set_postfix(
-                        ret=f"{episodic_return:.3f}", acc=f"{accuracy:.3f}", test=f"{curve[-1]['accuracy_T']:.3f}"
-                    )
-        iteration = iterations  # the state after the last batch (run_state)
-        resume.final(iterations, run_state)
-        env_steps = iterations * batch_steps
-
-        print("evaluating on the 10,000 test images ...", flush=True)
-        actor.eval()
-        core = env.core  # the core the env ran: packaged (frozen) or the env's own trained copy (joint)
-        if pixel:
-            nearest, sampled = accuracy_by_glimpse(actor, core, args.glimpses, device=device), None
-        else:
-            nearest = accuracy_by_glimpse(policy, core, args.glimpses, device=device)
-            sampled = accuracy_by_glimpse(SampledGlimpses(policy), core, args.glimpses, device=device)
-        for budget, value in accuracy_table(nearest).items():
-            writer.add_scalar("eval/test_accuracy_nearest", value, int(budget))
-        agent = f"reinforce-{'pixel-' if pixel else ''}{args.core_training}"
-        save_agent(out / "checkpoint.pt", agent, actor, core, args.glimpses, args=vars(args), run_id=resume.run_id)
-        print(f"drawing glimpse trails to {out / 'glimpses.png'} ...", flush=True)
-        plot_glimpse_trails(actor, core, args.glimpses, out / "glimpses.png", device=device)
-        writer.close()
-        metrics = resume.finish(  # metrics.json last: it marks the run finished
-            lambda: write_metrics(
-                out / "metrics.json",
-                agent,
-                nearest,
-                Sampler(args.sampler).name,
-                train_seconds,
-                str(device),
-                args.seed,
-                core_training=args.core_training,
-                reward=args.reward,
-                num_envs=args.num_envs,
-                env_steps=env_steps,
-                env_steps_per_second=round(env_steps / train_seconds, 1),
-                random_baseline_accuracy=round(random_baseline, 4),
-                seconds_to_random_baseline=None if reached["random"] is None else round(reached["random"], 1),
-                seconds_to_80_at_25=None if reached["target"] is None else round(reached["target"], 1),
-                eval_images=args.eval_images,
-                test_accuracy_sampled=None if sampled is None else accuracy_table(sampled),
-                # detach: reporting only
-                policy_std=None if pixel else [round(float(s), 4) for s in policy.std().detach().cpu()],
-                learning_curve=curve,
-                torch_threads=torch.get_num_threads(),
-                run_id=resume.run_id,
-            )
+                    probe(env.core, env_steps, train_seconds)
+                    progress.set_postfix(**shown, test=f"{probe.curve[-1]['accuracy_T']:.3f}")
+        iteration = iterations  # the state after the last batch
+        resume.final(iterations)
+        metrics = evaluate_and_write(
+            args, resume, out, writer, env.core, policy, actor, probe, iterations * batch_steps, train_seconds, device
         )
     print(summary(metrics, out, ["checkpoint.pt", "metrics.json", "glimpses.png", "tb/"]))
     return metrics
+
+
+def evaluate_and_write(
+    args: Args,
+    resume: ResumePoint,
+    out: Path,
+    writer: SummaryWriter,
+    core: PerceptionCore,
+    policy: torch.nn.Module,
+    actor: torch.nn.Module,
+    probe: SubsetProbe,
+    env_steps: int,
+    train_seconds: float,
+    device: torch.device,
+) -> dict:
+    """Evaluate on the 10,000 test images and write the run (:func:`run.write_agent_run`).
+
+    :param core: the core the env ran: packaged (frozen) or the env's own trained copy (joint).
+    """
+    pixel = args.action_type == "pixel"
+    print("evaluating on the 10,000 test images ...", flush=True)
+    actor.eval()
+    nearest = accuracy_by_glimpse(actor, core, args.glimpses, device=device)
+    sampled = None if pixel else accuracy_by_glimpse(SampledGlimpses(policy), core, args.glimpses, device=device)
+    for budget, value in accuracy_table(nearest).items():
+        writer.add_scalar("eval/test_accuracy_nearest", value, int(budget))
+    agent = f"reinforce-{'pixel-' if pixel else ''}{args.core_training}"
+    return write_agent_run(
+        resume,
+        out,
+        args,
+        agent,
+        actor,
+        core,
+        nearest,
+        Sampler(args.sampler).name,
+        train_seconds,
+        device,
+        core_training=args.core_training,
+        reward=args.reward,
+        num_envs=args.num_envs,
+        env_steps=env_steps,
+        env_steps_per_second=round(env_steps / train_seconds, 1),
+        random_baseline_accuracy=round(probe.random_baseline, 4),
+        seconds_to_random_baseline=probe.seconds_to("random"),
+        seconds_to_80_at_25=probe.seconds_to("target"),
+        eval_images=args.eval_images,
+        test_accuracy_sampled=None if sampled is None else accuracy_table(sampled),
+        # detach: reporting only
+        policy_std=None if pixel else [round(float(s), 4) for s in policy.std().detach().cpu()],
+        learning_curve=probe.curve,
+        torch_threads=torch.get_num_threads(),
+        run_id=resume.run_id,
+        before_metrics=writer.close,
+    )
 
 
 if __name__ == "__main__":
