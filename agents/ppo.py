@@ -181,7 +181,7 @@ class GlimpseActorCriticPolicy(ActorCriticPolicy):
         if tuple(locations.shape) != (self.step_offsets, 2):
             raise ValueError(
                 f"The sequence has shape {tuple(locations.shape)} but this policy has {self.step_offsets} glimpses; "
-                f"train the fixed sequence with the same --glimpses (expected shape ({self.step_offsets}, 2))."
+                f"train the fixed sequence with the same --max-glimpses (expected shape ({self.step_offsets}, 2))."
             )
         self.action_net.weight[:, -self.step_offsets :] = locations.T.to(self.action_net.weight)
         self.action_net.bias.zero_()
@@ -249,7 +249,7 @@ def load_fixed_sequence(path: str | Path, glimpses: int) -> tuple[torch.Tensor, 
     if locations.shape[0] != glimpses:
         raise ValueError(
             f"{path} is a sequence of {locations.shape[0]} glimpses but PPO runs {glimpses}; "
-            f"train it with --glimpses {glimpses}."
+            f"train it with --max-glimpses {glimpses}."
         )
     return locations, core
 
@@ -661,6 +661,6 @@ def load_pixel_agent(path: str | Path, glimpses: int) -> tuple[PixelAttention, P
         )
     if policy.glimpses != glimpses:
         raise ValueError(
-            f"{path} chooses {policy.glimpses} glimpses but PPO runs {glimpses}; pass --glimpses {policy.glimpses}."
+            f"{path} chooses {policy.glimpses} glimpses but PPO runs {glimpses}; pass --max-glimpses {policy.glimpses}."
         )
     return policy, core

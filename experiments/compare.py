@@ -81,7 +81,7 @@ SCALES: dict[str, dict[str, tuple[str, ...]]] = {
         "differentiable": ("--epochs", "1", "--batch-size", "4096"),
         "reinforce": ("--total-steps", "50000"),
         "ppo": ("--total-steps", "20000"),
-        "gdfs": ("--max-epochs", "1", "--train-images", "1024", "--val-images", "256", "--glimpses", "10")
+        "gdfs": ("--max-epochs", "1", "--train-images", "1024", "--val-images", "256", "--max-glimpses", "10")
         + ("--eval-images", "500", "--curve-images", "100"),
     },
     "gpu": {

@@ -216,7 +216,7 @@ def test_train_script_smoke(tmp_path):
     out = tmp_path / "run"
     metrics = script.main(
         script.Args(
-            glimpses=3,
+            max_glimpses=3,
             epochs=1,
             batch_size=6000,
             out=str(out),
@@ -245,7 +245,7 @@ def test_curve_images_record_the_accuracy_along_the_dual_steps_and_change_no_res
 
     def run(name, **extra):
         args = script.Args(
-            glimpses=5, epochs=1, readout_epochs=0, batch_size=15_000, out=str(tmp_path / name), device="cpu"
+            max_glimpses=5, epochs=1, readout_epochs=0, batch_size=15_000, out=str(tmp_path / name), device="cpu"
         )
         return script.main(script.dataclasses.replace(args, **extra))
 
@@ -269,7 +269,7 @@ def test_train_script_pixel_policy_and_time_budget(tmp_path, memory):
     out = tmp_path / "run"
     metrics = script.main(
         script.Args(
-            glimpses=3,
+            max_glimpses=3,
             policy="pixel",
             pixel_noise_final=0.2,
             epochs=2,
@@ -298,7 +298,7 @@ def test_train_script_rejects_pixel_options_without_pixel_policy(tmp_path, optio
     with pytest.raises(
         ValueError, match=f"{flag} {value} .* is an option of the pixel policy .*, not of --preset continuous"
     ):
-        script.main(script.Args(glimpses=2, epochs=1, out=str(tmp_path), device="cpu", **option))
+        script.main(script.Args(max_glimpses=2, epochs=1, out=str(tmp_path), device="cpu", **option))
 
 
 @pytest.mark.parametrize(
@@ -313,7 +313,9 @@ def test_train_script_rejects_negative_budgets(tmp_path, flag, message):
     import train.differentiable as script
 
     with pytest.raises(ValueError, match=message):
-        script.main(script.Args(glimpses=2, epochs=1, batch_size=6000, out=str(tmp_path), device="cpu", **{flag: -1.0}))
+        script.main(
+            script.Args(max_glimpses=2, epochs=1, batch_size=6000, out=str(tmp_path), device="cpu", **{flag: -1.0})
+        )
 
 
 @pytest.mark.slow
@@ -326,7 +328,7 @@ def test_train_script_starts_from_a_core_checkpoint(tmp_path):
     PerceptionCore(PerceptionConfig(channels=8, n_bins=2)).save(tmp_path / "core.pt")
     script.main(
         script.Args(
-            glimpses=2,
+            max_glimpses=2,
             epochs=1,
             batch_size=6000,
             max_train_seconds=1e-9,
@@ -341,7 +343,7 @@ def test_train_script_starts_from_a_core_checkpoint(tmp_path):
     with pytest.raises(
         ValueError, match="--core missing.pt: not random-glimpses, scratch, pretrain or an existing file"
     ):
-        script.main(script.Args(glimpses=2, epochs=1, core="missing.pt", out=str(tmp_path / "bad"), device="cpu"))
+        script.main(script.Args(max_glimpses=2, epochs=1, core="missing.pt", out=str(tmp_path / "bad"), device="cpu"))
 
 
 @pytest.mark.parametrize(
@@ -358,7 +360,7 @@ def test_train_script_rejects_core_sizes_without_scratch_core(tmp_path, option):
         ValueError,
         match=f"{flag} {value} .* sizes a --core scratch or pretrain; --core random-glimpses brings its own size",
     ):
-        script.main(script.Args(glimpses=2, epochs=1, out=str(tmp_path), device="cpu", **option))
+        script.main(script.Args(max_glimpses=2, epochs=1, out=str(tmp_path), device="cpu", **option))
 
 
 def test_learning_rate_schedule_scales_both_optimizers_from_their_start():
@@ -431,7 +433,7 @@ def test_core_head_and_embedding_size_a_pretrained_core_and_bad_sizes_write_noth
     a size PerceptionConfig refuses is refused before the output folder is touched."""
     import train.differentiable as script
 
-    common = dict(glimpses=2, epochs=0, readout_epochs=0, core="pretrain", channels=4, n_bins=2, device="cpu")
+    common = dict(max_glimpses=2, epochs=0, readout_epochs=0, core="pretrain", channels=4, n_bins=2, device="cpu")
     with pytest.raises(ValueError, match="PerceptionConfig.dropout must lie in"):
         script.main(script.Args(core_dropout=1.5, out=str(tmp_path / "bad"), **common))
     assert not (tmp_path / "bad").exists()
@@ -450,7 +452,7 @@ def test_core_pretrain_trains_a_core_first_then_reuses_it(tmp_path):
 
     def run(out, seed):
         args = script.Args(
-            glimpses=2,
+            max_glimpses=2,
             epochs=0,
             readout_epochs=0,
             core="pretrain",
@@ -481,7 +483,7 @@ def test_budget_seconds_caps_every_phase_and_excludes_max_train_seconds(tmp_path
     still writes its results."""
     import train.differentiable as script
 
-    settings = dict(glimpses=3, epochs=2, batch_size=6000, device="cpu", pixel_candidates=4)
+    settings = dict(max_glimpses=3, epochs=2, batch_size=6000, device="cpu", pixel_candidates=4)
     base = script.dataclasses.replace(script.preset_args("pixel-memory"), **settings)
     metrics = script.main(script.dataclasses.replace(base, budget_seconds=1e-9, out=str(tmp_path / "run")))
     assert metrics["optimizer_steps"] == 0 and metrics["readout_steps"] == 0

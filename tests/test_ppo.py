@@ -37,7 +37,7 @@ def tiny_run(tmp_path_factory):
     ppo = load_script("ppo")
     out = tmp_path_factory.mktemp("ppo")
     args = ppo.Args(
-        glimpses=3,
+        max_glimpses=3,
         num_envs=16,
         total_steps=16 * 3 * 3,
         n_epochs=2,
@@ -189,7 +189,7 @@ def test_init_from_runs_the_sequence_core_and_checks_the_checkpoint(fixed_checkp
     path, _ = fixed_checkpoint
     ppo = load_script("ppo")
     common = dict(
-        glimpses=3,
+        max_glimpses=3,
         num_envs=8,
         total_steps=8 * 3,
         n_epochs=1,
@@ -204,8 +204,8 @@ def test_init_from_runs_the_sequence_core_and_checks_the_checkpoint(fixed_checkp
     assert checkpoint["args"]["init_from"] == str(path)
     assert all(torch.equal(a, b) for a, b in zip(saved_core.state_dict().values(), fixed_core.state_dict().values()))
 
-    with pytest.raises(ValueError, match="train it with --glimpses 4"):
-        ppo.main(ppo.Args(**{**common, "glimpses": 4}, init_from=str(path), out=str(tmp_path / "bad")))
+    with pytest.raises(ValueError, match="train it with --max-glimpses 4"):
+        ppo.main(ppo.Args(**{**common, "max_glimpses": 4}, init_from=str(path), out=str(tmp_path / "bad")))
     ppo_checkpoint = tmp_path / "warm" / "checkpoint.pt"
     with pytest.raises(ValueError, match="needs a fixed-sequence checkpoint"):
         ppo.main(ppo.Args(init_from=str(ppo_checkpoint), out=str(tmp_path / "bad2"), **common))
@@ -239,7 +239,7 @@ def test_pixel_actions_run_maskable_ppo_with_the_pixel_agent_as_actor(pixel_chec
     from agents.ppo import PixelActorCriticPolicy, SubsetEvalCallback, load_pixel_agent, subset_accuracy
 
     ppo, evaluate = load_script("ppo"), load_script("evaluate")
-    common = dict(glimpses=3, num_envs=8, n_epochs=1, eval_images=50, progress_bar=False, device="cpu")
+    common = dict(max_glimpses=3, num_envs=8, n_epochs=1, eval_images=50, progress_bar=False, device="cpu")
     common.update(torch_threads=1, action_type="pixel")
     attention, core = load_pixel_agent(pixel_checkpoint, 3)
     # the actor starts as the pixel agent: same scores on a record observation
@@ -287,8 +287,8 @@ def test_pixel_actions_run_maskable_ppo_with_the_pixel_agent_as_actor(pixel_chec
 
     with pytest.raises(ValueError, match="--log-std-init is an option of the Gaussian policy"):
         ppo.main(ppo.Args(log_std_init=-1.0, out=str(tmp_path / "bad"), **common))
-    with pytest.raises(ValueError, match="pass --glimpses 3"):
-        ppo.main(ppo.Args(**{**common, "glimpses": 4}, init_from=str(pixel_checkpoint), out=str(tmp_path / "bad")))
+    with pytest.raises(ValueError, match="pass --max-glimpses 3"):
+        ppo.main(ppo.Args(**{**common, "max_glimpses": 4}, init_from=str(pixel_checkpoint), out=str(tmp_path / "bad")))
     with pytest.raises(ValueError, match="needs a pixel agent with a record"):
         ppo.main(ppo.Args(init_from=str(_save_fixed(tmp_path)), out=str(tmp_path / "bad"), **common))
     assert not (tmp_path / "bad").exists()

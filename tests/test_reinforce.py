@@ -244,7 +244,7 @@ def test_train_script_smoke(tmp_path, core_training):
     script = _load_script("reinforce")
     out = tmp_path / core_training
     args = script.Args(
-        glimpses=3,
+        max_glimpses=3,
         num_envs=32,
         total_steps=3 * 32 * 4,
         core_training=core_training,
@@ -332,7 +332,7 @@ def test_the_pixel_script_evaluates_through_the_environment_and_refuses_gaussian
     script, evaluate = _load_script("reinforce"), _load_script("evaluate")
     core = make_core(2)
     core.save(tmp_path / "core.pt")
-    common = dict(glimpses=3, num_envs=8, eval_every=24, eval_images=50, device="cpu", action_type="pixel")
+    common = dict(max_glimpses=3, num_envs=8, eval_every=24, eval_images=50, device="cpu", action_type="pixel")
     metrics = script.main(
         script.Args(total_steps=8 * 3 * 2, core=str(tmp_path / "core.pt"), out=str(tmp_path / "run"), **common)
     )

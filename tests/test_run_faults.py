@@ -45,7 +45,7 @@ def load_reinforce_script():
 
 
 def tiny_reinforce_kwargs(out: Path) -> dict:
-    return dict(num_envs=16, glimpses=3, total_steps=96, eval_images=50, device="cpu", out=str(out))
+    return dict(num_envs=16, max_glimpses=3, total_steps=96, eval_images=50, device="cpu", out=str(out))
 
 
 def _python(code: str, *, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -253,7 +253,7 @@ def test_a_changed_resume_file_is_refused_with_both_digests(tmp_path):
 
 # 4. A signal during the final evaluation.
 
-TINY = ["--num-envs", "16", "--glimpses", "3", "--total-steps", "96", "--eval-images", "50", "--device", "cpu"]
+TINY = ["--num-envs", "16", "--max-glimpses", "3", "--total-steps", "96", "--eval-images", "50", "--device", "cpu"]
 
 
 @pytest.mark.slow

@@ -61,6 +61,7 @@ from run import (
     curve_point,
     end_stage,
     log_folder,
+    refuse_retired,
     say,
     start,
     summary,
@@ -94,7 +95,7 @@ class Args(ResumableArgs):
     lr_final: Recipe[float] = 1.0
     """both learning rates at the end of the dual epochs, as a fraction of the initial ones (1 = constant)"""
 
-    glimpses: int = 25
+    max_glimpses: int = 25
     """glimpses per episode (T)"""
     epochs: int = 15
     """passes of both optimizers over the 60,000 training images"""
@@ -239,9 +240,15 @@ def preset_args(name: str) -> Args:
     return dataclasses.replace(Args(), preset=name, **PRESETS[name][1])
 
 
+#: Retired flags -> the flags that replaced them (refused with the new name: run.refuse_retired).
+RETIRED = {
+    "--glimpses": "--max-glimpses",
+}
+
+
 def parse_args(argv: list[str] | None = None) -> Args:
     """``--preset NAME`` (default ``continuous``) picks the defaults; the other flags change them."""
-    return parse_preset_args(Args, PRESETS, "continuous", __doc__, argv)
+    return parse_preset_args(Args, PRESETS, "continuous", __doc__, refuse_retired(RETIRED, argv))
 
 
 def check_args(args: Args) -> None:
@@ -253,8 +260,8 @@ def check_args(args: Args) -> None:
         raise UserValueError("--budget-seconds already caps the dual epochs; drop --max-train-seconds.")
     if not 1 <= args.batch_size <= 60_000:
         raise UserValueError(f"--batch-size must be between 1 and 60000 (the training images), got {args.batch_size}.")
-    if args.glimpses < 1:
-        raise UserValueError(f"--glimpses must be >= 1, got {args.glimpses}.")
+    if args.max_glimpses < 1:
+        raise UserValueError(f"--max-glimpses must be >= 1, got {args.max_glimpses}.")
     if not 0 <= args.val_images <= 60_000 - args.batch_size:
         raise UserValueError(
             f"--val-images must be between 0 and {60_000 - args.batch_size} (the training images less one batch), "
@@ -375,7 +382,7 @@ def build_core(args: Args, data, device: torch.device, out: Path) -> PerceptionC
             if args.pretrain_on == "pixels":
                 pretrain_core_on_pixels(core, data, args.pretrain_steps, **settings)
             else:
-                pretrain_core(core, data, args.pretrain_steps, glimpses=args.glimpses, **settings)
+                pretrain_core(core, data, args.pretrain_steps, glimpses=args.max_glimpses, **settings)
             if progress.n < args.pretrain_steps:
                 reason = f"time budget of {max_seconds:.3g} s reached (--budget-seconds)"
                 end_stage(progress, "core pretraining", reason, progress.n, args.pretrain_steps)
@@ -386,18 +393,18 @@ def build_core(args: Args, data, device: torch.device, out: Path) -> PerceptionC
 def build_policy(args: Args, core: PerceptionCore, device: torch.device) -> torch.nn.Module:
     """The policy of ``--preset``'s recipe: the attention network, the pixel policy or a fixed sequence."""
     if args.policy == "attention":
-        return AttentionNetwork(core.observation_size, args.hidden, args.glimpses, args.step_bias).to(device)
+        return AttentionNetwork(core.observation_size, args.hidden, args.max_glimpses, args.step_bias).to(device)
     if args.policy == "pixel":
         return PixelAttention(
             core.observation_size,
-            args.glimpses,
+            args.max_glimpses,
             args.hidden,
             args.pixel_temperature,
             candidates=args.pixel_candidates,
             memory=args.pixel_memory,
             exploration="epsilon" if args.attention_target == "value" else "gumbel",
         ).to(device)
-    return FixedSequence(args.glimpses).to(device)
+    return FixedSequence(args.max_glimpses).to(device)
 
 
 class Training:
@@ -466,17 +473,17 @@ class Training:
     def validate(self) -> None:
         """Validate the hard choice; the plateau keeps the best weights (and cuts the learning rates)."""
         args, step = self.args, self.steps_done["dual"]
-        loss, accuracy = validate(self.policy, self.core, *self.validation, args.glimpses)
+        loss, accuracy = validate(self.policy, self.core, *self.validation, args.max_glimpses)
         best = self.plateau.update(loss, self.weights(), step)
         table = accuracy_table(accuracy)
         point = {"step": step, "seconds": round(self.clock["dual"], 1), "stage": self.stages.index}
         self.curve.append({**point, "loss": round(loss, 5), "accuracy": table, "best": best})
         say(
             f"validation at step {step:,}: loss {loss:.4f}, accuracy "
-            f"{100 * table[str(args.glimpses)]:.1f}% after {args.glimpses} glimpses{' (best so far)' if best else ''}"
+            f"{100 * table[str(args.max_glimpses)]:.1f}% after {args.max_glimpses} glimpses{' (best so far)' if best else ''}"
         )
         self.writer.add_scalar("validation/loss", loss, step)
-        self.writer.add_scalar("validation/accuracy_last", table[str(args.glimpses)], step)
+        self.writer.add_scalar("validation/accuracy_last", table[str(args.max_glimpses)], step)
         if args.plateau_patience > 0:
             self.trainer.scale_learning_rates(self.plateau.scale)
 
@@ -493,7 +500,7 @@ class Training:
             self.curve_test.images[: self.args.curve_images],
             self.curve_test.labels[: self.args.curve_images],
         )
-        accuracy = accuracy_on(self.policy, self.core, images, labels, self.args.glimpses)
+        accuracy = accuracy_on(self.policy, self.core, images, labels, self.args.max_glimpses)
         for module, mode in modes:
             module.train(mode)
         self.steps_curve.append(curve_point(step, self.clock["dual"], accuracy))
@@ -624,7 +631,7 @@ def main(args: Args, stop_after: int | None = None) -> dict:
         policy,
         core,
         sampler,
-        args.glimpses,
+        args.max_glimpses,
         attention_target=args.attention_target,
         perception_lr=args.perception_lr,
         attention_lr=args.attention_lr,
@@ -677,8 +684,8 @@ def evaluate_and_write(
     policy.eval()
     core.eval()
     print("evaluating on the 10,000 test images ...", flush=True)
-    nearest = accuracy_by_glimpse(policy, core, args.glimpses, device=device)
-    trained_readout = accuracy_by_glimpse(policy, core, args.glimpses, sampler=sampler, device=device)
+    nearest = accuracy_by_glimpse(policy, core, args.max_glimpses, device=device)
+    trained_readout = accuracy_by_glimpse(policy, core, args.max_glimpses, sampler=sampler, device=device)
     for budget, accuracy in accuracy_table(nearest).items():
         writer.add_scalar("eval/test_accuracy_nearest", accuracy, int(budget))
     agent = {"attention": "differentiable", "pixel": "differentiable-pixel", "fixed": "fixed-sequence"}[args.policy]

@@ -2,7 +2,7 @@
 
     python train/ppo.py                                     # 25 glimpses, frozen packaged core
     python train/ppo.py --core-training joint               # the env also trains its core (perception optimizer)
-    python train/ppo.py --glimpses 10 --num-envs 512 --total-steps 2000000 --torch-threads 1
+    python train/ppo.py --max-glimpses 10 --num-envs 512 --total-steps 2000000 --torch-threads 1
     python train/differentiable.py --preset fixed-sequence --out runs/fixed && \
         python train/ppo.py --core-training joint --init-from runs/fixed/checkpoint.pt   # warm start
     python train/ppo.py --action-type pixel                 # MaskablePPO, one pixel per action, on the record
@@ -67,6 +67,7 @@ from run import (
     accuracy_table,
     check_rl_args,
     claim_output,
+    refuse_retired,
     refuse_with_pixel_actions,
     say,
     start,
@@ -77,7 +78,7 @@ from run import (
 
 @dataclass
 class Args(ResumableArgs):
-    glimpses: int = 25
+    max_glimpses: int = 25
     """glimpses per episode (T)"""
     action_type: Literal["continuous", "pixel"] = "continuous"
     """continuous: PPO, a Gaussian (i, j) on the default observation; pixel: MaskablePPO choosing one of the
@@ -151,9 +152,11 @@ def check_action_args(args: Args) -> None:
 def build_model(args: Args, env, batched: MnistGlimpseSB3VecEnv, warm, out: Path, device: torch.device):
     """SB3's PPO (continuous actions) or MaskablePPO (pixel actions), started from ``warm`` if given,
     and the policy that acts, is evaluated and is saved."""
-    n_steps = args.n_steps or args.glimpses
+    n_steps = args.n_steps or args.max_glimpses
     if args.action_type == "pixel":
-        attention = warm[0] if warm else PixelAttention(batched.core.observation_size, args.glimpses, memory="pixels")
+        attention = (
+            warm[0] if warm else PixelAttention(batched.core.observation_size, args.max_glimpses, memory="pixels")
+        )
         algorithm, policy_class = MaskablePPO, PixelActorCriticPolicy
         policy_kwargs = dict(
             attention=attention.checkpoint_config(), critic_hidden=list(args.hidden), critic_activation=args.activation
@@ -165,7 +168,7 @@ def build_model(args: Args, env, batched: MnistGlimpseSB3VecEnv, warm, out: Path
             activation=args.activation,
             log_std_init=args.log_std_init,
             step_feature=args.step_feature,
-            glimpses=args.glimpses,
+            glimpses=args.max_glimpses,
             step_offsets=args.step_offsets,
         )
         algorithm, policy_class, policy_kwargs = PPO, GlimpseActorCriticPolicy, config.policy_kwargs()
@@ -205,14 +208,14 @@ def main(args: Args, stop_after: int | None = None) -> dict:
     warm = None  # a warm start or a core is read (and refused) before anything is written
     with user_errors(ValueError, FileNotFoundError):  # an --init-from or --core file that cannot be used
         if args.init_from:
-            warm = (load_pixel_agent if pixel else load_fixed_sequence)(args.init_from, args.glimpses)
+            warm = (load_pixel_agent if pixel else load_fixed_sequence)(args.init_from, args.max_glimpses)
         perception = warm[1] if warm else (PerceptionCore.load(args.core, device) if args.core else None)
     resume = ResumePoint(args.out, args, stop_after)
     out = claim_output(args.out, args.overwrite)
 
     batched = MnistGlimpseSB3VecEnv(
         args.num_envs,
-        max_glimpses=args.glimpses,
+        max_glimpses=args.max_glimpses,
         sampler=args.sampler,
         perception=perception,
         learn_perception=args.core_training == "joint",
@@ -220,13 +223,13 @@ def main(args: Args, stop_after: int | None = None) -> dict:
         device=device,
         **({"obs_type": "record", "action_type": "pixel"} if pixel else {}),
     )
-    env = VecStepFeature(batched, args.glimpses) if args.step_feature and not pixel else batched
+    env = VecStepFeature(batched, args.max_glimpses) if args.step_feature and not pixel else batched
     model, policy = build_model(args, env, batched, warm, out, device)
-    budget = min(25, args.glimpses)
+    budget = min(25, args.max_glimpses)
     probe = SubsetEvalCallback(
         policy,
         batched.core,
-        args.glimpses,
+        args.max_glimpses,
         budget,
         size=args.eval_images,
         every=args.eval_every,
@@ -274,7 +277,7 @@ def evaluate_and_write(
     print("evaluating on the 10,000 test images ...", flush=True)
     policy.eval()
     core = core.eval()
-    nearest = accuracy_by_glimpse(policy, core, args.glimpses, device=device)
+    nearest = accuracy_by_glimpse(policy, core, args.max_glimpses, device=device)
     for glimpses, accuracy in accuracy_table(nearest).items():
         model.logger.record(f"eval/test_accuracy_nearest_{glimpses}", accuracy)
     model.logger.dump(model.num_timesteps)
@@ -294,7 +297,7 @@ def evaluate_and_write(
         env_steps=int(model.num_timesteps),
         env_steps_per_second=round(model.num_timesteps / train_seconds, 1),
         seconds_to_80_percent=probe.seconds_to(0.8),
-        seconds_to_80_percent_glimpses=min(25, args.glimpses),
+        seconds_to_80_percent_glimpses=min(25, args.max_glimpses),
         eval_subset_images=args.eval_images,
         eval_subset_curve=probe.curve,
         eval_seconds=round(probe.eval_seconds, 1),
@@ -308,5 +311,11 @@ def evaluate_and_write(
     )
 
 
+#: Retired flags -> the flags that replaced them (refused with the new name: run.refuse_retired).
+RETIRED = {
+    "--glimpses": "--max-glimpses",
+}
+
+
 if __name__ == "__main__":
-    run_main(main, tyro.cli(Args, description=plain_text(__doc__)))
+    run_main(main, tyro.cli(Args, args=refuse_retired(RETIRED), description=plain_text(__doc__)))

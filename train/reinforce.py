@@ -5,7 +5,7 @@
     python train/reinforce.py --reward final --total-steps 5000000
     python train/reinforce.py --action-type pixel --core CORE.pt   # one of the 784 pixels per glimpse, on the record
 
-Each iteration runs ``--num-envs`` lockstep episodes of ``--glimpses`` glimpses in
+Each iteration runs ``--num-envs`` lockstep episodes of ``--max-glimpses`` glimpses in
 ``MnistGlimpseVectorEnv`` (torch tensors, ``same_step`` autoreset) and takes one REINFORCE step on the
 policy and one regression step on the baseline; with ``--core-training joint`` the env also takes one
 cross-entropy step on its own core after each batch. Every ``--eval-every`` env steps the greedy
@@ -62,6 +62,7 @@ from run import (
     check_rl_args,
     claim_output,
     log_folder,
+    refuse_retired,
     refuse_with_pixel_actions,
     say,
     start,
@@ -75,7 +76,7 @@ TARGET_ACCURACY, TARGET_GLIMPSES = 0.80, 25
 
 @dataclass
 class Args(ResumableArgs):
-    glimpses: int = 25
+    max_glimpses: int = 25
     """glimpses per episode (T)"""
     action_type: Literal["continuous", "pixel"] = "continuous"
     """continuous: a Gaussian (i, j) on the default observation; pixel: a categorical over the pixels not
@@ -135,14 +136,14 @@ class Args(ResumableArgs):
 def build_policy(args: Args, observation_size: int, device: torch.device) -> tuple[torch.nn.Module, torch.nn.Module]:
     """The policy REINFORCE trains, and the network that acts greedily, is evaluated and is saved."""
     if args.action_type == "pixel":
-        attention = PixelAttention(observation_size, args.glimpses, args.hidden, memory="pixels").to(device)
+        attention = PixelAttention(observation_size, args.max_glimpses, args.hidden, memory="pixels").to(device)
         return PixelPolicy(attention), attention
     policy = GaussianAttentionPolicy(
         observation_size,
         args.hidden,
-        args.glimpses,
+        args.max_glimpses,
         args.step_bias,
-        histogram_scale=args.glimpses,
+        histogram_scale=args.max_glimpses,
         log_std_init=args.log_std_init,
         log_std_min=args.log_std_min,
         log_std_max=args.log_std_max,
@@ -161,21 +162,23 @@ class SubsetProbe:
         # The random-glimpse baseline on the subset, with the packaged core.
         random_glimpses = RandomGlimpses(torch.Generator(device).manual_seed(args.seed))
         core = load_pretrained(device, shared=True)
-        self.random_baseline = float(accuracy_on(random_glimpses, core, self.images, self.labels, args.glimpses)[-1])
+        self.random_baseline = float(
+            accuracy_on(random_glimpses, core, self.images, self.labels, args.max_glimpses)[-1]
+        )
         self.curve: list[dict] = []
         self.reached: dict[str, float | None] = {"random": None, "target": None}
 
     def __call__(self, core: PerceptionCore, env_steps: int, seconds: float) -> None:
         """Evaluate the greedy policy on the subset with ``core``; records first crossings."""
         self.actor.eval()
-        accuracy = accuracy_on(self.actor, core, self.images, self.labels, self.args.glimpses)
+        accuracy = accuracy_on(self.actor, core, self.images, self.labels, self.args.max_glimpses)
         self.actor.train()
         final = float(accuracy[-1])
-        at_target = float(accuracy[TARGET_GLIMPSES - 1]) if self.args.glimpses >= TARGET_GLIMPSES else None
+        at_target = float(accuracy[TARGET_GLIMPSES - 1]) if self.args.max_glimpses >= TARGET_GLIMPSES else None
         self.curve.append({"env_steps": env_steps, "seconds": round(seconds, 2), "accuracy_T": round(final, 4)})
         self.writer.add_scalar("eval/subset_accuracy_T", final, env_steps)
         say(
-            f"step {env_steps:,}: test accuracy {100 * final:.1f}% after {self.args.glimpses} glimpses "
+            f"step {env_steps:,}: test accuracy {100 * final:.1f}% after {self.args.max_glimpses} glimpses "
             f"on {len(self.labels):,} test images"
         )
         if self.reached["random"] is None and final >= self.random_baseline:
@@ -221,7 +224,7 @@ def main(args: Args, stop_after: int | None = None) -> dict:
 
     env = make_env(
         args.num_envs,
-        args.glimpses,
+        args.max_glimpses,
         args.core_training,
         args.perception_lr,
         args.sampler,
@@ -233,7 +236,9 @@ def main(args: Args, stop_after: int | None = None) -> dict:
     size = env.core.observation_size
     policy, actor = build_policy(args, size, device)
     baseline = (
-        ValueBaseline(size, args.glimpses, args.baseline_hidden, args.glimpses).to(device) if args.baseline else None
+        ValueBaseline(size, args.max_glimpses, args.baseline_hidden, args.max_glimpses).to(device)
+        if args.baseline
+        else None
     )
     learner = ReinforceLearner(
         policy,
@@ -246,7 +251,7 @@ def main(args: Args, stop_after: int | None = None) -> dict:
         args.max_grad_norm,
     )
     probe = SubsetProbe(args, actor, writer, device)
-    batch_steps = args.num_envs * args.glimpses
+    batch_steps = args.num_envs * args.max_glimpses
     iterations = max(1, args.total_steps // batch_steps)
     eval_interval = max(1, args.eval_every // batch_steps)
 
@@ -322,8 +327,8 @@ def evaluate_and_write(
     pixel = args.action_type == "pixel"
     print("evaluating on the 10,000 test images ...", flush=True)
     actor.eval()
-    nearest = accuracy_by_glimpse(actor, core, args.glimpses, device=device)
-    sampled = None if pixel else accuracy_by_glimpse(SampledGlimpses(policy), core, args.glimpses, device=device)
+    nearest = accuracy_by_glimpse(actor, core, args.max_glimpses, device=device)
+    sampled = None if pixel else accuracy_by_glimpse(SampledGlimpses(policy), core, args.max_glimpses, device=device)
     for budget, value in accuracy_table(nearest).items():
         writer.add_scalar("eval/test_accuracy_nearest", value, int(budget))
     agent = f"reinforce-{'pixel-' if pixel else ''}{args.core_training}"
@@ -357,5 +362,11 @@ def evaluate_and_write(
     )
 
 
+#: Retired flags -> the flags that replaced them (refused with the new name: run.refuse_retired).
+RETIRED = {
+    "--glimpses": "--max-glimpses",
+}
+
+
 if __name__ == "__main__":
-    run_main(main, tyro.cli(Args, description=plain_text(__doc__)))
+    run_main(main, tyro.cli(Args, args=refuse_retired(RETIRED), description=plain_text(__doc__)))
