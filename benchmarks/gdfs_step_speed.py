@@ -33,7 +33,7 @@ class Args:
     """images per step (GDFS: 128)"""
     max_glimpses: int = 50
     """selections unrolled per stage-2 step (GDFS: 50)"""
-    hidden: int = 512
+    mlp_hidden: int = 512
     """width of both networks' hidden layers (GDFS: 512)"""
     device: str = "auto"
     """cpu, cuda or auto"""
@@ -60,7 +60,7 @@ def main(args: Args) -> dict:
     data = load_mnist("train", device)
     images = data.images[: args.batch_size].flatten(1).float() / 255.0
     labels = data.labels[: args.batch_size]
-    selector, predictor = PixelSelector(args.hidden).to(device), MaskedMLP(10, args.hidden).to(device)
+    selector, predictor = PixelSelector(args.mlp_hidden).to(device), MaskedMLP(10, args.mlp_hidden).to(device)
     stage1 = torch.optim.Adam(predictor.parameters(), lr=1e-3)
     stage2 = torch.optim.Adam([*selector.parameters(), *predictor.parameters()], lr=1e-3)
 
@@ -72,7 +72,7 @@ def main(args: Args) -> dict:
 
     result: dict = {
         "what": f"GDFS optimizer steps: batch {args.batch_size}, {args.max_glimpses} selections per stage-2 step, "
-        f"hidden {args.hidden}, {args.torch_threads} torch thread(s)",
+        f"hidden {args.mlp_hidden}, {args.torch_threads} torch thread(s)",
         "command": "python benchmarks/gdfs_step_speed.py "
         + f"--steps {args.steps} --device {args.device} --torch-threads {args.torch_threads}",
         "machine": {"device": str(device), "processor": platform.processor() or platform.machine()},

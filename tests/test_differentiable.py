@@ -395,7 +395,10 @@ def test_presets_set_recipes_and_flags_change_them():
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--preset", "fixed-sequence", "--hidden", "64"], "--hidden 64 .* a fixed sequence has none"),
+        (
+            ["--preset", "fixed-sequence", "--attention-hidden", "64"],
+            "--attention-hidden 64 .* a fixed sequence has none",
+        ),
         (["--preset", "pixel", "--no-step-bias"], "--step-bias False .* not of --preset pixel"),
         (
             ["--preset", "continuous", "--pixel-noise-final", "0.5"],
@@ -429,7 +432,7 @@ def test_options_a_recipe_would_ignore_are_refused(flags, message):
 
 @pytest.mark.slow
 def test_core_head_and_embedding_size_a_pretrained_core_and_bad_sizes_write_nothing(tmp_path):
-    """--encoding embedding, --core-hidden, --core-head-layers and --core-dropout reach the fresh core;
+    """--encoding embedding, --core-head-hidden, --core-head-layers and --core-dropout reach the fresh core;
     a size PerceptionConfig refuses is refused before the output folder is touched."""
     import train.differentiable as script
 
@@ -437,7 +440,7 @@ def test_core_head_and_embedding_size_a_pretrained_core_and_bad_sizes_write_noth
     with pytest.raises(ValueError, match="PerceptionConfig.dropout must lie in"):
         script.main(script.Args(core_dropout=1.5, out=str(tmp_path / "bad"), **common))
     assert not (tmp_path / "bad").exists()
-    options = dict(encoding="embedding", core_hidden=8, core_head_layers=2, core_dropout=0.3, pretrain_steps=1)
+    options = dict(encoding="embedding", core_head_hidden=8, core_head_layers=2, core_dropout=0.3, pretrain_steps=1)
     script.main(script.Args(out=str(tmp_path / "run"), **common, **options))
     core = PerceptionCore.load(tmp_path / "run" / "core" / "perception.pt")
     config = core.config

@@ -53,7 +53,7 @@ def tiny_args(out, **extra) -> script.Args:
     settings = dict(
         max_glimpses=4,
         batch_size=64,
-        hidden=16,
+        mlp_hidden=16,
         temperature_stages=3,
         max_epochs=1,
         train_images=128,

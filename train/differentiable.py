@@ -137,7 +137,7 @@ class Args(ResumableArgs):
     """Adam learning rate of the attention optimizer"""
     attention_credit: Literal["episode", "greedy"] = "episode"
     """which losses train a glimpse's choice: its own and all later ones (episode), or its own only (greedy, as GDFS)"""
-    hidden: int = 128
+    attention_hidden: int = 128
     """attention network width (continuous and pixel policies)"""
     step_bias: bool = True
     """continuous policy: add a learned per-glimpse offset to the attention output (fixed sequence +
@@ -166,7 +166,7 @@ class Args(ResumableArgs):
     """soft bins per channel of a --core scratch or pretrain"""
     encoding: Literal["plain", "fourier", "learned", "embedding"] = "plain"
     """glimpse encoding of a --core scratch or pretrain (envs.perception.GlimpseEncoding)"""
-    core_hidden: int = 128
+    core_head_hidden: int = 128
     """width of the classifier head's hidden layers of a --core scratch or pretrain"""
     core_head_layers: int = 1
     """hidden layers of the classifier head of a --core scratch or pretrain (GDFS's predictor: 2 x 512)"""
@@ -243,6 +243,8 @@ def preset_args(name: str) -> Args:
 #: Retired flags -> the flags that replaced them (refused with the new name: run.refuse_retired).
 RETIRED = {
     "--glimpses": "--max-glimpses",
+    "--hidden": "--attention-hidden",
+    "--core-hidden": "--core-head-hidden",
 }
 
 
@@ -310,7 +312,7 @@ def check_args(args: Args) -> None:
 
     refuse_unless(
         args.core in ("scratch", "pretrain"),
-        ("channels", "n_bins", "encoding", "core_hidden", "core_head_layers", "core_dropout"),
+        ("channels", "n_bins", "encoding", "core_head_hidden", "core_head_layers", "core_dropout"),
         f"sizes a --core scratch or pretrain; --core {args.core} brings its own size. Pass --core scratch "
         "or --core pretrain, or leave the size at its default.",
     )
@@ -337,7 +339,9 @@ def check_args(args: Args) -> None:
         ("step_bias",),
         f"is an option of the continuous policy (--preset continuous), not of --preset {args.preset}.",
     )
-    refuse_unless(args.policy != "fixed", ("hidden",), "sizes an attention network; a fixed sequence has none.")
+    refuse_unless(
+        args.policy != "fixed", ("attention_hidden",), "sizes an attention network; a fixed sequence has none."
+    )
     if args.attention_target == "value" and args.policy != "pixel":
         raise UserValueError(
             "--attention-target value trains the pixel policy's scores as a value head; pass a pixel preset "
@@ -354,7 +358,7 @@ STAGE_NAMES = {"dual": "dual epochs", "readout": "read-out epochs"}
 def core_config(args: Args) -> PerceptionConfig:
     """The size of a ``--core scratch`` or ``pretrain`` (checked by :class:`~envs.perception.PerceptionConfig`)."""
     return PerceptionConfig(
-        args.channels, args.n_bins, args.core_hidden, args.encoding, args.core_head_layers, args.core_dropout
+        args.channels, args.n_bins, args.core_head_hidden, args.encoding, args.core_head_layers, args.core_dropout
     )
 
 
@@ -393,12 +397,14 @@ def build_core(args: Args, data, device: torch.device, out: Path) -> PerceptionC
 def build_policy(args: Args, core: PerceptionCore, device: torch.device) -> torch.nn.Module:
     """The policy of ``--preset``'s recipe: the attention network, the pixel policy or a fixed sequence."""
     if args.policy == "attention":
-        return AttentionNetwork(core.observation_size, args.hidden, args.max_glimpses, args.step_bias).to(device)
+        return AttentionNetwork(core.observation_size, args.attention_hidden, args.max_glimpses, args.step_bias).to(
+            device
+        )
     if args.policy == "pixel":
         return PixelAttention(
             core.observation_size,
             args.max_glimpses,
-            args.hidden,
+            args.attention_hidden,
             args.pixel_temperature,
             candidates=args.pixel_candidates,
             memory=args.pixel_memory,

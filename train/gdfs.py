@@ -75,7 +75,7 @@ class Args(ResumableArgs):
     """images per optimizer step"""
     lr: float = 1e-3
     """Adam learning rate at the start of every stage"""
-    hidden: int = 512
+    mlp_hidden: int = 512
     """width of the two hidden layers of the predictor and of the selector"""
     dropout: float = 0.3
     """dropout after each hidden layer of both networks"""
@@ -123,7 +123,7 @@ def check_args(args: Args) -> None:
         "max_glimpses",
         "eval_max_glimpses",
         "batch_size",
-        "hidden",
+        "mlp_hidden",
         "temperature_stages",
         "max_epochs",
         "val_images",
@@ -197,8 +197,8 @@ class Training:
         self.temperatures = np.geomspace(args.temperature_start, args.temperature_end, args.temperature_stages).tolist()
         self.last_stage = args.temperature_stages
 
-        self.predictor = MaskedMLP(10, args.hidden, args.dropout).to(device)
-        self.selector = PixelSelector(args.hidden, args.dropout).to(device)
+        self.predictor = MaskedMLP(10, args.mlp_hidden, args.dropout).to(device)
+        self.selector = PixelSelector(args.mlp_hidden, args.dropout).to(device)
         self.batches = ShuffledBatches(len(train_index), args.batch_size, device)
         self.run = {
             "stage": PREDICTOR_STAGE,  # 0: the predictor alone; k >= 1: the k-th temperature
@@ -434,6 +434,7 @@ def evaluate_and_write(
 RETIRED = {
     "--glimpses": "--max-glimpses",
     "--eval-glimpses": "--eval-max-glimpses",
+    "--hidden": "--mlp-hidden",
 }
 
 

@@ -109,8 +109,8 @@ class Args(ResumableArgs):
     """PPO clipping"""
     ent_coef: float = 0.0
     """entropy bonus"""
-    hidden: tuple[int, ...] = (64, 64)
-    """hidden layer widths of the actor and of the critic"""
+    net_arch: tuple[int, ...] = (64, 64)
+    """hidden layer widths of the actor and of the critic (SB3's net_arch)"""
     activation: Literal["tanh", "relu"] = "tanh"
     """activation of the hidden layers"""
     log_std_init: float = -1.5
@@ -159,12 +159,14 @@ def build_model(args: Args, env, batched: MnistGlimpseSB3VecEnv, warm, out: Path
         )
         algorithm, policy_class = MaskablePPO, PixelActorCriticPolicy
         policy_kwargs = dict(
-            attention=attention.checkpoint_config(), critic_hidden=list(args.hidden), critic_activation=args.activation
+            attention=attention.checkpoint_config(),
+            critic_hidden=list(args.net_arch),
+            critic_activation=args.activation,
         )
     else:
         config = PolicyConfig.for_space(
             env.observation_space,
-            hidden=list(args.hidden),
+            hidden=list(args.net_arch),
             activation=args.activation,
             log_std_init=args.log_std_init,
             step_feature=args.step_feature,
@@ -314,6 +316,7 @@ def evaluate_and_write(
 #: Retired flags -> the flags that replaced them (refused with the new name: run.refuse_retired).
 RETIRED = {
     "--glimpses": "--max-glimpses",
+    "--hidden": "--net-arch",
 }
 
 

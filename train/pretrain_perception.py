@@ -77,7 +77,7 @@ class Args(RunArgs):
     """RecurrentSoftOrdering channels"""
     n_bins: int = 4
     """soft bins per channel"""
-    hidden: int = 128
+    head_hidden: int = 128
     """classifier head hidden width"""
     encoding: Literal["plain", "fourier", "learned", "embedding"] = "plain"
     """glimpse encoding (envs.perception.GlimpseEncoding)"""
@@ -109,6 +109,7 @@ PRESETS: dict[str, tuple[str, dict]] = {
 #: Retired flags -> the flags that replaced them (refused with the new name: run.refuse_retired).
 RETIRED = {
     "--glimpses": "--max-glimpses",
+    "--hidden": "--head-hidden",
 }
 
 
@@ -202,7 +203,9 @@ def main(args: Args) -> dict:
     check_args(args)
     device = start(args)
     # a size PerceptionConfig refuses is refused before the output folder is claimed
-    config = PerceptionConfig(args.channels, args.n_bins, args.hidden, args.encoding, args.head_layers, args.dropout)
+    config = PerceptionConfig(
+        args.channels, args.n_bins, args.head_hidden, args.encoding, args.head_layers, args.dropout
+    )
     claim_output(Path(args.out).parent, args.overwrite)
 
     core = PerceptionCore(config).to(device)

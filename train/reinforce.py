@@ -109,7 +109,7 @@ class Args(ResumableArgs):
     """learn a baseline b(o_t, t); without it the advantage is the (normalised) return-to-go"""
     max_grad_norm: float = 1.0
     """gradient-norm clip of each network (<= 0: off)"""
-    hidden: int = 128
+    attention_hidden: int = 128
     """attention network width"""
     baseline_hidden: int = 64
     """baseline network width"""
@@ -136,11 +136,13 @@ class Args(ResumableArgs):
 def build_policy(args: Args, observation_size: int, device: torch.device) -> tuple[torch.nn.Module, torch.nn.Module]:
     """The policy REINFORCE trains, and the network that acts greedily, is evaluated and is saved."""
     if args.action_type == "pixel":
-        attention = PixelAttention(observation_size, args.max_glimpses, args.hidden, memory="pixels").to(device)
+        attention = PixelAttention(observation_size, args.max_glimpses, args.attention_hidden, memory="pixels").to(
+            device
+        )
         return PixelPolicy(attention), attention
     policy = GaussianAttentionPolicy(
         observation_size,
-        args.hidden,
+        args.attention_hidden,
         args.max_glimpses,
         args.step_bias,
         histogram_scale=args.max_glimpses,
@@ -365,6 +367,7 @@ def evaluate_and_write(
 #: Retired flags -> the flags that replaced them (refused with the new name: run.refuse_retired).
 RETIRED = {
     "--glimpses": "--max-glimpses",
+    "--hidden": "--attention-hidden",
 }
 
 
