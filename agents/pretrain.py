@@ -3,10 +3,10 @@
 * :func:`pretrain_core`, on random glimpses: one step draws a batch of training images, glimpses each
   ``T`` times at uniformly random locations (:class:`~agents.baselines.RandomGlimpses`), and takes an
   Adam step on the perception loss over all glimpses. ``train/pretrain_perception.py`` runs it alone;
-  ``train/differentiable.py --core pretrain`` runs it before training its agent.
+  ``train/differentiable.py --core-start pretrain`` runs it before training its agent.
 * :func:`pretrain_core_on_pixels`, in set form on exact pixels: while the core's weights on its
   state are zero it is a plain SoftOrdering (order-free), so one step scores every prefix of a random
-  subset of pixels at once (:func:`prefix_logits`; ``train/differentiable.py --core pretrain
+  subset of pixels at once (:func:`prefix_logits`; ``train/differentiable.py --core-start pretrain
   --pretrain-on pixels``). :func:`mask_logits` scores any set of pixels of an image, given as a mask.
 """
 

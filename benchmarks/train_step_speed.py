@@ -6,7 +6,7 @@ one sees the same machine load; the ratio column is against the first variant.
 
     python benchmarks/train_step_speed.py
     python benchmarks/train_step_speed.py --steps 40 --device cuda
-    python benchmarks/train_step_speed.py --core runs/core16x32/perception.pt   # another core size
+    python benchmarks/train_step_speed.py --perception runs/core16x32/perception.pt   # another core size
 
 A recorded run is in ``experiments/results/studies/train_step_speed.json``.
 """
@@ -55,7 +55,7 @@ class Args:
     """CPU threads for torch (0 = torch's default)"""
     seed: int = 0
     """seed of torch"""
-    core: Path = RANDOM_GLIMPSES_PATH
+    perception: Path = RANDOM_GLIMPSES_PATH
     """the perception-core checkpoint every variant starts from (default: the packaged warm start;
     train/pretrain_perception.py --out PATH writes others)"""
 
@@ -98,7 +98,7 @@ def main(args: Args) -> dict[str, float]:
     data = load_mnist("train", device)
     images, labels = data.images[: args.batch_size].float() / 255.0, data.labels[: args.batch_size]
     trainers = {
-        name: make_trainer(*variant, args.max_glimpses, args.core, device) for name, variant in VARIANTS.items()
+        name: make_trainer(*variant, args.max_glimpses, args.perception, device) for name, variant in VARIANTS.items()
     }
     seconds = dict.fromkeys(trainers, 0.0)
     for step in range(args.steps + 1):  # step 0 warms up
@@ -114,7 +114,7 @@ def main(args: Args) -> dict[str, float]:
     first = next(iter(rates.values()))
     print(
         f"DualOptimizerTrainer.step, batch {args.batch_size}, {args.max_glimpses} glimpses, {args.steps} steps each, "
-        f"device {device}, {torch.get_num_threads()} thread(s), core {args.core}"
+        f"device {device}, {torch.get_num_threads()} thread(s), core {args.perception}"
     )
     print("| variant | steps/s | time per step vs attention |\n|---|--:|--:|")
     for name, rate in rates.items():

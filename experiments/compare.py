@@ -136,7 +136,7 @@ _PIXEL = ("--action-type", "pixel")
 _SHIPPED = ("--init-from", "envs/pretrained/agent.pt")
 #: The core the RL rows below run on: the shipped agent's 16x32 core, not the environment's general
 #: packaged core (their reruns on it drop this flag).
-_AGENT_CORE = ("--core", "envs/pretrained/perception_shipped_agent.pt")
+_AGENT_CORE = ("--perception", "envs/pretrained/perception_shipped_agent.pt")
 
 
 def mean_train_seconds(method: str, runs: Path = RUNS) -> int:
@@ -445,7 +445,7 @@ def results_doc(runs: dict[str, list[dict[str, Any]]], out: Path) -> str:
         "(one real pixel per glimpse), mean ± std over the seeds listed. Train time is each script's own "
         "training clock, on the device listed; CPU runs shared 2 cores (AMD EPYC) with one torch thread each, "
         "so times vary with the load. A warm-started method's time excludes the run it starts from. "
-        "The RL rows from scratch run on the shipped agent's 16x32 core (`--core "
+        "The RL rows from scratch run on the shipped agent's 16x32 core (`--perception "
         "envs/pretrained/perception_shipped_agent.pt`), not on the environment's general packaged core, frozen "
         "or trained further (`--core-training`); the differentiable rows train "
         "their own core from `envs/pretrained/perception_random_glimpses.pt` (`--preset best` pretrains "

@@ -126,7 +126,7 @@ def test_ppo_prints_its_evaluations_and_a_resumed_bar_starts_where_it_resumed(tm
         n_epochs=1,
         eval_every=48,
         eval_images=50,
-        core=str(tmp_path / "core.pt"),
+        perception=str(tmp_path / "core.pt"),
         device="cpu",
         out=str(tmp_path / "run"),
     )

@@ -320,7 +320,7 @@ def test_train_script_rejects_negative_budgets(tmp_path, flag, message):
 
 @pytest.mark.slow
 def test_train_script_starts_from_a_core_checkpoint(tmp_path):
-    """--core PATH starts from that perception core, whatever its size; a missing file is an error."""
+    """--core-start PATH starts from that perception core, whatever its size; a missing file is an error."""
     import train.differentiable as script
     from envs.perception import PerceptionConfig
 
@@ -333,7 +333,7 @@ def test_train_script_starts_from_a_core_checkpoint(tmp_path):
             batch_size=6000,
             max_train_seconds=1e-9,
             readout_epochs=0,
-            core=str(tmp_path / "core.pt"),
+            core_start=str(tmp_path / "core.pt"),
             out=str(tmp_path / "run"),
             device="cpu",
         )
@@ -341,9 +341,11 @@ def test_train_script_starts_from_a_core_checkpoint(tmp_path):
     _, core, _ = load_agent(tmp_path / "run" / "checkpoint.pt")
     assert (core.config.channels, core.config.n_bins) == (8, 2)
     with pytest.raises(
-        ValueError, match="--core missing.pt: not random-glimpses, scratch, pretrain or an existing file"
+        ValueError, match="--core-start missing.pt: not random-glimpses, scratch, pretrain or an existing file"
     ):
-        script.main(script.Args(max_glimpses=2, epochs=1, core="missing.pt", out=str(tmp_path / "bad"), device="cpu"))
+        script.main(
+            script.Args(max_glimpses=2, epochs=1, core_start="missing.pt", out=str(tmp_path / "bad"), device="cpu")
+        )
 
 
 @pytest.mark.parametrize(
@@ -358,7 +360,7 @@ def test_train_script_rejects_core_sizes_without_scratch_core(tmp_path, option):
     flag = "--" + name.replace("_", "-")
     with pytest.raises(
         ValueError,
-        match=f"{flag} {value} .* sizes a --core scratch or pretrain; --core random-glimpses brings its own size",
+        match=f"{flag} {value} .* sizes a --core-start scratch or pretrain; --core-start random-glimpses brings its own size",
     ):
         script.main(script.Args(max_glimpses=2, epochs=1, out=str(tmp_path), device="cpu", **option))
 
@@ -381,7 +383,7 @@ def test_presets_set_recipes_and_flags_change_them():
 
     args = script.parse_args(["--preset", "best", "--seed", "1", "--epochs", "2"])
     assert (args.preset, args.policy, args.pixel_memory, args.attention_credit) == ("best", "pixel", "pixels", "greedy")
-    assert (args.core, args.channels, args.n_bins, args.encoding) == ("pretrain", 16, 32, "learned")
+    assert (args.core_start, args.channels, args.n_bins, args.encoding) == ("pretrain", 16, 32, "learned")
     assert (args.seed, args.epochs, args.attention_lr) == (1, 2, 1e-2)
     assert script.parse_args([]) == script.Args()
     for name in script.PRESETS:
@@ -405,11 +407,11 @@ def test_presets_set_recipes_and_flags_change_them():
             "--pixel-noise-final 0.5 .* not of --preset continuous",
         ),
         (
-            ["--preset", "best", "--core", "random-glimpses"],
-            "--channels 16 .* --core random-glimpses brings its own size",
+            ["--preset", "best", "--core-start", "random-glimpses"],
+            "--channels 16 .* --core-start random-glimpses brings its own size",
         ),
-        (["--pretrain-steps", "5"], "--pretrain-steps 5 .* option of --core pretrain"),
-        (["--pretrain-on", "pixels"], "--pretrain-on pixels .* option of --core pretrain"),
+        (["--pretrain-steps", "5"], "--pretrain-steps 5 .* option of --core-start pretrain"),
+        (["--pretrain-on", "pixels"], "--pretrain-on pixels .* option of --core-start pretrain"),
         (["--preset", "continuous", "--attention-target", "value"], "value trains the pixel policy's scores"),
         (["--preset", "ablation-lr-final", "--stages", "2"], "drop --lr-final"),
         (["--plateau-patience", "2"], "pass --val-images N"),
@@ -436,7 +438,7 @@ def test_core_head_and_embedding_size_a_pretrained_core_and_bad_sizes_write_noth
     a size PerceptionConfig refuses is refused before the output folder is touched."""
     import train.differentiable as script
 
-    common = dict(max_glimpses=2, epochs=0, readout_epochs=0, core="pretrain", channels=4, n_bins=2, device="cpu")
+    common = dict(max_glimpses=2, epochs=0, readout_epochs=0, core_start="pretrain", channels=4, n_bins=2, device="cpu")
     with pytest.raises(ValueError, match="PerceptionConfig.dropout must lie in"):
         script.main(script.Args(core_dropout=1.5, out=str(tmp_path / "bad"), **common))
     assert not (tmp_path / "bad").exists()
@@ -450,7 +452,7 @@ def test_core_head_and_embedding_size_a_pretrained_core_and_bad_sizes_write_noth
 
 @pytest.mark.slow
 def test_core_pretrain_trains_a_core_first_then_reuses_it(tmp_path):
-    """--core pretrain writes OUT/core/perception.pt (seed 0 whatever --seed) and a second run reuses it."""
+    """--core-start pretrain writes OUT/core/perception.pt (seed 0 whatever --seed) and a second run reuses it."""
     import train.differentiable as script
 
     def run(out, seed):
@@ -458,7 +460,7 @@ def test_core_pretrain_trains_a_core_first_then_reuses_it(tmp_path):
             max_glimpses=2,
             epochs=0,
             readout_epochs=0,
-            core="pretrain",
+            core_start="pretrain",
             channels=4,
             n_bins=2,
             pretrain_steps=2,

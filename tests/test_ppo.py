@@ -277,13 +277,13 @@ def test_pixel_actions_run_maskable_ppo_with_the_pixel_agent_as_actor(pixel_chec
     # from scratch, on a given core, trained a little
     core.save(tmp_path / "core.pt")
     metrics = ppo.main(
-        ppo.Args(total_steps=8 * 3 * 2, core=str(tmp_path / "core.pt"), out=str(tmp_path / "fresh"), **common)
+        ppo.Args(total_steps=8 * 3 * 2, perception=str(tmp_path / "core.pt"), out=str(tmp_path / "fresh"), **common)
     )
     assert set(metrics["test_accuracy"]) == {"1", "2", "3"}
     _, fresh_core, _ = load_agent(tmp_path / "fresh" / "checkpoint.pt")
     assert all(torch.equal(a, b) for a, b in zip(fresh_core.state_dict().values(), core.state_dict().values()))
-    with pytest.raises(ValueError, match="--init-from brings its agent's core; drop --core"):
-        ppo.main(ppo.Args(core="x.pt", init_from=str(pixel_checkpoint), out=str(tmp_path / "bad"), **common))
+    with pytest.raises(ValueError, match="--init-from brings its agent's core; drop --perception"):
+        ppo.main(ppo.Args(perception="x.pt", init_from=str(pixel_checkpoint), out=str(tmp_path / "bad"), **common))
 
     with pytest.raises(ValueError, match="--log-std-init is an option of the Gaussian policy"):
         ppo.main(ppo.Args(log_std_init=-1.0, out=str(tmp_path / "bad"), **common))

@@ -334,7 +334,7 @@ def test_the_pixel_script_evaluates_through_the_environment_and_refuses_gaussian
     core.save(tmp_path / "core.pt")
     common = dict(max_glimpses=3, num_envs=8, eval_every=24, eval_images=50, device="cpu", action_type="pixel")
     metrics = script.main(
-        script.Args(total_steps=8 * 3 * 2, core=str(tmp_path / "core.pt"), out=str(tmp_path / "run"), **common)
+        script.Args(total_steps=8 * 3 * 2, perception=str(tmp_path / "core.pt"), out=str(tmp_path / "run"), **common)
     )
     assert metrics["agent"] == "reinforce-pixel-frozen" and metrics["policy_std"] is None
     result = evaluate.main(evaluate.Args(checkpoint=str(tmp_path / "run" / "checkpoint.pt"), device="cpu"))

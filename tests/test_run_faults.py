@@ -372,7 +372,7 @@ def test_a_bug_keeps_its_traceback(capsys):
 
 
 def test_a_flipped_bit_in_a_saved_core_file_is_refused(tmp_path, core):
-    """Core files written by PerceptionCore.save (train/pretrain_perception.py, --core pretrain,
+    """Core files written by PerceptionCore.save (train/pretrain_perception.py, --core-start pretrain,
     train/export_core.py) carry a digest too; the packaged cores carry none and are checked by SHA-256."""
     path = tmp_path / "perception.pt"
     core.save(path)

@@ -14,7 +14,7 @@ in docs/studies/.
 
 Training runs ``--epochs`` of both optimizers with the training read-out (bilinear), then
 ``--readout-epochs`` of the perception optimizer alone on nearest reads of the policy's glimpses, so
-the core is tuned to the read-out it is evaluated with. With ``--core pretrain`` a core of
+the core is tuned to the read-out it is evaluated with. With ``--core-start pretrain`` a core of
 ``--channels`` x ``--n-bins`` (``--encoding``) is first pretrained on random glimpses
 (:func:`agents.pretrain.pretrain_core`, seed 0 whatever ``--seed``, so the seeds of a recipe share one
 warm start, as they share the packaged one) and written to ``OUT/core/perception.pt``; a run whose
@@ -107,7 +107,7 @@ class Args(ResumableArgs):
     (0 = no limit); the read-out epochs still run; the steps actually taken are in metrics.json"""
     budget_seconds: float = 0.0
     """fit the whole run in about this many seconds of wall clock (0 = off: the step counts decide):
-    core pretraining (--core pretrain) gets 20% of it, the dual epochs 70%, the read-out 10%, each
+    core pretraining (--core-start pretrain) gets 20% of it, the dual epochs 70%, the read-out 10%, each
     stopping early if need be; the noise and learning-rate schedules follow the larger of the share of
     steps and the share of time used, so a run cut short still ends annealed"""
     batch_size: int = 256
@@ -156,26 +156,26 @@ class Args(ResumableArgs):
     pixel_temperature_final: float | None = None
     """pixel policy: the relaxation's temperature at the end of the dual epochs, annealed geometrically
     on the noise's schedule (None: --pixel-temperature throughout)"""
-    core: str = "random-glimpses"
+    core_start: str = "random-glimpses"
     """the perception core to start from: the packaged core trained on random glimpses
     ("random-glimpses"), a fresh init ("scratch"), a core pretrained on random glimpses first ("pretrain",
     sized by --channels/--n-bins/--encoding), or a perception-core checkpoint PATH"""
     channels: int = 32
-    """RecurrentSoftOrdering channels of a --core scratch or pretrain"""
+    """RecurrentSoftOrdering channels of a --core-start scratch or pretrain"""
     n_bins: int = 4
-    """soft bins per channel of a --core scratch or pretrain"""
+    """soft bins per channel of a --core-start scratch or pretrain"""
     encoding: Literal["plain", "fourier", "learned", "embedding"] = "plain"
-    """glimpse encoding of a --core scratch or pretrain (envs.perception.GlimpseEncoding)"""
+    """glimpse encoding of a --core-start scratch or pretrain (envs.perception.GlimpseEncoding)"""
     core_head_hidden: int = 128
-    """width of the classifier head's hidden layers of a --core scratch or pretrain"""
+    """width of the classifier head's hidden layers of a --core-start scratch or pretrain"""
     core_head_layers: int = 1
-    """hidden layers of the classifier head of a --core scratch or pretrain (GDFS's predictor: 2 x 512)"""
+    """hidden layers of the classifier head of a --core-start scratch or pretrain (GDFS's predictor: 2 x 512)"""
     core_dropout: float = 0.0
-    """dropout in the classifier head of a --core scratch or pretrain (GDFS's predictor: 0.3)"""
+    """dropout in the classifier head of a --core-start scratch or pretrain (GDFS's predictor: 0.3)"""
     pretrain_steps: int = 3000
-    """--core pretrain: Adam steps on random glimpses (batch 256, lr 3e-3, as train/pretrain_perception.py)"""
+    """--core-start pretrain: Adam steps on random glimpses (batch 256, lr 3e-3, as train/pretrain_perception.py)"""
     pretrain_on: Literal["glimpses", "pixels"] = "glimpses"
-    """--core pretrain: T uniformly random glimpses read with the training sampler, one after the other
+    """--core-start pretrain: T uniformly random glimpses read with the training sampler, one after the other
     (agents.pretrain.pretrain_core), or 50 distinct random pixels read exactly, every prefix scored at
     once in set form (agents.pretrain.pretrain_core_on_pixels)"""
     out: str = "runs/differentiable"
@@ -184,7 +184,9 @@ class Args(ResumableArgs):
 
 _PIXEL = dict(policy="pixel", attention_lr=1e-2, pixel_noise_final=0.1, epochs=5)
 _PIXEL_MEMORY = dict(_PIXEL, pixel_memory="pixels")
-_BEST = dict(_PIXEL_MEMORY, attention_credit="greedy", core="pretrain", channels=16, n_bins=32, encoding="learned")
+_BEST = dict(
+    _PIXEL_MEMORY, attention_credit="greedy", core_start="pretrain", channels=16, n_bins=32, encoding="learned"
+)
 
 #: The recipes: name -> (what it is, the values that differ from :class:`Args`' defaults).
 PRESETS: dict[str, tuple[str, dict]] = {
@@ -245,6 +247,7 @@ RETIRED = {
     "--glimpses": "--max-glimpses",
     "--hidden": "--attention-hidden",
     "--core-hidden": "--core-head-hidden",
+    "--core": "--core-start",
 }
 
 
@@ -295,9 +298,9 @@ def check_args(args: Args) -> None:
             raise UserValueError(f"--{name.replace('_', '-')} must be > 0, got {value}.")
     if not args.lr_final > 0:
         raise UserValueError(f"lr_final must be > 0 (1 = constant learning rates), got {args.lr_final}.")
-    if args.core not in ("scratch", "random-glimpses", "pretrain") and not Path(args.core).is_file():
+    if args.core_start not in ("scratch", "random-glimpses", "pretrain") and not Path(args.core_start).is_file():
         raise UserValueError(
-            f"--core {args.core}: not random-glimpses, scratch, pretrain or an existing file; pass the path "
+            f"--core-start {args.core_start}: not random-glimpses, scratch, pretrain or an existing file; pass the path "
             "of a perception-core checkpoint (train/pretrain_perception.py --out PATH writes one)."
         )
     core_config(args)  # a size PerceptionConfig refuses is refused here, before anything is written
@@ -311,15 +314,15 @@ def check_args(args: Args) -> None:
                 raise UserValueError(f"{flag} {value} (from --preset {args.preset} or your flags) {reason}")
 
     refuse_unless(
-        args.core in ("scratch", "pretrain"),
+        args.core_start in ("scratch", "pretrain"),
         ("channels", "n_bins", "encoding", "core_head_hidden", "core_head_layers", "core_dropout"),
-        f"sizes a --core scratch or pretrain; --core {args.core} brings its own size. Pass --core scratch "
-        "or --core pretrain, or leave the size at its default.",
+        f"sizes a --core-start scratch or pretrain; --core-start {args.core_start} brings its own size. Pass --core-start scratch "
+        "or --core-start pretrain, or leave the size at its default.",
     )
     refuse_unless(
-        args.core == "pretrain",
+        args.core_start == "pretrain",
         ("pretrain_steps", "pretrain_on"),
-        f"is an option of --core pretrain, not of --core {args.core}.",
+        f"is an option of --core-start pretrain, not of --core-start {args.core_start}.",
     )
     pixel_presets = [name for name, (_, values) in PRESETS.items() if values.get("policy") == "pixel"]
     refuse_unless(
@@ -356,21 +359,21 @@ STAGE_NAMES = {"dual": "dual epochs", "readout": "read-out epochs"}
 
 
 def core_config(args: Args) -> PerceptionConfig:
-    """The size of a ``--core scratch`` or ``pretrain`` (checked by :class:`~envs.perception.PerceptionConfig`)."""
+    """The size of a ``--core-start scratch`` or ``pretrain`` (checked by :class:`~envs.perception.PerceptionConfig`)."""
     return PerceptionConfig(
         args.channels, args.n_bins, args.core_head_hidden, args.encoding, args.core_head_layers, args.core_dropout
     )
 
 
 def build_core(args: Args, data, device: torch.device, out: Path) -> PerceptionCore:
-    """The core the agent starts from (``--core``); ``pretrain`` trains one first, or reuses ``OUT/core``'s."""
-    if args.core == "scratch":
+    """The core the agent starts from (``--core-start``); ``pretrain`` trains one first, or reuses ``OUT/core``'s."""
+    if args.core_start == "scratch":
         return PerceptionCore(core_config(args)).to(device)
-    if args.core == "random-glimpses":
+    if args.core_start == "random-glimpses":
         return PerceptionCore.load(RANDOM_GLIMPSES_PATH, device).train()
-    if args.core != "pretrain":
-        with user_errors(ValueError, FileNotFoundError):  # a --core file that cannot be used
-            return PerceptionCore.load(args.core, device).train()
+    if args.core_start != "pretrain":
+        with user_errors(ValueError, FileNotFoundError):  # a --core-start file that cannot be used
+            return PerceptionCore.load(args.core_start, device).train()
     path = out / "core" / "perception.pt"
     if path.is_file():
         print(f"reusing the pretrained core {path}")
@@ -390,7 +393,7 @@ def build_core(args: Args, data, device: torch.device, out: Path) -> PerceptionC
             if progress.n < args.pretrain_steps:
                 reason = f"time budget of {max_seconds:.3g} s reached (--budget-seconds)"
                 end_stage(progress, "core pretraining", reason, progress.n, args.pretrain_steps)
-    core.save(path, trained_by="train/differentiable.py --core pretrain", args=vars(args))
+    core.save(path, trained_by="train/differentiable.py --core-start pretrain", args=vars(args))
     return core.train()
 
 

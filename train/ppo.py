@@ -124,7 +124,7 @@ class Args(ResumableArgs):
     """environment steps between evaluations on a fixed 2,000-image test subset"""
     eval_images: int = 2000
     """size of that subset"""
-    core: str | None = None
+    perception: str | None = None
     """a perception-core checkpoint the environment runs instead of the packaged core (train/export_core.py
     writes an agent's); --init-from brings its own"""
     init_from: str | None = None
@@ -143,8 +143,8 @@ class Args(ResumableArgs):
 
 def check_action_args(args: Args) -> None:
     """Refuse two cores at once, and the Gaussian policy's options with pixel actions, where nothing would read them."""
-    if args.core and args.init_from:
-        raise UserValueError("--init-from brings its agent's core; drop --core (or --init-from).")
+    if args.perception and args.init_from:
+        raise UserValueError("--init-from brings its agent's core; drop --perception (or --init-from).")
     # the record observation carries the step, and the actions are pixels
     refuse_with_pixel_actions(args, ("log_std_init", "step_feature", "step_offsets"))
 
@@ -208,10 +208,10 @@ def main(args: Args, stop_after: int | None = None) -> dict:
     device = start(args)
     pixel = args.action_type == "pixel"
     warm = None  # a warm start or a core is read (and refused) before anything is written
-    with user_errors(ValueError, FileNotFoundError):  # an --init-from or --core file that cannot be used
+    with user_errors(ValueError, FileNotFoundError):  # an --init-from or --perception file that cannot be used
         if args.init_from:
             warm = (load_pixel_agent if pixel else load_fixed_sequence)(args.init_from, args.max_glimpses)
-        perception = warm[1] if warm else (PerceptionCore.load(args.core, device) if args.core else None)
+        perception = warm[1] if warm else (PerceptionCore.load(args.perception, device) if args.perception else None)
     resume = ResumePoint(args.out, args, stop_after)
     out = claim_output(args.out, args.overwrite)
 
@@ -317,6 +317,7 @@ def evaluate_and_write(
 RETIRED = {
     "--glimpses": "--max-glimpses",
     "--hidden": "--net-arch",
+    "--core": "--perception",
 }
 
 

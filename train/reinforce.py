@@ -3,7 +3,7 @@
     python train/reinforce.py                                  # frozen packaged core, 25 glimpses
     python train/reinforce.py --core-training joint            # the env trains the core too (RAM-style)
     python train/reinforce.py --reward final --total-steps 5000000
-    python train/reinforce.py --action-type pixel --core CORE.pt   # one of the 784 pixels per glimpse, on the record
+    python train/reinforce.py --action-type pixel --perception CORE.pt   # one of the 784 pixels per glimpse, on the record
 
 Each iteration runs ``--num-envs`` lockstep episodes of ``--max-glimpses`` glimpses in
 ``MnistGlimpseVectorEnv`` (torch tensors, ``same_step`` autoreset) and takes one REINFORCE step on the
@@ -20,7 +20,7 @@ and the learning curve) and ``OUT/glimpses.png``; TensorBoard logs go to ``OUT/t
 With ``--action-type pixel`` the policy chooses one of the pixels not read yet on the record
 observation (``obs_type="record"``): a :class:`~agents.pixel_attention.PixelAttention` (the best
 agent's policy class) as a categorical (:class:`agents.reinforce.PixelPolicy`); it is evaluated
-through the environment, and ``--core`` gives the environment another core than the packaged one.
+through the environment, and ``--perception`` gives the environment another core than the packaged one.
 
 The accuracies of ``reinforce-frozen`` and ``reinforce-joint`` are in docs/results.md, their training
 speed in docs/studies/rl-training-speed.md.
@@ -81,7 +81,7 @@ class Args(ResumableArgs):
     action_type: Literal["continuous", "pixel"] = "continuous"
     """continuous: a Gaussian (i, j) on the default observation; pixel: a categorical over the pixels not
     read yet (a PixelAttention), on the record observation"""
-    core: str | None = None
+    perception: str | None = None
     """a perception-core checkpoint the environment runs instead of the packaged core (train/export_core.py)"""
     num_envs: int = 256
     """episodes per batch (N); one policy update per batch of N * T env steps"""
@@ -215,8 +215,10 @@ def main(args: Args, stop_after: int | None = None) -> dict:
     refuse_with_pixel_actions(args, ("step_bias", "log_std_init", "log_std_min", "log_std_max"))
     pixel = args.action_type == "pixel"
     device = start(args, deterministic=True)
-    with user_errors(ValueError, FileNotFoundError):  # a --core file that cannot be used: refused before any write
-        start_core = PerceptionCore.load(args.core, device) if args.core else None
+    with user_errors(
+        ValueError, FileNotFoundError
+    ):  # a --perception file that cannot be used: refused before any write
+        start_core = PerceptionCore.load(args.perception, device) if args.perception else None
     resume = ResumePoint(args.out, args, stop_after)
     out = claim_output(args.out, args.overwrite)
     writer = SummaryWriter(str(log_folder(out)))
@@ -368,6 +370,7 @@ def evaluate_and_write(
 RETIRED = {
     "--glimpses": "--max-glimpses",
     "--hidden": "--attention-hidden",
+    "--core": "--perception",
 }
 
 
