@@ -70,7 +70,7 @@ def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {key: value.detach().cpu() for key, value in state.items()}
 
 
-def policy_record(policy: nn.Module) -> dict[str, Any]:
+def policy_entry(policy: nn.Module) -> dict[str, Any]:
     """The ``policy`` entry of an agent checkpoint."""
     if not isinstance(policy, SavedPolicy):
         raise TypeError(
@@ -90,24 +90,24 @@ def save_agent(
 ) -> None:
     """Save ``policy`` and ``core`` to ``path`` (parents created), atomically (:mod:`envs.atomic`), with
     the digest of the contents that :func:`load_agent` checks."""
-    record = with_digest(
+    checkpoint = with_digest(
         {
             "format": AGENT_FORMAT,
             "agent": agent,
             "glimpses": glimpses,
-            "policy": policy_record(policy),
+            "policy": policy_entry(policy),
             "core": core.checkpoint(),
             **extra,
         }
     )
-    write_atomic(path, lambda handle: torch.save(record, handle))  # never a half-written checkpoint
+    write_atomic(path, lambda handle: torch.save(checkpoint, handle))  # never a half-written checkpoint
 
 
-def _policy_class(record: dict[str, Any], path: Path) -> type[SavedPolicy]:
-    module = record.get("module")
+def _policy_class(entry: dict[str, Any], path: Path) -> type[SavedPolicy]:
+    module = entry.get("module")
     if isinstance(module, str) and module.split(".")[0] == "agents":  # never import what a file names elsewhere
         importlib.import_module(module)
-    kind = record.get("kind")
+    kind = entry.get("kind")
     if kind not in _REGISTRY:
         raise ValueError(
             f"{path} holds a policy of unknown kind {kind!r}; known kinds are {sorted(_REGISTRY)} "
@@ -154,13 +154,13 @@ def load_agent(path: str | os.PathLike, device: torch.device | str = "cpu") -> t
     check_digest(checkpoint, str(path))
     check_same_run(path, checkpoint)
     core = PerceptionCore.from_checkpoint(checkpoint["core"], source=f"{path} (core)").to(device).eval()
-    record = checkpoint["policy"]
-    broken = non_finite(record["state_dict"])
+    entry = checkpoint["policy"]
+    broken = non_finite(entry["state_dict"])
     if broken:
         raise ValueError(f"{path}: the policy holds non-finite (NaN or inf) weights in {broken}; retrain it.")
-    policy = _policy_class(record, path).from_checkpoint_config(record["config"])
+    policy = _policy_class(entry, path).from_checkpoint_config(entry["config"])
     try:
-        policy.load_state_dict(record["state_dict"])
+        policy.load_state_dict(entry["state_dict"])
     except RuntimeError as error:
         raise ValueError(f"{path}: the saved policy does not match its config: {error}") from None
     return policy.to(device).eval(), core, checkpoint

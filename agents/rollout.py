@@ -108,8 +108,8 @@ def run_episodes(
         raise ValueError(f"Unknown credit {credit!r}; valid values are {list(CREDITS)}.")
     if estimator not in PIXEL_ESTIMATORS:
         raise ValueError(f"Unknown pixel estimator {estimator!r}; valid values are {list(PIXEL_ESTIMATORS)}.")
-    record = reads_record(policy)
-    state = initial_state(core, images.shape[0], glimpses, images.device, record=record)
+    keep_reads = reads_record(policy)
+    state = initial_state(core, images.shape[0], glimpses, images.device, keep_reads=keep_reads)
     logits, coords, values, observations, masks, pixels = [], [], [], [], [], []
     for t in range(glimpses):
         observation = state.observation()
@@ -117,8 +117,8 @@ def run_episodes(
             observation = observation.detach()  # a stated decision: see the docstring
         observations.append(observation)
         if isinstance(policy, PixelReader):
-            seen = state.record_observation(observation) if record else observation
-            if record:
+            seen = state.record_observation(observation) if keep_reads else observation
+            if keep_reads:
                 masks.append(seen["mask"])
                 pixels.append(seen["pixels"])
             action = policy.candidate_pixels(seen, t)
@@ -129,5 +129,5 @@ def run_episodes(
         logits.append(out.logits)
         coords.append(out.coords)
         values.append(out.values)
-    records = (torch.stack(masks), torch.stack(pixels)) if record else None
+    records = (torch.stack(masks), torch.stack(pixels)) if keep_reads else None
     return Episode(torch.stack(logits), torch.stack(coords), torch.stack(values), torch.stack(observations), records)

@@ -111,9 +111,9 @@ def build_simulator(
         raise ValueError(f"learn_perception must be True or False, got {learn_perception!r}.")
     core = resolve_perception(perception, device, learn_perception)
     optimizer = torch.optim.Adam(core.parameters(), lr=learning_rate) if learn_perception else None
-    record = obs_type == "record" or action_type == "pixel"
+    keep_reads = obs_type == "record" or action_type == "pixel"
     data = load_mnist(split, device)
-    return GlimpseSimulator(data, core, sampler, num_envs, int(max_glimpses), reward, optimizer, record=record)
+    return GlimpseSimulator(data, core, sampler, num_envs, int(max_glimpses), reward, optimizer, keep_reads=keep_reads)
 
 
 def observation_space(core: PerceptionCore, max_glimpses: int, obs_type: str = "summary") -> spaces.Space:

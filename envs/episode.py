@@ -97,10 +97,10 @@ class EpisodeState:
         level read there, 0 elsewhere) and ``step`` ``(B, 1)`` (``t``, float). Built from the glimpses
         taken only, never from unread pixels or the label.
 
-        :raises ValueError: if the state keeps no record (:func:`initial_state` with ``record=False``).
+        :raises ValueError: if the state keeps no reads (:func:`initial_state` with ``keep_reads=False``).
         """
         if self.read is None:
-            raise ValueError("This episode state keeps no record of reads: build it with initial_state(record=True).")
+            raise ValueError("This episode state keeps no reads: build it with initial_state(keep_reads=True).")
         return {
             "summary": self.observation() if summary is None else summary,
             "mask": self.read.float(),
@@ -114,14 +114,14 @@ def initial_state(
     batch_size: int,
     glimpses: int,
     device: torch.device | str | None = None,
-    record: bool = False,
+    keep_reads: bool = False,
 ) -> EpisodeState:
     """``batch_size`` episodes before their first glimpse: the empty histogram, logits 0 (the
     uniform prediction), nothing read.
 
     :param core: gives the histogram's size ``H``.
     :param glimpses: ``T``.
-    :param record: keep the record of reads (``read``, ``read_values``: ``2 * 784`` entries per episode).
+    :param keep_reads: keep the reads (``read``, ``read_values``: ``2 * 784`` entries per episode).
     """
     histogram = core.initial_histogram(batch_size, device)
     device = histogram.device
@@ -132,8 +132,8 @@ def initial_state(
         elapsed=zeros(batch_size, dtype=torch.long, device=device),
         trail=zeros(batch_size, glimpses, 2, device=device),
         trail_values=zeros(batch_size, glimpses, device=device),
-        read=zeros(batch_size, NUM_PIXELS, dtype=torch.bool, device=device) if record else None,
-        read_values=zeros(batch_size, NUM_PIXELS, device=device) if record else None,
+        read=zeros(batch_size, NUM_PIXELS, dtype=torch.bool, device=device) if keep_reads else None,
+        read_values=zeros(batch_size, NUM_PIXELS, device=device) if keep_reads else None,
     )
 
 

@@ -105,8 +105,8 @@ class Method:
     headline: bool = False
     """a row of the headline table: the best configuration of its family"""
 
-    record: bool = False
-    """a row of the record table: an RL agent on the record observation with pixel actions, its
+    pixel_rl: bool = False
+    """a row of the pixel-action RL table: an RL agent from scratch with pixel actions on the record observation, its
     own budget (the others of the short table share 5 epochs or 5M environment steps)"""
 
     tiny: tuple[str, ...] = ()
@@ -156,7 +156,7 @@ def mean_train_seconds(method: str, runs: Path = RUNS) -> int:
 #: The wall-clock budget of the GDFS row at equal compute: the mean training time of differentiable-best.
 EQUAL_BUDGET_SECONDS = mean_train_seconds("differentiable-best")
 #: Every method, in table order. The headline rows are the best configuration of each family; the
-#: record rows are RL from scratch on the record observation with pixel actions; the others run the
+#: pixel_rl rows are RL from scratch on the record observation with pixel actions; the others run the
 #: short budget (5 epochs, 5M environment steps) that compares all methods at once.
 METHODS: dict[str, Method] = {
     "random-glimpses": Method("pretrain", ("--steps", "3000"), headline=True),
@@ -188,8 +188,8 @@ METHODS: dict[str, Method] = {
     "ppo-joint-from-fixed": Method(
         "ppo", ("--core-training", "joint", "--total-steps", "5000000"), warm_start="fixed-sequence"
     ),
-    "ppo-pixel-2M": Method("ppo", (*_PIXEL, "--total-steps", "2000000", *_AGENT_CORE), record=True),
-    "reinforce-pixel-2M": Method("reinforce", (*_PIXEL, "--total-steps", "2000000", *_AGENT_CORE), record=True),
+    "ppo-pixel-2M": Method("ppo", (*_PIXEL, "--total-steps", "2000000", *_AGENT_CORE), pixel_rl=True),
+    "reinforce-pixel-2M": Method("reinforce", (*_PIXEL, "--total-steps", "2000000", *_AGENT_CORE), pixel_rl=True),
     "gdfs-at-our-budget": Method("gdfs", ("--budget-seconds", str(EQUAL_BUDGET_SECONDS)), gdfs=True),
     "gdfs-full": Method("gdfs", (), gdfs=True, gpu_only=True),
 }
@@ -433,9 +433,9 @@ def gpu_pending(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
 def results_doc(runs: dict[str, list[dict[str, Any]]], out: Path) -> str:
     """The text of docs/results.md, from ``runs`` (:func:`finished_runs`)."""
     headline = [m for m in METHODS if METHODS[m].headline and m in runs]
-    record = [m for m in METHODS if METHODS[m].record and m in runs]
+    pixel_rl = [m for m in METHODS if METHODS[m].pixel_rl and m in runs]
     gdfs = [m for m in METHODS if METHODS[m].gdfs and m in runs]
-    short = [m for m in METHODS if m in runs and m not in headline and m not in record and m not in gdfs]
+    short = [m for m in METHODS if m in runs and m not in headline and m not in pixel_rl and m not in gdfs]
     where = os.path.relpath(out, REPO) if out.is_relative_to(REPO) else str(out)
     parts = [
         "# Results",
@@ -467,13 +467,13 @@ def results_doc(runs: dict[str, list[dict[str, Any]]], out: Path) -> str:
         _commands(short, where),
         "",
     ]
-    if record:
+    if pixel_rl:
         parts += [
             "## RL from scratch on the record observation (pixel actions, the shipped agent's core frozen)",
             "",
-            markdown_table([*[table_row(m, runs[m]) for m in record], gdfs_row()]),
+            markdown_table([*[table_row(m, runs[m]) for m in pixel_rl], gdfs_row()]),
             "",
-            _commands(record, where),
+            _commands(pixel_rl, where),
             "",
         ]
     if gdfs:
