@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from gymnasium.vector import AutoresetMode
@@ -45,6 +46,9 @@ from agents.checkpoint import SavedPolicy
 from agents.pixel_attention import PixelAttention
 from envs.data import NUM_CLASSES
 from envs.vector_env import MnistGlimpseVectorEnv
+
+if TYPE_CHECKING:
+    from envs.perception import PerceptionCore
 
 
 def input_scale(observation_size: int, histogram_scale: float) -> torch.Tensor:
@@ -279,36 +283,35 @@ class Rollout:
 
 def make_env(
     num_envs: int,
-    glimpses: int,
-    core_training: str = "frozen",
+    max_glimpses: int,
+    learn_perception: bool = False,
     perception_lr: float = 1e-3,
     sampler: str = "nearest",
     reward: str = "dense",
     device: torch.device | str = "cpu",
-    core=None,
+    perception: PerceptionCore | None = None,
     action_type: str = "continuous",
 ) -> MnistGlimpseVectorEnv:
     """The training environment: ``N`` lockstep episodes on the train split, torch tensors,
     ``same_step`` autoreset (the step that ends a batch already returns the next batch's first
     observations, so batches follow each other without an extra reset call).
 
-    :param core_training: ``"frozen"`` (the core is never trained) or ``"joint"`` (the env trains its
-        own copy with cross-entropy after each batch, ``learn_perception=True``; read it as ``env.core``).
-    :param core: the core to start from (``None``: the packaged one; the env copies it in ``joint``
-        mode only if it is the packaged one, see :func:`envs.config.resolve_perception`).
+    :param max_glimpses: ``T``, the episode length.
+    :param learn_perception: the env trains its core with cross-entropy after each batch (read it as
+        ``env.core``); without it the core is never trained (frozen).
+    :param perception: the core to start from (``None``: the packaged one; a learning env copies it
+        only if it is the packaged one, see :func:`envs.config.resolve_perception`).
     :param action_type: ``"continuous"`` on the default observation, or ``"pixel"`` on the record
         observation (:class:`PixelPolicy`).
     """
-    if core_training not in ("frozen", "joint"):
-        raise ValueError(f"Unknown core_training {core_training!r}; valid values are ['frozen', 'joint'].")
     return MnistGlimpseVectorEnv(
         num_envs=num_envs,
-        max_glimpses=glimpses,
+        max_glimpses=max_glimpses,
         split="train",
         sampler=sampler,
         reward=reward,
-        perception=core,
-        learn_perception=core_training == "joint",
+        perception=perception,
+        learn_perception=learn_perception,
         perception_lr=perception_lr,
         device=device,
         autoreset_mode="same_step",

@@ -166,10 +166,10 @@ METHODS: dict[str, Method] = {
         "differentiable", ("--preset", "best"), headline=True, tiny=("--pretrain-steps", "20")
     ),
     "reinforce-joint-15M": Method(
-        "reinforce", ("--core-training", "joint", "--total-steps", "15000000", *_AGENT_CORE), headline=True
+        "reinforce", ("--learn-perception", "--total-steps", "15000000", *_AGENT_CORE), headline=True
     ),
     "ppo-joint-from-fixed-15M": Method(
-        "ppo", ("--core-training", "joint", "--total-steps", "15000000"), warm_start="fixed-sequence", headline=True
+        "ppo", ("--learn-perception", "--total-steps", "15000000"), warm_start="fixed-sequence", headline=True
     ),
     "ppo-pixel-from-shipped-1M": Method(
         "ppo", (*_PIXEL, *_SHIPPED, "--total-steps", "1000000", "--learning-rate", "1e-4"), headline=True
@@ -181,12 +181,12 @@ METHODS: dict[str, Method] = {
     "differentiable-pixel": Method("differentiable", ("--preset", "pixel")),
     "differentiable-pixel-memory": Method("differentiable", _MEMORY),
     "differentiable-pixel-memory-greedy": Method("differentiable", (*_MEMORY, "--attention-credit", "greedy")),
-    "reinforce-frozen": Method("reinforce", ("--core-training", "frozen", "--total-steps", "5000000", *_AGENT_CORE)),
-    "reinforce-joint": Method("reinforce", ("--core-training", "joint", "--total-steps", "5000000", *_AGENT_CORE)),
-    "ppo-frozen": Method("ppo", ("--core-training", "frozen", "--total-steps", "5000000", *_AGENT_CORE)),
-    "ppo-joint": Method("ppo", ("--core-training", "joint", "--total-steps", "5000000", *_AGENT_CORE)),
+    "reinforce-frozen": Method("reinforce", ("--no-learn-perception", "--total-steps", "5000000", *_AGENT_CORE)),
+    "reinforce-joint": Method("reinforce", ("--learn-perception", "--total-steps", "5000000", *_AGENT_CORE)),
+    "ppo-frozen": Method("ppo", ("--no-learn-perception", "--total-steps", "5000000", *_AGENT_CORE)),
+    "ppo-joint": Method("ppo", ("--learn-perception", "--total-steps", "5000000", *_AGENT_CORE)),
     "ppo-joint-from-fixed": Method(
-        "ppo", ("--core-training", "joint", "--total-steps", "5000000"), warm_start="fixed-sequence"
+        "ppo", ("--learn-perception", "--total-steps", "5000000"), warm_start="fixed-sequence"
     ),
     "ppo-pixel-2M": Method("ppo", (*_PIXEL, "--total-steps", "2000000", *_AGENT_CORE), pixel_rl=True),
     "reinforce-pixel-2M": Method("reinforce", (*_PIXEL, "--total-steps", "2000000", *_AGENT_CORE), pixel_rl=True),
@@ -447,7 +447,7 @@ def results_doc(runs: dict[str, list[dict[str, Any]]], out: Path) -> str:
         "so times vary with the load. A warm-started method's time excludes the run it starts from. "
         "The RL rows from scratch run on the shipped agent's 16x32 core (`--perception "
         "envs/pretrained/perception_shipped_agent.pt`), not on the environment's general packaged core, frozen "
-        "or trained further (`--core-training`); the differentiable rows train "
+        "or trained further (`--learn-perception`); the differentiable rows train "
         "their own core from `envs/pretrained/perception_random_glimpses.pt` (`--preset best` pretrains "
         "one), and a warm-started row runs the core of the agent it starts from.",
         "",

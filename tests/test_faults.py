@@ -207,7 +207,7 @@ def test_an_interrupted_rl_run_resumes_to_the_uninterrupted_result(tmp_path, nam
     script = importlib.import_module(f"train.{name.removesuffix('-pixel')}")
     batch = 16 * 3
     settings = dict(max_glimpses=3, num_envs=16, total_steps=6 * batch, eval_every=2 * batch, eval_images=50)
-    settings.update(core_training="joint", device="cpu", **({"progress_bar": False} if "ppo" in name else {}))
+    settings.update(learn_perception=True, device="cpu", **({"progress_bar": False} if "ppo" in name else {}))
     if name.endswith("-pixel"):
         settings["action_type"] = "pixel"
     name = name.removesuffix("-pixel")

@@ -41,7 +41,7 @@ def tiny_run(tmp_path_factory):
         num_envs=16,
         total_steps=16 * 3 * 3,
         n_epochs=2,
-        core_training="joint",
+        learn_perception=True,
         eval_every=48,
         eval_images=200,
         progress_bar=False,
@@ -198,7 +198,7 @@ def test_init_from_runs_the_sequence_core_and_checks_the_checkpoint(fixed_checkp
         device="cpu",
         torch_threads=1,
     )
-    ppo.main(ppo.Args(core_training="frozen", init_from=str(path), out=str(tmp_path / "warm"), **common))
+    ppo.main(ppo.Args(learn_perception=False, init_from=str(path), out=str(tmp_path / "warm"), **common))
     _, saved_core, checkpoint = load_agent(tmp_path / "warm" / "checkpoint.pt")
     _, fixed_core, _ = load_agent(path)
     assert checkpoint["args"]["init_from"] == str(path)

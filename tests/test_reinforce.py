@@ -117,7 +117,7 @@ def test_policy_distribution_and_clamped_std():
 def _train(core, seed: int, num_envs: int = 16, glimpses: int = 3, iterations: int = 3, step_bias: bool = True):
     """A tiny joint-mode run (policy, baseline and the env's core all learn); returns its modules."""
     torch.manual_seed(seed)
-    env = make_env(num_envs, glimpses, "joint", core=core)
+    env = make_env(num_envs, glimpses, learn_perception=True, perception=core)
     policy = GaussianAttentionPolicy(env.single_observation_space.shape[0], 32, glimpses, step_bias, glimpses)
     baseline = ValueBaseline(policy.observation_size, glimpses, 16, glimpses)
     learner = ReinforceLearner(policy, baseline)
@@ -157,7 +157,7 @@ def test_rollout_shapes_and_the_env_trains_its_core(make_core):
 def test_rollout_correct_is_the_ended_episodes_outcome(make_core):
     """``rollout.correct`` is, per episode, whether the last prediction names the episode's label (read
     from the step that ends the batch, whose own observation and info are the next batch's first)."""
-    env = make_env(64, 3, "frozen", core=make_core(0))
+    env = make_env(64, 3, perception=make_core(0))
     policy = GaussianAttentionPolicy(env.single_observation_space.shape[0], 32, 3, True, 3)
     observation, _ = env.reset(seed=0)
     labels = env.sim.labels.clone()
@@ -200,7 +200,7 @@ def test_learner_never_loops_over_the_batch(make_core, step_bias):
     counts = {}
     for num_envs in (1, 2, 64):
         torch.manual_seed(0)
-        env = make_env(num_envs, 3, "joint", core=make_core(0))
+        env = make_env(num_envs, 3, learn_perception=True, perception=make_core(0))
         policy = GaussianAttentionPolicy(env.single_observation_space.shape[0], 16, 3, step_bias, 3)
         learner = ReinforceLearner(policy, ValueBaseline(policy.observation_size, 3, 8, 3))
         observation, _ = env.reset(seed=0)
@@ -247,7 +247,7 @@ def test_train_script_smoke(tmp_path, core_training):
         max_glimpses=3,
         num_envs=32,
         total_steps=3 * 32 * 4,
-        core_training=core_training,
+        learn_perception=core_training == "joint",
         eval_every=3 * 32 * 2,
         eval_images=200,
         device="cpu",

@@ -1,16 +1,16 @@
 """Train a PPO glimpse agent (Stable-Baselines3) on the batched environment.
 
     python train/ppo.py                                     # 25 glimpses, frozen packaged core
-    python train/ppo.py --core-training joint               # the env also trains its core (perception optimizer)
+    python train/ppo.py --learn-perception                  # the env also trains its core (perception optimizer)
     python train/ppo.py --max-glimpses 10 --num-envs 512 --total-steps 2000000 --torch-threads 1
     python train/differentiable.py --preset fixed-sequence --out runs/fixed && \
-        python train/ppo.py --core-training joint --init-from runs/fixed/checkpoint.pt   # warm start
+        python train/ppo.py --learn-perception --init-from runs/fixed/checkpoint.pt   # warm start
     python train/ppo.py --action-type pixel                 # MaskablePPO, one pixel per action, on the record
     python train/differentiable.py --preset best --out runs/best && \
         python train/ppo.py --action-type pixel --init-from runs/best/checkpoint.pt      # from the best agent
 
 The agent acts through :class:`envs.sb3.MnistGlimpseSB3VecEnv` (``--num-envs`` episodes as one batch
-of tensors). With ``--core-training joint`` the environment runs its own copy of the packaged core with
+of tensors). With ``--learn-perception`` the environment runs its own copy of the packaged core with
 ``learn_perception=True``: after each batch of finished episodes it takes one cross-entropy step on
 the true labels (:meth:`envs.simulator.GlimpseSimulator.learn`); that core is the one saved. Rewards
 are the environment's dense log-likelihood gains; ``--gamma`` < 1 weights the early glimpses more
@@ -67,6 +67,7 @@ from run import (
     accuracy_table,
     check_rl_args,
     claim_output,
+    core_training,
     refuse_retired,
     refuse_with_pixel_actions,
     say,
@@ -87,8 +88,9 @@ class Args(ResumableArgs):
     """episodes simulated in parallel (one batched env)"""
     total_steps: int = 5_000_000
     """environment steps (glimpses) to train for"""
-    core_training: Literal["frozen", "joint"] = "frozen"
-    """frozen: the packaged core as is; joint: the env trains its core with the perception optimizer"""
+    learn_perception: bool = False
+    """the env trains its core with the perception optimizer (the environment's learn_perception);
+    without it the core stays frozen (metrics.json's core_training: joint or frozen)"""
     perception_lr: float = 1e-3
     """Adam learning rate of the perception optimizer (joint mode)"""
     sampler: Literal["nearest", "bilinear", "bicubic", "gaussian"] = "nearest"
@@ -220,7 +222,7 @@ def main(args: Args, stop_after: int | None = None) -> dict:
         max_glimpses=args.max_glimpses,
         sampler=args.sampler,
         perception=perception,
-        learn_perception=args.core_training == "joint",
+        learn_perception=args.learn_perception,
         perception_lr=args.perception_lr,
         device=device,
         **({"obs_type": "record", "action_type": "pixel"} if pixel else {}),
@@ -274,7 +276,7 @@ def evaluate_and_write(
 ) -> dict:
     """Evaluate on the 10,000 test images and write the run (:func:`run.write_agent_run`).
 
-    :param core: the core the environment ran (its own trained copy with ``--core-training joint``).
+    :param core: the core the environment ran (its own trained copy with ``--learn-perception``).
     """
     print("evaluating on the 10,000 test images ...", flush=True)
     policy.eval()
@@ -283,7 +285,7 @@ def evaluate_and_write(
     for glimpses, accuracy in accuracy_table(nearest).items():
         model.logger.record(f"eval/test_accuracy_nearest_{glimpses}", accuracy)
     model.logger.dump(model.num_timesteps)
-    agent = f"{'maskable-ppo-pixel' if args.action_type == 'pixel' else 'ppo'}-{args.core_training}"
+    agent = f"{'maskable-ppo-pixel' if args.action_type == 'pixel' else 'ppo'}-{core_training(args)}"
     return write_agent_run(
         resume,
         out,
@@ -295,7 +297,7 @@ def evaluate_and_write(
         args.sampler,
         train_seconds,
         device,
-        core_training=args.core_training,
+        core_training=core_training(args),
         env_steps=int(model.num_timesteps),
         env_steps_per_second=round(model.num_timesteps / train_seconds, 1),
         seconds_to_80_percent=probe.seconds_to(0.8),
@@ -318,6 +320,7 @@ RETIRED = {
     "--glimpses": "--max-glimpses",
     "--hidden": "--net-arch",
     "--core": "--perception",
+    "--core-training": "--learn-perception (joint; without it, frozen)",
 }
 
 

@@ -1,13 +1,13 @@
 """Train the REINFORCE glimpse agent on the batched environment (``agents.reinforce``).
 
     python train/reinforce.py                                  # frozen packaged core, 25 glimpses
-    python train/reinforce.py --core-training joint            # the env trains the core too (RAM-style)
+    python train/reinforce.py --learn-perception              # the env trains the core too (RAM-style)
     python train/reinforce.py --reward final --total-steps 5000000
     python train/reinforce.py --action-type pixel --perception CORE.pt   # one of the 784 pixels per glimpse, on the record
 
 Each iteration runs ``--num-envs`` lockstep episodes of ``--max-glimpses`` glimpses in
 ``MnistGlimpseVectorEnv`` (torch tensors, ``same_step`` autoreset) and takes one REINFORCE step on the
-policy and one regression step on the baseline; with ``--core-training joint`` the env also takes one
+policy and one regression step on the baseline; with ``--learn-perception`` the env also takes one
 cross-entropy step on its own core after each batch. Every ``--eval-every`` env steps the greedy
 (mean) policy is evaluated on a fixed subset of the test set (nearest readout); the clock used for
 ``seconds_to_*`` and ``env_steps_per_second`` stops during those evaluations.
@@ -61,6 +61,7 @@ from run import (
     accuracy_table,
     check_rl_args,
     claim_output,
+    core_training,
     log_folder,
     refuse_retired,
     refuse_with_pixel_actions,
@@ -87,8 +88,9 @@ class Args(ResumableArgs):
     """episodes per batch (N); one policy update per batch of N * T env steps"""
     total_steps: int = 10_000_000
     """env glimpse-steps to train for (rounded down to whole batches, at least one)"""
-    core_training: Literal["frozen", "joint"] = "frozen"
-    """frozen: the packaged core as is; joint: the env trains its copy with cross-entropy on the same rollouts"""
+    learn_perception: bool = False
+    """the env trains its copy with cross-entropy on the same rollouts (the environment's learn_perception);
+    without it the core stays frozen (metrics.json's core_training: joint or frozen)"""
     reward: Literal["dense", "final"] = "dense"
     """dense: per-glimpse log-likelihood gain of the true class; final: 1 if the last prediction is right"""
     sampler: Literal["nearest", "bilinear", "bicubic", "gaussian"] = "nearest"
@@ -229,12 +231,12 @@ def main(args: Args, stop_after: int | None = None) -> dict:
     env = make_env(
         args.num_envs,
         args.max_glimpses,
-        args.core_training,
+        args.learn_perception,
         args.perception_lr,
         args.sampler,
         args.reward,
         device,
-        core=start_core,
+        perception=start_core,
         action_type=args.action_type,
     )
     size = env.core.observation_size
@@ -277,7 +279,7 @@ def main(args: Args, stop_after: int | None = None) -> dict:
     progress = tqdm(
         total=iterations * batch_steps,
         initial=first * batch_steps,
-        desc=f"reinforce {args.core_training}",
+        desc=f"reinforce {core_training(args)}",
         unit="step",
         unit_scale=True,
     )
@@ -335,7 +337,7 @@ def evaluate_and_write(
     sampled = None if pixel else accuracy_by_glimpse(SampledGlimpses(policy), core, args.max_glimpses, device=device)
     for budget, value in accuracy_table(nearest).items():
         writer.add_scalar("eval/test_accuracy_nearest", value, int(budget))
-    agent = f"reinforce-{'pixel-' if pixel else ''}{args.core_training}"
+    agent = f"reinforce-{'pixel-' if pixel else ''}{core_training(args)}"
     return write_agent_run(
         resume,
         out,
@@ -347,7 +349,7 @@ def evaluate_and_write(
         Sampler(args.sampler).name,
         train_seconds,
         device,
-        core_training=args.core_training,
+        core_training=core_training(args),
         reward=args.reward,
         num_envs=args.num_envs,
         env_steps=env_steps,
@@ -371,6 +373,7 @@ RETIRED = {
     "--glimpses": "--max-glimpses",
     "--hidden": "--attention-hidden",
     "--core": "--perception",
+    "--core-training": "--learn-perception (joint; without it, frozen)",
 }
 
 

@@ -520,16 +520,22 @@ def check_rl_args(args: Any, default_perception_lr: float) -> None:
     """Refuse empty budgets and a perception learning rate that a frozen core would ignore.
 
     :param args: the script's ``Args`` (``num_envs``, ``total_steps``, ``eval_images``, ``max_glimpses``,
-        ``core_training``, ``perception_lr``).
+        ``learn_perception``, ``perception_lr``).
     :param default_perception_lr: the script's default ``perception_lr``.
     """
     for name in ("num_envs", "total_steps", "eval_images", "max_glimpses"):
         if getattr(args, name) < 1:
             raise UserValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}.")
-    if args.core_training == "frozen" and args.perception_lr != default_perception_lr:
+    if not args.learn_perception and args.perception_lr != default_perception_lr:
         raise UserValueError(
-            f"--perception-lr {args.perception_lr} trains the core; pass --core-training joint, or drop it."
+            f"--perception-lr {args.perception_lr} trains the core; pass --learn-perception, or drop it."
         )
+
+
+def core_training(args: Any) -> str:
+    """``"joint"`` when the environment trains its core alongside the agent (``args.learn_perception``),
+    else ``"frozen"``: the ``core_training`` entry of an RL run's ``metrics.json`` and its agent name's end."""
+    return "joint" if args.learn_perception else "frozen"
 
 
 def refuse_with_pixel_actions(args: Any, names: tuple[str, ...]) -> None:
