@@ -86,7 +86,7 @@ def policy_entry(policy: nn.Module) -> dict[str, Any]:
 
 
 def save_agent(
-    path: str | os.PathLike, agent: str, policy: nn.Module, core: PerceptionCore, glimpses: int, **extra: Any
+    path: str | os.PathLike, agent: str, policy: nn.Module, core: PerceptionCore, max_glimpses: int, **extra: Any
 ) -> None:
     """Save ``policy`` and ``core`` to ``path`` (parents created), atomically (:mod:`envs.atomic`), with
     the digest of the contents that :func:`load_agent` checks."""
@@ -94,7 +94,7 @@ def save_agent(
         {
             "format": AGENT_FORMAT,
             "agent": agent,
-            "glimpses": glimpses,
+            "glimpses": max_glimpses,
             "policy": policy_entry(policy),
             "core": core.checkpoint(),
             **extra,

@@ -108,10 +108,10 @@ def test_selector_step_trains_both_networks_and_validation_is_finite(batch):
     images, labels = batch
     before = [p.detach().clone() for p in (*selector.parameters(), *predictor.parameters())]
     optimizer = torch.optim.Adam([*selector.parameters(), *predictor.parameters()], lr=1e-3)
-    loss = selector_step(selector, predictor, optimizer, images, labels, glimpses=5, temperature=1.0)
+    loss = selector_step(selector, predictor, optimizer, images, labels, max_glimpses=5, temperature=1.0)
     after = list((*selector.parameters(), *predictor.parameters()))
     assert loss > 0 and all(not torch.equal(a, b) for a, b in zip(before, after))
-    soft, hard = validate_selection(selector, predictor, images, labels, glimpses=5, temperature=0.5)
+    soft, hard = validate_selection(selector, predictor, images, labels, max_glimpses=5, temperature=0.5)
     assert 0 < soft < 10 and 0 < hard < 10 and selector.training and predictor.training
 
 

@@ -389,7 +389,7 @@ def build_core(args: Args, data, device: torch.device, out: Path) -> PerceptionC
             if args.pretrain_on == "pixels":
                 pretrain_core_on_pixels(core, data, args.pretrain_steps, **settings)
             else:
-                pretrain_core(core, data, args.pretrain_steps, glimpses=args.max_glimpses, **settings)
+                pretrain_core(core, data, args.pretrain_steps, max_glimpses=args.max_glimpses, **settings)
             if progress.n < args.pretrain_steps:
                 reason = f"time budget of {max_seconds:.3g} s reached (--budget-seconds)"
                 end_stage(progress, "core pretraining", reason, progress.n, args.pretrain_steps)
