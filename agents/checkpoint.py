@@ -29,6 +29,10 @@ from envs.perception import PerceptionCore, non_finite
 
 AGENT_FORMAT = "mnist-glimpse/agent/v1"
 
+#: A checkpoint config's key -> the constructor argument it is passed as, where the two differ: the
+#: file format's ``glimpses`` (a policy's episode length, in every saved checkpoint) is ``max_glimpses``.
+CONFIG_ARGUMENTS = {"glimpses": "max_glimpses"}
+
 #: checkpoint kind -> policy class, filled by :class:`SavedPolicy` subclasses as they are defined.
 _REGISTRY: dict[str, type[SavedPolicy]] = {}
 
@@ -37,8 +41,8 @@ class SavedPolicy:
     """Mixin of a policy class that agent checkpoints save and rebuild.
 
     A subclass sets ``checkpoint_kind`` (unique) and implements :meth:`checkpoint_config`, the
-    arguments that :meth:`from_checkpoint_config` rebuilds it from (``cls(**config)`` by default);
-    the weights travel separately, as its ``state_dict``.
+    arguments that :meth:`from_checkpoint_config` rebuilds it from (``cls(**config)`` by default, each
+    key named as :data:`CONFIG_ARGUMENTS` says); the weights travel separately, as its ``state_dict``.
     """
 
     checkpoint_kind: ClassVar[str]
@@ -63,7 +67,7 @@ class SavedPolicy:
     @classmethod
     def from_checkpoint_config(cls, config: dict[str, Any]) -> SavedPolicy:
         """A freshly initialised policy of the shape ``config`` describes (its weights are loaded next)."""
-        return cls(**config)
+        return cls(**{CONFIG_ARGUMENTS.get(key, key): value for key, value in config.items()})
 
 
 def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -558,7 +558,7 @@ class PixelAttentionExtractor(nn.Module):
     def __init__(self, attention: PixelAttention, hidden: list[int], activation: type[nn.Module]) -> None:
         super().__init__()
         self.attention = attention
-        self.summary_size, self.glimpses = attention.observation_size, attention.glimpses
+        self.summary_size, self.glimpses = attention.observation_size, attention.max_glimpses
         layers: list[nn.Module] = []
         width = self.summary_size + 2 * NUM_PIXELS + 1
         for size in hidden:
@@ -661,8 +661,8 @@ def load_pixel_agent(path: str | Path, max_glimpses: int) -> tuple[PixelAttentio
             f"{path} holds a {kind} policy; --action-type pixel --init-from needs a pixel agent with a record "
             "(python train/differentiable.py --preset best --out DIR, then DIR/checkpoint.pt)."
         )
-    if policy.glimpses != max_glimpses:
+    if policy.max_glimpses != max_glimpses:
         raise ValueError(
-            f"{path} chooses {policy.glimpses} glimpses but PPO runs {max_glimpses}; pass --max-glimpses {policy.glimpses}."
+            f"{path} chooses {policy.max_glimpses} glimpses but PPO runs {max_glimpses}; pass --max-glimpses {policy.max_glimpses}."
         )
     return policy, core

@@ -52,7 +52,7 @@ def test_policy_gradient_moves_the_mean_toward_the_rewarded_point(with_baseline)
     torch.manual_seed(0)
     size, n = 20, 256
     policy = _policy(size)
-    baseline = ValueBaseline(size, glimpses=1, hidden=16) if with_baseline else None
+    baseline = ValueBaseline(size, max_glimpses=1, hidden=16) if with_baseline else None
     learner = ReinforceLearner(policy, baseline, learning_rate=0.02, baseline_lr=0.02)
     observation = torch.rand(n, size)
     target = torch.tensor([0.6, -0.5])
@@ -221,7 +221,7 @@ def test_learner_never_loops_over_the_batch(make_core, step_bias):
 @pytest.mark.parametrize("step_bias", [False, True])
 def test_checkpoint_round_trip_gives_the_same_actions(tmp_path, make_core, step_bias):
     core = make_core(0)
-    policy = _policy(core.observation_size, glimpses=4, step_bias=step_bias, histogram_scale=4, log_std_init=-1.0)
+    policy = _policy(core.observation_size, max_glimpses=4, step_bias=step_bias, histogram_scale=4, log_std_init=-1.0)
     with torch.no_grad():
         for parameter in policy.parameters():
             parameter.add_(0.1 * torch.randn_like(parameter))  # not just the initialisation
