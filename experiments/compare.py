@@ -577,11 +577,11 @@ def glimpse_density(
     core: PerceptionCore,
     images: torch.Tensor,
     labels: torch.Tensor,
-    glimpses: int,
+    max_glimpses: int,
     batch_size: int = 2500,
 ) -> torch.Tensor:
     """Glimpse counts ``(10, 28, 28)`` (int64): entry ``[c, i, j]`` counts the glimpses, over all
-    ``glimpses`` steps of the episodes on the ``images`` (``uint8``) of class ``c``, that read pixel
+    ``max_glimpses`` steps of the episodes on the ``images`` (``uint8``) of class ``c``, that read pixel
     ``(i, j)`` with the nearest read-out (coordinates rounded half to even, as ``Sampler("nearest")``)."""
     import torch
 
@@ -593,9 +593,9 @@ def glimpse_density(
     for start in range(0, len(images), batch_size):
         batch = images[start : start + batch_size].float() / 255.0
         with torch.no_grad():
-            episode = run_episodes(policy, core, Sampler("nearest"), batch, glimpses)
+            episode = run_episodes(policy, core, Sampler("nearest"), batch, max_glimpses)
         pixel = episode.coords.round().long().clamp(0, IMAGE_SIZE - 1)  # (T, B, 2)
-        label = labels[start : start + batch_size].expand(glimpses, -1)  # (T, B)
+        label = labels[start : start + batch_size].expand(max_glimpses, -1)  # (T, B)
         flat = (label * IMAGE_SIZE + pixel[..., 0]) * IMAGE_SIZE + pixel[..., 1]
         counts += torch.bincount(flat.reshape(-1), minlength=counts.numel())
     return counts.view(NUM_CLASSES, IMAGE_SIZE, IMAGE_SIZE).cpu()
