@@ -114,7 +114,7 @@ def check_retired(argv: Sequence[str], retired: Mapping[str, str]) -> None:
     """Refuse a retired flag in ``argv``, naming the flag that replaced it.
 
     :param argv: a command line without the program name.
-    :param retired: retired flag -> its replacement, e.g. ``{"--max-glimpses": "--max-glimpses"}``; a flag
+    :param retired: retired flag -> its replacement, e.g. ``{"--glimpses": "--max-glimpses"}``; a flag
         matches with ``_`` or ``-`` between its words and with ``=VALUE`` attached.
     :raises UserValueError: ``argv`` holds a retired flag (before a ``--`` that ends the flags).
     """
