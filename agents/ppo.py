@@ -630,7 +630,9 @@ class PixelActorCriticPolicy(MaskableActorCriticPolicy):
 
     def _build_mlp_extractor(self) -> None:
         self.mlp_extractor = PixelAttentionExtractor(
-            PixelAttention(**self.attention_config), self.critic_hidden, ACTIVATIONS[self.critic_activation]
+            PixelAttention.from_checkpoint_config(self.attention_config),
+            self.critic_hidden,
+            ACTIVATIONS[self.critic_activation],
         )
 
     def _build(self, lr_schedule: Any) -> None:
