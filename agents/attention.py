@@ -19,19 +19,21 @@ class AttentionNetwork(SavedPolicy, nn.Module):
 
     :param observation_size: ``H + 10``.
     :param hidden: width of the two hidden layers.
-    :param glimpses: ``T``, needed with ``step_bias``.
+    :param max_glimpses: ``T``, needed with ``step_bias``.
     :param step_bias: learn the per-glimpse offsets ``theta_t`` (initialised ``U(-1, 1)``).
     """
 
-    def __init__(self, observation_size: int, hidden: int = 128, glimpses: int = 0, step_bias: bool = False) -> None:
+    def __init__(
+        self, observation_size: int, hidden: int = 128, max_glimpses: int = 0, step_bias: bool = False
+    ) -> None:
         super().__init__()
-        if step_bias and glimpses < 1:
+        if step_bias and max_glimpses < 1:
             raise ValueError("AttentionNetwork(step_bias=True) needs the number of glimpses T >= 1.")
         self.observation_size = observation_size
         self.hidden = hidden
-        self.glimpses = glimpses
+        self.max_glimpses = max_glimpses
         self.step_bias = step_bias
-        self.theta = nn.Parameter(torch.rand(glimpses, 2) * 2.0 - 1.0) if step_bias else None
+        self.theta = nn.Parameter(torch.rand(max_glimpses, 2) * 2.0 - 1.0) if step_bias else None
         self.net = nn.Sequential(
             nn.Linear(observation_size, hidden),
             nn.ReLU(),
@@ -49,7 +51,7 @@ class AttentionNetwork(SavedPolicy, nn.Module):
         return {
             "observation_size": self.observation_size,
             "hidden": self.hidden,
-            "glimpses": self.glimpses,
+            "glimpses": self.max_glimpses,
             "step_bias": self.step_bias,
         }
 
@@ -61,9 +63,9 @@ class AttentionNetwork(SavedPolicy, nn.Module):
             )
         output = self.net(observation)
         if self.theta is not None:
-            if step >= self.glimpses:
+            if step >= self.max_glimpses:
                 raise IndexError(
-                    f"AttentionNetwork has step offsets for {self.glimpses} glimpses; step {step} is past them."
+                    f"AttentionNetwork has step offsets for {self.max_glimpses} glimpses; step {step} is past them."
                 )
             output = output + self.theta[step]
         return torch.tanh(output)

@@ -34,19 +34,19 @@ class RandomGlimpses(SavedPolicy, nn.Module):
 
 
 class FixedSequence(SavedPolicy, nn.Module):
-    """A learned, non-adaptive sequence of ``glimpses`` locations: ``action_t = tanh(theta_t)``.
+    """A learned, non-adaptive sequence of ``max_glimpses`` locations: ``action_t = tanh(theta_t)``.
 
     The same ``T`` locations are used for every image; gradients reach ``theta`` through a
     differentiable sampler.
 
-    :param glimpses: length ``T`` of the sequence.
+    :param max_glimpses: length ``T`` of the sequence.
     :param generator: initialises ``theta`` uniformly in ``[-1, 1]`` (so locations start spread over
         the central ~3/4 of the image).
     """
 
-    def __init__(self, glimpses: int, generator: torch.Generator | None = None) -> None:
+    def __init__(self, max_glimpses: int, generator: torch.Generator | None = None) -> None:
         super().__init__()
-        self.theta = nn.Parameter(torch.rand(glimpses, 2, generator=generator) * 2.0 - 1.0)
+        self.theta = nn.Parameter(torch.rand(max_glimpses, 2, generator=generator) * 2.0 - 1.0)
 
     checkpoint_kind = "fixed"
 

@@ -29,6 +29,10 @@ from envs.perception import PerceptionCore, non_finite
 
 AGENT_FORMAT = "mnist-glimpse/agent/v1"
 
+#: A checkpoint config's key -> the constructor argument it is passed as, where the two differ: the
+#: file format's ``glimpses`` (a policy's episode length, in every saved checkpoint) is ``max_glimpses``.
+CONFIG_ARGUMENTS = {"glimpses": "max_glimpses"}
+
 #: checkpoint kind -> policy class, filled by :class:`SavedPolicy` subclasses as they are defined.
 _REGISTRY: dict[str, type[SavedPolicy]] = {}
 
@@ -37,8 +41,8 @@ class SavedPolicy:
     """Mixin of a policy class that agent checkpoints save and rebuild.
 
     A subclass sets ``checkpoint_kind`` (unique) and implements :meth:`checkpoint_config`, the
-    arguments that :meth:`from_checkpoint_config` rebuilds it from (``cls(**config)`` by default);
-    the weights travel separately, as its ``state_dict``.
+    arguments that :meth:`from_checkpoint_config` rebuilds it from (``cls(**config)`` by default, each
+    key named as :data:`CONFIG_ARGUMENTS` says); the weights travel separately, as its ``state_dict``.
     """
 
     checkpoint_kind: ClassVar[str]
@@ -63,14 +67,14 @@ class SavedPolicy:
     @classmethod
     def from_checkpoint_config(cls, config: dict[str, Any]) -> SavedPolicy:
         """A freshly initialised policy of the shape ``config`` describes (its weights are loaded next)."""
-        return cls(**config)
+        return cls(**{CONFIG_ARGUMENTS.get(key, key): value for key, value in config.items()})
 
 
 def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {key: value.detach().cpu() for key, value in state.items()}
 
 
-def policy_record(policy: nn.Module) -> dict[str, Any]:
+def policy_entry(policy: nn.Module) -> dict[str, Any]:
     """The ``policy`` entry of an agent checkpoint."""
     if not isinstance(policy, SavedPolicy):
         raise TypeError(
@@ -86,28 +90,28 @@ def policy_record(policy: nn.Module) -> dict[str, Any]:
 
 
 def save_agent(
-    path: str | os.PathLike, agent: str, policy: nn.Module, core: PerceptionCore, glimpses: int, **extra: Any
+    path: str | os.PathLike, agent: str, policy: nn.Module, core: PerceptionCore, max_glimpses: int, **extra: Any
 ) -> None:
     """Save ``policy`` and ``core`` to ``path`` (parents created), atomically (:mod:`envs.atomic`), with
     the digest of the contents that :func:`load_agent` checks."""
-    record = with_digest(
+    checkpoint = with_digest(
         {
             "format": AGENT_FORMAT,
             "agent": agent,
-            "glimpses": glimpses,
-            "policy": policy_record(policy),
+            "glimpses": max_glimpses,
+            "policy": policy_entry(policy),
             "core": core.checkpoint(),
             **extra,
         }
     )
-    write_atomic(path, lambda handle: torch.save(record, handle))  # never a half-written checkpoint
+    write_atomic(path, lambda handle: torch.save(checkpoint, handle))  # never a half-written checkpoint
 
 
-def _policy_class(record: dict[str, Any], path: Path) -> type[SavedPolicy]:
-    module = record.get("module")
+def _policy_class(entry: dict[str, Any], path: Path) -> type[SavedPolicy]:
+    module = entry.get("module")
     if isinstance(module, str) and module.split(".")[0] == "agents":  # never import what a file names elsewhere
         importlib.import_module(module)
-    kind = record.get("kind")
+    kind = entry.get("kind")
     if kind not in _REGISTRY:
         raise ValueError(
             f"{path} holds a policy of unknown kind {kind!r}; known kinds are {sorted(_REGISTRY)} "
@@ -154,13 +158,13 @@ def load_agent(path: str | os.PathLike, device: torch.device | str = "cpu") -> t
     check_digest(checkpoint, str(path))
     check_same_run(path, checkpoint)
     core = PerceptionCore.from_checkpoint(checkpoint["core"], source=f"{path} (core)").to(device).eval()
-    record = checkpoint["policy"]
-    broken = non_finite(record["state_dict"])
+    entry = checkpoint["policy"]
+    broken = non_finite(entry["state_dict"])
     if broken:
         raise ValueError(f"{path}: the policy holds non-finite (NaN or inf) weights in {broken}; retrain it.")
-    policy = _policy_class(record, path).from_checkpoint_config(record["config"])
+    policy = _policy_class(entry, path).from_checkpoint_config(entry["config"])
     try:
-        policy.load_state_dict(record["state_dict"])
+        policy.load_state_dict(entry["state_dict"])
     except RuntimeError as error:
         raise ValueError(f"{path}: the saved policy does not match its config: {error}") from None
     return policy.to(device).eval(), core, checkpoint

@@ -121,7 +121,7 @@ class DualOptimizerTrainer:
         with parameters that maps observations to actions.
     :param core: the shared perception core.
     :param sampler: the training read-out (``bilinear`` by default; ``gaussian`` avoids dead zones).
-    :param glimpses: episode length ``T``.
+    :param max_glimpses: episode length ``T``.
     :param attention_target: ``"argmin"``, ``"second"``, ``"label"``, ``"margin"``, ``"entropy"`` or
         ``"value"`` (which needs a ``PixelAttention(exploration="epsilon")``).
     :param perception_lr: Adam learning rate of the perception optimizer.
@@ -141,7 +141,7 @@ class DualOptimizerTrainer:
         policy: nn.Module,
         core: PerceptionCore,
         sampler: Sampler,
-        glimpses: int,
+        max_glimpses: int,
         attention_target: str = "argmin",
         perception_lr: float = 1e-3,
         attention_lr: float = 1e-3,
@@ -162,7 +162,7 @@ class DualOptimizerTrainer:
                 + (f"(exploration={policy.exploration!r})." if isinstance(policy, PixelAttention) else ".")
             )
         self.policy, self.core, self.sampler = policy, core, sampler
-        self.glimpses = glimpses
+        self.max_glimpses = max_glimpses
         self.attention_target = attention_target
         if repeat_penalty < 0 or (repeat_penalty > 0 and not isinstance(policy, PixelAttention)):
             raise ValueError(
@@ -225,7 +225,7 @@ class DualOptimizerTrainer:
     def losses(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Roll out and return ``(perception loss, attention loss, logits (T, B, 10))``."""
         episode = run_episodes(
-            self.policy, self.core, self.sampler, images, self.glimpses, self.pixel_estimator, self.attention_credit
+            self.policy, self.core, self.sampler, images, self.max_glimpses, self.pixel_estimator, self.attention_credit
         )
         logits = episode.logits
         perception = perception_loss(logits, labels)
@@ -267,7 +267,7 @@ class DualOptimizerTrainer:
         # pixel rather than a Gumbel sample), restored afterwards.
         mode = self.policy.training
         with torch.no_grad():
-            episode = run_episodes(self.policy.eval(), self.core, readout, images, self.glimpses)
+            episode = run_episodes(self.policy.eval(), self.core, readout, images, self.max_glimpses)
         self.policy.train(mode)
         logits = self.core.replay(episode.coords.transpose(0, 1), episode.values.transpose(0, 1))
         loss = perception_loss(logits, labels)

@@ -17,7 +17,7 @@ from envs.sampler import Sampler
 def accuracy_by_glimpse(
     policy: GlimpsePolicy,
     core: PerceptionCore,
-    glimpses: int,
+    max_glimpses: int,
     sampler: Sampler | str | None = None,
     split: str = "test",
     batch_size: int = 2500,
@@ -34,11 +34,11 @@ def accuracy_by_glimpse(
     """
     data = load_mnist(split, device)
     size = len(data) if limit is None else limit
-    correct = torch.zeros(glimpses, device=device)
+    correct = torch.zeros(max_glimpses, device=device)
     for start in range(0, size, batch_size):
         stop = min(start + batch_size, size)
         images, labels = data.images[start:stop], data.labels[start:stop]
-        correct += accuracy_on(policy, core, images, labels, glimpses, sampler) * labels.shape[0]
+        correct += accuracy_on(policy, core, images, labels, max_glimpses, sampler) * labels.shape[0]
     return correct / size
 
 
@@ -48,7 +48,7 @@ def accuracy_on(
     core: PerceptionCore,
     images: torch.Tensor,
     labels: torch.Tensor,
-    glimpses: int,
+    max_glimpses: int,
     sampler: Sampler | str | None = None,
 ) -> torch.Tensor:
     """Fraction of one batch classified correctly after each glimpse: a ``(T,)`` tensor (:func:`play`).
@@ -57,13 +57,13 @@ def accuracy_on(
     :param labels: ``(B,)`` true classes.
     :param sampler: the read-out; default ``nearest`` (one real pixel per glimpse).
     """
-    correct, _, _ = play(policy, core, images, labels, glimpses, sampler)
+    correct, _, _ = play(policy, core, images, labels, max_glimpses, sampler)
     return correct.float().mean(dim=1)
 
 
 @torch.no_grad()
 def agent_glimpses(
-    policy: GlimpsePolicy, core: PerceptionCore, glimpses: int, images: torch.Tensor, batch_size: int = 2500
+    policy: GlimpsePolicy, core: PerceptionCore, max_glimpses: int, images: torch.Tensor, batch_size: int = 2500
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The glimpses an agent (``policy`` reading with ``core``) takes on ``images`` (``uint8``
     ``(N, 28, 28)``) with the ``nearest`` read-out, through the environment (:func:`play`):
@@ -72,7 +72,7 @@ def agent_glimpses(
     for start in range(0, len(images), batch_size):
         batch = images[start : start + batch_size]
         labels = torch.zeros(len(batch), dtype=torch.long, device=batch.device)  # unused: only the glimpses count
-        _, coords_b, values_b = play(policy, core, batch, labels, glimpses)
+        _, coords_b, values_b = play(policy, core, batch, labels, max_glimpses)
         coords.append(coords_b)
         values.append(values_b)
     return torch.cat(coords), torch.cat(values)
@@ -84,7 +84,7 @@ def play(
     core: PerceptionCore,
     images: torch.Tensor,
     labels: torch.Tensor,
-    glimpses: int,
+    max_glimpses: int,
     sampler: Sampler | str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One episode of ``policy`` on each image, in one :class:`~envs.vector_env.MnistGlimpseVectorEnv`
@@ -105,7 +105,7 @@ def play(
     pixel = hasattr(policy, "choose")
     env = MnistGlimpseVectorEnv(
         len(labels),
-        glimpses,
+        max_glimpses,
         split="test",
         sampler=sampler or "nearest",
         perception=core,
@@ -116,7 +116,7 @@ def play(
     )
     observation, _ = env.reset(seed=0, options={"image": images.cpu().numpy(), "label": labels.cpu().numpy()})
     correct, coords, values = [], [], []
-    for step in range(glimpses):
+    for step in range(max_glimpses):
         action = policy.choose(observation, step) if pixel else policy(observation, step)
         observation, _, _, _, info = env.step(action)  # next_step autoreset: the last step ends, no reset yet
         correct.append(env.sim.state.logits.argmax(dim=-1) == labels)

@@ -21,7 +21,7 @@ from envs.sampler import Sampler  # noqa: E402
 def plot_glimpse_trails(
     policy: GlimpsePolicy,
     core: PerceptionCore,
-    glimpses: int,
+    max_glimpses: int,
     path: str | os.PathLike,
     sampler: Sampler | None = None,
     device: torch.device | str = "cpu",
@@ -33,7 +33,7 @@ def plot_glimpse_trails(
     data = load_mnist("test", device)
     first = torch.stack([torch.nonzero(data.labels == digit)[0, 0] for digit in range(NUM_CLASSES)])
     images = data.images[first]
-    episode = run_episodes(policy, core, sampler or Sampler("nearest"), images.float() / 255.0, glimpses)
+    episode = run_episodes(policy, core, sampler or Sampler("nearest"), images.float() / 255.0, max_glimpses)
     predictions = torch.softmax(episode.logits, dim=-1).cpu()  # (T, 10 images, 10 classes)
     coords = episode.coords.cpu()
     columns = NUM_CLASSES // 2  # two rows of digits, each a row of trails above a row of predictions

@@ -144,12 +144,12 @@ def selector_step(
     optimizer: torch.optim.Optimizer,
     images: torch.Tensor,
     labels: torch.Tensor,
-    glimpses: int,
+    max_glimpses: int,
     temperature: float,
 ) -> float:
-    """One stage-2 optimizer step over both networks: ``glimpses`` greedy selections from the empty
+    """One stage-2 optimizer step over both networks: ``max_glimpses`` greedy selections from the empty
     mask, each trained on the predictor's loss right after it (its gradient back-propagated at once,
-    divided by ``glimpses``). Returns the mean loss over the selections.
+    divided by ``max_glimpses``). Returns the mean loss over the selections.
 
     At each selection ``soft ~ Concrete(temperature, scores / 0.2)``, the predictor reads
     ``max(m, soft)``, and ``m`` then gains the pixel of :func:`gumbel_choice` (never one read before).
@@ -160,15 +160,15 @@ def selector_step(
     optimizer.zero_grad(set_to_none=True)
     mask = images.new_zeros(images.shape)
     total = images.new_zeros(())  # summed on the device: no synchronisation per selection
-    for _ in range(glimpses):
+    for _ in range(max_glimpses):
         scores = selector(images, mask)
         soft_mask = torch.maximum(mask, concrete_sample(scores / LOGIT_SCALE, temperature))
         loss = F.cross_entropy(predictor(images, soft_mask), labels)
-        (loss / glimpses).backward()
+        (loss / max_glimpses).backward()
         total += loss.detach()
         mask = torch.maximum(mask, gumbel_choice(scores, mask))
     optimizer.step()
-    return float(total) / glimpses
+    return float(total) / max_glimpses
 
 
 @torch.no_grad()
@@ -194,12 +194,12 @@ def validate_selection(
     predictor: MaskedMLP,
     images: torch.Tensor,
     labels: torch.Tensor,
-    glimpses: int,
+    max_glimpses: int,
     temperature: float,
     batch_size: int = 1000,
 ) -> tuple[float, float]:
     """GDFS's validation of a stage-2 epoch (eval mode, restored after): ``(soft, hard)``, the
-    predictor's mean cross-entropy over the ``glimpses`` selections and the images, with each
+    predictor's mean cross-entropy over the ``max_glimpses`` selections and the images, with each
     selection sampled (``soft ~ Concrete(temperature, (scores - 1e6 * m) / 0.2)``), the predictor
     reading ``max(m, soft)`` (soft) or the hard mask ``m`` grown by the sample's argmax (hard)."""
     modes = [(net, net.training) for net in (selector, predictor)]
@@ -209,7 +209,7 @@ def validate_selection(
     for start in range(0, images.shape[0], batch_size):
         x, y = images[start : start + batch_size], labels[start : start + batch_size]
         mask = x.new_zeros(x.shape)
-        for _ in range(glimpses):
+        for _ in range(max_glimpses):
             logits = (selector(x, mask) - READ_PENALTY * mask) / LOGIT_SCALE
             soft = concrete_sample(logits, temperature).detach()
             soft_mask = torch.maximum(mask, soft)
@@ -218,7 +218,7 @@ def validate_selection(
             hard_total += F.cross_entropy(predictor(x, mask), y, reduction="sum")
     for net, mode in modes:
         net.train(mode)
-    count = images.shape[0] * glimpses
+    count = images.shape[0] * max_glimpses
     return float(soft_total) / count, float(hard_total) / count
 
 
@@ -228,21 +228,21 @@ def accuracy_by_glimpse(
     predictor: MaskedMLP,
     images: torch.Tensor,
     labels: torch.Tensor,
-    glimpses: int,
+    max_glimpses: int,
     batch_size: int = 2500,
 ) -> torch.Tensor:
     """Fraction of ``images`` ``(N, 784)`` in ``[0, 1]`` the predictor classifies correctly after
-    each of ``glimpses`` argmax selections: a ``(T,)`` tensor (eval mode, restored after). The
+    each of ``max_glimpses`` argmax selections: a ``(T,)`` tensor (eval mode, restored after). The
     environment's evaluation (:func:`accuracy_in_env`) gives the same figures."""
     modes = [(net, net.training) for net in (selector, predictor)]
     selector.eval()
     predictor.eval()
-    correct = torch.zeros(glimpses, device=images.device)
+    correct = torch.zeros(max_glimpses, device=images.device)
     for start in range(0, images.shape[0], batch_size):
         x, y = images[start : start + batch_size], labels[start : start + batch_size]
         mask = x.new_zeros(x.shape)
         rows = torch.arange(x.shape[0], device=x.device)
-        for step in range(glimpses):
+        for step in range(max_glimpses):
             mask[rows, selector.choose(x, mask)] = 1.0
             correct[step] += (predictor(x, mask).argmax(dim=-1) == y).sum()
     for net, mode in modes:
@@ -287,7 +287,7 @@ class GdfsAgent(nn.Module):
 @torch.no_grad()
 def accuracy_in_env(
     agent: GdfsAgent,
-    glimpses: int,
+    max_glimpses: int,
     split: str = "test",
     batch_size: int = 2500,
     device: torch.device | str = "cpu",
@@ -308,13 +308,13 @@ def accuracy_in_env(
     modes = [(net, net.training) for net in (agent.selector, agent.predictor)]
     agent.eval()
     size = len(load_mnist(split, device)) if limit is None else limit
-    own = torch.zeros(glimpses, device=device)
-    core = torch.zeros(glimpses, device=device)
+    own = torch.zeros(max_glimpses, device=device)
+    core = torch.zeros(max_glimpses, device=device)
     for start in range(0, size, batch_size):
         index = torch.arange(start, min(start + batch_size, size))
         env = MnistGlimpseVectorEnv(
             len(index),
-            glimpses,
+            max_glimpses,
             split=split,
             sampler="nearest",
             perception=perception,
@@ -325,7 +325,7 @@ def accuracy_in_env(
         )
         observation, _ = env.reset(options={"index": index.numpy()})
         labels = env.sim.labels.clone()
-        for step in range(glimpses):
+        for step in range(max_glimpses):
             observation, *_ = env.step(agent.choose(observation, step))  # next_step autoreset: the last one stays
             own[step] += (agent.predict(observation).argmax(dim=-1) == labels).sum()
             core[step] += (observation["summary"][:, -NUM_CLASSES:].argmax(dim=-1) == labels).sum()

@@ -46,7 +46,7 @@ class PixelAttention(SavedPolicy, nn.Module):
     sequence plus an adaptive correction, as :class:`~agents.attention.AttentionNetwork`'s offsets.
 
     :param observation_size: ``H + 10``.
-    :param glimpses: ``T``.
+    :param max_glimpses: ``T``.
     :param hidden: width of the two hidden layers.
     :param temperature: ``tau`` of the training relaxation (> 0).
     :param candidates: ``K``, pixels whose increments the training relaxation mixes (>= 1).
@@ -69,7 +69,7 @@ class PixelAttention(SavedPolicy, nn.Module):
     def __init__(
         self,
         observation_size: int,
-        glimpses: int,
+        max_glimpses: int,
         hidden: int = 128,
         temperature: float = 1.0,
         candidates: int = 16,
@@ -77,12 +77,12 @@ class PixelAttention(SavedPolicy, nn.Module):
         exploration: str = "gumbel",
     ) -> None:
         super().__init__()
-        if glimpses < 1:
-            raise ValueError(f"PixelAttention needs the number of glimpses T >= 1, got {glimpses}.")
+        if max_glimpses < 1:
+            raise ValueError(f"PixelAttention needs the number of glimpses T >= 1, got {max_glimpses}.")
         if not temperature > 0:
             raise ValueError(f"PixelAttention temperature must be > 0, got {temperature}.")
         self.observation_size = observation_size
-        self.glimpses = glimpses
+        self.max_glimpses = max_glimpses
         self.hidden = hidden
         self.temperature = float(temperature)
         if candidates < 1:
@@ -101,7 +101,7 @@ class PixelAttention(SavedPolicy, nn.Module):
         #: towards 0 the training choice approaches the argmax that acting takes (``train/differentiable.py``
         #: anneals it).
         self.noise = 1.0
-        self.beta = nn.Parameter(torch.zeros(glimpses, NUM_PIXELS))
+        self.beta = nn.Parameter(torch.zeros(max_glimpses, NUM_PIXELS))
         self.net = nn.Sequential(
             nn.Linear(observation_size + (2 * NUM_PIXELS if memory == "pixels" else 0), hidden),
             nn.ReLU(),
@@ -125,7 +125,7 @@ class PixelAttention(SavedPolicy, nn.Module):
         """The constructor's arguments, for checkpoints."""
         return {
             "observation_size": self.observation_size,
-            "glimpses": self.glimpses,
+            "glimpses": self.max_glimpses,
             "hidden": self.hidden,
             "temperature": self.temperature,
             "candidates": self.candidates,
@@ -153,9 +153,9 @@ class PixelAttention(SavedPolicy, nn.Module):
                 "was it built for another perception core?"
             )
         last = int(step.max()) if isinstance(step, torch.Tensor) else step
-        if last >= self.glimpses:
+        if last >= self.max_glimpses:
             raise IndexError(
-                f"PixelAttention has per-glimpse scores for {self.glimpses} glimpses; step {last} is past them."
+                f"PixelAttention has per-glimpse scores for {self.max_glimpses} glimpses; step {last} is past them."
             )
         if self.memory == "none":
             return self.net(observation) + self.beta[step]

@@ -181,7 +181,7 @@ class GlimpseActorCriticPolicy(ActorCriticPolicy):
         if tuple(locations.shape) != (self.step_offsets, 2):
             raise ValueError(
                 f"The sequence has shape {tuple(locations.shape)} but this policy has {self.step_offsets} glimpses; "
-                f"train the fixed sequence with the same --glimpses (expected shape ({self.step_offsets}, 2))."
+                f"train the fixed sequence with the same --max-glimpses (expected shape ({self.step_offsets}, 2))."
             )
         self.action_net.weight[:, -self.step_offsets :] = locations.T.to(self.action_net.weight)
         self.action_net.bias.zero_()
@@ -236,7 +236,7 @@ class PolicyConfig:
         }
 
 
-def load_fixed_sequence(path: str | Path, glimpses: int) -> tuple[torch.Tensor, PerceptionCore]:
+def load_fixed_sequence(path: str | Path, max_glimpses: int) -> tuple[torch.Tensor, PerceptionCore]:
     """``(locations (T, 2), core)`` of a fixed-sequence agent checkpoint (``train/differentiable.py
     --preset fixed-sequence``), to warm-start PPO with :meth:`GlimpseActorCriticPolicy.start_from_sequence`."""
     policy, core, checkpoint = load_agent(path)
@@ -246,10 +246,10 @@ def load_fixed_sequence(path: str | Path, glimpses: int) -> tuple[torch.Tensor, 
             "checkpoint (python train/differentiable.py --preset fixed-sequence --out DIR, then DIR/checkpoint.pt)."
         )
     locations = policy.locations()
-    if locations.shape[0] != glimpses:
+    if locations.shape[0] != max_glimpses:
         raise ValueError(
-            f"{path} is a sequence of {locations.shape[0]} glimpses but PPO runs {glimpses}; "
-            f"train it with --glimpses {glimpses}."
+            f"{path} is a sequence of {locations.shape[0]} glimpses but PPO runs {max_glimpses}; "
+            f"train it with --max-glimpses {max_glimpses}."
         )
     return locations, core
 
@@ -297,14 +297,14 @@ class SB3GlimpsePolicy(SavedPolicy, nn.Module):
 
 
 def subset_accuracy(
-    policy: nn.Module, core: PerceptionCore, images: torch.Tensor, labels: torch.Tensor, glimpses: int
+    policy: nn.Module, core: PerceptionCore, images: torch.Tensor, labels: torch.Tensor, max_glimpses: int
 ) -> torch.Tensor:
     """Accuracy after each glimpse ``(T,)`` on ``uint8`` ``images``, nearest read-out, with the policy
     (an :class:`SB3GlimpsePolicy` or a :class:`~agents.pixel_attention.PixelAttention`) in evaluation
     mode for the rollout (:func:`agents.evaluation.accuracy_on`)."""
     was_training = policy.training
     policy.eval()
-    accuracy = accuracy_on(policy, core, images, labels, glimpses)
+    accuracy = accuracy_on(policy, core, images, labels, max_glimpses)
     policy.train(was_training)
     return accuracy
 
@@ -320,7 +320,7 @@ class SubsetEvalCallback(BaseCallback):
     :param policy: the adapter over ``model.policy``, or the :class:`~agents.pixel_attention.PixelAttention`
         that acts in :class:`PixelActorCriticPolicy`.
     :param core: the perception core (the environment's, live, in joint training).
-    :param glimpses: episode length ``T`` of the evaluation.
+    :param max_glimpses: episode length ``T`` of the evaluation.
     :param budget: the glimpse count whose accuracy is recorded (``<= T``).
     :param size: subset size (the first ``size`` images of a fixed permutation of the test split).
     :param every: environment steps between evaluations.
@@ -333,7 +333,7 @@ class SubsetEvalCallback(BaseCallback):
         self,
         policy: nn.Module,
         core: PerceptionCore,
-        glimpses: int,
+        max_glimpses: int,
         budget: int,
         size: int = 2000,
         every: int = 100_000,
@@ -347,7 +347,7 @@ class SubsetEvalCallback(BaseCallback):
         self.images = data.images[order]
         self.labels = data.labels[order]
         self.glimpse_policy, self.core = policy, core
-        self.glimpses, self.budget, self.every, self.report = glimpses, budget, every, report
+        self.max_glimpses, self.budget, self.every, self.report = max_glimpses, budget, every, report
         self.curve: list[dict[str, float]] = []
         self.eval_seconds = 0.0
         self._start = 0.0
@@ -373,7 +373,9 @@ class SubsetEvalCallback(BaseCallback):
         seconds = self.training_seconds()
         started = time.perf_counter()
         accuracy = float(
-            subset_accuracy(self.glimpse_policy, self.core, self.images, self.labels, self.glimpses)[self.budget - 1]
+            subset_accuracy(self.glimpse_policy, self.core, self.images, self.labels, self.max_glimpses)[
+                self.budget - 1
+            ]
         )
         self.eval_seconds += time.perf_counter() - started
         self._last = self.num_timesteps
@@ -556,7 +558,7 @@ class PixelAttentionExtractor(nn.Module):
     def __init__(self, attention: PixelAttention, hidden: list[int], activation: type[nn.Module]) -> None:
         super().__init__()
         self.attention = attention
-        self.summary_size, self.glimpses = attention.observation_size, attention.glimpses
+        self.summary_size, self.glimpses = attention.observation_size, attention.max_glimpses
         layers: list[nn.Module] = []
         width = self.summary_size + 2 * NUM_PIXELS + 1
         for size in hidden:
@@ -628,7 +630,9 @@ class PixelActorCriticPolicy(MaskableActorCriticPolicy):
 
     def _build_mlp_extractor(self) -> None:
         self.mlp_extractor = PixelAttentionExtractor(
-            PixelAttention(**self.attention_config), self.critic_hidden, ACTIVATIONS[self.critic_activation]
+            PixelAttention.from_checkpoint_config(self.attention_config),
+            self.critic_hidden,
+            ACTIVATIONS[self.critic_activation],
         )
 
     def _build(self, lr_schedule: Any) -> None:
@@ -649,7 +653,7 @@ class PixelActorCriticPolicy(MaskableActorCriticPolicy):
         self.attention.load_state_dict(attention.state_dict())
 
 
-def load_pixel_agent(path: str | Path, glimpses: int) -> tuple[PixelAttention, PerceptionCore]:
+def load_pixel_agent(path: str | Path, max_glimpses: int) -> tuple[PixelAttention, PerceptionCore]:
     """``(attention, core)`` of a pixel agent with a record (``train/differentiable.py --preset best``),
     to warm-start :class:`PixelActorCriticPolicy` (``train/ppo.py --action-type pixel --init-from``)."""
     policy, core, checkpoint = load_agent(path)
@@ -659,8 +663,8 @@ def load_pixel_agent(path: str | Path, glimpses: int) -> tuple[PixelAttention, P
             f"{path} holds a {kind} policy; --action-type pixel --init-from needs a pixel agent with a record "
             "(python train/differentiable.py --preset best --out DIR, then DIR/checkpoint.pt)."
         )
-    if policy.glimpses != glimpses:
+    if policy.max_glimpses != max_glimpses:
         raise ValueError(
-            f"{path} chooses {policy.glimpses} glimpses but PPO runs {glimpses}; pass --glimpses {policy.glimpses}."
+            f"{path} chooses {policy.max_glimpses} glimpses but PPO runs {max_glimpses}; pass --max-glimpses {policy.max_glimpses}."
         )
     return policy, core

@@ -3,10 +3,10 @@
 * :func:`pretrain_core`, on random glimpses: one step draws a batch of training images, glimpses each
   ``T`` times at uniformly random locations (:class:`~agents.baselines.RandomGlimpses`), and takes an
   Adam step on the perception loss over all glimpses. ``train/pretrain_perception.py`` runs it alone;
-  ``train/differentiable.py --core pretrain`` runs it before training its agent.
+  ``train/differentiable.py --core-start pretrain`` runs it before training its agent.
 * :func:`pretrain_core_on_pixels`, in set form on exact pixels: while the core's weights on its
   state are zero it is a plain SoftOrdering (order-free), so one step scores every prefix of a random
-  subset of pixels at once (:func:`prefix_logits`; ``train/differentiable.py --core pretrain
+  subset of pixels at once (:func:`prefix_logits`; ``train/differentiable.py --core-start pretrain
   --pretrain-on pixels``). :func:`mask_logits` scores any set of pixels of an image, given as a mask.
 """
 
@@ -31,7 +31,7 @@ def pretrain_core(
     data: MnistSplit,
     steps: int,
     batch_size: int = 256,
-    glimpses: int = 25,
+    max_glimpses: int = 25,
     learning_rate: float = 3e-3,
     sampler: Sampler | None = None,
     report: Callable[[int, float], None] | None = None,
@@ -44,9 +44,9 @@ def pretrain_core(
     :param report: called as ``report(step, loss)`` after every step (e.g. a progress bar).
     :param max_seconds: stop earlier, after the step that passes this many seconds of wall clock.
     """
-    if steps < 0 or batch_size < 1 or glimpses < 1:
+    if steps < 0 or batch_size < 1 or max_glimpses < 1:
         raise ValueError(
-            f"pretrain_core needs steps >= 0, batch_size >= 1 and glimpses >= 1; got {steps}, {batch_size}, {glimpses}."
+            f"pretrain_core needs steps >= 0, batch_size >= 1 and max_glimpses >= 1; got {steps}, {batch_size}, {max_glimpses}."
         )
     device = data.images.device
     policy, sampler = RandomGlimpses(), sampler or Sampler("bilinear")
@@ -54,7 +54,7 @@ def pretrain_core(
     def batch_loss() -> torch.Tensor:
         batch = torch.randint(len(data), (batch_size,), device=device)
         images = data.images[batch].float() / 255.0
-        episode = run_episodes(policy, core, sampler, images, glimpses)
+        episode = run_episodes(policy, core, sampler, images, max_glimpses)
         return perception_loss(episode.logits, data.labels[batch])
 
     return _adam_steps(core, batch_loss, steps, learning_rate, report, max_seconds)

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from gymnasium.vector import AutoresetMode
@@ -45,6 +46,9 @@ from agents.checkpoint import SavedPolicy
 from agents.pixel_attention import PixelAttention
 from envs.data import NUM_CLASSES
 from envs.vector_env import MnistGlimpseVectorEnv
+
+if TYPE_CHECKING:
+    from envs.perception import PerceptionCore
 
 
 def input_scale(observation_size: int, histogram_scale: float) -> torch.Tensor:
@@ -73,7 +77,7 @@ class GaussianAttentionPolicy(SavedPolicy, nn.Module):
 
     :param observation_size: ``H + 10``.
     :param hidden: width of the attention network's two hidden layers.
-    :param glimpses: ``T`` (needed with ``step_bias``).
+    :param max_glimpses: ``T`` (needed with ``step_bias``).
     :param step_bias: add the attention network's learned per-glimpse offsets ``theta_t``.
     :param histogram_scale: divides the histogram part of the observation (use ``T``).
     :param log_std_init: initial ``log sigma`` (both coordinates). The default, ``log 0.1`` (about 1.4
@@ -89,7 +93,7 @@ class GaussianAttentionPolicy(SavedPolicy, nn.Module):
         self,
         observation_size: int,
         hidden: int = 128,
-        glimpses: int = 0,
+        max_glimpses: int = 0,
         step_bias: bool = False,
         histogram_scale: float = 25.0,
         log_std_init: float = math.log(0.1),
@@ -103,13 +107,13 @@ class GaussianAttentionPolicy(SavedPolicy, nn.Module):
             )
         self.observation_size = observation_size
         self.hidden = hidden
-        self.glimpses = glimpses
+        self.max_glimpses = max_glimpses
         self.step_bias = step_bias
         self.histogram_scale = float(histogram_scale)
         self.log_std_init = float(log_std_init)
         self.log_std_min = float(log_std_min)
         self.log_std_max = float(log_std_max)
-        self.attention = AttentionNetwork(observation_size, hidden, glimpses, step_bias)
+        self.attention = AttentionNetwork(observation_size, hidden, max_glimpses, step_bias)
         self.log_std = nn.Parameter(torch.full((2,), self.log_std_init))
         # Derived from the config, so not saved (persistent=False) and rebuilt on load.
         self.register_buffer("input_scale", input_scale(observation_size, self.histogram_scale), persistent=False)
@@ -119,7 +123,7 @@ class GaussianAttentionPolicy(SavedPolicy, nn.Module):
     def checkpoint_config(self) -> dict:
         """The constructor arguments (what :mod:`agents.checkpoint` stores to rebuild the policy)."""
         return {
-            **self.attention.checkpoint_config(),  # observation_size, hidden, glimpses, step_bias
+            **self.attention.checkpoint_config(),  # observation_size, hidden, glimpses (max_glimpses), step_bias
             "histogram_scale": self.histogram_scale,
             "log_std_init": self.log_std_init,
             "log_std_min": self.log_std_min,
@@ -231,14 +235,16 @@ class ValueBaseline(nn.Module):
     observation is the same (empty histogram, uniform prediction).
 
     :param observation_size: ``H + 10``.
-    :param glimpses: ``T`` (scales the step input).
+    :param max_glimpses: ``T`` (scales the step input).
     :param hidden: width of the two hidden layers.
     :param histogram_scale: as for :class:`GaussianAttentionPolicy`.
     """
 
-    def __init__(self, observation_size: int, glimpses: int, hidden: int = 64, histogram_scale: float = 25.0) -> None:
+    def __init__(
+        self, observation_size: int, max_glimpses: int, hidden: int = 64, histogram_scale: float = 25.0
+    ) -> None:
         super().__init__()
-        self.glimpses = glimpses
+        self.max_glimpses = max_glimpses
         self.net = nn.Sequential(
             nn.Linear(observation_size + 1, hidden),
             nn.ReLU(),
@@ -250,7 +256,7 @@ class ValueBaseline(nn.Module):
 
     def forward(self, observation: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
         features = torch.cat(
-            [observation * self.input_scale, (step.to(observation.dtype) / self.glimpses).unsqueeze(-1)], dim=-1
+            [observation * self.input_scale, (step.to(observation.dtype) / self.max_glimpses).unsqueeze(-1)], dim=-1
         )
         return self.net(features).squeeze(-1)
 
@@ -279,36 +285,35 @@ class Rollout:
 
 def make_env(
     num_envs: int,
-    glimpses: int,
-    core_training: str = "frozen",
+    max_glimpses: int,
+    learn_perception: bool = False,
     perception_lr: float = 1e-3,
     sampler: str = "nearest",
     reward: str = "dense",
     device: torch.device | str = "cpu",
-    core=None,
+    perception: PerceptionCore | None = None,
     action_type: str = "continuous",
 ) -> MnistGlimpseVectorEnv:
     """The training environment: ``N`` lockstep episodes on the train split, torch tensors,
     ``same_step`` autoreset (the step that ends a batch already returns the next batch's first
     observations, so batches follow each other without an extra reset call).
 
-    :param core_training: ``"frozen"`` (the core is never trained) or ``"joint"`` (the env trains its
-        own copy with cross-entropy after each batch, ``learn_perception=True``; read it as ``env.core``).
-    :param core: the core to start from (``None``: the packaged one; the env copies it in ``joint``
-        mode only if it is the packaged one, see :func:`envs.config.resolve_perception`).
+    :param max_glimpses: ``T``, the episode length.
+    :param learn_perception: the env trains its core with cross-entropy after each batch (read it as
+        ``env.core``); without it the core is never trained (frozen).
+    :param perception: the core to start from (``None``: the packaged one; a learning env copies it
+        only if it is the packaged one, see :func:`envs.config.resolve_perception`).
     :param action_type: ``"continuous"`` on the default observation, or ``"pixel"`` on the record
         observation (:class:`PixelPolicy`).
     """
-    if core_training not in ("frozen", "joint"):
-        raise ValueError(f"Unknown core_training {core_training!r}; valid values are ['frozen', 'joint'].")
     return MnistGlimpseVectorEnv(
         num_envs=num_envs,
-        max_glimpses=glimpses,
+        max_glimpses=max_glimpses,
         split="train",
         sampler=sampler,
         reward=reward,
-        perception=core,
-        learn_perception=core_training == "joint",
+        perception=perception,
+        learn_perception=learn_perception,
         perception_lr=perception_lr,
         device=device,
         autoreset_mode="same_step",

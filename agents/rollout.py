@@ -83,11 +83,11 @@ def run_episodes(
     core: PerceptionCore,
     sampler: Sampler,
     images: torch.Tensor,
-    glimpses: int,
+    max_glimpses: int,
     estimator: str = "mixture",
     credit: str = "episode",
 ) -> Episode:
-    """Roll ``policy`` for ``glimpses`` steps on ``images`` ``(B, 28, 28)`` (float in ``[0, 1]``).
+    """Roll ``policy`` for ``max_glimpses`` steps on ``images`` ``(B, 28, 28)`` (float in ``[0, 1]``).
 
     Gradients flow from the logits into the core, and through the sampler and the coordinates into
     the policy (except with the ``nearest`` sampler, whose gradient is zero); a :class:`PixelReader`'s
@@ -108,17 +108,17 @@ def run_episodes(
         raise ValueError(f"Unknown credit {credit!r}; valid values are {list(CREDITS)}.")
     if estimator not in PIXEL_ESTIMATORS:
         raise ValueError(f"Unknown pixel estimator {estimator!r}; valid values are {list(PIXEL_ESTIMATORS)}.")
-    record = reads_record(policy)
-    state = initial_state(core, images.shape[0], glimpses, images.device, record=record)
+    keep_reads = reads_record(policy)
+    state = initial_state(core, images.shape[0], max_glimpses, images.device, keep_reads=keep_reads)
     logits, coords, values, observations, masks, pixels = [], [], [], [], [], []
-    for t in range(glimpses):
+    for t in range(max_glimpses):
         observation = state.observation()
         if credit == "greedy":
             observation = observation.detach()  # a stated decision: see the docstring
         observations.append(observation)
         if isinstance(policy, PixelReader):
-            seen = state.record_observation(observation) if record else observation
-            if record:
+            seen = state.record_observation(observation) if keep_reads else observation
+            if keep_reads:
                 masks.append(seen["mask"])
                 pixels.append(seen["pixels"])
             action = policy.candidate_pixels(seen, t)
@@ -129,5 +129,5 @@ def run_episodes(
         logits.append(out.logits)
         coords.append(out.coords)
         values.append(out.values)
-    records = (torch.stack(masks), torch.stack(pixels)) if record else None
+    records = (torch.stack(masks), torch.stack(pixels)) if keep_reads else None
     return Episode(torch.stack(logits), torch.stack(coords), torch.stack(values), torch.stack(observations), records)

@@ -47,7 +47,7 @@ def validate(
     core: PerceptionCore,
     images: torch.Tensor,
     labels: torch.Tensor,
-    glimpses: int,
+    max_glimpses: int,
     batch_size: int = 2500,
 ) -> tuple[float, torch.Tensor]:
     """The hard choice on held-out images: ``(mean cross-entropy over glimpses and images, accuracy
@@ -59,10 +59,10 @@ def validate(
     modes = [(module, module.training) for module in (policy, core) if isinstance(module, nn.Module)]
     for module, _ in modes:
         module.eval()
-    loss, correct = 0.0, torch.zeros(glimpses, device=images.device)
+    loss, correct = 0.0, torch.zeros(max_glimpses, device=images.device)
     for start in range(0, images.shape[0], batch_size):
         batch, target = images[start : start + batch_size].float() / 255.0, labels[start : start + batch_size]
-        logits = run_episodes(policy, core, Sampler("nearest"), batch, glimpses).logits
+        logits = run_episodes(policy, core, Sampler("nearest"), batch, max_glimpses).logits
         loss += float(perception_loss(logits, target)) * target.shape[0]
         correct += (logits.argmax(dim=-1) == target).float().sum(dim=1)
     for module, mode in modes:

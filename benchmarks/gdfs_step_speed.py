@@ -1,5 +1,5 @@
 """How long GDFS's optimizer steps take (agents.gdfs, train/gdfs.py's settings): a stage-1 step (the
-predictor on random masks) and a stage-2 step (``--glimpses`` selections unrolled over both networks),
+predictor on random masks) and a stage-2 step (``--max-glimpses`` selections unrolled over both networks),
 in wall-clock and in process CPU seconds (with one torch thread, CPU seconds are about what the step
 takes on a core of its own when other jobs share the machine; the load average is recorded too).
 
@@ -31,9 +31,9 @@ class Args:
     """timed stage-2 steps (after one untimed warm-up step); 10x as many stage-1 steps"""
     batch_size: int = 128
     """images per step (GDFS: 128)"""
-    glimpses: int = 50
+    max_glimpses: int = 50
     """selections unrolled per stage-2 step (GDFS: 50)"""
-    hidden: int = 512
+    mlp_hidden: int = 512
     """width of both networks' hidden layers (GDFS: 512)"""
     device: str = "auto"
     """cpu, cuda or auto"""
@@ -60,7 +60,7 @@ def main(args: Args) -> dict:
     data = load_mnist("train", device)
     images = data.images[: args.batch_size].flatten(1).float() / 255.0
     labels = data.labels[: args.batch_size]
-    selector, predictor = PixelSelector(args.hidden).to(device), MaskedMLP(10, args.hidden).to(device)
+    selector, predictor = PixelSelector(args.mlp_hidden).to(device), MaskedMLP(10, args.mlp_hidden).to(device)
     stage1 = torch.optim.Adam(predictor.parameters(), lr=1e-3)
     stage2 = torch.optim.Adam([*selector.parameters(), *predictor.parameters()], lr=1e-3)
 
@@ -68,11 +68,11 @@ def main(args: Args) -> dict:
         if stage == 1:
             predictor_step(predictor, stage1, images, labels)
         else:
-            selector_step(selector, predictor, stage2, images, labels, args.glimpses, 1.0)
+            selector_step(selector, predictor, stage2, images, labels, args.max_glimpses, 1.0)
 
     result: dict = {
-        "what": f"GDFS optimizer steps: batch {args.batch_size}, {args.glimpses} selections per stage-2 step, "
-        f"hidden {args.hidden}, {args.torch_threads} torch thread(s)",
+        "what": f"GDFS optimizer steps: batch {args.batch_size}, {args.max_glimpses} selections per stage-2 step, "
+        f"hidden {args.mlp_hidden}, {args.torch_threads} torch thread(s)",
         "command": "python benchmarks/gdfs_step_speed.py "
         + f"--steps {args.steps} --device {args.device} --torch-threads {args.torch_threads}",
         "machine": {"device": str(device), "processor": platform.processor() or platform.machine()},

@@ -6,7 +6,7 @@ one sees the same machine load; the ratio column is against the first variant.
 
     python benchmarks/train_step_speed.py
     python benchmarks/train_step_speed.py --steps 40 --device cuda
-    python benchmarks/train_step_speed.py --core runs/core16x32/perception.pt   # another core size
+    python benchmarks/train_step_speed.py --perception runs/core16x32/perception.pt   # another core size
 
 A recorded run is in ``experiments/results/studies/train_step_speed.json``.
 """
@@ -47,7 +47,7 @@ class Args:
     """timed optimizer steps per variant (after one untimed warm-up step each)"""
     batch_size: int = 256
     """images per step (train/differentiable.py's default)"""
-    glimpses: int = 25
+    max_glimpses: int = 25
     """glimpses per episode"""
     device: str = "auto"
     """cpu, cuda or auto"""
@@ -55,7 +55,7 @@ class Args:
     """CPU threads for torch (0 = torch's default)"""
     seed: int = 0
     """seed of torch"""
-    core: Path = RANDOM_GLIMPSES_PATH
+    perception: Path = RANDOM_GLIMPSES_PATH
     """the perception-core checkpoint every variant starts from (default: the packaged warm start;
     train/pretrain_perception.py --out PATH writes others)"""
 
@@ -66,22 +66,24 @@ def make_trainer(
     estimator: str,
     credit: str,
     target: str,
-    glimpses: int,
+    max_glimpses: int,
     core_path: Path,
     device: torch.device,
 ) -> DualOptimizerTrainer:
     """The trainer train/differentiable.py builds for this variant (its default learning rates)."""
     core = PerceptionCore.load(core_path, device).train()
     if policy_kind == "attention":
-        policy = AttentionNetwork(core.observation_size, 128, glimpses, True).to(device)
+        policy = AttentionNetwork(core.observation_size, 128, max_glimpses, True).to(device)
     else:
         exploration = "epsilon" if target == "value" else "gumbel"
-        policy = PixelAttention(core.observation_size, glimpses, 128, memory=memory, exploration=exploration).to(device)
+        policy = PixelAttention(core.observation_size, max_glimpses, 128, memory=memory, exploration=exploration).to(
+            device
+        )
     return DualOptimizerTrainer(
         policy,
         core,
         Sampler("bilinear"),
-        glimpses,
+        max_glimpses,
         attention_target=target,
         pixel_estimator=estimator,
         attention_credit=credit,
@@ -95,7 +97,9 @@ def main(args: Args) -> dict[str, float]:
     device = resolve_device(args.device)
     data = load_mnist("train", device)
     images, labels = data.images[: args.batch_size].float() / 255.0, data.labels[: args.batch_size]
-    trainers = {name: make_trainer(*variant, args.glimpses, args.core, device) for name, variant in VARIANTS.items()}
+    trainers = {
+        name: make_trainer(*variant, args.max_glimpses, args.perception, device) for name, variant in VARIANTS.items()
+    }
     seconds = dict.fromkeys(trainers, 0.0)
     for step in range(args.steps + 1):  # step 0 warms up
         for name, trainer in trainers.items():
@@ -109,8 +113,8 @@ def main(args: Args) -> dict[str, float]:
     rates = {name: args.steps / total for name, total in seconds.items()}
     first = next(iter(rates.values()))
     print(
-        f"DualOptimizerTrainer.step, batch {args.batch_size}, {args.glimpses} glimpses, {args.steps} steps each, "
-        f"device {device}, {torch.get_num_threads()} thread(s), core {args.core}"
+        f"DualOptimizerTrainer.step, batch {args.batch_size}, {args.max_glimpses} glimpses, {args.steps} steps each, "
+        f"device {device}, {torch.get_num_threads()} thread(s), core {args.perception}"
     )
     print("| variant | steps/s | time per step vs attention |\n|---|--:|--:|")
     for name, rate in rates.items():

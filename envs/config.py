@@ -47,16 +47,16 @@ def _choose(name: str, value: Any, valid: tuple) -> Any:
     return value
 
 
-def resolve_perception(perception: PerceptionArg, device: torch.device, learn: bool) -> PerceptionCore:
+def resolve_perception(perception: PerceptionArg, device: torch.device, learn_perception: bool) -> PerceptionCore:
     """The core an environment runs: the packaged one (``None``), a checkpoint path, or a
     :class:`PerceptionCore` instance used as is (shared with whoever passed it, never copied).
 
     The packaged core is one process-wide instance (read once) unless the environment will train it
-    (``learn=True``): then it gets a private copy, so the shared weights stay untouched. A core with a NaN
+    (``learn_perception=True``): then it gets a private copy, so the shared weights stay untouched. A core with a NaN
     or inf weight is refused, as a checkpoint file with one is.
     """
     if perception is None:
-        return load_pretrained(device, shared=not learn)
+        return load_pretrained(device, shared=not learn_perception)
     if isinstance(perception, PerceptionCore):
         core_device = next(perception.parameters()).device
         if core_device != device:
@@ -111,9 +111,9 @@ def build_simulator(
         raise ValueError(f"learn_perception must be True or False, got {learn_perception!r}.")
     core = resolve_perception(perception, device, learn_perception)
     optimizer = torch.optim.Adam(core.parameters(), lr=learning_rate) if learn_perception else None
-    record = obs_type == "record" or action_type == "pixel"
+    keep_reads = obs_type == "record" or action_type == "pixel"
     data = load_mnist(split, device)
-    return GlimpseSimulator(data, core, sampler, num_envs, int(max_glimpses), reward, optimizer, record=record)
+    return GlimpseSimulator(data, core, sampler, num_envs, int(max_glimpses), reward, optimizer, keep_reads=keep_reads)
 
 
 def observation_space(core: PerceptionCore, max_glimpses: int, obs_type: str = "summary") -> spaces.Space:

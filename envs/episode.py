@@ -77,7 +77,7 @@ class EpisodeState:
     read_values: torch.Tensor | None = None
 
     @property
-    def glimpses(self) -> int:
+    def max_glimpses(self) -> int:
         """``T``, the episode length."""
         return self.trail.shape[1]
 
@@ -97,10 +97,10 @@ class EpisodeState:
         level read there, 0 elsewhere) and ``step`` ``(B, 1)`` (``t``, float). Built from the glimpses
         taken only, never from unread pixels or the label.
 
-        :raises ValueError: if the state keeps no record (:func:`initial_state` with ``record=False``).
+        :raises ValueError: if the state keeps no reads (:func:`initial_state` with ``keep_reads=False``).
         """
         if self.read is None:
-            raise ValueError("This episode state keeps no record of reads: build it with initial_state(record=True).")
+            raise ValueError("This episode state keeps no reads: build it with initial_state(keep_reads=True).")
         return {
             "summary": self.observation() if summary is None else summary,
             "mask": self.read.float(),
@@ -112,16 +112,16 @@ class EpisodeState:
 def initial_state(
     core: PerceptionCore,
     batch_size: int,
-    glimpses: int,
+    max_glimpses: int,
     device: torch.device | str | None = None,
-    record: bool = False,
+    keep_reads: bool = False,
 ) -> EpisodeState:
     """``batch_size`` episodes before their first glimpse: the empty histogram, logits 0 (the
     uniform prediction), nothing read.
 
     :param core: gives the histogram's size ``H``.
-    :param glimpses: ``T``.
-    :param record: keep the record of reads (``read``, ``read_values``: ``2 * 784`` entries per episode).
+    :param max_glimpses: ``T``.
+    :param keep_reads: keep the reads (``read``, ``read_values``: ``2 * 784`` entries per episode).
     """
     histogram = core.initial_histogram(batch_size, device)
     device = histogram.device
@@ -130,10 +130,10 @@ def initial_state(
         histogram=histogram,
         logits=zeros(batch_size, NUM_CLASSES, device=device),
         elapsed=zeros(batch_size, dtype=torch.long, device=device),
-        trail=zeros(batch_size, glimpses, 2, device=device),
-        trail_values=zeros(batch_size, glimpses, device=device),
-        read=zeros(batch_size, NUM_PIXELS, dtype=torch.bool, device=device) if record else None,
-        read_values=zeros(batch_size, NUM_PIXELS, device=device) if record else None,
+        trail=zeros(batch_size, max_glimpses, 2, device=device),
+        trail_values=zeros(batch_size, max_glimpses, device=device),
+        read=zeros(batch_size, NUM_PIXELS, dtype=torch.bool, device=device) if keep_reads else None,
+        read_values=zeros(batch_size, NUM_PIXELS, device=device) if keep_reads else None,
     )
 
 
@@ -264,7 +264,7 @@ def step(
 
     batch = histogram.shape[0]
     rows = torch.arange(batch, device=histogram.device)
-    index = state.elapsed.clamp(max=state.glimpses - 1)
+    index = state.elapsed.clamp(max=state.max_glimpses - 1)
     # The record holds what was read, detached (see EpisodeState).
     seen_coords, seen_values = coords.detach(), values.detach()
     # Out-of-place writes (index_put): the state given is never changed.
@@ -294,7 +294,7 @@ def step(
             read = read.index_put((rows, flat), read[rows, flat] | active)
     new_state = EpisodeState(new_histogram, new_logits, elapsed, trail, trail_values, read, read_values)
 
-    terminated = elapsed >= state.glimpses
+    terminated = elapsed >= state.max_glimpses
     if active is not None:
         terminated = active & terminated
     gain = correct = None

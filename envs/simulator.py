@@ -235,8 +235,8 @@ class GlimpseSimulator:
     :param reward: ``"dense"`` (log-likelihood gain of the true class per glimpse) or ``"final"``.
     :param optimizer: if given, the core is trained with cross-entropy on the true label from each
         batch of episodes that ends (the perception optimizer).
-    :param record: keep the record of reads (the cells read and their grey levels, ``N * 784`` each),
-        for the ``"record"`` observation.
+    :param keep_reads: keep the reads (the cells read and their grey levels, ``N * 784`` each), for the
+        ``"record"`` observation.
     """
 
     def __init__(
@@ -248,7 +248,7 @@ class GlimpseSimulator:
         max_glimpses: int,
         reward: str,
         optimizer: torch.optim.Optimizer | None = None,
-        record: bool = False,
+        keep_reads: bool = False,
     ) -> None:
         self.data = data
         self.core = core
@@ -262,8 +262,8 @@ class GlimpseSimulator:
         self.images = torch.zeros(n, IMAGE_SIZE, IMAGE_SIZE, device=self.device)
         self.labels = torch.zeros(n, dtype=torch.long, device=self.device)
         self.indices = torch.full((n,), -1, dtype=torch.long, device=self.device)
-        self.record = record
-        self.state = initial_state(core, n, max_glimpses, self.device, record=record)
+        self.keep_reads = keep_reads
+        self.state = initial_state(core, n, max_glimpses, self.device, keep_reads=keep_reads)
 
     #: The per-episode tensors besides :attr:`state`'s: with the state and the core (and its
     #: optimizer) they are the whole simulation.
@@ -297,12 +297,12 @@ class GlimpseSimulator:
 
     @property
     def read(self) -> torch.Tensor:
-        """``(N, 28, 28)`` bool, the cells read (``record`` only)."""
+        """``(N, 28, 28)`` bool, the cells read (``keep_reads`` only)."""
         return self.state.read.view(self.num_envs, IMAGE_SIZE, IMAGE_SIZE)
 
     @property
     def read_values(self) -> torch.Tensor:
-        """``(N, 28, 28)`` the grey levels read there (``record`` only)."""
+        """``(N, 28, 28)`` the grey levels read there (``keep_reads`` only)."""
         return self.state.read_values.view(self.num_envs, IMAGE_SIZE, IMAGE_SIZE)
 
     def _tensors(self) -> dict[str, torch.Tensor]:

@@ -81,7 +81,7 @@ SCALES: dict[str, dict[str, tuple[str, ...]]] = {
         "differentiable": ("--epochs", "1", "--batch-size", "4096"),
         "reinforce": ("--total-steps", "50000"),
         "ppo": ("--total-steps", "20000"),
-        "gdfs": ("--max-epochs", "1", "--train-images", "1024", "--val-images", "256", "--glimpses", "10")
+        "gdfs": ("--max-epochs", "1", "--train-images", "1024", "--val-images", "256", "--max-glimpses", "10")
         + ("--eval-images", "500", "--curve-images", "100"),
     },
     "gpu": {
@@ -105,8 +105,8 @@ class Method:
     headline: bool = False
     """a row of the headline table: the best configuration of its family"""
 
-    record: bool = False
-    """a row of the record table: an RL agent on the record observation with pixel actions, its
+    pixel_rl: bool = False
+    """a row of the pixel-action RL table: an RL agent from scratch with pixel actions on the record observation, its
     own budget (the others of the short table share 5 epochs or 5M environment steps)"""
 
     tiny: tuple[str, ...] = ()
@@ -136,7 +136,7 @@ _PIXEL = ("--action-type", "pixel")
 _SHIPPED = ("--init-from", "envs/pretrained/agent.pt")
 #: The core the RL rows below run on: the shipped agent's 16x32 core, not the environment's general
 #: packaged core (their reruns on it drop this flag).
-_AGENT_CORE = ("--core", "envs/pretrained/perception_shipped_agent.pt")
+_AGENT_CORE = ("--perception", "envs/pretrained/perception_shipped_agent.pt")
 
 
 def mean_train_seconds(method: str, runs: Path = RUNS) -> int:
@@ -156,7 +156,7 @@ def mean_train_seconds(method: str, runs: Path = RUNS) -> int:
 #: The wall-clock budget of the GDFS row at equal compute: the mean training time of differentiable-best.
 EQUAL_BUDGET_SECONDS = mean_train_seconds("differentiable-best")
 #: Every method, in table order. The headline rows are the best configuration of each family; the
-#: record rows are RL from scratch on the record observation with pixel actions; the others run the
+#: pixel_rl rows are RL from scratch on the record observation with pixel actions; the others run the
 #: short budget (5 epochs, 5M environment steps) that compares all methods at once.
 METHODS: dict[str, Method] = {
     "random-glimpses": Method("pretrain", ("--steps", "3000"), headline=True),
@@ -166,10 +166,10 @@ METHODS: dict[str, Method] = {
         "differentiable", ("--preset", "best"), headline=True, tiny=("--pretrain-steps", "20")
     ),
     "reinforce-joint-15M": Method(
-        "reinforce", ("--core-training", "joint", "--total-steps", "15000000", *_AGENT_CORE), headline=True
+        "reinforce", ("--learn-perception", "--total-steps", "15000000", *_AGENT_CORE), headline=True
     ),
     "ppo-joint-from-fixed-15M": Method(
-        "ppo", ("--core-training", "joint", "--total-steps", "15000000"), warm_start="fixed-sequence", headline=True
+        "ppo", ("--learn-perception", "--total-steps", "15000000"), warm_start="fixed-sequence", headline=True
     ),
     "ppo-pixel-from-shipped-1M": Method(
         "ppo", (*_PIXEL, *_SHIPPED, "--total-steps", "1000000", "--learning-rate", "1e-4"), headline=True
@@ -181,15 +181,15 @@ METHODS: dict[str, Method] = {
     "differentiable-pixel": Method("differentiable", ("--preset", "pixel")),
     "differentiable-pixel-memory": Method("differentiable", _MEMORY),
     "differentiable-pixel-memory-greedy": Method("differentiable", (*_MEMORY, "--attention-credit", "greedy")),
-    "reinforce-frozen": Method("reinforce", ("--core-training", "frozen", "--total-steps", "5000000", *_AGENT_CORE)),
-    "reinforce-joint": Method("reinforce", ("--core-training", "joint", "--total-steps", "5000000", *_AGENT_CORE)),
-    "ppo-frozen": Method("ppo", ("--core-training", "frozen", "--total-steps", "5000000", *_AGENT_CORE)),
-    "ppo-joint": Method("ppo", ("--core-training", "joint", "--total-steps", "5000000", *_AGENT_CORE)),
+    "reinforce-frozen": Method("reinforce", ("--no-learn-perception", "--total-steps", "5000000", *_AGENT_CORE)),
+    "reinforce-joint": Method("reinforce", ("--learn-perception", "--total-steps", "5000000", *_AGENT_CORE)),
+    "ppo-frozen": Method("ppo", ("--no-learn-perception", "--total-steps", "5000000", *_AGENT_CORE)),
+    "ppo-joint": Method("ppo", ("--learn-perception", "--total-steps", "5000000", *_AGENT_CORE)),
     "ppo-joint-from-fixed": Method(
-        "ppo", ("--core-training", "joint", "--total-steps", "5000000"), warm_start="fixed-sequence"
+        "ppo", ("--learn-perception", "--total-steps", "5000000"), warm_start="fixed-sequence"
     ),
-    "ppo-pixel-2M": Method("ppo", (*_PIXEL, "--total-steps", "2000000", *_AGENT_CORE), record=True),
-    "reinforce-pixel-2M": Method("reinforce", (*_PIXEL, "--total-steps", "2000000", *_AGENT_CORE), record=True),
+    "ppo-pixel-2M": Method("ppo", (*_PIXEL, "--total-steps", "2000000", *_AGENT_CORE), pixel_rl=True),
+    "reinforce-pixel-2M": Method("reinforce", (*_PIXEL, "--total-steps", "2000000", *_AGENT_CORE), pixel_rl=True),
     "gdfs-at-our-budget": Method("gdfs", ("--budget-seconds", str(EQUAL_BUDGET_SECONDS)), gdfs=True),
     "gdfs-full": Method("gdfs", (), gdfs=True, gpu_only=True),
 }
@@ -433,9 +433,9 @@ def gpu_pending(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
 def results_doc(runs: dict[str, list[dict[str, Any]]], out: Path) -> str:
     """The text of docs/results.md, from ``runs`` (:func:`finished_runs`)."""
     headline = [m for m in METHODS if METHODS[m].headline and m in runs]
-    record = [m for m in METHODS if METHODS[m].record and m in runs]
+    pixel_rl = [m for m in METHODS if METHODS[m].pixel_rl and m in runs]
     gdfs = [m for m in METHODS if METHODS[m].gdfs and m in runs]
-    short = [m for m in METHODS if m in runs and m not in headline and m not in record and m not in gdfs]
+    short = [m for m in METHODS if m in runs and m not in headline and m not in pixel_rl and m not in gdfs]
     where = os.path.relpath(out, REPO) if out.is_relative_to(REPO) else str(out)
     parts = [
         "# Results",
@@ -445,9 +445,9 @@ def results_doc(runs: dict[str, list[dict[str, Any]]], out: Path) -> str:
         "(one real pixel per glimpse), mean ± std over the seeds listed. Train time is each script's own "
         "training clock, on the device listed; CPU runs shared 2 cores (AMD EPYC) with one torch thread each, "
         "so times vary with the load. A warm-started method's time excludes the run it starts from. "
-        "The RL rows from scratch run on the shipped agent's 16x32 core (`--core "
+        "The RL rows from scratch run on the shipped agent's 16x32 core (`--perception "
         "envs/pretrained/perception_shipped_agent.pt`), not on the environment's general packaged core, frozen "
-        "or trained further (`--core-training`); the differentiable rows train "
+        "or trained further (`--learn-perception`); the differentiable rows train "
         "their own core from `envs/pretrained/perception_random_glimpses.pt` (`--preset best` pretrains "
         "one), and a warm-started row runs the core of the agent it starts from.",
         "",
@@ -467,13 +467,13 @@ def results_doc(runs: dict[str, list[dict[str, Any]]], out: Path) -> str:
         _commands(short, where),
         "",
     ]
-    if record:
+    if pixel_rl:
         parts += [
             "## RL from scratch on the record observation (pixel actions, the shipped agent's core frozen)",
             "",
-            markdown_table([*[table_row(m, runs[m]) for m in record], gdfs_row()]),
+            markdown_table([*[table_row(m, runs[m]) for m in pixel_rl], gdfs_row()]),
             "",
-            _commands(record, where),
+            _commands(pixel_rl, where),
             "",
         ]
     if gdfs:
@@ -577,11 +577,11 @@ def glimpse_density(
     core: PerceptionCore,
     images: torch.Tensor,
     labels: torch.Tensor,
-    glimpses: int,
+    max_glimpses: int,
     batch_size: int = 2500,
 ) -> torch.Tensor:
     """Glimpse counts ``(10, 28, 28)`` (int64): entry ``[c, i, j]`` counts the glimpses, over all
-    ``glimpses`` steps of the episodes on the ``images`` (``uint8``) of class ``c``, that read pixel
+    ``max_glimpses`` steps of the episodes on the ``images`` (``uint8``) of class ``c``, that read pixel
     ``(i, j)`` with the nearest read-out (coordinates rounded half to even, as ``Sampler("nearest")``)."""
     import torch
 
@@ -593,9 +593,9 @@ def glimpse_density(
     for start in range(0, len(images), batch_size):
         batch = images[start : start + batch_size].float() / 255.0
         with torch.no_grad():
-            episode = run_episodes(policy, core, Sampler("nearest"), batch, glimpses)
+            episode = run_episodes(policy, core, Sampler("nearest"), batch, max_glimpses)
         pixel = episode.coords.round().long().clamp(0, IMAGE_SIZE - 1)  # (T, B, 2)
-        label = labels[start : start + batch_size].expand(glimpses, -1)  # (T, B)
+        label = labels[start : start + batch_size].expand(max_glimpses, -1)  # (T, B)
         flat = (label * IMAGE_SIZE + pixel[..., 0]) * IMAGE_SIZE + pixel[..., 1]
         counts += torch.bincount(flat.reshape(-1), minlength=counts.numel())
     return counts.view(NUM_CLASSES, IMAGE_SIZE, IMAGE_SIZE).cpu()

@@ -64,7 +64,7 @@ class Args:
     """a fixed-sequence agent's checkpoint (train/differentiable.py --preset fixed-sequence); none: not measured"""
     images: int = 5000
     """the first test images measured"""
-    glimpses: int = 25
+    max_glimpses: int = 25
     """glimpses per episode"""
     seed: int = 0
     """seed of the random policies"""
@@ -82,7 +82,7 @@ def random_policy_accuracy(core: PerceptionCore, args: Args, pixel: bool, settle
     ``args.settle_after``."""
     env = MnistGlimpseVectorEnv(
         args.images,
-        args.glimpses,
+        args.max_glimpses,
         split="test",
         sampler="nearest",
         perception=core,
@@ -95,7 +95,7 @@ def random_policy_accuracy(core: PerceptionCore, args: Args, pixel: bool, settle
     # where the settling policy returns: its own generator, so that its first glimpses are the random ones
     place = np.random.default_rng([args.seed, 1]).uniform(-1, 1, (args.images, 2)).astype(np.float32)
     accuracy = []
-    for t in range(args.glimpses):
+    for t in range(args.max_glimpses):
         if pixel:
             allowed = env.action_masks()
             action = np.argmax(rng.random(allowed.shape) * allowed, axis=1)  # uniform among the allowed
@@ -135,13 +135,13 @@ def main(args: Args) -> dict:
     recorded = {}
     if args.cores:
         policy, agent_core, _ = load_shipped_agent()
-        recorded["shipped agent"] = agent_glimpses(policy, agent_core, args.glimpses, images)
+        recorded["shipped agent"] = agent_glimpses(policy, agent_core, args.max_glimpses, images)
     if args.fixed_sequence and args.cores:
         fixed, fixed_core, _ = load_agent(args.fixed_sequence)
-        recorded["fixed sequence"] = agent_glimpses(fixed, fixed_core, args.glimpses, images)
+        recorded["fixed sequence"] = agent_glimpses(fixed, fixed_core, args.max_glimpses, images)
     results: dict = {
         "images": args.images,
-        "glimpses": args.glimpses,
+        "glimpses": args.max_glimpses,
         "readout": "nearest",
         "seed": args.seed,
         "fixed_sequence": args.fixed_sequence,

@@ -39,7 +39,7 @@ summary() {
 
 if [ "${LEARNED:-0}" = 1 ]; then
   budget=(--max-train-seconds "$TRAIN_SECONDS")
-  learned=(--core scratch --encoding learned)
+  learned=(--core-start scratch --encoding learned)
   for seed in 0 1 2; do
     train "label-learned32x4-s$seed" "${budget[@]}" "${learned[@]}" --seed "$seed"
     train "label-learned64x4-s$seed" "${budget[@]}" "${learned[@]}" --channels 64 --seed "$seed"
@@ -121,15 +121,15 @@ timeout 90 python benchmarks/sb3_vec_env.py --device cuda --num-envs 256 --secon
 
 fast=(--max-train-seconds "$TRAIN_SECONDS" --batch-size 1024 --perception-lr 3e-3 --attention-lr 3e-3)
 train label-bs1024 "${fast[@]}"
-train label-16x32-bs1024 "${fast[@]}" --core scratch --channels 16 --n-bins 32
+train label-16x32-bs1024 "${fast[@]}" --core-start scratch --channels 16 --n-bins 32
 train fixed-bs1024 "${fast[@]}" --preset fixed-sequence
 if [ "${GRID:-0}" = 1 ]; then
   grid=(--max-train-seconds 240)
-  big=(--core scratch --channels 16 --n-bins 32 --perception-lr 3e-3)
+  big=(--core-start scratch --channels 16 --n-bins 32 --perception-lr 3e-3)
   for seed in 0 1 2; do train "label-16x32-s$seed" "${grid[@]}" "${big[@]}" --seed "$seed"; done
   train fixed-16x32-s0 "${grid[@]}" "${big[@]}" --preset fixed-sequence
   train label-packaged-s0 "${grid[@]}"
-  train label-64x16-s0 "${grid[@]}" --core scratch --channels 64 --n-bins 16 --perception-lr 3e-3
+  train label-64x16-s0 "${grid[@]}" --core-start scratch --channels 64 --n-bins 16 --perception-lr 3e-3
   train argmin-16x32-s0 "${grid[@]}" "${big[@]}" --preset argmin
 fi
 timeout 150 python -m pytest -q -p no:cacheprovider -k cuda > "$OUT/tests.log" 2>&1

@@ -71,7 +71,7 @@ def test_tables_come_from_the_runs_metrics(tmp_path):
     assert "| ppo-joint |" in short and "reinforce-pixel-2M" not in short
     assert "| reinforce-pixel-2M | 10.0 | 20.0 | 50.0 | 60.0 | 90.0 |" in record
     assert (
-        "`python train/reinforce.py --action-type pixel --total-steps 2000000 --core "
+        "`python train/reinforce.py --action-type pixel --total-steps 2000000 --perception "
         "envs/pretrained/perception_shipped_agent.pt --seed K --out "
     ) in record
 

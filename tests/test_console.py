@@ -120,13 +120,13 @@ def test_ppo_prints_its_evaluations_and_a_resumed_bar_starts_where_it_resumed(tm
 
     core.save(tmp_path / "core.pt")
     args = ppo.Args(
-        glimpses=2,
+        max_glimpses=2,
         num_envs=8,
         total_steps=160,
         n_epochs=1,
         eval_every=48,
         eval_images=50,
-        core=str(tmp_path / "core.pt"),
+        perception=str(tmp_path / "core.pt"),
         device="cpu",
         out=str(tmp_path / "run"),
     )

@@ -17,7 +17,7 @@ def test_largest_fall():
 
 def test_every_policy_is_read_and_recorded(tmp_path):
     out = tmp_path / "readings.json"
-    args = core_readings.Args(cores=(str(PRETRAINED_PATH),), images=16, glimpses=12, settle_after=4, out=str(out))
+    args = core_readings.Args(cores=(str(PRETRAINED_PATH),), images=16, max_glimpses=12, settle_after=4, out=str(out))
     results = core_readings.main(args)
     readings = results["cores"][PRETRAINED_PATH.name]
     assert set(readings) == {"random continuous", "random pixels", "settling", "shipped agent"}

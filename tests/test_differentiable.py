@@ -216,7 +216,7 @@ def test_train_script_smoke(tmp_path):
     out = tmp_path / "run"
     metrics = script.main(
         script.Args(
-            glimpses=3,
+            max_glimpses=3,
             epochs=1,
             batch_size=6000,
             out=str(out),
@@ -245,7 +245,7 @@ def test_curve_images_record_the_accuracy_along_the_dual_steps_and_change_no_res
 
     def run(name, **extra):
         args = script.Args(
-            glimpses=5, epochs=1, readout_epochs=0, batch_size=15_000, out=str(tmp_path / name), device="cpu"
+            max_glimpses=5, epochs=1, readout_epochs=0, batch_size=15_000, out=str(tmp_path / name), device="cpu"
         )
         return script.main(script.dataclasses.replace(args, **extra))
 
@@ -269,7 +269,7 @@ def test_train_script_pixel_policy_and_time_budget(tmp_path, memory):
     out = tmp_path / "run"
     metrics = script.main(
         script.Args(
-            glimpses=3,
+            max_glimpses=3,
             policy="pixel",
             pixel_noise_final=0.2,
             epochs=2,
@@ -298,7 +298,7 @@ def test_train_script_rejects_pixel_options_without_pixel_policy(tmp_path, optio
     with pytest.raises(
         ValueError, match=f"{flag} {value} .* is an option of the pixel policy .*, not of --preset continuous"
     ):
-        script.main(script.Args(glimpses=2, epochs=1, out=str(tmp_path), device="cpu", **option))
+        script.main(script.Args(max_glimpses=2, epochs=1, out=str(tmp_path), device="cpu", **option))
 
 
 @pytest.mark.parametrize(
@@ -313,12 +313,14 @@ def test_train_script_rejects_negative_budgets(tmp_path, flag, message):
     import train.differentiable as script
 
     with pytest.raises(ValueError, match=message):
-        script.main(script.Args(glimpses=2, epochs=1, batch_size=6000, out=str(tmp_path), device="cpu", **{flag: -1.0}))
+        script.main(
+            script.Args(max_glimpses=2, epochs=1, batch_size=6000, out=str(tmp_path), device="cpu", **{flag: -1.0})
+        )
 
 
 @pytest.mark.slow
 def test_train_script_starts_from_a_core_checkpoint(tmp_path):
-    """--core PATH starts from that perception core, whatever its size; a missing file is an error."""
+    """--core-start PATH starts from that perception core, whatever its size; a missing file is an error."""
     import train.differentiable as script
     from envs.perception import PerceptionConfig
 
@@ -326,12 +328,12 @@ def test_train_script_starts_from_a_core_checkpoint(tmp_path):
     PerceptionCore(PerceptionConfig(channels=8, n_bins=2)).save(tmp_path / "core.pt")
     script.main(
         script.Args(
-            glimpses=2,
+            max_glimpses=2,
             epochs=1,
             batch_size=6000,
             max_train_seconds=1e-9,
             readout_epochs=0,
-            core=str(tmp_path / "core.pt"),
+            core_start=str(tmp_path / "core.pt"),
             out=str(tmp_path / "run"),
             device="cpu",
         )
@@ -339,9 +341,11 @@ def test_train_script_starts_from_a_core_checkpoint(tmp_path):
     _, core, _ = load_agent(tmp_path / "run" / "checkpoint.pt")
     assert (core.config.channels, core.config.n_bins) == (8, 2)
     with pytest.raises(
-        ValueError, match="--core missing.pt: not random-glimpses, scratch, pretrain or an existing file"
+        ValueError, match="--core-start missing.pt: not random-glimpses, scratch, pretrain or an existing file"
     ):
-        script.main(script.Args(glimpses=2, epochs=1, core="missing.pt", out=str(tmp_path / "bad"), device="cpu"))
+        script.main(
+            script.Args(max_glimpses=2, epochs=1, core_start="missing.pt", out=str(tmp_path / "bad"), device="cpu")
+        )
 
 
 @pytest.mark.parametrize(
@@ -356,9 +360,9 @@ def test_train_script_rejects_core_sizes_without_scratch_core(tmp_path, option):
     flag = "--" + name.replace("_", "-")
     with pytest.raises(
         ValueError,
-        match=f"{flag} {value} .* sizes a --core scratch or pretrain; --core random-glimpses brings its own size",
+        match=f"{flag} {value} .* sizes a --core-start scratch or pretrain; --core-start random-glimpses brings its own size",
     ):
-        script.main(script.Args(glimpses=2, epochs=1, out=str(tmp_path), device="cpu", **option))
+        script.main(script.Args(max_glimpses=2, epochs=1, out=str(tmp_path), device="cpu", **option))
 
 
 def test_learning_rate_schedule_scales_both_optimizers_from_their_start():
@@ -379,7 +383,7 @@ def test_presets_set_recipes_and_flags_change_them():
 
     args = script.parse_args(["--preset", "best", "--seed", "1", "--epochs", "2"])
     assert (args.preset, args.policy, args.pixel_memory, args.attention_credit) == ("best", "pixel", "pixels", "greedy")
-    assert (args.core, args.channels, args.n_bins, args.encoding) == ("pretrain", 16, 32, "learned")
+    assert (args.core_start, args.channels, args.n_bins, args.encoding) == ("pretrain", 16, 32, "learned")
     assert (args.seed, args.epochs, args.attention_lr) == (1, 2, 1e-2)
     assert script.parse_args([]) == script.Args()
     for name in script.PRESETS:
@@ -393,18 +397,21 @@ def test_presets_set_recipes_and_flags_change_them():
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--preset", "fixed-sequence", "--hidden", "64"], "--hidden 64 .* a fixed sequence has none"),
+        (
+            ["--preset", "fixed-sequence", "--attention-hidden", "64"],
+            "--attention-hidden 64 .* a fixed sequence has none",
+        ),
         (["--preset", "pixel", "--no-step-bias"], "--step-bias False .* not of --preset pixel"),
         (
             ["--preset", "continuous", "--pixel-noise-final", "0.5"],
             "--pixel-noise-final 0.5 .* not of --preset continuous",
         ),
         (
-            ["--preset", "best", "--core", "random-glimpses"],
-            "--channels 16 .* --core random-glimpses brings its own size",
+            ["--preset", "best", "--core-start", "random-glimpses"],
+            "--channels 16 .* --core-start random-glimpses brings its own size",
         ),
-        (["--pretrain-steps", "5"], "--pretrain-steps 5 .* option of --core pretrain"),
-        (["--pretrain-on", "pixels"], "--pretrain-on pixels .* option of --core pretrain"),
+        (["--pretrain-steps", "5"], "--pretrain-steps 5 .* option of --core-start pretrain"),
+        (["--pretrain-on", "pixels"], "--pretrain-on pixels .* option of --core-start pretrain"),
         (["--preset", "continuous", "--attention-target", "value"], "value trains the pixel policy's scores"),
         (["--preset", "ablation-lr-final", "--stages", "2"], "drop --lr-final"),
         (["--plateau-patience", "2"], "pass --val-images N"),
@@ -427,15 +434,15 @@ def test_options_a_recipe_would_ignore_are_refused(flags, message):
 
 @pytest.mark.slow
 def test_core_head_and_embedding_size_a_pretrained_core_and_bad_sizes_write_nothing(tmp_path):
-    """--encoding embedding, --core-hidden, --core-head-layers and --core-dropout reach the fresh core;
+    """--encoding embedding, --core-head-hidden, --core-head-layers and --core-dropout reach the fresh core;
     a size PerceptionConfig refuses is refused before the output folder is touched."""
     import train.differentiable as script
 
-    common = dict(glimpses=2, epochs=0, readout_epochs=0, core="pretrain", channels=4, n_bins=2, device="cpu")
+    common = dict(max_glimpses=2, epochs=0, readout_epochs=0, core_start="pretrain", channels=4, n_bins=2, device="cpu")
     with pytest.raises(ValueError, match="PerceptionConfig.dropout must lie in"):
         script.main(script.Args(core_dropout=1.5, out=str(tmp_path / "bad"), **common))
     assert not (tmp_path / "bad").exists()
-    options = dict(encoding="embedding", core_hidden=8, core_head_layers=2, core_dropout=0.3, pretrain_steps=1)
+    options = dict(encoding="embedding", core_head_hidden=8, core_head_layers=2, core_dropout=0.3, pretrain_steps=1)
     script.main(script.Args(out=str(tmp_path / "run"), **common, **options))
     core = PerceptionCore.load(tmp_path / "run" / "core" / "perception.pt")
     config = core.config
@@ -445,15 +452,15 @@ def test_core_head_and_embedding_size_a_pretrained_core_and_bad_sizes_write_noth
 
 @pytest.mark.slow
 def test_core_pretrain_trains_a_core_first_then_reuses_it(tmp_path):
-    """--core pretrain writes OUT/core/perception.pt (seed 0 whatever --seed) and a second run reuses it."""
+    """--core-start pretrain writes OUT/core/perception.pt (seed 0 whatever --seed) and a second run reuses it."""
     import train.differentiable as script
 
     def run(out, seed):
         args = script.Args(
-            glimpses=2,
+            max_glimpses=2,
             epochs=0,
             readout_epochs=0,
-            core="pretrain",
+            core_start="pretrain",
             channels=4,
             n_bins=2,
             pretrain_steps=2,
@@ -481,7 +488,7 @@ def test_budget_seconds_caps_every_phase_and_excludes_max_train_seconds(tmp_path
     still writes its results."""
     import train.differentiable as script
 
-    settings = dict(glimpses=3, epochs=2, batch_size=6000, device="cpu", pixel_candidates=4)
+    settings = dict(max_glimpses=3, epochs=2, batch_size=6000, device="cpu", pixel_candidates=4)
     base = script.dataclasses.replace(script.preset_args("pixel-memory"), **settings)
     metrics = script.main(script.dataclasses.replace(base, budget_seconds=1e-9, out=str(tmp_path / "run")))
     assert metrics["optimizer_steps"] == 0 and metrics["readout_steps"] == 0

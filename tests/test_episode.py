@@ -29,7 +29,7 @@ def snapshot(state: EpisodeState) -> dict:
 def test_a_glimpse_is_read_observe_classify_with_the_dense_reward(setup):
     core, images, labels = setup
     sampler = Sampler("bilinear")
-    state = initial_state(core, 5, 3, record=True)
+    state = initial_state(core, 5, 3, keep_reads=True)
     assert torch.equal(state.observation()[:, core.histogram_size :], torch.full((5, NUM_CLASSES), 0.1))
     before = snapshot(state)
     actions = torch.tensor([[0.1, -0.3], [1.5, 0.2], [-1.0, -1.0], [0.0, 0.0], [0.7, 0.9]])

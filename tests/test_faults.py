@@ -135,7 +135,7 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, preset
 
     def args(out, **extra):
         settings = dict(
-            glimpses=2, epochs=1, readout_epochs=0.5, batch_size=15_000, out=str(tmp_path / out), device="cpu"
+            max_glimpses=2, epochs=1, readout_epochs=0.5, batch_size=15_000, out=str(tmp_path / out), device="cpu"
         )
         if preset != "continuous":
             settings["pixel_candidates"] = 4
@@ -206,8 +206,8 @@ def test_an_interrupted_rl_run_resumes_to_the_uninterrupted_result(tmp_path, nam
 
     script = importlib.import_module(f"train.{name.removesuffix('-pixel')}")
     batch = 16 * 3
-    settings = dict(glimpses=3, num_envs=16, total_steps=6 * batch, eval_every=2 * batch, eval_images=50)
-    settings.update(core_training="joint", device="cpu", **({"progress_bar": False} if "ppo" in name else {}))
+    settings = dict(max_glimpses=3, num_envs=16, total_steps=6 * batch, eval_every=2 * batch, eval_images=50)
+    settings.update(learn_perception=True, device="cpu", **({"progress_bar": False} if "ppo" in name else {}))
     if name.endswith("-pixel"):
         settings["action_type"] = "pixel"
     name = name.removesuffix("-pixel")
@@ -259,7 +259,7 @@ def test_sigterm_saves_a_resumable_run_and_exits_130(tmp_path):
 
     root = Path(__file__).resolve().parents[1]
     out = tmp_path / "run"
-    command = [sys.executable, "train/reinforce.py", "--num-envs", "16", "--glimpses", "3", "--eval-images", "50"]
+    command = [sys.executable, "train/reinforce.py", "--num-envs", "16", "--max-glimpses", "3", "--eval-images", "50"]
     command += ["--total-steps", "100000000", "--device", "cpu", "--out", str(out)]
     log = tmp_path / "log.txt"
     with log.open("w") as handle:

@@ -51,9 +51,9 @@ def batch() -> tuple[torch.Tensor, torch.Tensor]:
 def tiny_args(out, **extra) -> script.Args:
     """Two batches of 64 per epoch, one epoch per stage, 3 temperatures, small networks."""
     settings = dict(
-        glimpses=4,
+        max_glimpses=4,
         batch_size=64,
-        hidden=16,
+        mlp_hidden=16,
         temperature_stages=3,
         max_epochs=1,
         train_images=128,
@@ -108,10 +108,10 @@ def test_selector_step_trains_both_networks_and_validation_is_finite(batch):
     images, labels = batch
     before = [p.detach().clone() for p in (*selector.parameters(), *predictor.parameters())]
     optimizer = torch.optim.Adam([*selector.parameters(), *predictor.parameters()], lr=1e-3)
-    loss = selector_step(selector, predictor, optimizer, images, labels, glimpses=5, temperature=1.0)
+    loss = selector_step(selector, predictor, optimizer, images, labels, max_glimpses=5, temperature=1.0)
     after = list((*selector.parameters(), *predictor.parameters()))
     assert loss > 0 and all(not torch.equal(a, b) for a, b in zip(before, after))
-    soft, hard = validate_selection(selector, predictor, images, labels, glimpses=5, temperature=0.5)
+    soft, hard = validate_selection(selector, predictor, images, labels, max_glimpses=5, temperature=0.5)
     assert 0 < soft < 10 and 0 < hard < 10 and selector.training and predictor.training
 
 
@@ -218,8 +218,8 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path):
     assert (tmp_path / "cut" / "resume.pt").is_file() and not (tmp_path / "cut" / "metrics.json").exists()
     with pytest.raises(FileExistsError, match="pass --resume"):
         script.main(tiny_args(tmp_path / "cut"))
-    with pytest.raises(ValueError, match=r"other values of \['glimpses'\]"):
-        script.main(tiny_args(tmp_path / "cut", resume=True, glimpses=5))
+    with pytest.raises(ValueError, match=r"other values of \['max_glimpses'\]"):
+        script.main(tiny_args(tmp_path / "cut", resume=True, max_glimpses=5))
     cut = script.main(tiny_args(tmp_path / "cut", resume=True))
     assert not (tmp_path / "cut" / "resume.pt").exists()
     for metrics in (whole, cut):
@@ -243,8 +243,8 @@ def test_a_time_budget_stops_training_and_still_evaluates(tmp_path):
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (dict(glimpses=0), "--glimpses must be >= 1"),
-        (dict(eval_glimpses=785), "--eval-glimpses must be <= 784"),
+        (dict(max_glimpses=0), "--max-glimpses must be >= 1"),
+        (dict(eval_max_glimpses=785), "--eval-max-glimpses must be <= 784"),
         (dict(val_images=59_990), "fewer than one batch"),
         (dict(train_images=10), "less than one batch"),
         (dict(train_images=60_000), "--train-images must be between 0"),

@@ -37,11 +37,11 @@ def tiny_run(tmp_path_factory):
     ppo = load_script("ppo")
     out = tmp_path_factory.mktemp("ppo")
     args = ppo.Args(
-        glimpses=3,
+        max_glimpses=3,
         num_envs=16,
         total_steps=16 * 3 * 3,
         n_epochs=2,
-        core_training="joint",
+        learn_perception=True,
         eval_every=48,
         eval_images=200,
         progress_bar=False,
@@ -189,7 +189,7 @@ def test_init_from_runs_the_sequence_core_and_checks_the_checkpoint(fixed_checkp
     path, _ = fixed_checkpoint
     ppo = load_script("ppo")
     common = dict(
-        glimpses=3,
+        max_glimpses=3,
         num_envs=8,
         total_steps=8 * 3,
         n_epochs=1,
@@ -198,14 +198,14 @@ def test_init_from_runs_the_sequence_core_and_checks_the_checkpoint(fixed_checkp
         device="cpu",
         torch_threads=1,
     )
-    ppo.main(ppo.Args(core_training="frozen", init_from=str(path), out=str(tmp_path / "warm"), **common))
+    ppo.main(ppo.Args(learn_perception=False, init_from=str(path), out=str(tmp_path / "warm"), **common))
     _, saved_core, checkpoint = load_agent(tmp_path / "warm" / "checkpoint.pt")
     _, fixed_core, _ = load_agent(path)
     assert checkpoint["args"]["init_from"] == str(path)
     assert all(torch.equal(a, b) for a, b in zip(saved_core.state_dict().values(), fixed_core.state_dict().values()))
 
-    with pytest.raises(ValueError, match="train it with --glimpses 4"):
-        ppo.main(ppo.Args(**{**common, "glimpses": 4}, init_from=str(path), out=str(tmp_path / "bad")))
+    with pytest.raises(ValueError, match="train it with --max-glimpses 4"):
+        ppo.main(ppo.Args(**{**common, "max_glimpses": 4}, init_from=str(path), out=str(tmp_path / "bad")))
     ppo_checkpoint = tmp_path / "warm" / "checkpoint.pt"
     with pytest.raises(ValueError, match="needs a fixed-sequence checkpoint"):
         ppo.main(ppo.Args(init_from=str(ppo_checkpoint), out=str(tmp_path / "bad2"), **common))
@@ -239,7 +239,7 @@ def test_pixel_actions_run_maskable_ppo_with_the_pixel_agent_as_actor(pixel_chec
     from agents.ppo import PixelActorCriticPolicy, SubsetEvalCallback, load_pixel_agent, subset_accuracy
 
     ppo, evaluate = load_script("ppo"), load_script("evaluate")
-    common = dict(glimpses=3, num_envs=8, n_epochs=1, eval_images=50, progress_bar=False, device="cpu")
+    common = dict(max_glimpses=3, num_envs=8, n_epochs=1, eval_images=50, progress_bar=False, device="cpu")
     common.update(torch_threads=1, action_type="pixel")
     attention, core = load_pixel_agent(pixel_checkpoint, 3)
     # the actor starts as the pixel agent: same scores on a record observation
@@ -277,18 +277,18 @@ def test_pixel_actions_run_maskable_ppo_with_the_pixel_agent_as_actor(pixel_chec
     # from scratch, on a given core, trained a little
     core.save(tmp_path / "core.pt")
     metrics = ppo.main(
-        ppo.Args(total_steps=8 * 3 * 2, core=str(tmp_path / "core.pt"), out=str(tmp_path / "fresh"), **common)
+        ppo.Args(total_steps=8 * 3 * 2, perception=str(tmp_path / "core.pt"), out=str(tmp_path / "fresh"), **common)
     )
     assert set(metrics["test_accuracy"]) == {"1", "2", "3"}
     _, fresh_core, _ = load_agent(tmp_path / "fresh" / "checkpoint.pt")
     assert all(torch.equal(a, b) for a, b in zip(fresh_core.state_dict().values(), core.state_dict().values()))
-    with pytest.raises(ValueError, match="--init-from brings its agent's core; drop --core"):
-        ppo.main(ppo.Args(core="x.pt", init_from=str(pixel_checkpoint), out=str(tmp_path / "bad"), **common))
+    with pytest.raises(ValueError, match="--init-from brings its agent's core; drop --perception"):
+        ppo.main(ppo.Args(perception="x.pt", init_from=str(pixel_checkpoint), out=str(tmp_path / "bad"), **common))
 
     with pytest.raises(ValueError, match="--log-std-init is an option of the Gaussian policy"):
         ppo.main(ppo.Args(log_std_init=-1.0, out=str(tmp_path / "bad"), **common))
-    with pytest.raises(ValueError, match="pass --glimpses 3"):
-        ppo.main(ppo.Args(**{**common, "glimpses": 4}, init_from=str(pixel_checkpoint), out=str(tmp_path / "bad")))
+    with pytest.raises(ValueError, match="pass --max-glimpses 3"):
+        ppo.main(ppo.Args(**{**common, "max_glimpses": 4}, init_from=str(pixel_checkpoint), out=str(tmp_path / "bad")))
     with pytest.raises(ValueError, match="needs a pixel agent with a record"):
         ppo.main(ppo.Args(init_from=str(_save_fixed(tmp_path)), out=str(tmp_path / "bad"), **common))
     assert not (tmp_path / "bad").exists()

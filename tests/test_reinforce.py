@@ -52,7 +52,7 @@ def test_policy_gradient_moves_the_mean_toward_the_rewarded_point(with_baseline)
     torch.manual_seed(0)
     size, n = 20, 256
     policy = _policy(size)
-    baseline = ValueBaseline(size, glimpses=1, hidden=16) if with_baseline else None
+    baseline = ValueBaseline(size, max_glimpses=1, hidden=16) if with_baseline else None
     learner = ReinforceLearner(policy, baseline, learning_rate=0.02, baseline_lr=0.02)
     observation = torch.rand(n, size)
     target = torch.tensor([0.6, -0.5])
@@ -117,7 +117,7 @@ def test_policy_distribution_and_clamped_std():
 def _train(core, seed: int, num_envs: int = 16, glimpses: int = 3, iterations: int = 3, step_bias: bool = True):
     """A tiny joint-mode run (policy, baseline and the env's core all learn); returns its modules."""
     torch.manual_seed(seed)
-    env = make_env(num_envs, glimpses, "joint", core=core)
+    env = make_env(num_envs, glimpses, learn_perception=True, perception=core)
     policy = GaussianAttentionPolicy(env.single_observation_space.shape[0], 32, glimpses, step_bias, glimpses)
     baseline = ValueBaseline(policy.observation_size, glimpses, 16, glimpses)
     learner = ReinforceLearner(policy, baseline)
@@ -157,7 +157,7 @@ def test_rollout_shapes_and_the_env_trains_its_core(make_core):
 def test_rollout_correct_is_the_ended_episodes_outcome(make_core):
     """``rollout.correct`` is, per episode, whether the last prediction names the episode's label (read
     from the step that ends the batch, whose own observation and info are the next batch's first)."""
-    env = make_env(64, 3, "frozen", core=make_core(0))
+    env = make_env(64, 3, perception=make_core(0))
     policy = GaussianAttentionPolicy(env.single_observation_space.shape[0], 32, 3, True, 3)
     observation, _ = env.reset(seed=0)
     labels = env.sim.labels.clone()
@@ -200,7 +200,7 @@ def test_learner_never_loops_over_the_batch(make_core, step_bias):
     counts = {}
     for num_envs in (1, 2, 64):
         torch.manual_seed(0)
-        env = make_env(num_envs, 3, "joint", core=make_core(0))
+        env = make_env(num_envs, 3, learn_perception=True, perception=make_core(0))
         policy = GaussianAttentionPolicy(env.single_observation_space.shape[0], 16, 3, step_bias, 3)
         learner = ReinforceLearner(policy, ValueBaseline(policy.observation_size, 3, 8, 3))
         observation, _ = env.reset(seed=0)
@@ -221,7 +221,7 @@ def test_learner_never_loops_over_the_batch(make_core, step_bias):
 @pytest.mark.parametrize("step_bias", [False, True])
 def test_checkpoint_round_trip_gives_the_same_actions(tmp_path, make_core, step_bias):
     core = make_core(0)
-    policy = _policy(core.observation_size, glimpses=4, step_bias=step_bias, histogram_scale=4, log_std_init=-1.0)
+    policy = _policy(core.observation_size, max_glimpses=4, step_bias=step_bias, histogram_scale=4, log_std_init=-1.0)
     with torch.no_grad():
         for parameter in policy.parameters():
             parameter.add_(0.1 * torch.randn_like(parameter))  # not just the initialisation
@@ -244,10 +244,10 @@ def test_train_script_smoke(tmp_path, core_training):
     script = _load_script("reinforce")
     out = tmp_path / core_training
     args = script.Args(
-        glimpses=3,
+        max_glimpses=3,
         num_envs=32,
         total_steps=3 * 32 * 4,
-        core_training=core_training,
+        learn_perception=core_training == "joint",
         eval_every=3 * 32 * 2,
         eval_images=200,
         device="cpu",
@@ -332,9 +332,9 @@ def test_the_pixel_script_evaluates_through_the_environment_and_refuses_gaussian
     script, evaluate = _load_script("reinforce"), _load_script("evaluate")
     core = make_core(2)
     core.save(tmp_path / "core.pt")
-    common = dict(glimpses=3, num_envs=8, eval_every=24, eval_images=50, device="cpu", action_type="pixel")
+    common = dict(max_glimpses=3, num_envs=8, eval_every=24, eval_images=50, device="cpu", action_type="pixel")
     metrics = script.main(
-        script.Args(total_steps=8 * 3 * 2, core=str(tmp_path / "core.pt"), out=str(tmp_path / "run"), **common)
+        script.Args(total_steps=8 * 3 * 2, perception=str(tmp_path / "core.pt"), out=str(tmp_path / "run"), **common)
     )
     assert metrics["agent"] == "reinforce-pixel-frozen" and metrics["policy_std"] is None
     result = evaluate.main(evaluate.Args(checkpoint=str(tmp_path / "run" / "checkpoint.pt"), device="cpu"))

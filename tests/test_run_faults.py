@@ -45,7 +45,7 @@ def load_reinforce_script():
 
 
 def tiny_reinforce_kwargs(out: Path) -> dict:
-    return dict(num_envs=16, glimpses=3, total_steps=96, eval_images=50, device="cpu", out=str(out))
+    return dict(num_envs=16, max_glimpses=3, total_steps=96, eval_images=50, device="cpu", out=str(out))
 
 
 def _python(code: str, *, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -253,7 +253,7 @@ def test_a_changed_resume_file_is_refused_with_both_digests(tmp_path):
 
 # 4. A signal during the final evaluation.
 
-TINY = ["--num-envs", "16", "--glimpses", "3", "--total-steps", "96", "--eval-images", "50", "--device", "cpu"]
+TINY = ["--num-envs", "16", "--max-glimpses", "3", "--total-steps", "96", "--eval-images", "50", "--device", "cpu"]
 
 
 @pytest.mark.slow
@@ -372,7 +372,7 @@ def test_a_bug_keeps_its_traceback(capsys):
 
 
 def test_a_flipped_bit_in_a_saved_core_file_is_refused(tmp_path, core):
-    """Core files written by PerceptionCore.save (train/pretrain_perception.py, --core pretrain,
+    """Core files written by PerceptionCore.save (train/pretrain_perception.py, --core-start pretrain,
     train/export_core.py) carry a digest too; the packaged cores carry none and are checked by SHA-256."""
     path = tmp_path / "perception.pt"
     core.save(path)

@@ -14,7 +14,7 @@ in docs/studies/.
 
 Training runs ``--epochs`` of both optimizers with the training read-out (bilinear), then
 ``--readout-epochs`` of the perception optimizer alone on nearest reads of the policy's glimpses, so
-the core is tuned to the read-out it is evaluated with. With ``--core pretrain`` a core of
+the core is tuned to the read-out it is evaluated with. With ``--core-start pretrain`` a core of
 ``--channels`` x ``--n-bins`` (``--encoding``) is first pretrained on random glimpses
 (:func:`agents.pretrain.pretrain_core`, seed 0 whatever ``--seed``, so the seeds of a recipe share one
 warm start, as they share the packaged one) and written to ``OUT/core/perception.pt``; a run whose
@@ -61,6 +61,7 @@ from run import (
     curve_point,
     end_stage,
     log_folder,
+    refuse_retired,
     say,
     start,
     summary,
@@ -94,7 +95,7 @@ class Args(ResumableArgs):
     lr_final: Recipe[float] = 1.0
     """both learning rates at the end of the dual epochs, as a fraction of the initial ones (1 = constant)"""
 
-    glimpses: int = 25
+    max_glimpses: int = 25
     """glimpses per episode (T)"""
     epochs: int = 15
     """passes of both optimizers over the 60,000 training images"""
@@ -106,7 +107,7 @@ class Args(ResumableArgs):
     (0 = no limit); the read-out epochs still run; the steps actually taken are in metrics.json"""
     budget_seconds: float = 0.0
     """fit the whole run in about this many seconds of wall clock (0 = off: the step counts decide):
-    core pretraining (--core pretrain) gets 20% of it, the dual epochs 70%, the read-out 10%, each
+    core pretraining (--core-start pretrain) gets 20% of it, the dual epochs 70%, the read-out 10%, each
     stopping early if need be; the noise and learning-rate schedules follow the larger of the share of
     steps and the share of time used, so a run cut short still ends annealed"""
     batch_size: int = 256
@@ -136,7 +137,7 @@ class Args(ResumableArgs):
     """Adam learning rate of the attention optimizer"""
     attention_credit: Literal["episode", "greedy"] = "episode"
     """which losses train a glimpse's choice: its own and all later ones (episode), or its own only (greedy, as GDFS)"""
-    hidden: int = 128
+    attention_hidden: int = 128
     """attention network width (continuous and pixel policies)"""
     step_bias: bool = True
     """continuous policy: add a learned per-glimpse offset to the attention output (fixed sequence +
@@ -155,26 +156,26 @@ class Args(ResumableArgs):
     pixel_temperature_final: float | None = None
     """pixel policy: the relaxation's temperature at the end of the dual epochs, annealed geometrically
     on the noise's schedule (None: --pixel-temperature throughout)"""
-    core: str = "random-glimpses"
+    core_start: str = "random-glimpses"
     """the perception core to start from: the packaged core trained on random glimpses
     ("random-glimpses"), a fresh init ("scratch"), a core pretrained on random glimpses first ("pretrain",
     sized by --channels/--n-bins/--encoding), or a perception-core checkpoint PATH"""
     channels: int = 32
-    """RecurrentSoftOrdering channels of a --core scratch or pretrain"""
+    """RecurrentSoftOrdering channels of a --core-start scratch or pretrain"""
     n_bins: int = 4
-    """soft bins per channel of a --core scratch or pretrain"""
+    """soft bins per channel of a --core-start scratch or pretrain"""
     encoding: Literal["plain", "fourier", "learned", "embedding"] = "plain"
-    """glimpse encoding of a --core scratch or pretrain (envs.perception.GlimpseEncoding)"""
-    core_hidden: int = 128
-    """width of the classifier head's hidden layers of a --core scratch or pretrain"""
+    """glimpse encoding of a --core-start scratch or pretrain (envs.perception.GlimpseEncoding)"""
+    core_head_hidden: int = 128
+    """width of the classifier head's hidden layers of a --core-start scratch or pretrain"""
     core_head_layers: int = 1
-    """hidden layers of the classifier head of a --core scratch or pretrain (GDFS's predictor: 2 x 512)"""
+    """hidden layers of the classifier head of a --core-start scratch or pretrain (GDFS's predictor: 2 x 512)"""
     core_dropout: float = 0.0
-    """dropout in the classifier head of a --core scratch or pretrain (GDFS's predictor: 0.3)"""
+    """dropout in the classifier head of a --core-start scratch or pretrain (GDFS's predictor: 0.3)"""
     pretrain_steps: int = 3000
-    """--core pretrain: Adam steps on random glimpses (batch 256, lr 3e-3, as train/pretrain_perception.py)"""
+    """--core-start pretrain: Adam steps on random glimpses (batch 256, lr 3e-3, as train/pretrain_perception.py)"""
     pretrain_on: Literal["glimpses", "pixels"] = "glimpses"
-    """--core pretrain: T uniformly random glimpses read with the training sampler, one after the other
+    """--core-start pretrain: T uniformly random glimpses read with the training sampler, one after the other
     (agents.pretrain.pretrain_core), or 50 distinct random pixels read exactly, every prefix scored at
     once in set form (agents.pretrain.pretrain_core_on_pixels)"""
     out: str = "runs/differentiable"
@@ -183,7 +184,9 @@ class Args(ResumableArgs):
 
 _PIXEL = dict(policy="pixel", attention_lr=1e-2, pixel_noise_final=0.1, epochs=5)
 _PIXEL_MEMORY = dict(_PIXEL, pixel_memory="pixels")
-_BEST = dict(_PIXEL_MEMORY, attention_credit="greedy", core="pretrain", channels=16, n_bins=32, encoding="learned")
+_BEST = dict(
+    _PIXEL_MEMORY, attention_credit="greedy", core_start="pretrain", channels=16, n_bins=32, encoding="learned"
+)
 
 #: The recipes: name -> (what it is, the values that differ from :class:`Args`' defaults).
 PRESETS: dict[str, tuple[str, dict]] = {
@@ -239,9 +242,18 @@ def preset_args(name: str) -> Args:
     return dataclasses.replace(Args(), preset=name, **PRESETS[name][1])
 
 
+#: Retired flags -> the flags that replaced them (refused with the new name: run.refuse_retired).
+RETIRED = {
+    "--glimpses": "--max-glimpses",
+    "--hidden": "--attention-hidden",
+    "--core-hidden": "--core-head-hidden",
+    "--core": "--core-start",
+}
+
+
 def parse_args(argv: list[str] | None = None) -> Args:
     """``--preset NAME`` (default ``continuous``) picks the defaults; the other flags change them."""
-    return parse_preset_args(Args, PRESETS, "continuous", __doc__, argv)
+    return parse_preset_args(Args, PRESETS, "continuous", __doc__, refuse_retired(RETIRED, argv))
 
 
 def check_args(args: Args) -> None:
@@ -253,8 +265,8 @@ def check_args(args: Args) -> None:
         raise UserValueError("--budget-seconds already caps the dual epochs; drop --max-train-seconds.")
     if not 1 <= args.batch_size <= 60_000:
         raise UserValueError(f"--batch-size must be between 1 and 60000 (the training images), got {args.batch_size}.")
-    if args.glimpses < 1:
-        raise UserValueError(f"--glimpses must be >= 1, got {args.glimpses}.")
+    if args.max_glimpses < 1:
+        raise UserValueError(f"--max-glimpses must be >= 1, got {args.max_glimpses}.")
     if not 0 <= args.val_images <= 60_000 - args.batch_size:
         raise UserValueError(
             f"--val-images must be between 0 and {60_000 - args.batch_size} (the training images less one batch), "
@@ -286,9 +298,9 @@ def check_args(args: Args) -> None:
             raise UserValueError(f"--{name.replace('_', '-')} must be > 0, got {value}.")
     if not args.lr_final > 0:
         raise UserValueError(f"lr_final must be > 0 (1 = constant learning rates), got {args.lr_final}.")
-    if args.core not in ("scratch", "random-glimpses", "pretrain") and not Path(args.core).is_file():
+    if args.core_start not in ("scratch", "random-glimpses", "pretrain") and not Path(args.core_start).is_file():
         raise UserValueError(
-            f"--core {args.core}: not random-glimpses, scratch, pretrain or an existing file; pass the path "
+            f"--core-start {args.core_start}: not random-glimpses, scratch, pretrain or an existing file; pass the path "
             "of a perception-core checkpoint (train/pretrain_perception.py --out PATH writes one)."
         )
     core_config(args)  # a size PerceptionConfig refuses is refused here, before anything is written
@@ -302,15 +314,15 @@ def check_args(args: Args) -> None:
                 raise UserValueError(f"{flag} {value} (from --preset {args.preset} or your flags) {reason}")
 
     refuse_unless(
-        args.core in ("scratch", "pretrain"),
-        ("channels", "n_bins", "encoding", "core_hidden", "core_head_layers", "core_dropout"),
-        f"sizes a --core scratch or pretrain; --core {args.core} brings its own size. Pass --core scratch "
-        "or --core pretrain, or leave the size at its default.",
+        args.core_start in ("scratch", "pretrain"),
+        ("channels", "n_bins", "encoding", "core_head_hidden", "core_head_layers", "core_dropout"),
+        f"sizes a --core-start scratch or pretrain; --core-start {args.core_start} brings its own size. Pass --core-start scratch "
+        "or --core-start pretrain, or leave the size at its default.",
     )
     refuse_unless(
-        args.core == "pretrain",
+        args.core_start == "pretrain",
         ("pretrain_steps", "pretrain_on"),
-        f"is an option of --core pretrain, not of --core {args.core}.",
+        f"is an option of --core-start pretrain, not of --core-start {args.core_start}.",
     )
     pixel_presets = [name for name, (_, values) in PRESETS.items() if values.get("policy") == "pixel"]
     refuse_unless(
@@ -330,7 +342,9 @@ def check_args(args: Args) -> None:
         ("step_bias",),
         f"is an option of the continuous policy (--preset continuous), not of --preset {args.preset}.",
     )
-    refuse_unless(args.policy != "fixed", ("hidden",), "sizes an attention network; a fixed sequence has none.")
+    refuse_unless(
+        args.policy != "fixed", ("attention_hidden",), "sizes an attention network; a fixed sequence has none."
+    )
     if args.attention_target == "value" and args.policy != "pixel":
         raise UserValueError(
             "--attention-target value trains the pixel policy's scores as a value head; pass a pixel preset "
@@ -345,21 +359,21 @@ STAGE_NAMES = {"dual": "dual epochs", "readout": "read-out epochs"}
 
 
 def core_config(args: Args) -> PerceptionConfig:
-    """The size of a ``--core scratch`` or ``pretrain`` (checked by :class:`~envs.perception.PerceptionConfig`)."""
+    """The size of a ``--core-start scratch`` or ``pretrain`` (checked by :class:`~envs.perception.PerceptionConfig`)."""
     return PerceptionConfig(
-        args.channels, args.n_bins, args.core_hidden, args.encoding, args.core_head_layers, args.core_dropout
+        args.channels, args.n_bins, args.core_head_hidden, args.encoding, args.core_head_layers, args.core_dropout
     )
 
 
 def build_core(args: Args, data, device: torch.device, out: Path) -> PerceptionCore:
-    """The core the agent starts from (``--core``); ``pretrain`` trains one first, or reuses ``OUT/core``'s."""
-    if args.core == "scratch":
+    """The core the agent starts from (``--core-start``); ``pretrain`` trains one first, or reuses ``OUT/core``'s."""
+    if args.core_start == "scratch":
         return PerceptionCore(core_config(args)).to(device)
-    if args.core == "random-glimpses":
+    if args.core_start == "random-glimpses":
         return PerceptionCore.load(RANDOM_GLIMPSES_PATH, device).train()
-    if args.core != "pretrain":
-        with user_errors(ValueError, FileNotFoundError):  # a --core file that cannot be used
-            return PerceptionCore.load(args.core, device).train()
+    if args.core_start != "pretrain":
+        with user_errors(ValueError, FileNotFoundError):  # a --core-start file that cannot be used
+            return PerceptionCore.load(args.core_start, device).train()
     path = out / "core" / "perception.pt"
     if path.is_file():
         print(f"reusing the pretrained core {path}")
@@ -375,29 +389,31 @@ def build_core(args: Args, data, device: torch.device, out: Path) -> PerceptionC
             if args.pretrain_on == "pixels":
                 pretrain_core_on_pixels(core, data, args.pretrain_steps, **settings)
             else:
-                pretrain_core(core, data, args.pretrain_steps, glimpses=args.glimpses, **settings)
+                pretrain_core(core, data, args.pretrain_steps, max_glimpses=args.max_glimpses, **settings)
             if progress.n < args.pretrain_steps:
                 reason = f"time budget of {max_seconds:.3g} s reached (--budget-seconds)"
                 end_stage(progress, "core pretraining", reason, progress.n, args.pretrain_steps)
-    core.save(path, trained_by="train/differentiable.py --core pretrain", args=vars(args))
+    core.save(path, trained_by="train/differentiable.py --core-start pretrain", args=vars(args))
     return core.train()
 
 
 def build_policy(args: Args, core: PerceptionCore, device: torch.device) -> torch.nn.Module:
     """The policy of ``--preset``'s recipe: the attention network, the pixel policy or a fixed sequence."""
     if args.policy == "attention":
-        return AttentionNetwork(core.observation_size, args.hidden, args.glimpses, args.step_bias).to(device)
+        return AttentionNetwork(core.observation_size, args.attention_hidden, args.max_glimpses, args.step_bias).to(
+            device
+        )
     if args.policy == "pixel":
         return PixelAttention(
             core.observation_size,
-            args.glimpses,
-            args.hidden,
+            args.max_glimpses,
+            args.attention_hidden,
             args.pixel_temperature,
             candidates=args.pixel_candidates,
             memory=args.pixel_memory,
             exploration="epsilon" if args.attention_target == "value" else "gumbel",
         ).to(device)
-    return FixedSequence(args.glimpses).to(device)
+    return FixedSequence(args.max_glimpses).to(device)
 
 
 class Training:
@@ -466,17 +482,17 @@ class Training:
     def validate(self) -> None:
         """Validate the hard choice; the plateau keeps the best weights (and cuts the learning rates)."""
         args, step = self.args, self.steps_done["dual"]
-        loss, accuracy = validate(self.policy, self.core, *self.validation, args.glimpses)
+        loss, accuracy = validate(self.policy, self.core, *self.validation, args.max_glimpses)
         best = self.plateau.update(loss, self.weights(), step)
         table = accuracy_table(accuracy)
         point = {"step": step, "seconds": round(self.clock["dual"], 1), "stage": self.stages.index}
         self.curve.append({**point, "loss": round(loss, 5), "accuracy": table, "best": best})
         say(
             f"validation at step {step:,}: loss {loss:.4f}, accuracy "
-            f"{100 * table[str(args.glimpses)]:.1f}% after {args.glimpses} glimpses{' (best so far)' if best else ''}"
+            f"{100 * table[str(args.max_glimpses)]:.1f}% after {args.max_glimpses} glimpses{' (best so far)' if best else ''}"
         )
         self.writer.add_scalar("validation/loss", loss, step)
-        self.writer.add_scalar("validation/accuracy_last", table[str(args.glimpses)], step)
+        self.writer.add_scalar("validation/accuracy_last", table[str(args.max_glimpses)], step)
         if args.plateau_patience > 0:
             self.trainer.scale_learning_rates(self.plateau.scale)
 
@@ -493,7 +509,7 @@ class Training:
             self.curve_test.images[: self.args.curve_images],
             self.curve_test.labels[: self.args.curve_images],
         )
-        accuracy = accuracy_on(self.policy, self.core, images, labels, self.args.glimpses)
+        accuracy = accuracy_on(self.policy, self.core, images, labels, self.args.max_glimpses)
         for module, mode in modes:
             module.train(mode)
         self.steps_curve.append(curve_point(step, self.clock["dual"], accuracy))
@@ -624,7 +640,7 @@ def main(args: Args, stop_after: int | None = None) -> dict:
         policy,
         core,
         sampler,
-        args.glimpses,
+        args.max_glimpses,
         attention_target=args.attention_target,
         perception_lr=args.perception_lr,
         attention_lr=args.attention_lr,
@@ -677,8 +693,8 @@ def evaluate_and_write(
     policy.eval()
     core.eval()
     print("evaluating on the 10,000 test images ...", flush=True)
-    nearest = accuracy_by_glimpse(policy, core, args.glimpses, device=device)
-    trained_readout = accuracy_by_glimpse(policy, core, args.glimpses, sampler=sampler, device=device)
+    nearest = accuracy_by_glimpse(policy, core, args.max_glimpses, device=device)
+    trained_readout = accuracy_by_glimpse(policy, core, args.max_glimpses, sampler=sampler, device=device)
     for budget, accuracy in accuracy_table(nearest).items():
         writer.add_scalar("eval/test_accuracy_nearest", accuracy, int(budget))
     agent = {"attention": "differentiable", "pixel": "differentiable-pixel", "fixed": "fixed-sequence"}[args.policy]

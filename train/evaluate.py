@@ -27,7 +27,7 @@ from agents.cli import plain_text, run_main, user_errors
 from agents.evaluation import accuracy_by_glimpse
 from envs.config import resolve_device
 from envs.sampler import Sampler
-from run import accuracy_lines, accuracy_table
+from run import accuracy_lines, accuracy_table, refuse_retired
 
 
 @dataclass
@@ -36,7 +36,7 @@ class Args:
     """an agent checkpoint written by a train/ script (DIR/checkpoint.pt)"""
     sampler: Literal["nearest", "bilinear", "bicubic", "gaussian"] = "nearest"
     """read-out used for evaluation (nearest = one real pixel per glimpse)"""
-    glimpses: int | None = None
+    max_glimpses: int | None = None
     """episode length; default: the one the agent was trained with"""
     device: str = "auto"
     """cpu, cuda or auto"""
@@ -55,15 +55,15 @@ def main(args: Args) -> dict:
     device = resolve_device(args.device)
     with user_errors(ValueError, FileNotFoundError):  # a --checkpoint that cannot be used
         policy, core, checkpoint = load_agent(args.checkpoint, device)
-    glimpses = args.glimpses or checkpoint["glimpses"]
+    max_glimpses = args.max_glimpses or checkpoint["glimpses"]
     print(f"evaluating {checkpoint['agent']} from {args.checkpoint} on {device}", file=sys.stderr)
     torch.manual_seed(args.seed)
-    accuracy = accuracy_by_glimpse(policy, core, glimpses, sampler=Sampler(args.sampler), device=device)
+    accuracy = accuracy_by_glimpse(policy, core, max_glimpses, sampler=Sampler(args.sampler), device=device)
     result = {
         "agent": checkpoint["agent"],
         "test_accuracy": accuracy_table(accuracy),
         "readout": args.sampler,
-        "glimpses": glimpses,
+        "glimpses": max_glimpses,
         "accuracy_by_glimpse": [round(float(a), 4) for a in accuracy],
         "checkpoint": args.checkpoint,
         "device": str(device),
@@ -77,5 +77,11 @@ def main(args: Args) -> dict:
     return result
 
 
+#: Retired flags -> the flags that replaced them (refused with the new name: run.refuse_retired).
+RETIRED = {
+    "--glimpses": "--max-glimpses",
+}
+
+
 if __name__ == "__main__":
-    run_main(main, tyro.cli(Args, description=plain_text(__doc__)))
+    run_main(main, tyro.cli(Args, args=refuse_retired(RETIRED), description=plain_text(__doc__)))

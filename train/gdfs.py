@@ -57,6 +57,7 @@ from run import (
     claim_output,
     curve_milestones,
     curve_point,
+    refuse_retired,
     say,
     start,
     summary,
@@ -66,15 +67,15 @@ from run import (
 
 @dataclass
 class Args(ResumableArgs):
-    glimpses: int = 50
+    max_glimpses: int = 50
     """greedy selections per training episode and per validation (GDFS: 50)"""
-    eval_glimpses: int = 25
+    eval_max_glimpses: int = 25
     """glimpses per test episode (accuracy reported after 1, 2, 5, 10, 25)"""
     batch_size: int = 128
     """images per optimizer step"""
     lr: float = 1e-3
     """Adam learning rate at the start of every stage"""
-    hidden: int = 512
+    mlp_hidden: int = 512
     """width of the two hidden layers of the predictor and of the selector"""
     dropout: float = 0.3
     """dropout after each hidden layer of both networks"""
@@ -118,11 +119,19 @@ PREDICTOR_STAGE = 0
 
 def check_args(args: Args) -> None:
     """Refuse values out of range before any work, naming the flag and the fix."""
-    positive = ("glimpses", "eval_glimpses", "batch_size", "hidden", "temperature_stages", "max_epochs", "val_images")
+    positive = (
+        "max_glimpses",
+        "eval_max_glimpses",
+        "batch_size",
+        "mlp_hidden",
+        "temperature_stages",
+        "max_epochs",
+        "val_images",
+    )
     for name in positive:
         if getattr(args, name) < 1:
             raise UserValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}.")
-    for name in ("glimpses", "eval_glimpses"):
+    for name in ("max_glimpses", "eval_max_glimpses"):
         if getattr(args, name) > NUM_PIXELS:
             raise UserValueError(
                 f"--{name.replace('_', '-')} must be <= {NUM_PIXELS} (the pixels), got {getattr(args, name)}."
@@ -188,8 +197,8 @@ class Training:
         self.temperatures = np.geomspace(args.temperature_start, args.temperature_end, args.temperature_stages).tolist()
         self.last_stage = args.temperature_stages
 
-        self.predictor = MaskedMLP(10, args.hidden, args.dropout).to(device)
-        self.selector = PixelSelector(args.hidden, args.dropout).to(device)
+        self.predictor = MaskedMLP(10, args.mlp_hidden, args.dropout).to(device)
+        self.selector = PixelSelector(args.mlp_hidden, args.dropout).to(device)
         self.batches = ShuffledBatches(len(train_index), args.batch_size, device)
         self.run = {
             "stage": PREDICTOR_STAGE,  # 0: the predictor alone; k >= 1: the k-th temperature
@@ -257,7 +266,7 @@ class Training:
             return
         paused = time.time()
         accuracy = accuracy_by_glimpse(
-            self.selector, self.predictor, self.curve_images, self.curve_labels, self.args.eval_glimpses
+            self.selector, self.predictor, self.curve_images, self.curve_labels, self.args.eval_max_glimpses
         )
         run["curve"].append(curve_point(run["selector_steps"], run["clock"], accuracy))
         self.clock_start += time.time() - paused
@@ -270,7 +279,12 @@ class Training:
             loss = validate_predictor(self.predictor, self.val_images, self.val_labels, self.val_masks)
         else:
             loss, hard = validate_selection(
-                self.selector, self.predictor, self.val_images, self.val_labels, self.args.glimpses, self.temperature()
+                self.selector,
+                self.predictor,
+                self.val_images,
+                self.val_labels,
+                self.args.max_glimpses,
+                self.temperature(),
             )
             entry.update(temperature=round(self.temperature(), 5), hard_loss=round(hard, 5))
             if hard < run["best_hard_loss"]:
@@ -309,7 +323,13 @@ class Training:
             run["predictor_steps"] += 1
         else:
             selector_step(
-                self.selector, self.predictor, self.optimizer, images, labels, self.args.glimpses, self.temperature()
+                self.selector,
+                self.predictor,
+                self.optimizer,
+                images,
+                labels,
+                self.args.max_glimpses,
+                self.temperature(),
             )
             run["selector_steps"] += 1
             if run["selector_steps"] in MILESTONES:
@@ -381,7 +401,7 @@ def evaluate_and_write(
     run = training.run
     print(f"evaluating through the environment on {args.eval_images:,} test images ...", flush=True)
     agent = GdfsAgent(training.selector, training.predictor)
-    own, core = accuracy_in_env(agent, args.eval_glimpses, device=device, limit=args.eval_images)
+    own, core = accuracy_in_env(agent, args.eval_max_glimpses, device=device, limit=args.eval_images)
     save_gdfs(out / "gdfs.pt", training.selector, training.predictor, args=vars(args), run_id=resume.run_id)
     return resume.finish(
         lambda: write_metrics(
@@ -410,5 +430,13 @@ def evaluate_and_write(
     )
 
 
+#: Retired flags -> the flags that replaced them (refused with the new name: run.refuse_retired).
+RETIRED = {
+    "--glimpses": "--max-glimpses",
+    "--eval-glimpses": "--eval-max-glimpses",
+    "--hidden": "--mlp-hidden",
+}
+
+
 if __name__ == "__main__":
-    run_main(main, tyro.cli(Args, description=plain_text(__doc__)))
+    run_main(main, tyro.cli(Args, args=refuse_retired(RETIRED), description=plain_text(__doc__)))

@@ -1,16 +1,16 @@
 """Train a PPO glimpse agent (Stable-Baselines3) on the batched environment.
 
     python train/ppo.py                                     # 25 glimpses, frozen packaged core
-    python train/ppo.py --core-training joint               # the env also trains its core (perception optimizer)
-    python train/ppo.py --glimpses 10 --num-envs 512 --total-steps 2000000 --torch-threads 1
+    python train/ppo.py --learn-perception                  # the env also trains its core (perception optimizer)
+    python train/ppo.py --max-glimpses 10 --num-envs 512 --total-steps 2000000 --torch-threads 1
     python train/differentiable.py --preset fixed-sequence --out runs/fixed && \
-        python train/ppo.py --core-training joint --init-from runs/fixed/checkpoint.pt   # warm start
+        python train/ppo.py --learn-perception --init-from runs/fixed/checkpoint.pt   # warm start
     python train/ppo.py --action-type pixel                 # MaskablePPO, one pixel per action, on the record
     python train/differentiable.py --preset best --out runs/best && \
         python train/ppo.py --action-type pixel --init-from runs/best/checkpoint.pt      # from the best agent
 
 The agent acts through :class:`envs.sb3.MnistGlimpseSB3VecEnv` (``--num-envs`` episodes as one batch
-of tensors). With ``--core-training joint`` the environment runs its own copy of the packaged core with
+of tensors). With ``--learn-perception`` the environment runs its own copy of the packaged core with
 ``learn_perception=True``: after each batch of finished episodes it takes one cross-entropy step on
 the true labels (:meth:`envs.simulator.GlimpseSimulator.learn`); that core is the one saved. Rewards
 are the environment's dense log-likelihood gains; ``--gamma`` < 1 weights the early glimpses more
@@ -67,6 +67,8 @@ from run import (
     accuracy_table,
     check_rl_args,
     claim_output,
+    core_training,
+    refuse_retired,
     refuse_with_pixel_actions,
     say,
     start,
@@ -77,7 +79,7 @@ from run import (
 
 @dataclass
 class Args(ResumableArgs):
-    glimpses: int = 25
+    max_glimpses: int = 25
     """glimpses per episode (T)"""
     action_type: Literal["continuous", "pixel"] = "continuous"
     """continuous: PPO, a Gaussian (i, j) on the default observation; pixel: MaskablePPO choosing one of the
@@ -86,8 +88,9 @@ class Args(ResumableArgs):
     """episodes simulated in parallel (one batched env)"""
     total_steps: int = 5_000_000
     """environment steps (glimpses) to train for"""
-    core_training: Literal["frozen", "joint"] = "frozen"
-    """frozen: the packaged core as is; joint: the env trains its core with the perception optimizer"""
+    learn_perception: bool = False
+    """the env trains its core with the perception optimizer (the environment's learn_perception);
+    without it the core stays frozen (metrics.json's core_training: joint or frozen)"""
     perception_lr: float = 1e-3
     """Adam learning rate of the perception optimizer (joint mode)"""
     sampler: Literal["nearest", "bilinear", "bicubic", "gaussian"] = "nearest"
@@ -108,8 +111,8 @@ class Args(ResumableArgs):
     """PPO clipping"""
     ent_coef: float = 0.0
     """entropy bonus"""
-    hidden: tuple[int, ...] = (64, 64)
-    """hidden layer widths of the actor and of the critic"""
+    net_arch: tuple[int, ...] = (64, 64)
+    """hidden layer widths of the actor and of the critic (SB3's net_arch)"""
     activation: Literal["tanh", "relu"] = "tanh"
     """activation of the hidden layers"""
     log_std_init: float = -1.5
@@ -123,7 +126,7 @@ class Args(ResumableArgs):
     """environment steps between evaluations on a fixed 2,000-image test subset"""
     eval_images: int = 2000
     """size of that subset"""
-    core: str | None = None
+    perception: str | None = None
     """a perception-core checkpoint the environment runs instead of the packaged core (train/export_core.py
     writes an agent's); --init-from brings its own"""
     init_from: str | None = None
@@ -142,8 +145,8 @@ class Args(ResumableArgs):
 
 def check_action_args(args: Args) -> None:
     """Refuse two cores at once, and the Gaussian policy's options with pixel actions, where nothing would read them."""
-    if args.core and args.init_from:
-        raise UserValueError("--init-from brings its agent's core; drop --core (or --init-from).")
+    if args.perception and args.init_from:
+        raise UserValueError("--init-from brings its agent's core; drop --perception (or --init-from).")
     # the record observation carries the step, and the actions are pixels
     refuse_with_pixel_actions(args, ("log_std_init", "step_feature", "step_offsets"))
 
@@ -151,21 +154,25 @@ def check_action_args(args: Args) -> None:
 def build_model(args: Args, env, batched: MnistGlimpseSB3VecEnv, warm, out: Path, device: torch.device):
     """SB3's PPO (continuous actions) or MaskablePPO (pixel actions), started from ``warm`` if given,
     and the policy that acts, is evaluated and is saved."""
-    n_steps = args.n_steps or args.glimpses
+    n_steps = args.n_steps or args.max_glimpses
     if args.action_type == "pixel":
-        attention = warm[0] if warm else PixelAttention(batched.core.observation_size, args.glimpses, memory="pixels")
+        attention = (
+            warm[0] if warm else PixelAttention(batched.core.observation_size, args.max_glimpses, memory="pixels")
+        )
         algorithm, policy_class = MaskablePPO, PixelActorCriticPolicy
         policy_kwargs = dict(
-            attention=attention.checkpoint_config(), critic_hidden=list(args.hidden), critic_activation=args.activation
+            attention=attention.checkpoint_config(),
+            critic_hidden=list(args.net_arch),
+            critic_activation=args.activation,
         )
     else:
         config = PolicyConfig.for_space(
             env.observation_space,
-            hidden=list(args.hidden),
+            hidden=list(args.net_arch),
             activation=args.activation,
             log_std_init=args.log_std_init,
             step_feature=args.step_feature,
-            glimpses=args.glimpses,
+            glimpses=args.max_glimpses,
             step_offsets=args.step_offsets,
         )
         algorithm, policy_class, policy_kwargs = PPO, GlimpseActorCriticPolicy, config.policy_kwargs()
@@ -203,30 +210,30 @@ def main(args: Args, stop_after: int | None = None) -> dict:
     device = start(args)
     pixel = args.action_type == "pixel"
     warm = None  # a warm start or a core is read (and refused) before anything is written
-    with user_errors(ValueError, FileNotFoundError):  # an --init-from or --core file that cannot be used
+    with user_errors(ValueError, FileNotFoundError):  # an --init-from or --perception file that cannot be used
         if args.init_from:
-            warm = (load_pixel_agent if pixel else load_fixed_sequence)(args.init_from, args.glimpses)
-        perception = warm[1] if warm else (PerceptionCore.load(args.core, device) if args.core else None)
+            warm = (load_pixel_agent if pixel else load_fixed_sequence)(args.init_from, args.max_glimpses)
+        perception = warm[1] if warm else (PerceptionCore.load(args.perception, device) if args.perception else None)
     resume = ResumePoint(args.out, args, stop_after)
     out = claim_output(args.out, args.overwrite)
 
     batched = MnistGlimpseSB3VecEnv(
         args.num_envs,
-        max_glimpses=args.glimpses,
+        max_glimpses=args.max_glimpses,
         sampler=args.sampler,
         perception=perception,
-        learn_perception=args.core_training == "joint",
+        learn_perception=args.learn_perception,
         perception_lr=args.perception_lr,
         device=device,
         **({"obs_type": "record", "action_type": "pixel"} if pixel else {}),
     )
-    env = VecStepFeature(batched, args.glimpses) if args.step_feature and not pixel else batched
+    env = VecStepFeature(batched, args.max_glimpses) if args.step_feature and not pixel else batched
     model, policy = build_model(args, env, batched, warm, out, device)
-    budget = min(25, args.glimpses)
+    budget = min(25, args.max_glimpses)
     probe = SubsetEvalCallback(
         policy,
         batched.core,
-        args.glimpses,
+        args.max_glimpses,
         budget,
         size=args.eval_images,
         every=args.eval_every,
@@ -269,16 +276,16 @@ def evaluate_and_write(
 ) -> dict:
     """Evaluate on the 10,000 test images and write the run (:func:`run.write_agent_run`).
 
-    :param core: the core the environment ran (its own trained copy with ``--core-training joint``).
+    :param core: the core the environment ran (its own trained copy with ``--learn-perception``).
     """
     print("evaluating on the 10,000 test images ...", flush=True)
     policy.eval()
     core = core.eval()
-    nearest = accuracy_by_glimpse(policy, core, args.glimpses, device=device)
+    nearest = accuracy_by_glimpse(policy, core, args.max_glimpses, device=device)
     for glimpses, accuracy in accuracy_table(nearest).items():
         model.logger.record(f"eval/test_accuracy_nearest_{glimpses}", accuracy)
     model.logger.dump(model.num_timesteps)
-    agent = f"{'maskable-ppo-pixel' if args.action_type == 'pixel' else 'ppo'}-{args.core_training}"
+    agent = f"{'maskable-ppo-pixel' if args.action_type == 'pixel' else 'ppo'}-{core_training(args)}"
     return write_agent_run(
         resume,
         out,
@@ -290,11 +297,11 @@ def evaluate_and_write(
         args.sampler,
         train_seconds,
         device,
-        core_training=args.core_training,
+        core_training=core_training(args),
         env_steps=int(model.num_timesteps),
         env_steps_per_second=round(model.num_timesteps / train_seconds, 1),
         seconds_to_80_percent=probe.seconds_to(0.8),
-        seconds_to_80_percent_glimpses=min(25, args.glimpses),
+        seconds_to_80_percent_glimpses=min(25, args.max_glimpses),
         eval_subset_images=args.eval_images,
         eval_subset_curve=probe.curve,
         eval_seconds=round(probe.eval_seconds, 1),
@@ -308,5 +315,14 @@ def evaluate_and_write(
     )
 
 
+#: Retired flags -> the flags that replaced them (refused with the new name: run.refuse_retired).
+RETIRED = {
+    "--glimpses": "--max-glimpses",
+    "--hidden": "--net-arch",
+    "--core": "--perception",
+    "--core-training": "--learn-perception (joint; without it, frozen)",
+}
+
+
 if __name__ == "__main__":
-    run_main(main, tyro.cli(Args, description=plain_text(__doc__)))
+    run_main(main, tyro.cli(Args, args=refuse_retired(RETIRED), description=plain_text(__doc__)))

@@ -41,7 +41,7 @@ from agents.shipped import load_shipped_agent
 from envs.data import MnistSplit, load_mnist
 from envs.perception import PerceptionConfig, PerceptionCore
 from envs.sampler import Sampler
-from run import RunArgs, claim_output, end_stage, say, start, summary, write_metrics
+from run import RunArgs, claim_output, end_stage, refuse_retired, say, start, summary, write_metrics
 
 Recipe = tyro.conf.Suppress  # a field that only a preset sets (no flag)
 
@@ -54,7 +54,7 @@ class Args(RunArgs):
     """optimizer steps (general: at most; early stopping may end sooner)"""
     batch_size: int = 256
     """images per step (general: split evenly among the sources)"""
-    glimpses: int = 25
+    max_glimpses: int = 25
     """glimpses per episode (T): the random-glimpses recipe's episode, and the general recipe's
     trajectory length and accuracy budget"""
     learning_rate: float = 3e-3
@@ -77,7 +77,7 @@ class Args(RunArgs):
     """RecurrentSoftOrdering channels"""
     n_bins: int = 4
     """soft bins per channel"""
-    hidden: int = 128
+    head_hidden: int = 128
     """classifier head hidden width"""
     encoding: Literal["plain", "fourier", "learned", "embedding"] = "plain"
     """glimpse encoding (envs.perception.GlimpseEncoding)"""
@@ -106,9 +106,16 @@ PRESETS: dict[str, tuple[str, dict]] = {
 }
 
 
+#: Retired flags -> the flags that replaced them (refused with the new name: run.refuse_retired).
+RETIRED = {
+    "--glimpses": "--max-glimpses",
+    "--hidden": "--head-hidden",
+}
+
+
 def parse_args(argv: list[str] | None = None) -> Args:
     """``--preset NAME`` (default ``random-glimpses``) picks the defaults; the other flags change them."""
-    return parse_preset_args(Args, PRESETS, "random-glimpses", __doc__, argv)
+    return parse_preset_args(Args, PRESETS, "random-glimpses", __doc__, refuse_retired(RETIRED, argv))
 
 
 def check_args(args: Args) -> None:
@@ -152,7 +159,7 @@ def train_general(args: Args, core: PerceptionCore, device: torch.device) -> dic
     if "trajectories" in args.sources:
         print("the shipped agent's glimpses on the training images ...", flush=True)
         policy, agent_core, _ = load_shipped_agent(device)
-        coords, values = agent_glimpses(policy, agent_core, args.glimpses, data.images)
+        coords, values = agent_glimpses(policy, agent_core, args.max_glimpses, data.images)
         trajectories = ((coords[:split], values[:split]), (coords[split:], values[split:]))
     with tqdm(total=args.steps, desc="pretrain perception (general)") as progress:
 
@@ -196,7 +203,9 @@ def main(args: Args) -> dict:
     check_args(args)
     device = start(args)
     # a size PerceptionConfig refuses is refused before the output folder is claimed
-    config = PerceptionConfig(args.channels, args.n_bins, args.hidden, args.encoding, args.head_layers, args.dropout)
+    config = PerceptionConfig(
+        args.channels, args.n_bins, args.head_hidden, args.encoding, args.head_layers, args.dropout
+    )
     claim_output(Path(args.out).parent, args.overwrite)
 
     core = PerceptionCore(config).to(device)
@@ -209,14 +218,16 @@ def main(args: Args) -> dict:
             data = load_mnist("train", device)
             sampler = Sampler(args.sampler)
             report = loss_reporter(progress)
-            pretrain_core(core, data, args.steps, args.batch_size, args.glimpses, args.learning_rate, sampler, report)
+            pretrain_core(
+                core, data, args.steps, args.batch_size, args.max_glimpses, args.learning_rate, sampler, report
+            )
     train_seconds = time.time() - began
 
     out = Path(args.out)
     core.eval()
     core.save(out, trained_by=f"train/pretrain_perception.py --preset {args.preset}", args=vars(args))
     print("evaluating on the 10,000 test images ...", flush=True)
-    accuracy = accuracy_by_glimpse(RandomGlimpses(), core, args.glimpses, device=device)
+    accuracy = accuracy_by_glimpse(RandomGlimpses(), core, args.max_glimpses, device=device)
     train_sampler = "set form: " + ", ".join(args.sources) if args.preset == "general" else args.sampler
     metrics = write_metrics(
         out.parent / "metrics.json",

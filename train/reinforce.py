@@ -1,13 +1,13 @@
 """Train the REINFORCE glimpse agent on the batched environment (``agents.reinforce``).
 
     python train/reinforce.py                                  # frozen packaged core, 25 glimpses
-    python train/reinforce.py --core-training joint            # the env trains the core too (RAM-style)
+    python train/reinforce.py --learn-perception              # the env trains the core too (RAM-style)
     python train/reinforce.py --reward final --total-steps 5000000
-    python train/reinforce.py --action-type pixel --core CORE.pt   # one of the 784 pixels per glimpse, on the record
+    python train/reinforce.py --action-type pixel --perception CORE.pt   # one of the 784 pixels per glimpse, on the record
 
-Each iteration runs ``--num-envs`` lockstep episodes of ``--glimpses`` glimpses in
+Each iteration runs ``--num-envs`` lockstep episodes of ``--max-glimpses`` glimpses in
 ``MnistGlimpseVectorEnv`` (torch tensors, ``same_step`` autoreset) and takes one REINFORCE step on the
-policy and one regression step on the baseline; with ``--core-training joint`` the env also takes one
+policy and one regression step on the baseline; with ``--learn-perception`` the env also takes one
 cross-entropy step on its own core after each batch. Every ``--eval-every`` env steps the greedy
 (mean) policy is evaluated on a fixed subset of the test set (nearest readout); the clock used for
 ``seconds_to_*`` and ``env_steps_per_second`` stops during those evaluations.
@@ -20,7 +20,7 @@ and the learning curve) and ``OUT/glimpses.png``; TensorBoard logs go to ``OUT/t
 With ``--action-type pixel`` the policy chooses one of the pixels not read yet on the record
 observation (``obs_type="record"``): a :class:`~agents.pixel_attention.PixelAttention` (the best
 agent's policy class) as a categorical (:class:`agents.reinforce.PixelPolicy`); it is evaluated
-through the environment, and ``--core`` gives the environment another core than the packaged one.
+through the environment, and ``--perception`` gives the environment another core than the packaged one.
 
 The accuracies of ``reinforce-frozen`` and ``reinforce-joint`` are in docs/results.md, their training
 speed in docs/studies/rl-training-speed.md.
@@ -61,7 +61,9 @@ from run import (
     accuracy_table,
     check_rl_args,
     claim_output,
+    core_training,
     log_folder,
+    refuse_retired,
     refuse_with_pixel_actions,
     say,
     start,
@@ -75,19 +77,20 @@ TARGET_ACCURACY, TARGET_GLIMPSES = 0.80, 25
 
 @dataclass
 class Args(ResumableArgs):
-    glimpses: int = 25
+    max_glimpses: int = 25
     """glimpses per episode (T)"""
     action_type: Literal["continuous", "pixel"] = "continuous"
     """continuous: a Gaussian (i, j) on the default observation; pixel: a categorical over the pixels not
     read yet (a PixelAttention), on the record observation"""
-    core: str | None = None
+    perception: str | None = None
     """a perception-core checkpoint the environment runs instead of the packaged core (train/export_core.py)"""
     num_envs: int = 256
     """episodes per batch (N); one policy update per batch of N * T env steps"""
     total_steps: int = 10_000_000
     """env glimpse-steps to train for (rounded down to whole batches, at least one)"""
-    core_training: Literal["frozen", "joint"] = "frozen"
-    """frozen: the packaged core as is; joint: the env trains its copy with cross-entropy on the same rollouts"""
+    learn_perception: bool = False
+    """the env trains its copy with cross-entropy on the same rollouts (the environment's learn_perception);
+    without it the core stays frozen (metrics.json's core_training: joint or frozen)"""
     reward: Literal["dense", "final"] = "dense"
     """dense: per-glimpse log-likelihood gain of the true class; final: 1 if the last prediction is right"""
     sampler: Literal["nearest", "bilinear", "bicubic", "gaussian"] = "nearest"
@@ -108,7 +111,7 @@ class Args(ResumableArgs):
     """learn a baseline b(o_t, t); without it the advantage is the (normalised) return-to-go"""
     max_grad_norm: float = 1.0
     """gradient-norm clip of each network (<= 0: off)"""
-    hidden: int = 128
+    attention_hidden: int = 128
     """attention network width"""
     baseline_hidden: int = 64
     """baseline network width"""
@@ -135,14 +138,16 @@ class Args(ResumableArgs):
 def build_policy(args: Args, observation_size: int, device: torch.device) -> tuple[torch.nn.Module, torch.nn.Module]:
     """The policy REINFORCE trains, and the network that acts greedily, is evaluated and is saved."""
     if args.action_type == "pixel":
-        attention = PixelAttention(observation_size, args.glimpses, args.hidden, memory="pixels").to(device)
+        attention = PixelAttention(observation_size, args.max_glimpses, args.attention_hidden, memory="pixels").to(
+            device
+        )
         return PixelPolicy(attention), attention
     policy = GaussianAttentionPolicy(
         observation_size,
-        args.hidden,
-        args.glimpses,
+        args.attention_hidden,
+        args.max_glimpses,
         args.step_bias,
-        histogram_scale=args.glimpses,
+        histogram_scale=args.max_glimpses,
         log_std_init=args.log_std_init,
         log_std_min=args.log_std_min,
         log_std_max=args.log_std_max,
@@ -161,21 +166,23 @@ class SubsetProbe:
         # The random-glimpse baseline on the subset, with the packaged core.
         random_glimpses = RandomGlimpses(torch.Generator(device).manual_seed(args.seed))
         core = load_pretrained(device, shared=True)
-        self.random_baseline = float(accuracy_on(random_glimpses, core, self.images, self.labels, args.glimpses)[-1])
+        self.random_baseline = float(
+            accuracy_on(random_glimpses, core, self.images, self.labels, args.max_glimpses)[-1]
+        )
         self.curve: list[dict] = []
         self.reached: dict[str, float | None] = {"random": None, "target": None}
 
     def __call__(self, core: PerceptionCore, env_steps: int, seconds: float) -> None:
         """Evaluate the greedy policy on the subset with ``core``; records first crossings."""
         self.actor.eval()
-        accuracy = accuracy_on(self.actor, core, self.images, self.labels, self.args.glimpses)
+        accuracy = accuracy_on(self.actor, core, self.images, self.labels, self.args.max_glimpses)
         self.actor.train()
         final = float(accuracy[-1])
-        at_target = float(accuracy[TARGET_GLIMPSES - 1]) if self.args.glimpses >= TARGET_GLIMPSES else None
+        at_target = float(accuracy[TARGET_GLIMPSES - 1]) if self.args.max_glimpses >= TARGET_GLIMPSES else None
         self.curve.append({"env_steps": env_steps, "seconds": round(seconds, 2), "accuracy_T": round(final, 4)})
         self.writer.add_scalar("eval/subset_accuracy_T", final, env_steps)
         say(
-            f"step {env_steps:,}: test accuracy {100 * final:.1f}% after {self.args.glimpses} glimpses "
+            f"step {env_steps:,}: test accuracy {100 * final:.1f}% after {self.args.max_glimpses} glimpses "
             f"on {len(self.labels):,} test images"
         )
         if self.reached["random"] is None and final >= self.random_baseline:
@@ -210,8 +217,10 @@ def main(args: Args, stop_after: int | None = None) -> dict:
     refuse_with_pixel_actions(args, ("step_bias", "log_std_init", "log_std_min", "log_std_max"))
     pixel = args.action_type == "pixel"
     device = start(args, deterministic=True)
-    with user_errors(ValueError, FileNotFoundError):  # a --core file that cannot be used: refused before any write
-        start_core = PerceptionCore.load(args.core, device) if args.core else None
+    with user_errors(
+        ValueError, FileNotFoundError
+    ):  # a --perception file that cannot be used: refused before any write
+        start_core = PerceptionCore.load(args.perception, device) if args.perception else None
     resume = ResumePoint(args.out, args, stop_after)
     out = claim_output(args.out, args.overwrite)
     writer = SummaryWriter(str(log_folder(out)))
@@ -221,19 +230,21 @@ def main(args: Args, stop_after: int | None = None) -> dict:
 
     env = make_env(
         args.num_envs,
-        args.glimpses,
-        args.core_training,
+        args.max_glimpses,
+        args.learn_perception,
         args.perception_lr,
         args.sampler,
         args.reward,
         device,
-        core=start_core,
+        perception=start_core,
         action_type=args.action_type,
     )
     size = env.core.observation_size
     policy, actor = build_policy(args, size, device)
     baseline = (
-        ValueBaseline(size, args.glimpses, args.baseline_hidden, args.glimpses).to(device) if args.baseline else None
+        ValueBaseline(size, args.max_glimpses, args.baseline_hidden, args.max_glimpses).to(device)
+        if args.baseline
+        else None
     )
     learner = ReinforceLearner(
         policy,
@@ -246,7 +257,7 @@ def main(args: Args, stop_after: int | None = None) -> dict:
         args.max_grad_norm,
     )
     probe = SubsetProbe(args, actor, writer, device)
-    batch_steps = args.num_envs * args.glimpses
+    batch_steps = args.num_envs * args.max_glimpses
     iterations = max(1, args.total_steps // batch_steps)
     eval_interval = max(1, args.eval_every // batch_steps)
 
@@ -268,7 +279,7 @@ def main(args: Args, stop_after: int | None = None) -> dict:
     progress = tqdm(
         total=iterations * batch_steps,
         initial=first * batch_steps,
-        desc=f"reinforce {args.core_training}",
+        desc=f"reinforce {core_training(args)}",
         unit="step",
         unit_scale=True,
     )
@@ -322,11 +333,11 @@ def evaluate_and_write(
     pixel = args.action_type == "pixel"
     print("evaluating on the 10,000 test images ...", flush=True)
     actor.eval()
-    nearest = accuracy_by_glimpse(actor, core, args.glimpses, device=device)
-    sampled = None if pixel else accuracy_by_glimpse(SampledGlimpses(policy), core, args.glimpses, device=device)
+    nearest = accuracy_by_glimpse(actor, core, args.max_glimpses, device=device)
+    sampled = None if pixel else accuracy_by_glimpse(SampledGlimpses(policy), core, args.max_glimpses, device=device)
     for budget, value in accuracy_table(nearest).items():
         writer.add_scalar("eval/test_accuracy_nearest", value, int(budget))
-    agent = f"reinforce-{'pixel-' if pixel else ''}{args.core_training}"
+    agent = f"reinforce-{'pixel-' if pixel else ''}{core_training(args)}"
     return write_agent_run(
         resume,
         out,
@@ -338,7 +349,7 @@ def evaluate_and_write(
         Sampler(args.sampler).name,
         train_seconds,
         device,
-        core_training=args.core_training,
+        core_training=core_training(args),
         reward=args.reward,
         num_envs=args.num_envs,
         env_steps=env_steps,
@@ -357,5 +368,14 @@ def evaluate_and_write(
     )
 
 
+#: Retired flags -> the flags that replaced them (refused with the new name: run.refuse_retired).
+RETIRED = {
+    "--glimpses": "--max-glimpses",
+    "--hidden": "--attention-hidden",
+    "--core": "--perception",
+    "--core-training": "--learn-perception (joint; without it, frozen)",
+}
+
+
 if __name__ == "__main__":
-    run_main(main, tyro.cli(Args, description=plain_text(__doc__)))
+    run_main(main, tyro.cli(Args, args=refuse_retired(RETIRED), description=plain_text(__doc__)))

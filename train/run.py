@@ -1,7 +1,8 @@
 """The run plumbing every training script in ``train/`` shares, so that each script reads top to bottom.
 
 A script declares its flags as a dataclass that inherits the common ones (:class:`RunArgs`, and
-:class:`ResumableArgs` for a script that can stop and continue), calls :func:`start` (seeds, torch
+:class:`ResumableArgs` for a script that can stop and continue), refuses the flags it retired with the
+names that replaced them (:func:`refuse_retired`, docs/runs.md, Names), calls :func:`start` (seeds, torch
 threads, device), owns its output folder (:func:`claim_output`, :class:`ResumePoint`), names once what
 a resumed run needs back (:meth:`ResumePoint.keep`), prints its progress (:func:`say`,
 :func:`end_stage`) and ends with :func:`write_metrics` and :func:`summary`. Policies, learning rules and
@@ -51,7 +52,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -60,7 +61,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from agents.cli import UserFileExistsError, UserOSError, UserValueError
+from agents.cli import UserFileExistsError, UserOSError, UserValueError, run_main
 from envs.atomic import write_atomic
 from envs.config import resolve_device
 from envs.digest import check_digest, with_digest
@@ -103,6 +104,39 @@ class ResumableArgs(RunArgs):
     """continue the interrupted run in --out (its resume.pt) to the result an uninterrupted run gives"""
     save_every: float = 300.0
     """seconds between saves of OUT/resume.pt during training (also written on SIGINT/SIGTERM)"""
+
+
+#: Where the names of the flags, and the names they replaced, are listed.
+NAMES_DOC = "docs/runs.md#names"
+
+
+def check_retired(argv: Sequence[str], retired: Mapping[str, str]) -> None:
+    """Refuse a retired flag in ``argv``, naming the flag that replaced it.
+
+    :param argv: a command line without the program name.
+    :param retired: retired flag -> its replacement, e.g. ``{"--glimpses": "--max-glimpses"}``; a flag
+        matches with ``_`` or ``-`` between its words and with ``=VALUE`` attached.
+    :raises UserValueError: ``argv`` holds a retired flag (before a ``--`` that ends the flags).
+    """
+    for word in argv:
+        if word == "--":
+            return
+        name = word.split("=", 1)[0].replace("_", "-")
+        if word.startswith("--") and name in retired:
+            raise UserValueError(f"{name} is retired: pass {retired[name]} instead (the names: {NAMES_DOC}).")
+
+
+def refuse_retired(retired: Mapping[str, str], argv: Sequence[str] | None = None) -> list[str]:
+    """The command line, for the script's parser to read next, after :func:`check_retired`: a retired
+    flag ends the script with status 2 and one line naming its replacement (:func:`agents.cli.run_main`),
+    where the parser would only call it unknown.
+
+    :param retired: retired flag -> its replacement.
+    :param argv: the command line without the program name (default: ``sys.argv[1:]``).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    run_main(check_retired, argv, retired)
+    return argv
 
 
 def start(args: RunArgs, deterministic: bool = False) -> torch.device:
@@ -485,17 +519,23 @@ def end_stage(progress: tqdm, stage: str, reason: str, done: int, planned: int) 
 def check_rl_args(args: Any, default_perception_lr: float) -> None:
     """Refuse empty budgets and a perception learning rate that a frozen core would ignore.
 
-    :param args: the script's ``Args`` (``num_envs``, ``total_steps``, ``eval_images``, ``glimpses``,
-        ``core_training``, ``perception_lr``).
+    :param args: the script's ``Args`` (``num_envs``, ``total_steps``, ``eval_images``, ``max_glimpses``,
+        ``learn_perception``, ``perception_lr``).
     :param default_perception_lr: the script's default ``perception_lr``.
     """
-    for name in ("num_envs", "total_steps", "eval_images", "glimpses"):
+    for name in ("num_envs", "total_steps", "eval_images", "max_glimpses"):
         if getattr(args, name) < 1:
             raise UserValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}.")
-    if args.core_training == "frozen" and args.perception_lr != default_perception_lr:
+    if not args.learn_perception and args.perception_lr != default_perception_lr:
         raise UserValueError(
-            f"--perception-lr {args.perception_lr} trains the core; pass --core-training joint, or drop it."
+            f"--perception-lr {args.perception_lr} trains the core; pass --learn-perception, or drop it."
         )
+
+
+def core_training(args: Any) -> str:
+    """``"joint"`` when the environment trains its core alongside the agent (``args.learn_perception``),
+    else ``"frozen"``: the ``core_training`` entry of an RL run's ``metrics.json`` and its agent name's end."""
+    return "joint" if args.learn_perception else "frozen"
 
 
 def refuse_with_pixel_actions(args: Any, names: tuple[str, ...]) -> None:
@@ -614,7 +654,7 @@ def write_agent_run(
     with the arguments and the run's id), ``OUT/glimpses.png`` (its glimpse trails), then, last,
     ``OUT/metrics.json`` (:func:`write_metrics`), which marks the run finished (:meth:`ResumePoint.finish`).
 
-    :param args: the script's arguments (``glimpses``, ``seed``; all of them go into the checkpoint).
+    :param args: the script's arguments (``max_glimpses``, ``seed``; all of them go into the checkpoint).
     :param accuracy: the test accuracy after each glimpse ``(T,)``, nearest read-out.
     :param device: where the glimpse trails are drawn, and what metrics.json records.
     :param checkpoint: more entries of the checkpoint (before the run's id).
@@ -626,9 +666,11 @@ def write_agent_run(
     from agents.figures import plot_glimpse_trails
 
     path = out / "checkpoint.pt"
-    save_agent(path, agent, policy, core, args.glimpses, args=vars(args), **(checkpoint or {}), run_id=resume.run_id)
+    save_agent(
+        path, agent, policy, core, args.max_glimpses, args=vars(args), **(checkpoint or {}), run_id=resume.run_id
+    )
     print(f"drawing glimpse trails to {out / 'glimpses.png'} ...", flush=True)
-    plot_glimpse_trails(policy, core, args.glimpses, out / "glimpses.png", device=device)
+    plot_glimpse_trails(policy, core, args.max_glimpses, out / "glimpses.png", device=device)
     if before_metrics is not None:
         before_metrics()
     return resume.finish(  # metrics.json last: it marks the run finished
