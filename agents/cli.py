@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, NoReturn, TypeVar
 
@@ -104,6 +104,39 @@ def run_main(main: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         if type(error) is KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
         _exit(None, INTERRUPTED_STATUS)
+
+
+#: Where the names of the flags, and the names they replaced, are listed.
+NAMES_DOC = "docs/runs.md#names"
+
+
+def check_retired(argv: Sequence[str], retired: Mapping[str, str]) -> None:
+    """Refuse a retired flag in ``argv``, naming the flag that replaced it.
+
+    :param argv: a command line without the program name.
+    :param retired: retired flag -> its replacement, e.g. ``{"--glimpses": "--max-glimpses"}``; a flag
+        matches with ``_`` or ``-`` between its words and with ``=VALUE`` attached.
+    :raises UserValueError: ``argv`` holds a retired flag (before a ``--`` that ends the flags).
+    """
+    for word in argv:
+        if word == "--":
+            return
+        name = word.split("=", 1)[0].replace("_", "-")
+        if word.startswith("--") and name in retired:
+            raise UserValueError(f"{name} is retired: pass {retired[name]} instead (the names: {NAMES_DOC}).")
+
+
+def refuse_retired(retired: Mapping[str, str], argv: Sequence[str] | None = None) -> list[str]:
+    """The command line, for the script's parser to read next, after :func:`check_retired`: a retired
+    flag ends the script with status 2 and one line naming its replacement (:func:`run_main`),
+    where the parser would only call it unknown.
+
+    :param retired: retired flag -> its replacement.
+    :param argv: the command line without the program name (default: ``sys.argv[1:]``).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    run_main(check_retired, argv, retired)
+    return argv
 
 
 def _exit(message: str | None, status: int) -> NoReturn:

@@ -19,7 +19,7 @@ from functools import partial
 import torch
 import tyro
 
-from agents.cli import plain_text, run_main
+from agents.cli import plain_text, refuse_retired, run_main
 from agents.gdfs import MaskedMLP, PixelSelector, predictor_step, selector_step
 from envs.config import resolve_device
 from envs.data import load_mnist
@@ -95,5 +95,12 @@ def main(args: Args) -> dict:
     return result
 
 
+#: Retired flags -> the flags that replaced them (refused with the new name: agents.cli.refuse_retired).
+RETIRED = {
+    "--glimpses": "--max-glimpses",
+    "--hidden": "--mlp-hidden",
+}
+
+
 if __name__ == "__main__":
-    run_main(main, tyro.cli(Args, description=plain_text(__doc__)))
+    run_main(main, tyro.cli(Args, args=refuse_retired(RETIRED), description=plain_text(__doc__)))

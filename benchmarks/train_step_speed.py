@@ -21,7 +21,7 @@ import torch
 import tyro
 
 from agents.attention import AttentionNetwork
-from agents.cli import plain_text, run_main
+from agents.cli import plain_text, refuse_retired, run_main
 from agents.differentiable import DualOptimizerTrainer
 from agents.pixel_attention import PixelAttention
 from envs.config import resolve_device
@@ -122,5 +122,12 @@ def main(args: Args) -> dict[str, float]:
     return rates
 
 
+#: Retired flags -> the flags that replaced them (refused with the new name: agents.cli.refuse_retired).
+RETIRED = {
+    "--glimpses": "--max-glimpses",
+    "--core": "--perception",
+}
+
+
 if __name__ == "__main__":
-    run_main(main, tyro.cli(Args, description=plain_text(__doc__)))
+    run_main(main, tyro.cli(Args, args=refuse_retired(RETIRED), description=plain_text(__doc__)))

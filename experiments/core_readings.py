@@ -39,7 +39,7 @@ import torch
 import tyro
 
 from agents.checkpoint import load_agent
-from agents.cli import plain_text
+from agents.cli import plain_text, refuse_retired
 from agents.evaluation import accuracy_by_glimpse, agent_glimpses
 from agents.shipped import load_shipped_agent
 from envs.atomic import write_atomic
@@ -183,5 +183,11 @@ def main(args: Args) -> dict:
     return results
 
 
+#: Retired flags -> the flags that replaced them (refused with the new name: agents.cli.refuse_retired).
+RETIRED = {
+    "--glimpses": "--max-glimpses",
+}
+
+
 if __name__ == "__main__":
-    main(tyro.cli(Args, description=plain_text(__doc__)))
+    main(tyro.cli(Args, args=refuse_retired(RETIRED), description=plain_text(__doc__)))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from run import NAMES_DOC, check_retired, refuse_retired
+from agents.cli import NAMES_DOC, check_retired, refuse_retired
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ["differentiable", "reinforce", "ppo", "gdfs", "pretrain_perception", "evaluate"]
@@ -64,5 +64,16 @@ def test_a_script_run_with_a_retired_flag_says_its_new_name():
     )
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.splitlines() == [
+        f"error: --glimpses is retired: pass --max-glimpses instead (the names: {NAMES_DOC})."
+    ]
+
+
+@pytest.mark.parametrize(
+    "script",
+    ["experiments/core_readings.py", "benchmarks/train_step_speed.py", "benchmarks/gdfs_step_speed.py"],
+)
+def test_experiments_and_benchmarks_refuse_their_retired_flags(script):
+    done = subprocess.run([sys.executable, script, "--glimpses", "3"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.splitlines() == [
         f"error: --glimpses is retired: pass --max-glimpses instead (the names: {NAMES_DOC})."
     ]

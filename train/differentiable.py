@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from agents.attention import AttentionNetwork
 from agents.baselines import FixedSequence
-from agents.cli import UserValueError, parse_preset_args, run_main, user_errors
+from agents.cli import UserValueError, parse_preset_args, refuse_retired, run_main, user_errors
 from agents.differentiable import DualOptimizerTrainer
 from agents.evaluation import accuracy_by_glimpse, accuracy_on
 from agents.pixel_attention import PixelAttention
@@ -61,7 +61,6 @@ from run import (
     curve_point,
     end_stage,
     log_folder,
-    refuse_retired,
     say,
     start,
     summary,
@@ -242,7 +241,7 @@ def preset_args(name: str) -> Args:
     return dataclasses.replace(Args(), preset=name, **PRESETS[name][1])
 
 
-#: Retired flags -> the flags that replaced them (refused with the new name: run.refuse_retired).
+#: Retired flags -> the flags that replaced them (refused with the new name: agents.cli.refuse_retired).
 RETIRED = {
     "--glimpses": "--max-glimpses",
     "--hidden": "--attention-hidden",

@@ -23,11 +23,11 @@ import torch
 import tyro
 
 from agents.checkpoint import load_agent
-from agents.cli import plain_text, run_main, user_errors
+from agents.cli import plain_text, refuse_retired, run_main, user_errors
 from agents.evaluation import accuracy_by_glimpse
 from envs.config import resolve_device
 from envs.sampler import Sampler
-from run import accuracy_lines, accuracy_table, refuse_retired
+from run import accuracy_lines, accuracy_table
 
 
 @dataclass
@@ -77,7 +77,7 @@ def main(args: Args) -> dict:
     return result
 
 
-#: Retired flags -> the flags that replaced them (refused with the new name: run.refuse_retired).
+#: Retired flags -> the flags that replaced them (refused with the new name: agents.cli.refuse_retired).
 RETIRED = {
     "--glimpses": "--max-glimpses",
 }

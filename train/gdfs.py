@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import tyro
 
-from agents.cli import UserValueError, plain_text, run_main
+from agents.cli import UserValueError, plain_text, refuse_retired, run_main
 from agents.gdfs import (
     NUM_PIXELS,
     GdfsAgent,
@@ -57,7 +57,6 @@ from run import (
     claim_output,
     curve_milestones,
     curve_point,
-    refuse_retired,
     say,
     start,
     summary,
@@ -430,7 +429,7 @@ def evaluate_and_write(
     )
 
 
-#: Retired flags -> the flags that replaced them (refused with the new name: run.refuse_retired).
+#: Retired flags -> the flags that replaced them (refused with the new name: agents.cli.refuse_retired).
 RETIRED = {
     "--glimpses": "--max-glimpses",
     "--eval-glimpses": "--eval-max-glimpses",

@@ -43,7 +43,7 @@ import tyro
 from sb3_contrib import MaskablePPO
 from stable_baselines3 import PPO
 
-from agents.cli import UserValueError, plain_text, run_main, user_errors
+from agents.cli import UserValueError, plain_text, refuse_retired, run_main, user_errors
 from agents.evaluation import accuracy_by_glimpse
 from agents.pixel_attention import PixelAttention
 from agents.ppo import (
@@ -68,7 +68,6 @@ from run import (
     check_rl_args,
     claim_output,
     core_training,
-    refuse_retired,
     refuse_with_pixel_actions,
     say,
     start,
@@ -315,7 +314,7 @@ def evaluate_and_write(
     )
 
 
-#: Retired flags -> the flags that replaced them (refused with the new name: run.refuse_retired).
+#: Retired flags -> the flags that replaced them (refused with the new name: agents.cli.refuse_retired).
 RETIRED = {
     "--glimpses": "--max-glimpses",
     "--hidden": "--net-arch",

@@ -34,14 +34,14 @@ import tyro
 from tqdm import tqdm
 
 from agents.baselines import RandomGlimpses
-from agents.cli import UserValueError, parse_preset_args, run_main
+from agents.cli import UserValueError, parse_preset_args, refuse_retired, run_main
 from agents.evaluation import accuracy_by_glimpse, agent_glimpses
 from agents.pretrain import GENERAL_SOURCES, GeneralValidation, pretrain_core, pretrain_core_general
 from agents.shipped import load_shipped_agent
 from envs.data import MnistSplit, load_mnist
 from envs.perception import PerceptionConfig, PerceptionCore
 from envs.sampler import Sampler
-from run import RunArgs, claim_output, end_stage, refuse_retired, say, start, summary, write_metrics
+from run import RunArgs, claim_output, end_stage, say, start, summary, write_metrics
 
 Recipe = tyro.conf.Suppress  # a field that only a preset sets (no flag)
 
@@ -106,7 +106,7 @@ PRESETS: dict[str, tuple[str, dict]] = {
 }
 
 
-#: Retired flags -> the flags that replaced them (refused with the new name: run.refuse_retired).
+#: Retired flags -> the flags that replaced them (refused with the new name: agents.cli.refuse_retired).
 RETIRED = {
     "--glimpses": "--max-glimpses",
     "--hidden": "--head-hidden",

@@ -40,7 +40,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from agents.baselines import RandomGlimpses
-from agents.cli import plain_text, run_main, user_errors
+from agents.cli import plain_text, refuse_retired, run_main, user_errors
 from agents.evaluation import accuracy_by_glimpse, accuracy_on
 from agents.pixel_attention import PixelAttention
 from agents.reinforce import (
@@ -63,7 +63,6 @@ from run import (
     claim_output,
     core_training,
     log_folder,
-    refuse_retired,
     refuse_with_pixel_actions,
     say,
     start,
@@ -368,7 +367,7 @@ def evaluate_and_write(
     )
 
 
-#: Retired flags -> the flags that replaced them (refused with the new name: run.refuse_retired).
+#: Retired flags -> the flags that replaced them (refused with the new name: agents.cli.refuse_retired).
 RETIRED = {
     "--glimpses": "--max-glimpses",
     "--hidden": "--attention-hidden",

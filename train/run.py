@@ -2,7 +2,7 @@
 
 A script declares its flags as a dataclass that inherits the common ones (:class:`RunArgs`, and
 :class:`ResumableArgs` for a script that can stop and continue), refuses the flags it retired with the
-names that replaced them (:func:`refuse_retired`, docs/runs.md, Names), calls :func:`start` (seeds, torch
+names that replaced them (:func:`agents.cli.refuse_retired`, docs/runs.md, Names), calls :func:`start` (seeds, torch
 threads, device), owns its output folder (:func:`claim_output`, :class:`ResumePoint`), names once what
 a resumed run needs back (:meth:`ResumePoint.keep`), prints its progress (:func:`say`,
 :func:`end_stage`) and ends with :func:`write_metrics` and :func:`summary`. Policies, learning rules and
@@ -52,7 +52,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -61,7 +61,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from agents.cli import UserFileExistsError, UserOSError, UserValueError, run_main
+from agents.cli import UserFileExistsError, UserOSError, UserValueError
 from envs.atomic import write_atomic
 from envs.config import resolve_device
 from envs.digest import check_digest, with_digest
@@ -104,39 +104,6 @@ class ResumableArgs(RunArgs):
     """continue the interrupted run in --out (its resume.pt) to the result an uninterrupted run gives"""
     save_every: float = 300.0
     """seconds between saves of OUT/resume.pt during training (also written on SIGINT/SIGTERM)"""
-
-
-#: Where the names of the flags, and the names they replaced, are listed.
-NAMES_DOC = "docs/runs.md#names"
-
-
-def check_retired(argv: Sequence[str], retired: Mapping[str, str]) -> None:
-    """Refuse a retired flag in ``argv``, naming the flag that replaced it.
-
-    :param argv: a command line without the program name.
-    :param retired: retired flag -> its replacement, e.g. ``{"--glimpses": "--max-glimpses"}``; a flag
-        matches with ``_`` or ``-`` between its words and with ``=VALUE`` attached.
-    :raises UserValueError: ``argv`` holds a retired flag (before a ``--`` that ends the flags).
-    """
-    for word in argv:
-        if word == "--":
-            return
-        name = word.split("=", 1)[0].replace("_", "-")
-        if word.startswith("--") and name in retired:
-            raise UserValueError(f"{name} is retired: pass {retired[name]} instead (the names: {NAMES_DOC}).")
-
-
-def refuse_retired(retired: Mapping[str, str], argv: Sequence[str] | None = None) -> list[str]:
-    """The command line, for the script's parser to read next, after :func:`check_retired`: a retired
-    flag ends the script with status 2 and one line naming its replacement (:func:`agents.cli.run_main`),
-    where the parser would only call it unknown.
-
-    :param retired: retired flag -> its replacement.
-    :param argv: the command line without the program name (default: ``sys.argv[1:]``).
-    """
-    argv = list(sys.argv[1:] if argv is None else argv)
-    run_main(check_retired, argv, retired)
-    return argv
 
 
 def start(args: RunArgs, deterministic: bool = False) -> torch.device:
