@@ -18,6 +18,9 @@ glimpse policies:
 
 With ``--checkpoints``, trained agents (any ``train/`` script's ``checkpoint.pt``) are measured the
 same way, each through the environment on the core it carries (:func:`agents.evaluation.accuracy_by_glimpse`).
+With ``--first-reads`` as well, each agent's glimpses are read again by that core with every glimpse
+into a pixel cell the episode has already read left out (the state stays as it was): what the agent
+would score if re-reading a cell brought nothing, and how much of a fall its re-reads explain.
 
 It also reports, per policy, the largest fall of accuracy from one glimpse count to a later one (a
 reader that gets worse with more evidence shows a positive fall).
@@ -70,6 +73,8 @@ class Args:
     """seed of the random policies"""
     checkpoints: tuple[str, ...] = ()
     """trained agents to measure, each on its own core"""
+    first_reads: bool = False
+    """also read each --checkpoints agent's glimpses with the re-reads of a cell left out"""
     settle_after: int = 10
     """the settling policy's random glimpses before it returns to one place"""
     out: str | None = None
@@ -116,6 +121,28 @@ def replay_accuracy(
     with torch.no_grad():
         logits = core.replay(coords, values)
     return (logits.argmax(-1) == labels).float().mean(1).numpy()
+
+
+def first_reads_accuracy(
+    core: PerceptionCore, coords: torch.Tensor, values: torch.Tensor, labels: torch.Tensor
+) -> tuple[np.ndarray, float]:
+    """``(T,)`` accuracy of ``core`` reading recorded glimpses ``(N, T, 2)``, ``(N, T)`` with every
+    glimpse into a cell already read (nearest centre, ``i * 28 + j``) left out: the histogram stays as
+    it was. Also the share of glimpses that read a new cell."""
+    cells = coords.round().long().clamp(0, 27)
+    cell = cells[..., 0] * 28 + cells[..., 1]  # (N, T)
+    read = torch.zeros(coords.shape[0], 28 * 28, dtype=torch.bool)
+    histogram = core.initial_histogram(coords.shape[0], coords.device)
+    accuracy, new_reads = [], 0
+    with torch.no_grad():
+        for step in range(coords.shape[1]):
+            new = ~read.gather(1, cell[:, step : step + 1])  # (N, 1)
+            observed = core.observe(histogram, coords[:, step], values[:, step])
+            histogram = torch.where(new, observed, histogram)
+            read.scatter_(1, cell[:, step : step + 1], True)
+            new_reads += int(new.sum())
+            accuracy.append(float((core(histogram).argmax(-1) == labels).float().mean()))
+    return np.array(accuracy), new_reads / cell.numel()
 
 
 def _budgets(curve: np.ndarray) -> str:
@@ -176,6 +203,19 @@ def main(args: Args) -> dict:
             "largest_fall": round(largest_fall(curve), 4),
         }
         print(f"{path}: {_budgets(curve)}   largest fall {100 * largest_fall(curve):.1f}", flush=True)
+        if args.first_reads:
+            coords, values = agent_glimpses(policy, core, checkpoint["glimpses"], images)
+            curve, share = first_reads_accuracy(core.eval(), coords, values, labels)
+            results["agents"][path]["first_reads"] = {
+                "accuracy": [round(float(a), 4) for a in curve],
+                "largest_fall": round(largest_fall(curve), 4),
+                "new_cell_share": round(share, 4),
+            }
+            print(
+                f"{path}, re-reads left out ({100 * share:.0f}% of its glimpses read a new cell): "
+                f"{_budgets(curve)}   largest fall {100 * largest_fall(curve):.1f}",
+                flush=True,
+            )
     if args.out:
         text = json.dumps(results, indent=1) + "\n"
         write_atomic(args.out, lambda handle: handle.write(text.encode()))

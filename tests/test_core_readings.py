@@ -26,3 +26,24 @@ def test_every_policy_is_read_and_recorded(tmp_path):
     # the settling policy is the random continuous one until it settles (same generator, same draws)
     assert readings["settling"]["accuracy"][:4] == readings["random continuous"]["accuracy"][:4]
     assert json.loads(out.read_text()) == json.loads(json.dumps(results))
+
+
+def test_first_reads_leave_a_re_read_cell_out():
+    import torch
+
+    from envs.perception import PerceptionCore
+
+    core = PerceptionCore.load(PRETRAINED_PATH).eval()
+    labels = torch.tensor([3, 7])
+    # the second episode glimpses its first cell again (10.2 rounds to 10): that glimpse is left out
+    coords = torch.tensor([[[5.0, 6.0], [10.0, 12.0], [14.0, 14.0]], [[10.0, 12.0], [10.2, 12.0], [14.0, 14.0]]])
+    values = torch.tensor([[0.0, 0.5, 1.0], [0.5, 0.7, 1.0]])
+    curve, share = core_readings.first_reads_accuracy(core, coords, values, labels)
+    assert curve.shape == (3,) and share == 5 / 6
+    with torch.no_grad():
+        kept = core.replay(coords[1:, [0, 2]], values[1:, [0, 2]])  # the second episode without its re-read
+        full = core.replay(coords[1:], values[1:])
+    again = core_readings.first_reads_accuracy(core, coords[1:], values[1:], labels[1:])[0]
+    assert again[1] == float(kept[0].argmax(-1) == 7)  # after the re-read: the state after the first glimpse
+    assert again[2] == float(kept[1].argmax(-1) == 7)
+    assert not torch.equal(full[2], kept[1])  # the re-read does change what replay computes
