@@ -166,3 +166,23 @@ def test_general_pretraining_keeps_the_best_validation_point(make_core, test_spl
     ):
         with pytest.raises(ValueError, match=match):
             pretrain_core_general(make_core(5, core.config), train, validation, bad, 1)
+
+
+def test_trajectory_agents_take_the_images_in_turn(tmp_path):
+    import importlib
+
+    from agents.cli import UserError
+    from agents.evaluation import agent_glimpses
+    from agents.shipped import load_shipped_agent
+
+    script = importlib.import_module("train.pretrain_perception")
+    images = load_mnist("test").images[:6]
+    policy, core, _ = load_shipped_agent()
+    alone = agent_glimpses(policy, core, 5, images)
+    # the same agent twice: images 0, 2, 4 and 1, 3, 5 read by one each, the same glimpses as one agent on all
+    coords, values = script.agents_glimpses(("shipped", "shipped"), 5, images, torch.device("cpu"))
+    assert torch.equal(coords, alone[0]) and torch.equal(values, alone[1])
+    with pytest.raises(UserError, match="not found"):
+        script.agents_glimpses(("shipped", str(tmp_path / "none.pt")), 5, images, torch.device("cpu"))
+    with pytest.raises(UserError, match="--trajectory-agents is empty"):
+        script.agents_glimpses((), 5, images, torch.device("cpu"))

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -34,7 +34,8 @@ import tyro
 from tqdm import tqdm
 
 from agents.baselines import RandomGlimpses
-from agents.cli import UserValueError, parse_preset_args, refuse_retired, run_main
+from agents.checkpoint import load_agent
+from agents.cli import UserValueError, parse_preset_args, refuse_retired, run_main, user_errors
 from agents.evaluation import accuracy_by_glimpse, agent_glimpses
 from agents.pretrain import GENERAL_SOURCES, GeneralValidation, pretrain_core, pretrain_core_general
 from agents.shipped import load_shipped_agent
@@ -65,6 +66,10 @@ class Args(RunArgs):
     """general: the glimpse sets of the mixture, each with an equal share of every batch (agents.pretrain.GENERAL_SOURCES)"""
     length: int = 50
     """general: glimpses per random set; every prefix of 1..length is scored"""
+    trajectory_agents: tuple[str, ...] = ("shipped",)
+    """general: the agents whose glimpses on the training images make the trajectories source, image k
+    read by agent k mod A ("shipped": the shipped agent; else a train/ script's checkpoint.pt with its
+    own core, episodes of --max-glimpses)"""
     val_images: int = 10_000
     """general: the last training images, held out for validation and early stopping"""
     eval_every: int = 250
@@ -147,8 +152,30 @@ def loss_reporter(progress: tqdm) -> Callable[[int, float], None]:
     return report
 
 
+def agents_glimpses(
+    agents: Sequence[str], max_glimpses: int, images: torch.Tensor, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The glimpses of ``agents`` on ``images`` (image ``k`` read by agent ``k mod A``, ``nearest``):
+    ``coords`` ``(N, T, 2)``, ``values`` ``(N, T)``.
+
+    :param agents: ``"shipped"`` or a ``checkpoint.pt`` path each.
+    :raises UserValueError: no agents, or a checkpoint that cannot be used (named with the fix).
+    """
+    if not agents:
+        raise UserValueError("--trajectory-agents is empty; name at least one agent (shipped, or a checkpoint.pt).")
+    coords = torch.zeros(len(images), max_glimpses, 2, device=device)
+    values = torch.zeros(len(images), max_glimpses, device=device)
+    for k, agent in enumerate(agents):
+        print(f"the glimpses of {agent} on the training images ...", flush=True)
+        with user_errors(ValueError, FileNotFoundError):
+            policy, agent_core, _ = load_shipped_agent(device) if agent == "shipped" else load_agent(agent, device)
+        rows = torch.arange(k, len(images), len(agents), device=device)
+        coords[rows], values[rows] = agent_glimpses(policy, agent_core, max_glimpses, images[rows])
+    return coords, values
+
+
 def train_general(args: Args, core: PerceptionCore, device: torch.device) -> dict:
-    """The general preset: the shipped agent's trajectories, then :func:`pretrain_core_general`."""
+    """The general preset: the agents' trajectories, then :func:`pretrain_core_general`."""
     data = load_mnist("train", device)
     split = len(data) - args.val_images
     train, validation = (
@@ -157,9 +184,7 @@ def train_general(args: Args, core: PerceptionCore, device: torch.device) -> dic
     )
     trajectories = None
     if "trajectories" in args.sources:
-        print("the shipped agent's glimpses on the training images ...", flush=True)
-        policy, agent_core, _ = load_shipped_agent(device)
-        coords, values = agent_glimpses(policy, agent_core, args.max_glimpses, data.images)
+        coords, values = agents_glimpses(args.trajectory_agents, args.max_glimpses, data.images, device)
         trajectories = ((coords[:split], values[:split]), (coords[split:], values[split:]))
     with tqdm(total=args.steps, desc="pretrain perception (general)") as progress:
 
