@@ -181,6 +181,13 @@ class Transition:
     correct: torch.Tensor | None
 
 
+def cell_index(coords: torch.Tensor) -> torch.Tensor:
+    """The pixel cell ``i * 28 + j`` each glimpse location falls in (its nearest centre, halves to
+    even): ``coords`` ``(..., 2)`` pixel units -> ``(...)`` int64. The cell the record of reads marks."""
+    cell = coords.round().long().clamp(0, IMAGE_SIZE - 1)
+    return cell[..., 0] * IMAGE_SIZE + cell[..., 1]
+
+
 def pixel_coords(pixels: torch.Tensor) -> torch.Tensor:
     """The centres ``(i, j)`` = ``(p // 28, p % 28)`` of pixel indices ``p`` ``(...)`` -> ``(..., 2)`` float."""
     return torch.stack([pixels // IMAGE_SIZE, pixels % IMAGE_SIZE], dim=-1).float()
@@ -284,8 +291,7 @@ def step(
         elapsed = state.elapsed + active.long()
     read, read_values = state.read, state.read_values
     if read is not None:  # the cell the glimpse falls in (nearest centre, halves to even) and the value read
-        cell = seen_coords.round().long().clamp(0, IMAGE_SIZE - 1)
-        flat = cell[:, 0] * IMAGE_SIZE + cell[:, 1]
+        flat = cell_index(seen_coords)
         if active is None:
             read_values = read_values.index_put((rows, flat), seen_values)
             read = read.index_put((rows, flat), torch.ones_like(flat, dtype=torch.bool))

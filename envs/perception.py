@@ -277,13 +277,18 @@ class PerceptionCore(nn.Module):
         """Class logits ``(B, 10)`` of a histogram ``(B, H)``."""
         return self.head(histogram)
 
-    def replay(self, coords: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    def replay(self, coords: torch.Tensor, values: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         """Re-read recorded glimpses from the empty histogram: ``coords`` ``(B, T, 2)`` pixel units,
-        ``values`` ``(B, T)`` -> logits after each glimpse, ``(T, B, 10)``. Needs no image."""
+        ``values`` ``(B, T)`` -> logits after each glimpse, ``(T, B, 10)``. Needs no image.
+
+        :param keep: ``(B, T)`` bool, the glimpses read; a glimpse left out leaves the histogram as it
+            was (default: all read).
+        """
         histogram = self.initial_histogram(coords.shape[0], coords.device)
         logits = []
         for step in range(coords.shape[1]):
-            histogram = self.observe(histogram, coords[:, step], values[:, step])
+            observed = self.observe(histogram, coords[:, step], values[:, step])
+            histogram = observed if keep is None else torch.where(keep[:, step, None], observed, histogram)
             logits.append(self(histogram))
         return torch.stack(logits)
 

@@ -47,6 +47,7 @@ from agents.evaluation import accuracy_by_glimpse, agent_glimpses
 from agents.shipped import load_shipped_agent
 from envs.atomic import write_atomic
 from envs.data import load_mnist
+from envs.episode import cell_index
 from envs.perception import (
     CORE_32X4_PATH,
     PRETRAINED_PATH,
@@ -127,22 +128,15 @@ def first_reads_accuracy(
     core: PerceptionCore, coords: torch.Tensor, values: torch.Tensor, labels: torch.Tensor
 ) -> tuple[np.ndarray, float]:
     """``(T,)`` accuracy of ``core`` reading recorded glimpses ``(N, T, 2)``, ``(N, T)`` with every
-    glimpse into a cell already read (nearest centre, ``i * 28 + j``) left out: the histogram stays as
-    it was. Also the share of glimpses that read a new cell."""
-    cells = coords.round().long().clamp(0, 27)
-    cell = cells[..., 0] * 28 + cells[..., 1]  # (N, T)
-    read = torch.zeros(coords.shape[0], 28 * 28, dtype=torch.bool)
-    histogram = core.initial_histogram(coords.shape[0], coords.device)
-    accuracy, new_reads = [], 0
+    glimpse into a cell the episode has already read (:func:`envs.episode.cell_index`) left out: the
+    histogram stays as it was. Also the share of glimpses that read a new cell."""
+    cell = cell_index(coords)  # (N, T)
+    earlier = torch.ones(cell.shape[1], cell.shape[1], dtype=torch.bool).tril(-1)  # [t, s]: s < t
+    first = ~((cell[:, :, None] == cell[:, None, :]) & earlier).any(-1)  # (N, T)
     with torch.no_grad():
-        for step in range(coords.shape[1]):
-            new = ~read.gather(1, cell[:, step : step + 1])  # (N, 1)
-            observed = core.observe(histogram, coords[:, step], values[:, step])
-            histogram = torch.where(new, observed, histogram)
-            read.scatter_(1, cell[:, step : step + 1], True)
-            new_reads += int(new.sum())
-            accuracy.append(float((core(histogram).argmax(-1) == labels).float().mean()))
-    return np.array(accuracy), new_reads / cell.numel()
+        logits = core.replay(coords, values, keep=first)
+    accuracy = (logits.argmax(-1) == labels).float().mean(1).numpy()
+    return accuracy, int(first.sum()) / first.numel()
 
 
 def _budgets(curve: np.ndarray) -> str:
