@@ -6,8 +6,9 @@
   ``train/differentiable.py --core-start pretrain`` runs it before training its agent.
 * :func:`pretrain_core_on_pixels`, in set form on exact pixels: while the core's weights on its
   state are zero it is a plain SoftOrdering (order-free), so one step scores every prefix of a random
-  subset of pixels at once (:func:`prefix_logits`; ``train/differentiable.py --core-start pretrain
-  --pretrain-on pixels``). :func:`mask_logits` scores any set of pixels of an image, given as a mask.
+  subset of pixels at once (:meth:`~envs.perception.PerceptionCore.prefix_logits`; ``train/differentiable.py --core-start pretrain
+  --pretrain-on pixels``); :meth:`~envs.perception.PerceptionCore.mask_logits` scores any set of pixels of
+  an image, given as a mask.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 from agents.baselines import RandomGlimpses
 from agents.rollout import run_episodes
 from envs.data import IMAGE_SIZE, MnistSplit
+from envs.episode import read_candidates, read_pixels
 from envs.perception import PerceptionCore, perception_loss
 from envs.sampler import Sampler, pixel_centres
 
@@ -117,71 +119,17 @@ def pretrain_core_on_pixels(
             f"pretrain_core_on_pixels needs steps >= 0, batch_size >= 1 and 1 <= pixels <= 784; got {steps}, "
             f"{batch_size}, {pixels}."
         )
-    _check_order_free(core, "pretrain_core_on_pixels")
+    core.require_order_free("pretrain_core_on_pixels")
     device = data.images.device
     centres = pixel_centres(device)
 
     def batch_loss() -> torch.Tensor:
         batch = torch.randint(len(data), (batch_size,), device=device)
         chosen = torch.rand(batch_size, IMAGE_SIZE * IMAGE_SIZE, device=device).argsort(dim=1)[:, :pixels]
-        values = (data.images[batch].flatten(1).float() / 255.0).gather(1, chosen)  # (B, L)
-        return perception_loss(prefix_logits(core, centres[chosen], values), data.labels[batch])
+        values = read_pixels(data.images[batch].flatten(1).float() / 255.0, chosen)  # (B, L)
+        return perception_loss(core.prefix_logits(centres[chosen], values), data.labels[batch])
 
     return _adam_steps(core, batch_loss, steps, learning_rate, report, max_seconds)
-
-
-def _check_order_free(core: PerceptionCore, caller: str) -> None:
-    """Refuse a core whose state weights are not all zero: set form needs the order-free core."""
-    if bool(core.rso.linear.weight[:, core.encoding.features :].any()):
-        raise ValueError(
-            f"{caller} reads a set of pixels in set form, which needs the core's state weights at zero (a fresh "
-            "PerceptionCore, or one trained only in set form); this core has non-zero ones. Use a fresh core, or "
-            "PerceptionCore.replay for a core trained with them."
-        )
-
-
-def mask_logits(core: PerceptionCore, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The logits after reading the pixels ``mask`` marks, in set form: ``images`` ``(B, 784)`` grey
-    levels in ``[0, 1]``, ``mask`` ``(B, 784)`` bool -> ``(B, 10)``, what
-    :meth:`~envs.perception.PerceptionCore.replay` of those pixels gives (in any order) for a core whose
-    state weights are zero.
-
-    A mask may hold hundreds of pixels (GDFS's random masks keep a uniformly drawn fraction of the
-    image), most of them background: a pixel of value 0 adds the same increment in every image, so
-    those 784 increments are computed once per call and summed by one product with the mask; only
-    the pixels with ink are encoded one by one (about a fifth of an MNIST image).
-
-    :raises ValueError: if the core's state weights are not all zero.
-    """
-    _check_order_free(core, "mask_logits")
-    centres = pixel_centres(images.device)
-    empty = core.initial_histogram(1, images.device)
-    background = core.increments(empty, centres[None], torch.zeros_like(centres[None, :, 0]))[0]  # (784, H)
-    histogram = (mask & (images == 0)).to(background.dtype) @ background
-    rows, pixels = (mask & (images != 0)).nonzero(as_tuple=True)
-    ink = core.increments(empty, centres[pixels][None], images[rows, pixels][None])[0]  # (N_ink, H)
-    return core(histogram.index_add(0, rows, ink))
-
-
-def prefix_logits(
-    core: PerceptionCore, coords: torch.Tensor, values: torch.Tensor, scored: torch.Tensor | None = None
-) -> torch.Tensor:
-    """The logits after each prefix of ``L`` glimpses, ``coords`` ``(B, L, 2)`` pixel units and ``values``
-    ``(B, L)`` -> ``(L, B, 10)``, in set form: what :meth:`~envs.perception.PerceptionCore.replay` gives
-    for a core whose state weights are zero, computed in one pass rather than ``L``.
-
-    :param scored: the prefix lengths minus one to score, ``(K,)`` indices in ``0..L-1``: the result is
-        then ``(K, B, 10)``, the head run on those ``K`` prefixes only (the head dominates the cost).
-    """
-    steps = values.shape[1]
-    # Laid out (L, B): the L glimpse slots are the rows that share the empty state (L, H). The prefix
-    # sums are one product with the lower-triangular ones (much faster than cumsum on the CPU).
-    empty = core.initial_histogram(steps, values.device)
-    increments = core.increments(empty, coords.transpose(0, 1), values.T)  # (L, B, H)
-    prefix = torch.ones(steps, steps, device=values.device).tril()  # prefix[t, s] = 1 for s <= t
-    if scored is not None:
-        prefix = prefix[scored]
-    return core((prefix @ increments.flatten(1)).view(prefix.shape[0], *increments.shape[1:]))  # head(h_t)
 
 
 #: The glimpse sets :func:`pretrain_core_general` trains on, each a share of every batch:
@@ -192,7 +140,7 @@ def prefix_logits(
 #: * ``pixels``: ``L`` distinct pixels drawn uniformly, read exactly at their centres (random pixel
 #:   actions; every prefix is a uniform subset of 1..L pixels);
 #: * ``uniform-masks``: GDFS's random masks, each pixel kept with a probability drawn uniformly per image
-#:   (``rand(B, 784) > rand(B, 1)``), read as a set (:func:`mask_logits`);
+#:   (``rand(B, 784) > rand(B, 1)``), read as a set (:meth:`~envs.perception.PerceptionCore.mask_logits`);
 #: * ``trajectories``: recorded glimpses of trained agents on the training images, in their order;
 #: * ``repeats``: what a policy that settles on a few places produces: ``L`` uniformly random continuous
 #:   locations read with ``bilinear``, of which every glimpse from a random point ``c`` in ``0..L-1``
@@ -234,7 +182,7 @@ def general_logits(
 ) -> torch.Tensor:
     """The logits of one :data:`GENERAL_SOURCES` glimpse set on ``images`` ``(B, 784)`` in ``[0, 1]``,
     in set form: ``(L, B, 10)`` after each prefix of ``L = length`` glimpses (``(K, B, 10)`` after the
-    prefixes ``scored``, as :func:`prefix_logits`), or ``(1, B, 10)`` for ``uniform-masks``.
+    prefixes ``scored``, as :meth:`~envs.perception.PerceptionCore.prefix_logits`), or ``(1, B, 10)`` for ``uniform-masks``.
 
     :param trajectory: ``(coords (B, T, 2), values (B, T))``, the ``trajectories`` source's glimpses of
         these images (all ``T`` of them are read).
@@ -243,24 +191,22 @@ def general_logits(
     batch, device = images.shape[0], images.device
     if source == "uniform-masks":
         mask = torch.rand(batch, IMAGE_SIZE * IMAGE_SIZE, device=device) > torch.rand(batch, 1, device=device)
-        return mask_logits(core, images, mask)[None]
+        return core.mask_logits(images, mask)[None]
     if source == "pixels":
         chosen = torch.rand(batch, IMAGE_SIZE * IMAGE_SIZE, device=device).argsort(dim=1)[:, :length]
-        return prefix_logits(core, pixel_centres(device)[chosen], images.gather(1, chosen), scored)
+        return core.prefix_logits(pixel_centres(device)[chosen], read_pixels(images, chosen), scored)
     if source == "trajectories":
         if trajectory is None:
             raise ValueError("general_logits: the 'trajectories' source needs recorded glimpses (trajectory=).")
-        return prefix_logits(core, *trajectory, scored=scored)
+        return core.prefix_logits(*trajectory, scored=scored)
     if source in ("continuous-bilinear", "continuous-nearest", "repeats"):
         if source == "repeats":
             coords, sampler = repeated_coords(batch, length, device), Sampler("bilinear")
         else:
             coords = torch.rand(batch, length, 2, device=device) * (IMAGE_SIZE - 1)
             sampler = Sampler(source.removeprefix("continuous-"))
-        # one read per (image, glimpse): the image repeated for each of its L glimpses
-        grid = images.view(batch, 1, IMAGE_SIZE, IMAGE_SIZE).expand(batch, length, IMAGE_SIZE, IMAGE_SIZE)
-        values = sampler(grid.reshape(-1, IMAGE_SIZE, IMAGE_SIZE), coords.reshape(-1, 2)).view(batch, length)
-        return prefix_logits(core, coords, values, scored)
+        values = read_candidates(sampler, images.view(batch, IMAGE_SIZE, IMAGE_SIZE), coords)
+        return core.prefix_logits(coords, values, scored)
     raise ValueError(f"Unknown glimpse source {source!r}; valid sources are {list(GENERAL_SOURCES)}.")
 
 
@@ -333,6 +279,13 @@ def validate_general(
     return loss, {name: correct[name] / len(images) for name in names}
 
 
+#: learning-rate schedules of :func:`pretrain_core_general`: name -> factor of the rate after ``done`` of ``steps`` steps
+LR_DECAYS: dict[str, Callable[[int, int], float]] = {
+    "constant": lambda done, steps: 1.0,
+    "cosine": lambda done, steps: 0.5 * (1.0 + math.cos(math.pi * min(done, steps) / steps)),
+}
+
+
 def pretrain_core_general(
     core: PerceptionCore,
     train: MnistSplit,
@@ -346,6 +299,7 @@ def pretrain_core_general(
     eval_every: int = 250,
     patience: int = 4,
     max_seconds: float = math.inf,
+    lr_decay: str = "constant",
     prefixes: int | None = 10,
     report: Callable[[int, float], None] | None = None,
     on_validation: Callable[[GeneralValidation], None] | None = None,
@@ -361,6 +315,8 @@ def pretrain_core_general(
     zero, so the core reads every glimpse set in any order the same way.
 
     :param prefixes: prefix lengths scored per source and step (:func:`general_loss`; ``None``: all).
+    :param lr_decay: ``"constant"`` keeps ``learning_rate``; ``"cosine"`` lowers it along half a cosine
+        to zero at step ``steps`` (a run stopped sooner, by patience or ``max_seconds``, ends part-way).
     :param trajectories: ``(train, validation)`` recorded glimpses ``(coords (N, T, 2), values (N, T))``
         of the images of each split, for the ``trajectories`` source.
     :return: the validation points, in order.
@@ -380,13 +336,17 @@ def pretrain_core_general(
         )
     if sources.get("trajectories", 0) > 0 and trajectories is None:
         raise ValueError("pretrain_core_general: the 'trajectories' source needs trajectories=(train, validation).")
-    _check_order_free(core, "pretrain_core_general")
+    if lr_decay not in LR_DECAYS:
+        raise ValueError(f"pretrain_core_general: lr_decay must be one of {list(LR_DECAYS)}, got {lr_decay!r}.")
+    core.require_order_free("pretrain_core_general")
     device = train.images.device
     train_images = train.images.flatten(1).float() / 255.0
     val_images = validation.images.flatten(1).to(device).float() / 255.0
     val_labels = validation.labels.to(device)
     train_trajectory, val_trajectory = trajectories if trajectories is not None else (None, None)
     optimizer = torch.optim.Adam(core.parameters(), lr=learning_rate)
+    scale = LR_DECAYS[lr_decay]
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda done: scale(done, max(steps, 1)))
     history: list[GeneralValidation] = []
     best_loss, best_state, waited = math.inf, None, 0
     start = time.time()
@@ -413,6 +373,7 @@ def pretrain_core_general(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        schedule.step()
         if report is not None:
             report(step, loss.item())
         out_of_time = time.time() - start > max_seconds

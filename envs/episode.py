@@ -199,6 +199,12 @@ def read_candidates(sampler: Sampler, images: torch.Tensor, coords: torch.Tensor
     return sampler(images.repeat_interleave(k, dim=0), coords.reshape(-1, 2)).view(batch, k)
 
 
+def read_pixels(images: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+    """The grey levels of pixels ``pixels`` ``(B, K)`` (indices ``i * 28 + j``) of each image ``(B, 784)``
+    -> ``(B, K)``: what a glimpse at each pixel's centre reads, with any sampler."""
+    return images.gather(1, pixels)
+
+
 def step(
     state: EpisodeState,
     action: torch.Tensor | Candidates,

@@ -16,7 +16,8 @@ Predictors:
 * ``core CxB``: a :class:`~envs.perception.PerceptionCore` with the ``embedding`` encoding (a
   per-pixel code as wide as its ``C`` channels, ink and background apart; ``--encoding learned``:
   the best agent's 16 location features), ``B`` soft bins and a head like GDFS's (2 x 512, dropout 0.3). Its state weights stay zero, so it is order-free and reads a
-  set of pixels in one pass (:func:`agents.pretrain.mask_logits`, :func:`agents.pretrain.prefix_logits`).
+  set of pixels in one pass (:meth:`envs.perception.PerceptionCore.mask_logits`,
+  :meth:`envs.perception.PerceptionCore.prefix_logits`).
 
 Training sets of pixels (``--masks``):
 
@@ -54,7 +55,6 @@ from torch import nn
 from agents.checkpoint import load_agent
 from agents.cli import UserFileExistsError, plain_text, run_main, user_errors
 from agents.evaluation import agent_glimpses
-from agents.pretrain import mask_logits, prefix_logits
 from agents.schedule import Plateau
 from envs.atomic import write_atomic
 from envs.data import IMAGE_SIZE, NUM_CLASSES, load_mnist, shuffled_batches
@@ -144,7 +144,7 @@ def uniform_masks(n: int, generator: torch.Generator | None = None, high: float 
 
 def read(model: nn.Module, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Logits ``(B, 10)`` of ``model`` (an MLP or an order-free core) on the pixels ``mask`` ``(B, 784)`` marks."""
-    return model(images, mask) if isinstance(model, MaskedMLP) else mask_logits(model, images, mask)
+    return model(images, mask) if isinstance(model, MaskedMLP) else model.mask_logits(images, mask)
 
 
 def predict(model: nn.Module, images: torch.Tensor, mask: torch.Tensor, chunk: int = 2000) -> torch.Tensor:
@@ -223,7 +223,7 @@ def main(args: Args) -> None:
 
     def prefix_loss(model: nn.Module, batch: torch.Tensor | slice) -> torch.Tensor:
         """The perception loss of an order-free core on every prefix of the agent's pixels, in one pass."""
-        return perception_loss(prefix_logits(model, agent_centres[batch], agent_values[batch]), labels[batch])
+        return perception_loss(model.prefix_logits(agent_centres[batch], agent_values[batch]), labels[batch])
 
     def accuracy(model: nn.Module, name: str) -> float:
         logits = predict(model, test_images, test_sets[name])

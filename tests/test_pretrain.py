@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agents.pretrain import prefix_logits, pretrain_core_on_pixels
+from agents.pretrain import pretrain_core_on_pixels
 from envs.data import load_mnist
 from envs.perception import PerceptionConfig, PerceptionCore
 from envs.sampler import pixel_centres
@@ -19,10 +19,10 @@ def test_prefix_logits_are_the_replay_of_an_order_free_core(encoding):
     core = PerceptionCore(PerceptionConfig(8, 4, encoding=encoding))
     coords = torch.randint(0, 28, (5, 7, 2)).float()
     values = torch.rand(5, 7)
-    torch.testing.assert_close(prefix_logits(core, coords, values), core.replay(coords, values))
+    torch.testing.assert_close(core.prefix_logits(coords, values), core.replay(coords, values))
     with torch.no_grad():
         core.rso.linear.weight[:, core.encoding.features :].normal_(std=0.1)
-    assert not torch.allclose(prefix_logits(core, coords, values), core.replay(coords, values))
+    assert not torch.allclose(core.prefix_logits(coords, values), core.replay(coords, values))
 
 
 def test_pretraining_on_pixels_learns_and_keeps_the_core_order_free():
@@ -43,13 +43,12 @@ def test_pretraining_on_pixels_learns_and_keeps_the_core_order_free():
 
 @pytest.mark.parametrize("encoding", ["plain", "embedding"])
 def test_mask_logits_equal_the_replay_of_the_masked_pixels(make_core, test_split, encoding):
-    from agents.pretrain import mask_logits
 
     core = make_core(2, PerceptionConfig(channels=6, n_bins=3, hidden=16, encoding=encoding))
     images = test_split.images[:4].flatten(1).float() / 255.0
     generator = torch.Generator().manual_seed(0)
     mask = torch.rand(4, 784, generator=generator) < torch.tensor([[0.01], [0.05], [0.3], [0.0]])
-    logits = mask_logits(core, images, mask)
+    logits = core.mask_logits(images, mask)
     for row in range(4):
         (pixels,) = mask[row].nonzero(as_tuple=True)
         order = pixels[torch.randperm(len(pixels), generator=generator)]
@@ -62,7 +61,7 @@ def test_mask_logits_equal_the_replay_of_the_masked_pixels(make_core, test_split
     with torch.no_grad():
         core.rso.linear.weight[:, -1] = 0.1
     with pytest.raises(ValueError, match="state weights at zero"):
-        mask_logits(core, images, mask)
+        core.mask_logits(images, mask)
 
 
 def test_general_sources_read_what_their_policy_would(make_core, test_split):
@@ -166,6 +165,18 @@ def test_general_pretraining_keeps_the_best_validation_point(make_core, test_spl
     ):
         with pytest.raises(ValueError, match=match):
             pretrain_core_general(make_core(5, core.config), train, validation, bad, 1)
+    with pytest.raises(ValueError, match="lr_decay must be one of"):
+        pretrain_core_general(make_core(5, core.config), train, validation, worse, 1, lr_decay="linear")
+
+
+def test_cosine_decay_ends_at_zero_and_constant_changes_nothing():
+    """The general recipe's schedules: half a cosine from the full rate to zero at the last step."""
+    from agents.pretrain import LR_DECAYS
+
+    cosine, constant = LR_DECAYS["cosine"], LR_DECAYS["constant"]
+    assert [cosine(done, 100) for done in (0, 50, 100, 150)] == pytest.approx([1.0, 0.5, 0.0, 0.0])
+    assert all(cosine(done, 100) >= cosine(done + 1, 100) for done in range(100))
+    assert {constant(done, 100) for done in range(0, 200, 7)} == {1.0}
 
 
 def test_trajectory_agents_take_the_images_in_turn(tmp_path):

@@ -78,6 +78,8 @@ class Args(RunArgs):
     """general: validations without a new best loss before training stops (the best weights are kept)"""
     max_seconds: float = 0.0
     """general: stop after this many seconds of wall clock (0 = no limit)"""
+    lr_decay: Literal["constant", "cosine"] = "constant"
+    """general: the learning rate's schedule: constant, or half a cosine down to zero at --steps"""
     channels: int = 32
     """RecurrentSoftOrdering channels"""
     n_bins: int = 4
@@ -133,8 +135,8 @@ def check_args(args: Args) -> None:
             raise UserValueError(
                 "--sampler is an option of --preset random-glimpses; the general preset reads with both."
             )
-    elif args.sources:
-        raise UserValueError("--sources is an option of --preset general.")
+    elif args.sources or args.lr_decay != "constant":
+        raise UserValueError("--sources and --lr-decay are options of --preset general.")
     if args.max_seconds < 0 or args.val_images < 1:
         raise UserValueError(
             f"--max-seconds must be >= 0 and --val-images >= 1; got {args.max_seconds}, {args.val_images}."
@@ -205,6 +207,7 @@ def train_general(args: Args, core: PerceptionCore, device: torch.device) -> dic
             eval_every=args.eval_every,
             patience=args.patience,
             max_seconds=args.max_seconds or float("inf"),
+            lr_decay=args.lr_decay,
             report=loss_reporter(progress),
             on_validation=show,
         )
