@@ -67,12 +67,15 @@ def test_the_makefile_installs_the_torch_that_pyproject_pins():
 def test_the_run_module_is_imported_as_run_and_only_by_scripts_and_tests():
     """train/run.py (the run plumbing of the training scripts) is imported as ``run``, the name a script
     run as ``python train/x.py`` finds it by, and never as ``train.run``: one copy per process, so one
-    set of owned output folders. envs/ and agents/ never import it (they sit below train/)."""
+    set of owned output folders. envs/ and agents/ import nothing of train/, neither this module nor a
+    script (they sit below train/, which holds the run plumbing)."""
+    train = {"train"} | {path.stem for path in (ROOT / "train").glob("*.py")}
     for folder in ("envs", "agents", "experiments", "benchmarks", "train", "tests"):
         for path in (ROOT / folder).glob("*.py"):
             tree = ast.parse(path.read_text())
             names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
-            names |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+            names |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 0}
             assert "train.run" not in names, f"{path.name} imports train.run; import it as run"
             if folder in ("envs", "agents"):
-                assert "run" not in names, f"{folder}/{path.name} imports the training scripts' run module"
+                above = sorted(name for name in names if name.split(".")[0] in train)
+                assert not above, f"{folder}/{path.name} imports {above} of train/"

@@ -236,7 +236,7 @@ def test_pixel_actions_run_maskable_ppo_with_the_pixel_agent_as_actor(pixel_chec
     from sb3_contrib import MaskablePPO
 
     from agents.pixel_attention import PixelAttention
-    from agents.ppo import PixelActorCriticPolicy, SubsetEvalCallback, load_pixel_agent, subset_accuracy
+    from agents.ppo import PixelActorCriticPolicy, load_pixel_agent
 
     ppo, evaluate = load_script("ppo"), load_script("evaluate")
     common = dict(max_glimpses=3, num_envs=8, n_epochs=1, eval_images=50, progress_bar=False, device="cpu")
@@ -264,8 +264,8 @@ def test_pixel_actions_run_maskable_ppo_with_the_pixel_agent_as_actor(pixel_chec
     # one rollout: the first probe (before any update) is the pixel agent's; the env runs its core; the
     # saved agent is the actor, a PixelAttention
     metrics = ppo.main(ppo.Args(total_steps=1, init_from=str(pixel_checkpoint), out=str(tmp_path / "warm"), **common))
-    probe = SubsetEvalCallback(attention, core, 3, 3, size=50, seed=0)
-    before = float(subset_accuracy(attention, core, probe.images, probe.labels, 3)[-1])
+    probe = ppo.SubsetEvalCallback(attention, core, 3, 3, size=50, seed=0)
+    before = float(ppo.subset_accuracy(attention, core, probe.images, probe.labels, 3)[-1])
     assert metrics["eval_subset_curve"][0] == {"env_steps": 8, "seconds": metrics["eval_subset_curve"][0]["seconds"],
                                                "accuracy": round(before, 4)}  # fmt: skip
     saved, saved_core, _ = load_agent(tmp_path / "warm" / "checkpoint.pt")

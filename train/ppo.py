@@ -27,6 +27,13 @@ policy class (:class:`agents.ppo.PixelActorCriticPolicy` over a
 pixel agent (``train/differentiable.py --preset best``), whose core the environment then runs. Such
 an agent is evaluated through the environment (:func:`agents.evaluation.accuracy_by_glimpse`, as every agent).
 
+Around SB3's ``learn`` run this script's callbacks: every ``--eval-every`` environment steps the
+deterministic policy is evaluated on a fixed subset of ``--eval-images`` test images, its time kept
+off the training clock (:class:`SubsetEvalCallback`, metrics.json's ``eval_subset_curve``); a
+progress bar counts the environment steps (:class:`StepProgressBar`); and each rollout boundary is a
+step of the run's resume point (:class:`ResumeCallback`, with :class:`PPOState` what ``resume.pt``
+keeps of the model and the environment).
+
 Writes ``OUT/model.zip`` (SB3's ``PPO.load``), ``OUT/checkpoint.pt`` (policy + core, for
 ``train/evaluate.py``), ``OUT/metrics.json`` (nearest-pixel test accuracy after 1, 2, 5, 10, 25
 glimpses, deterministic policy) and ``OUT/glimpses.png``; TensorBoard logs go to ``OUT/tb``.
@@ -34,31 +41,36 @@ glimpses, deterministic policy) and ``OUT/glimpses.png``; TensorBoard logs go to
 
 from __future__ import annotations
 
+import math
+import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+import numpy as np
 import torch
 import tyro
 from sb3_contrib import MaskablePPO
 from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback
+from torch import nn
+from tqdm import tqdm
 
 from agents.cli import UserValueError, plain_text, refuse_retired, run_main, user_errors
-from agents.evaluation import accuracy_by_glimpse
+from agents.evaluation import accuracy_by_glimpse, accuracy_on
 from agents.pixel_attention import PixelAttention
 from agents.ppo import (
     GlimpseActorCriticPolicy,
     PixelActorCriticPolicy,
     PolicyConfig,
-    PPOState,
-    ResumeCallback,
     SB3GlimpsePolicy,
-    StepProgressBar,
-    SubsetEvalCallback,
     VecStepFeature,
     load_fixed_sequence,
     load_pixel_agent,
 )
+from envs.data import load_mnist
 from envs.perception import PerceptionCore
 from envs.sb3 import MnistGlimpseSB3VecEnv
 from run import (
@@ -199,6 +211,231 @@ def build_model(args: Args, env, batched: MnistGlimpseSB3VecEnv, warm, out: Path
     if warm:
         model.policy.start_from_sequence(warm[0])
     return model, SB3GlimpsePolicy(model.policy, config)
+
+
+def subset_accuracy(
+    policy: nn.Module, core: PerceptionCore, images: torch.Tensor, labels: torch.Tensor, max_glimpses: int
+) -> torch.Tensor:
+    """Accuracy after each glimpse ``(T,)`` on ``uint8`` ``images``, nearest read-out, with the policy
+    (an :class:`~agents.ppo.SB3GlimpsePolicy` or a :class:`~agents.pixel_attention.PixelAttention`) in evaluation
+    mode for the rollout (:func:`agents.evaluation.accuracy_on`)."""
+    was_training = policy.training
+    policy.eval()
+    accuracy = accuracy_on(policy, core, images, labels, max_glimpses)
+    policy.train(was_training)
+    return accuracy
+
+
+class SubsetEvalCallback(BaseCallback):
+    """Every ``every`` environment steps (and at the end), the deterministic policy's nearest-pixel
+    accuracy after ``budget`` glimpses on a fixed subset of ``size`` test images.
+
+    Its own time is kept off the training clock: ``curve`` holds ``{"env_steps", "seconds",
+    "accuracy", "train_accuracy"}`` (the last: the stochastic policy's recent training episodes) with ``seconds`` the training time so far, evaluation excluded;
+    ``seconds_to(threshold)`` the first such time at which the accuracy reached ``threshold``.
+
+    :param policy: the adapter over ``model.policy``, or the :class:`~agents.pixel_attention.PixelAttention`
+        that acts in :class:`~agents.ppo.PixelActorCriticPolicy`.
+    :param core: the perception core (the environment's, live, in joint training).
+    :param max_glimpses: episode length ``T`` of the evaluation.
+    :param budget: the glimpse count whose accuracy is recorded (``<= T``).
+    :param size: subset size (the first ``size`` images of a fixed permutation of the test split).
+    :param every: environment steps between evaluations.
+    :param seed: picks the subset.
+    :param device: where the subset and the rollouts live.
+    :param report: called with one line per evaluation (e.g. :func:`run.say`); ``None``: silent.
+    """
+
+    def __init__(
+        self,
+        policy: nn.Module,
+        core: PerceptionCore,
+        max_glimpses: int,
+        budget: int,
+        size: int = 2000,
+        every: int = 100_000,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+        report: Callable[[str], None] | None = None,
+    ) -> None:
+        super().__init__()
+        data = load_mnist("test", device)
+        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:size].to(data.images.device)
+        self.images = data.images[order]
+        self.labels = data.labels[order]
+        self.glimpse_policy, self.core = policy, core
+        self.max_glimpses, self.budget, self.every, self.report = max_glimpses, budget, every, report
+        self.curve: list[dict[str, float]] = []
+        self.eval_seconds = 0.0
+        self._start = 0.0
+        self._earlier = 0.0  # training seconds of the run this one resumes
+        self._last = -every
+
+    def training_seconds(self) -> float:
+        """Seconds since training started, evaluation time excluded."""
+        return self._earlier + time.perf_counter() - self._start - self.eval_seconds
+
+    def state_dict(self) -> dict:
+        """The curve so far and the training time: what a resumed run continues from."""
+        return {"curve": list(self.curve), "seconds": self.training_seconds(), "last": self._last}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.curve, self._earlier, self._last = list(state["curve"]), state["seconds"], state["last"]
+
+    def _on_training_start(self) -> None:
+        self._start = time.perf_counter()
+        self.eval_seconds = 0.0
+
+    def _evaluate(self) -> None:
+        seconds = self.training_seconds()
+        started = time.perf_counter()
+        accuracy = float(
+            subset_accuracy(self.glimpse_policy, self.core, self.images, self.labels, self.max_glimpses)[
+                self.budget - 1
+            ]
+        )
+        self.eval_seconds += time.perf_counter() - started
+        self._last = self.num_timesteps
+        point = {"env_steps": int(self.num_timesteps), "seconds": round(seconds, 2), "accuracy": round(accuracy, 4)}
+        if self.model.ep_success_buffer:  # the stochastic training policy's recent accuracy (info "is_success")
+            point["train_accuracy"] = round(float(np.mean(self.model.ep_success_buffer)), 4)
+        self.curve.append(point)
+        self.logger.record("eval/subset_accuracy", accuracy)
+        if self.report is not None:
+            train = f" (training episodes {100 * point['train_accuracy']:.1f}%)" if "train_accuracy" in point else ""
+            self.report(
+                f"step {point['env_steps']:,}: test accuracy {100 * accuracy:.1f}% after {self.budget} glimpses "
+                f"on {len(self.labels):,} test images{train}"
+            )
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps - self._last >= self.every:
+            self._evaluate()
+        return True
+
+    def _on_training_end(self) -> None:
+        if not self.curve or self.curve[-1]["env_steps"] != self.num_timesteps:
+            self._evaluate()
+
+    def seconds_to(self, threshold: float) -> float | None:
+        return next((point["seconds"] for point in self.curve if point["accuracy"] >= threshold), None)
+
+
+class StepProgressBar(BaseCallback):
+    """A progress bar of environment steps over the whole run, for SB3's ``learn``: a resumed run's
+    bar starts at the step it resumes from, and ends at the step the last rollout reaches (SB3 runs
+    whole rollouts, so a run may end a little past its ``total_timesteps``).
+
+    :param description: the bar's label.
+    """
+
+    def __init__(self, description: str = "") -> None:
+        super().__init__()
+        self.description = description
+        self.bar: tqdm | None = None
+
+    def _on_training_start(self) -> None:
+        now, total = int(self.model.num_timesteps), int(self.model._total_timesteps)
+        rollout = int(getattr(self.model, "n_steps", 1)) * self.training_env.num_envs
+        end = now + math.ceil(max(total - now, 0) / rollout) * rollout
+        self.bar = tqdm(total=end, initial=now, desc=self.description, unit="step", unit_scale=True, dynamic_ncols=True)
+
+    def _on_step(self) -> bool:
+        self.bar.update(self.training_env.num_envs)
+        return True
+
+    def _on_training_end(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the bar (also when ``learn`` was interrupted, which skips ``_on_training_end``)."""
+        if self.bar is not None:
+            self.bar.close()
+
+
+class ResumeCallback(BaseCallback):
+    """Hands each rollout boundary of SB3's ``learn`` to the run's resume point
+    (:meth:`run.ResumePoint.step`): the state it keeps is saved every ``save_every`` seconds, and on
+    SIGINT/SIGTERM it is saved and training stops.
+
+    At the start of a rollout the previous one is consumed and the next not begun, so the weights,
+    the optimizer, the environment and the last observation are all the state there is
+    (:class:`PPOState`).
+
+    :param resume: the run's resume point.
+    """
+
+    def __init__(self, resume: ResumePoint) -> None:
+        super().__init__()
+        self.resume = resume
+
+    def _on_rollout_start(self) -> None:
+        self.resume.step(self.num_timesteps)
+
+    def _on_step(self) -> bool:
+        return True
+
+
+def _tensors(observation: Any) -> Any:
+    """An observation (an array, or a dict of arrays for ``obs_type="record"``) as CPU tensors, copied."""
+    if isinstance(observation, dict):
+        return {key: _tensors(value) for key, value in observation.items()}
+    return torch.from_numpy(np.asarray(observation).copy())
+
+
+def _arrays(observation: Any) -> Any:
+    """The inverse of :func:`_tensors`."""
+    if isinstance(observation, dict):
+        return {key: _arrays(value) for key, value in observation.items()}
+    return observation.numpy().copy()
+
+
+def ppo_state(model: Any, env: Any) -> dict:
+    """What an SB3 on-policy model holds between two rollouts: weights, optimizer, counters, the last
+    observation and the episode statistics, plus the environment's own state (``env.state_dict()``)."""
+    return {
+        "policy": model.policy.state_dict(),
+        "optimizer": model.policy.optimizer.state_dict(),
+        "num_timesteps": model.num_timesteps,
+        "n_updates": model._n_updates,
+        "episode_num": model._episode_num,
+        "last_obs": _tensors(model._last_obs),
+        "last_episode_starts": torch.from_numpy(np.asarray(model._last_episode_starts).copy()),
+        "ep_info_buffer": [{k: float(v) for k, v in info.items()} for info in model.ep_info_buffer or []],
+        "ep_success_buffer": [float(success) for success in model.ep_success_buffer or []],
+        "env": env.state_dict(),
+    }
+
+
+def load_ppo_state(model: Any, env: Any, state: dict) -> None:
+    """Restore :func:`ppo_state`'s output before ``model.learn(..., reset_num_timesteps=False)``,
+    which then continues from the saved observation instead of resetting the environment."""
+    model.policy.load_state_dict(state["policy"])
+    model.policy.optimizer.load_state_dict(state["optimizer"])
+    model.num_timesteps, model._n_updates, model._episode_num = (
+        state["num_timesteps"],
+        state["n_updates"],
+        state["episode_num"],
+    )
+    model._last_obs = _arrays(state["last_obs"])
+    model._last_episode_starts = state["last_episode_starts"].numpy().copy()
+    model.ep_info_buffer = deque(state["ep_info_buffer"], maxlen=model._stats_window_size)
+    model.ep_success_buffer = deque(state["ep_success_buffer"], maxlen=model._stats_window_size)
+    env.load_state_dict(state["env"])
+
+
+class PPOState:
+    """An SB3 on-policy model and its environment as one object with a ``state_dict``
+    (:func:`ppo_state`) and a ``load_state_dict`` (:func:`load_ppo_state`), for a resume point."""
+
+    def __init__(self, model: Any, env: Any) -> None:
+        self.model, self.env = model, env
+
+    def state_dict(self) -> dict:
+        return ppo_state(self.model, self.env)
+
+    def load_state_dict(self, state: dict) -> None:
+        load_ppo_state(self.model, self.env, state)
 
 
 def main(args: Args, stop_after: int | None = None) -> dict:
