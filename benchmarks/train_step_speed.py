@@ -7,12 +7,16 @@ one sees the same machine load; the ratio column is against the first variant.
     python benchmarks/train_step_speed.py
     python benchmarks/train_step_speed.py --steps 40 --device cuda
     python benchmarks/train_step_speed.py --perception runs/core16x32/perception.pt   # another core size
+    python benchmarks/train_step_speed.py --profile "pixel memory, greedy credit" \
+        --perception envs/pretrained/perception_shipped_agent.pt   # where the best recipe's step spends its time
 
 A recorded run is in ``experiments/results/studies/train_step_speed.json``.
 """
 
 from __future__ import annotations
 
+import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +25,7 @@ import torch
 import tyro
 
 from agents.attention import AttentionNetwork
-from agents.cli import plain_text, refuse_retired, run_main
+from agents.cli import UserValueError, plain_text, refuse_retired, run_main
 from agents.differentiable import DualOptimizerTrainer
 from agents.pixel_attention import PixelAttention
 from envs.config import resolve_device
@@ -58,6 +62,13 @@ class Args:
     perception: Path = RANDOM_GLIMPSES_PATH
     """the perception-core checkpoint every variant starts from (default: the packaged warm start;
     train/pretrain_perception.py --out PATH writes others)"""
+    profile: str | None = None
+    """a variant's name: run only its --steps steps under torch.profiler and print the operators that
+    took the most time (self time), instead of timing every variant"""
+    profile_rows: int = 15
+    """operators in the --profile table"""
+    json: Path | None = None
+    """with --profile: also write the command and each listed operator's share of the self time here"""
 
 
 def make_trainer(
@@ -95,8 +106,14 @@ def main(args: Args) -> dict[str, float]:
         torch.set_num_threads(args.torch_threads)
     torch.manual_seed(args.seed)
     device = resolve_device(args.device)
+    if args.profile is not None and args.profile not in VARIANTS:
+        raise UserValueError(f"--profile {args.profile!r}: pick one of the variants {list(VARIANTS)}.")
     data = load_mnist("train", device)
     images, labels = data.images[: args.batch_size].float() / 255.0, data.labels[: args.batch_size]
+    if args.profile is not None:
+        return profile(
+            make_trainer(*VARIANTS[args.profile], args.max_glimpses, args.perception, device), images, labels, args
+        )
     trainers = {
         name: make_trainer(*variant, args.max_glimpses, args.perception, device) for name, variant in VARIANTS.items()
     }
@@ -120,6 +137,41 @@ def main(args: Args) -> dict[str, float]:
     for name, rate in rates.items():
         print(f"| {name} | {rate:.2f} | {first / rate:.2f}x |")
     return rates
+
+
+def profile(trainer: DualOptimizerTrainer, images: torch.Tensor, labels: torch.Tensor, args: Args) -> dict[str, float]:
+    """Print torch.profiler's table of ``args.steps`` steps of one variant (after one warm-up step),
+    the operators sorted by their own time; returns ``{operator: share of the total self time}``."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    trainer.step(images, labels)  # warm-up
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if images.device.type == "cuda" else [])
+    with torch_profile(activities=activities) as recorded:
+        for _ in range(args.steps):
+            trainer.step(images, labels)
+    events = recorded.key_averages()
+    print(
+        f"{args.profile}: {args.steps} steps, batch {args.batch_size}, {args.max_glimpses} glimpses, device "
+        f"{images.device}, {torch.get_num_threads()} thread(s), core {args.perception}"
+    )
+    print(events.table(sort_by="self_cpu_time_total", row_limit=args.profile_rows))
+    total = sum(event.self_cpu_time_total for event in events) or 1.0
+    shares = {event.key: event.self_cpu_time_total / total for event in events}
+    if args.json is not None:
+        top = sorted(shares.items(), key=lambda item: -item[1])[: args.profile_rows]
+        record = {
+            "command": "python benchmarks/train_step_speed.py " + " ".join(sys.argv[1:]),
+            "variant": args.profile,
+            "steps": args.steps,
+            "device": str(images.device),
+            "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "self_time_share": {name: round(share, 4) for name, share in top},
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(record, indent=1) + "\n")
+    return shares
 
 
 #: Retired flags -> the flags that replaced them (refused with the new name: agents.cli.refuse_retired).

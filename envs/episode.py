@@ -194,9 +194,9 @@ def pixel_coords(pixels: torch.Tensor) -> torch.Tensor:
 
 
 def read_candidates(sampler: Sampler, images: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
-    """``sampler`` at ``coords`` ``(B, K, 2)`` of each image ``(B, 28, 28)`` -> ``(B, K)``."""
-    batch, k = coords.shape[:2]
-    return sampler(images.repeat_interleave(k, dim=0), coords.reshape(-1, 2)).view(batch, k)
+    """``sampler`` at ``coords`` ``(B, K, 2)`` of each image ``(B, 28, 28)`` -> ``(B, K)``
+    (:meth:`~envs.sampler.Sampler.points`)."""
+    return sampler.points(images, coords)
 
 
 def read_pixels(images: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:

@@ -98,15 +98,37 @@ class Sampler:
         surrogate = self._read(self.gradient, images, coords)
         return values.detach() + (surrogate - surrogate.detach())
 
+    def points(self, images: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+        """``K`` reads of each image: ``images`` ``(B, H, W)``, ``coords`` ``(B, K, 2)`` -> ``(B, K)``, what
+        the sampler gives at each ``(image b, coords[b, k])``, without copying each image ``K`` times
+        (``grid_sample`` reads the ``K`` locations of an image in one pass; the ``gaussian`` kernel, a
+        product of per-location weights, reads the image repeated)."""
+        if images.dim() != 3 or coords.dim() != 3 or coords.shape[0] != images.shape[0] or coords.shape[2] != 2:
+            raise ValueError(
+                f"Sampler.points expects images (B, H, W) and coords (B, K, 2); got {tuple(images.shape)} and "
+                f"{tuple(coords.shape)}."
+            )
+        batch, k = coords.shape[:2]
+        if "gaussian" in (self.mode, self.gradient):
+            return self(images.repeat_interleave(k, dim=0), coords.reshape(-1, 2)).view(batch, k)
+        values = self._read(self.mode, images, coords)
+        if self.gradient is None:
+            return values
+        surrogate = self._read(self.gradient, images, coords)
+        return values.detach() + (surrogate - surrogate.detach())
+
     def _read(self, mode: str, images: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+        """``mode``'s reads at ``coords`` ``(B, 2)`` (one per image, ``-> (B,)``) or ``(B, K, 2)`` (``K`` per
+        image, ``-> (B, K)``; not ``gaussian``)."""
         if mode == "gaussian":
             return self._gaussian(images, coords)
         height, width = images.shape[-2:]
-        # grid_sample wants (x, y) = (column, row), normalised with align_corners=True.
+        # grid_sample wants (x, y) = (column, row), normalised with align_corners=True; the K reads of an
+        # image are the K rows of its one-column grid.
         scale = coords.new_tensor([2.0 / (height - 1), 2.0 / (width - 1)])
-        grid = (coords * scale - 1.0).flip(-1).view(-1, 1, 1, 2)
+        grid = (coords * scale - 1.0).flip(-1).view(images.shape[0], -1, 1, 2)
         values = F.grid_sample(images.unsqueeze(1), grid, mode=mode, padding_mode="zeros", align_corners=True)
-        return values.view(-1)
+        return values.view(coords.shape[:-1])
 
     def _gaussian(self, images: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
         """Separable Gaussian read: ``v = sum_pq w_i(p) w_j(q) image[p, q]``.

@@ -296,3 +296,23 @@ def test_straight_through_reads_nearest_and_takes_bilinear_gradient():
     assert straight.name == "nearest+bilinear"
     with pytest.raises(ValueError, match="sampler gradient"):
         Sampler("nearest", gradient="box")
+
+
+@pytest.mark.parametrize("gradient", [None, "bilinear"])
+@pytest.mark.parametrize("mode", SAMPLER_MODES)
+def test_points_read_each_image_k_times_as_the_repeated_image_does(mode, gradient):
+    """``Sampler.points``: the floats and gradients of ``K`` separate reads, without the K copies."""
+    images = random_images(6, 31, dtype=torch.float32)
+    coords = (torch.rand(6, 5, 2, generator=torch.Generator().manual_seed(32)) * 27).requires_grad_()
+    coords.data[:, :2] = coords.data[:, :2].round()  # pixel centres too
+    sampler = Sampler(mode, gradient=gradient)
+    values = sampler.points(images, coords)
+    repeated = sampler(images.repeat_interleave(5, dim=0), coords.reshape(-1, 2)).view(6, 5)
+    assert values.shape == (6, 5) and torch.equal(values, repeated)
+    weights = torch.rand(6, 5)
+    (grad,) = torch.autograd.grad((values * weights).sum(), coords)
+    (expected,) = torch.autograd.grad((repeated * weights).sum(), coords)
+    assert torch.equal(grad, expected)
+    for bad in (coords[:, 0], coords[:4], coords[..., :1]):
+        with pytest.raises(ValueError, match=r"coords \(B, K, 2\)"):
+            sampler.points(images, bad)
