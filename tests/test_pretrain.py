@@ -197,3 +197,15 @@ def test_trajectory_agents_take_the_images_in_turn(tmp_path):
         script.agents_glimpses(("shipped", str(tmp_path / "none.pt")), 5, images, torch.device("cpu"))
     with pytest.raises(UserError, match="--trajectory-agents is empty"):
         script.agents_glimpses((), 5, images, torch.device("cpu"))
+
+
+def test_general_only_options_are_refused_on_the_random_glimpses_preset():
+    import importlib
+
+    from agents.cli import UserError
+
+    script = importlib.import_module("train.pretrain_perception")
+    script.check_args(script.parse_args(["--preset", "general", "--lr-decay", "cosine"]))
+    for flags in (["--lr-decay", "cosine"], ["--sources", "pixels"]):
+        with pytest.raises(UserError, match="--sources and --lr-decay are options of --preset general"):
+            script.check_args(script.parse_args(flags))
