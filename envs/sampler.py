@@ -92,11 +92,7 @@ class Sampler:
                 f"Sampler expects images (B, H, W) and coords (B, 2); got {tuple(images.shape)} and "
                 f"{tuple(coords.shape)}."
             )
-        values = self._read(self.mode, images, coords)
-        if self.gradient is None:
-            return values
-        surrogate = self._read(self.gradient, images, coords)
-        return values.detach() + (surrogate - surrogate.detach())
+        return self._straight_through(images, coords)
 
     def points(self, images: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
         """``K`` reads of each image: ``images`` ``(B, H, W)``, ``coords`` ``(B, K, 2)`` -> ``(B, K)``, what
@@ -111,6 +107,10 @@ class Sampler:
         batch, k = coords.shape[:2]
         if "gaussian" in (self.mode, self.gradient):
             return self(images.repeat_interleave(k, dim=0), coords.reshape(-1, 2)).view(batch, k)
+        return self._straight_through(images, coords)
+
+    def _straight_through(self, images: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+        """``mode``'s values, with ``gradient``'s kernel's gradient when one is set (see the class)."""
         values = self._read(self.mode, images, coords)
         if self.gradient is None:
             return values
