@@ -126,7 +126,7 @@ def main(args: Args) -> dict[str, Any]:
         "what": "steps per second of the same benchmarks in two trees, taking turns in one run; ratio: median of this / commit over the rounds",
         "commit": commit,
         "this": subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip(),
-        "command": " ".join(["python", "benchmarks/before_after.py", *sys.argv[1:]]),
+        "command": shlex.join(["python", "benchmarks/before_after.py", *sys.argv[1:]]),
         "machine": {
             "cpu": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(),

@@ -16,6 +16,7 @@ A recorded run is in ``experiments/results/studies/train_step_speed.json``.
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -108,6 +109,8 @@ def main(args: Args) -> dict[str, float]:
     device = resolve_device(args.device)
     if args.profile is not None and args.profile not in VARIANTS:
         raise UserValueError(f"--profile {args.profile!r}: pick one of the variants {list(VARIANTS)}.")
+    if args.json is not None and args.profile is None:
+        raise UserValueError("--json writes the --profile table: give --profile VARIANT too (or leave --json out).")
     data = load_mnist("train", device)
     images, labels = data.images[: args.batch_size].float() / 255.0, data.labels[: args.batch_size]
     if args.profile is not None:
@@ -161,7 +164,7 @@ def profile(trainer: DualOptimizerTrainer, images: torch.Tensor, labels: torch.T
     if args.json is not None:
         top = sorted(shares.items(), key=lambda item: -item[1])[: args.profile_rows]
         record = {
-            "command": "python benchmarks/train_step_speed.py " + " ".join(sys.argv[1:]),
+            "command": shlex.join(["python", "benchmarks/train_step_speed.py", *sys.argv[1:]]),
             "variant": args.profile,
             "steps": args.steps,
             "device": str(images.device),

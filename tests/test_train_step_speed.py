@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
 from agents.cli import UserError
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
-def speed():
-    spec = importlib.util.spec_from_file_location("train_step_speed", ROOT / "benchmarks" / "train_step_speed.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+def speed(load_script):
+    return load_script("benchmarks/train_step_speed.py")
 
 
 def test_profile_lists_the_operators_of_one_variant(speed, tmp_path, capsys):
@@ -40,4 +31,6 @@ def test_an_unknown_variant_is_refused_before_any_work(speed, tmp_path):
     out = tmp_path / "profile.json"
     with pytest.raises(UserError, match="--profile 'best'"):
         speed.main(speed.Args(device="cpu", profile="best", json=out))
+    with pytest.raises(UserError, match="--json writes the --profile table"):
+        speed.main(speed.Args(device="cpu", json=out))
     assert not out.exists()
