@@ -7,6 +7,11 @@ torch seed, and use the packaged one only for relative checks.
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
 import pytest
 import torch
 
@@ -19,6 +24,26 @@ def _make_core(seed: int = 0, config: PerceptionConfig | None = None, device: st
         torch.manual_seed(seed)
         core = PerceptionCore(config)
     return core.to(device)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_script(path: str) -> ModuleType:
+    """The script at ``path`` (relative to the repository root, e.g. ``"train/ppo.py"``) as a fresh
+    module, its ``__main__`` block not run: its ``Args`` and ``main`` are then called directly."""
+    name = "_script_" + path.removesuffix(".py").replace("/", "_").replace("-", "_")
+    spec = importlib.util.spec_from_file_location(name, ROOT / path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def load_script():
+    """Loader ``load_script("train/ppo.py") -> module`` (:func:`_load_script`)."""
+    return _load_script
 
 
 @pytest.fixture

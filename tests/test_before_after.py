@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
 from agents.cli import UserError
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
-def before_after():
-    spec = importlib.util.spec_from_file_location("before_after", ROOT / "benchmarks" / "before_after.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+def before_after(load_script):
+    return load_script("benchmarks/before_after.py")
 
 
 def test_the_train_step_table_is_read_by_variant(before_after):

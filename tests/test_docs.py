@@ -4,10 +4,8 @@ every command of the README's ```bash blocks and results table parses with its s
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import shlex
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -58,23 +56,15 @@ def test_python_snippet_runs_as_written(code, tmp_path, monkeypatch, capsys):
         assert env.observation_space.contains(obs)
 
 
-def _script(path: str):
-    spec = importlib.util.spec_from_file_location(f"_docs_{Path(path).stem}", ROOT / path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("line", COMMANDS)
-def test_command_parses(line):
+def test_command_parses(line, load_script):
     words = shlex.split(line)
     if words[0] == "make":
         targets = re.findall(r"^([a-z-]+):", (ROOT / "Makefile").read_text(), flags=re.M)
         assert all(word in targets for word in words[1:] if "=" not in word), f"{line}: no such Makefile target"
         return
     assert words[0] == "python" and (ROOT / words[1]).is_file(), f"{line}: no such script"
-    script = _script(words[1])
+    script = load_script(words[1])
     if hasattr(script, "parse_args"):
         args = script.parse_args(words[2:])
         script.check_args(args)

@@ -171,7 +171,7 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, preset
         assert whole == cut and whole["stages_run"] == 3
 
 
-def test_a_first_reset_with_a_partial_mask_and_empty_rl_budgets_are_refused(tmp_path):
+def test_a_first_reset_with_a_partial_mask_and_empty_rl_budgets_are_refused(tmp_path, load_script):
     import gymnasium
     import numpy as np
 
@@ -181,16 +181,8 @@ def test_a_first_reset_with_a_partial_mask_and_empty_rl_budgets_are_refused(tmp_
     with pytest.raises(ValueError, match="first reset starts every sub-environment"):
         vec.reset(seed=0, options={"reset_mask": np.array([True, False])})
     vec.reset(seed=0, options={"reset_mask": np.array([True, True])})
-    import importlib.util
-    import sys
-    from pathlib import Path
-
     for name in ("reinforce", "ppo"):
-        path = Path(__file__).resolve().parents[1] / "train" / f"{name}.py"
-        spec = importlib.util.spec_from_file_location(f"_faults_{name}", path)
-        script = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = script
-        spec.loader.exec_module(script)
+        script = load_script(f"train/{name}.py")
         with pytest.raises(ValueError, match="--eval-images must be >= 1, got 0"):
             script.main(script.Args(eval_images=0, out=str(tmp_path / name)))
 

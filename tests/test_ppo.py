@@ -3,10 +3,8 @@ train/evaluate.py to the same accuracy, and the evaluation path acts exactly as 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,20 +19,10 @@ from envs.data import load_mnist
 from envs.sampler import Sampler
 from envs.sb3 import MnistGlimpseSB3VecEnv
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"train_{name}", ROOT / "train" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    ppo = load_script("ppo")
+def tiny_run(tmp_path_factory, load_script):
+    ppo = load_script("train/ppo.py")
     out = tmp_path_factory.mktemp("ppo")
     args = ppo.Args(
         max_glimpses=3,
@@ -69,9 +57,9 @@ def test_outputs_and_metrics_schema(tiny_run):
     assert all(0.0 <= point["accuracy"] <= 1.0 for point in curve)
 
 
-def test_evaluate_reproduces_the_accuracy(tiny_run):
+def test_evaluate_reproduces_the_accuracy(tiny_run, load_script):
     _, metrics, out = tiny_run
-    evaluate = load_script("evaluate")
+    evaluate = load_script("train/evaluate.py")
     result = evaluate.main(evaluate.Args(checkpoint=str(out / "checkpoint.pt"), device="cpu"))
     assert result["agent"] == "ppo-joint"
     assert result["test_accuracy"] == metrics["test_accuracy"]
@@ -185,9 +173,9 @@ def test_warm_start_begins_as_the_fixed_sequence(fixed_checkpoint):
         model.policy.start_from_sequence(torch.zeros(5, 2))
 
 
-def test_init_from_runs_the_sequence_core_and_checks_the_checkpoint(fixed_checkpoint, tmp_path):
+def test_init_from_runs_the_sequence_core_and_checks_the_checkpoint(fixed_checkpoint, tmp_path, load_script):
     path, _ = fixed_checkpoint
-    ppo = load_script("ppo")
+    ppo = load_script("train/ppo.py")
     common = dict(
         max_glimpses=3,
         num_envs=8,
@@ -229,7 +217,7 @@ def pixel_checkpoint(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_pixel_actions_run_maskable_ppo_with_the_pixel_agent_as_actor(pixel_checkpoint, tmp_path):
+def test_pixel_actions_run_maskable_ppo_with_the_pixel_agent_as_actor(pixel_checkpoint, tmp_path, load_script):
     """--action-type pixel: MaskablePPO on the record; --init-from starts its actor as the pixel agent and
     the env on its core; the saved agent is that actor, evaluated through the environment, and
     train/evaluate.py (run_episodes) gives the same figures."""
@@ -238,7 +226,7 @@ def test_pixel_actions_run_maskable_ppo_with_the_pixel_agent_as_actor(pixel_chec
     from agents.pixel_attention import PixelAttention
     from agents.ppo import PixelActorCriticPolicy, load_pixel_agent
 
-    ppo, evaluate = load_script("ppo"), load_script("evaluate")
+    ppo, evaluate = load_script("train/ppo.py"), load_script("train/evaluate.py")
     common = dict(max_glimpses=3, num_envs=8, n_epochs=1, eval_images=50, progress_bar=False, device="cpu")
     common.update(torch_threads=1, action_type="pixel")
     attention, core = load_pixel_agent(pixel_checkpoint, 3)

@@ -4,11 +4,8 @@ trip, and the training script writes its outputs."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -24,16 +21,6 @@ from agents.reinforce import (
     make_env,
     returns_to_go,
 )
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"train_{name}", ROOT / "train" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve string annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
 
 
 def _policy(observation_size: int, seed: int = 0, **kwargs) -> GaussianAttentionPolicy:
@@ -240,8 +227,8 @@ def test_checkpoint_round_trip_gives_the_same_actions(tmp_path, make_core, step_
 
 
 @pytest.mark.parametrize("core_training", ["frozen", "joint"])
-def test_train_script_smoke(tmp_path, core_training):
-    script = _load_script("reinforce")
+def test_train_script_smoke(tmp_path, core_training, load_script):
+    script = load_script("train/reinforce.py")
     out = tmp_path / core_training
     args = script.Args(
         max_glimpses=3,
@@ -291,7 +278,7 @@ def test_train_script_smoke(tmp_path, core_training):
     same = all(torch.equal(a, b) for a, b in zip(_state(core), _state(packaged), strict=True))
     assert same == (core_training == "frozen")
 
-    evaluate = _load_script("evaluate")
+    evaluate = load_script("train/evaluate.py")
     result = evaluate.main(evaluate.Args(checkpoint=str(out / "checkpoint.pt"), device="cpu"))
     assert result["test_accuracy"] == written["test_accuracy"]
 
@@ -328,8 +315,10 @@ def test_pixel_policy_rewards_the_pixel_that_paid(make_core):
 
 
 @pytest.mark.slow
-def test_the_pixel_script_evaluates_through_the_environment_and_refuses_gaussian_options(tmp_path, make_core):
-    script, evaluate = _load_script("reinforce"), _load_script("evaluate")
+def test_the_pixel_script_evaluates_through_the_environment_and_refuses_gaussian_options(
+    tmp_path, make_core, load_script
+):
+    script, evaluate = load_script("train/reinforce.py"), load_script("train/evaluate.py")
     core = make_core(2)
     core.save(tmp_path / "core.pt")
     common = dict(max_glimpses=3, num_envs=8, eval_every=24, eval_images=50, device="cpu", action_type="pixel")
