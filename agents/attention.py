@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from agents.baselines import initial_sequence
 from agents.checkpoint import SavedPolicy
 
 
@@ -20,11 +21,20 @@ class AttentionNetwork(SavedPolicy, nn.Module):
     :param observation_size: ``H + 10``.
     :param hidden: width of the two hidden layers.
     :param max_glimpses: ``T``, needed with ``step_bias``.
-    :param step_bias: learn the per-glimpse offsets ``theta_t`` (initialised ``U(-1, 1)``).
+    :param step_bias: learn the per-glimpse offsets ``theta_t``.
+    :param step_bias_init: how ``theta_t`` starts: ``"uniform"``, ``U(-1, 1)`` (a random fixed sequence
+        within the central ~3/4 of the image); ``"spread"``, ``atanh`` of
+        :func:`~agents.baselines.spread_sequence` (the same evenly spread sequence over the digit's box
+        for every seed). Only the start: a checkpoint restores ``theta`` whichever it was.
     """
 
     def __init__(
-        self, observation_size: int, hidden: int = 128, max_glimpses: int = 0, step_bias: bool = False
+        self,
+        observation_size: int,
+        hidden: int = 128,
+        max_glimpses: int = 0,
+        step_bias: bool = False,
+        step_bias_init: str = "uniform",
     ) -> None:
         super().__init__()
         if step_bias and max_glimpses < 1:
@@ -33,7 +43,10 @@ class AttentionNetwork(SavedPolicy, nn.Module):
         self.hidden = hidden
         self.max_glimpses = max_glimpses
         self.step_bias = step_bias
-        self.theta = nn.Parameter(torch.rand(max_glimpses, 2) * 2.0 - 1.0) if step_bias else None
+        self.theta = None
+        if step_bias:
+            start = initial_sequence(max_glimpses, step_bias_init)
+            self.theta = nn.Parameter(start if step_bias_init == "uniform" else torch.atanh(start))
         self.net = nn.Sequential(
             nn.Linear(observation_size, hidden),
             nn.ReLU(),

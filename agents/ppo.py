@@ -44,7 +44,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 from torch import nn
 
-from agents.baselines import FixedSequence
+from agents.baselines import SEQUENCE_INITS, FixedSequence, initial_sequence
 from agents.checkpoint import SavedPolicy, load_agent
 from agents.pixel_attention import NUM_PIXELS, PixelAttention
 from envs.config import short_repr
@@ -139,12 +139,13 @@ class StepOffsetMlpExtractor(MlpExtractor):
 
 class GlimpseActorCriticPolicy(ActorCriticPolicy):
     """``ActorCriticPolicy`` with optional per-glimpse action offsets (``step_offsets=T``; 0 = off,
-    the plain SB3 MLP policy). The offsets start ``U(-1, 1)`` (like :class:`~agents.baselines.FixedSequence`),
-    so the initial deterministic policy is a random fixed sequence rather than ``T`` glimpses at the
-    centre. Needs :class:`VecStepFeature` observations."""
+    the plain SB3 MLP policy). The offsets start as a fixed sequence rather than ``T`` glimpses at the
+    centre: ``step_offsets_init="uniform"`` draws it ``U(-1, 1)`` (like :class:`~agents.baselines.FixedSequence`),
+    ``"spread"`` takes :func:`~agents.baselines.spread_sequence`. Needs :class:`VecStepFeature` observations."""
 
-    def __init__(self, *args: Any, step_offsets: int = 0, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, step_offsets: int = 0, step_offsets_init: str = "uniform", **kwargs: Any) -> None:
         self.step_offsets = step_offsets
+        self.step_offsets_init = step_offsets_init
         super().__init__(*args, **kwargs)
 
     def _build_mlp_extractor(self) -> None:
@@ -158,10 +159,18 @@ class GlimpseActorCriticPolicy(ActorCriticPolicy):
         super()._build(lr_schedule)
         if self.step_offsets:
             with torch.no_grad():
-                self.action_net.weight[:, -self.step_offsets :].uniform_(-1.0, 1.0)
+                if self.step_offsets_init == "uniform":
+                    self.action_net.weight[:, -self.step_offsets :].uniform_(-1.0, 1.0)
+                else:
+                    start = initial_sequence(self.step_offsets, self.step_offsets_init)
+                    self.action_net.weight[:, -self.step_offsets :] = start.T.to(self.action_net.weight)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
-        return {**super()._get_constructor_parameters(), "step_offsets": self.step_offsets}
+        return {
+            **super()._get_constructor_parameters(),
+            "step_offsets": self.step_offsets,
+            "step_offsets_init": self.step_offsets_init,
+        }
 
     @torch.no_grad()
     def start_from_sequence(self, locations: torch.Tensor) -> None:
@@ -193,6 +202,8 @@ class PolicyConfig:
     :param glimpses: ``T`` of that feature (the training episode length).
     :param step_offsets: learned per-glimpse action offsets (:class:`GlimpseActorCriticPolicy`;
         needs ``step_feature``).
+    :param step_offsets_init: how the offsets start: ``"uniform"`` or ``"spread"``
+        (:data:`agents.baselines.SEQUENCE_INITS`).
     """
 
     observation_high: list[float]
@@ -202,6 +213,7 @@ class PolicyConfig:
     step_feature: bool = False
     glimpses: int = 0
     step_offsets: bool = False
+    step_offsets_init: str = "uniform"
 
     def __post_init__(self) -> None:
         if self.activation not in ACTIVATIONS:
@@ -210,6 +222,10 @@ class PolicyConfig:
             raise ValueError("PolicyConfig(step_feature=True) needs the episode length glimpses >= 1.")
         if self.step_offsets and not self.step_feature:
             raise ValueError("PolicyConfig(step_offsets=True) needs step_feature=True (the offsets are chosen by t).")
+        if self.step_offsets_init not in SEQUENCE_INITS:
+            raise ValueError(
+                f"Unknown step_offsets_init {self.step_offsets_init!r}; valid values are {list(SEQUENCE_INITS)}."
+            )
 
     @classmethod
     def for_space(cls, observation_space: spaces.Box, **kwargs: Any) -> PolicyConfig:
@@ -223,6 +239,7 @@ class PolicyConfig:
         """``policy_kwargs`` for ``PPO(GlimpseActorCriticPolicy, ...)``."""
         return {
             "step_offsets": self.glimpses if self.step_offsets else 0,
+            "step_offsets_init": self.step_offsets_init,
             "net_arch": {"pi": list(self.hidden), "vf": list(self.hidden)},
             "activation_fn": ACTIVATIONS[self.activation],
             "log_std_init": self.log_std_init,

@@ -79,6 +79,8 @@ class GaussianAttentionPolicy(SavedPolicy, nn.Module):
     :param hidden: width of the attention network's two hidden layers.
     :param max_glimpses: ``T`` (needed with ``step_bias``).
     :param step_bias: add the attention network's learned per-glimpse offsets ``theta_t``.
+    :param step_bias_init: how ``theta_t`` starts (:class:`~agents.attention.AttentionNetwork`:
+        ``"uniform"`` or ``"spread"``); the saved weights carry ``theta`` whichever it was.
     :param histogram_scale: divides the histogram part of the observation (use ``T``).
     :param log_std_init: initial ``log sigma`` (both coordinates). The default, ``log 0.1`` (about 1.4
         pixels), is the best of std 0.5, 0.2, 0.1 and 0.05 in a sweep of ``train/reinforce.py
@@ -99,6 +101,7 @@ class GaussianAttentionPolicy(SavedPolicy, nn.Module):
         log_std_init: float = math.log(0.1),
         log_std_min: float = math.log(0.05),
         log_std_max: float = 0.0,
+        step_bias_init: str = "uniform",
     ) -> None:
         super().__init__()
         if not log_std_min <= log_std_init <= log_std_max:
@@ -113,7 +116,7 @@ class GaussianAttentionPolicy(SavedPolicy, nn.Module):
         self.log_std_init = float(log_std_init)
         self.log_std_min = float(log_std_min)
         self.log_std_max = float(log_std_max)
-        self.attention = AttentionNetwork(observation_size, hidden, max_glimpses, step_bias)
+        self.attention = AttentionNetwork(observation_size, hidden, max_glimpses, step_bias, step_bias_init)
         self.log_std = nn.Parameter(torch.full((2,), self.log_std_init))
         # Derived from the config, so not saved (persistent=False) and rebuilt on load.
         self.register_buffer("input_scale", input_scale(observation_size, self.histogram_scale), persistent=False)

@@ -137,6 +137,10 @@ _SHIPPED = ("--init-from", "envs/pretrained/agent.pt")
 #: The core the RL rows below run on: the shipped agent's 16x32 core, not the environment's general
 #: packaged core (their reruns on it drop this flag).
 _AGENT_CORE = ("--perception", "envs/pretrained/perception_shipped_agent.pt")
+#: The continuous RL rows' per-glimpse offsets start as a random fixed sequence drawn from the seed, as
+#: when these rows were run (the scripts' own default is the spread sequence, agents.baselines.spread_sequence).
+_REINFORCE_START = ("--step-bias-init", "uniform")
+_PPO_START = ("--step-offsets-init", "uniform")
 
 
 def mean_train_seconds(method: str, runs: Path = RUNS) -> int:
@@ -166,10 +170,13 @@ METHODS: dict[str, Method] = {
         "differentiable", ("--preset", "best"), headline=True, tiny=("--pretrain-steps", "20")
     ),
     "reinforce-joint-15M": Method(
-        "reinforce", ("--learn-perception", "--total-steps", "15000000", *_AGENT_CORE), headline=True
+        "reinforce", ("--learn-perception", "--total-steps", "15000000", *_AGENT_CORE, *_REINFORCE_START), headline=True
     ),
     "ppo-joint-from-fixed-15M": Method(
-        "ppo", ("--learn-perception", "--total-steps", "15000000"), warm_start="fixed-sequence", headline=True
+        "ppo",
+        ("--learn-perception", "--total-steps", "15000000", *_PPO_START),
+        warm_start="fixed-sequence",
+        headline=True,
     ),
     "ppo-pixel-from-shipped-1M": Method(
         "ppo", (*_PIXEL, *_SHIPPED, "--total-steps", "1000000", "--learning-rate", "1e-4"), headline=True
@@ -181,12 +188,16 @@ METHODS: dict[str, Method] = {
     "differentiable-pixel": Method("differentiable", ("--preset", "pixel")),
     "differentiable-pixel-memory": Method("differentiable", _MEMORY),
     "differentiable-pixel-memory-greedy": Method("differentiable", (*_MEMORY, "--attention-credit", "greedy")),
-    "reinforce-frozen": Method("reinforce", ("--no-learn-perception", "--total-steps", "5000000", *_AGENT_CORE)),
-    "reinforce-joint": Method("reinforce", ("--learn-perception", "--total-steps", "5000000", *_AGENT_CORE)),
-    "ppo-frozen": Method("ppo", ("--no-learn-perception", "--total-steps", "5000000", *_AGENT_CORE)),
-    "ppo-joint": Method("ppo", ("--learn-perception", "--total-steps", "5000000", *_AGENT_CORE)),
+    "reinforce-frozen": Method(
+        "reinforce", ("--no-learn-perception", "--total-steps", "5000000", *_AGENT_CORE, *_REINFORCE_START)
+    ),
+    "reinforce-joint": Method(
+        "reinforce", ("--learn-perception", "--total-steps", "5000000", *_AGENT_CORE, *_REINFORCE_START)
+    ),
+    "ppo-frozen": Method("ppo", ("--no-learn-perception", "--total-steps", "5000000", *_AGENT_CORE, *_PPO_START)),
+    "ppo-joint": Method("ppo", ("--learn-perception", "--total-steps", "5000000", *_AGENT_CORE, *_PPO_START)),
     "ppo-joint-from-fixed": Method(
-        "ppo", ("--learn-perception", "--total-steps", "5000000"), warm_start="fixed-sequence"
+        "ppo", ("--learn-perception", "--total-steps", "5000000", *_PPO_START), warm_start="fixed-sequence"
     ),
     "ppo-pixel-2M": Method("ppo", (*_PIXEL, "--total-steps", "2000000", *_AGENT_CORE), pixel_rl=True),
     "reinforce-pixel-2M": Method("reinforce", (*_PIXEL, "--total-steps", "2000000", *_AGENT_CORE), pixel_rl=True),

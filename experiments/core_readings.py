@@ -11,6 +11,9 @@ glimpse policies:
 * ``settling``: uniformly random continuous actions for the first ``--settle-after`` glimpses, then
   one random place per episode, glimpsed again and again (a policy that stops exploring, as a
   deterministic Gaussian policy may), through the batched environment;
+* ``spread sequence``: the same evenly spread locations on every image
+  (:func:`agents.baselines.spread_sequence`, where the RL scripts' per-glimpse offsets start), through the
+  batched environment;
 * ``fixed sequence`` (with ``--fixed-sequence CHECKPOINT``): a learned fixed sequence's locations
   (``python train/differentiable.py --preset fixed-sequence``), through the batched environment;
 * ``shipped agent``: the shipped agent's pixels, chosen on its own core and replayed into each core
@@ -41,6 +44,7 @@ import numpy as np
 import torch
 import tyro
 
+from agents.baselines import spread_sequence
 from agents.checkpoint import load_agent
 from agents.cli import plain_text, refuse_retired
 from agents.evaluation import accuracy_by_glimpse, agent_glimpses
@@ -82,10 +86,12 @@ class Args:
     """results JSON (none: print only)"""
 
 
-def random_policy_accuracy(core: PerceptionCore, args: Args, pixel: bool, settle: bool = False) -> np.ndarray:
+def random_policy_accuracy(
+    core: PerceptionCore, args: Args, pixel: bool, settle: bool = False, sequence: np.ndarray | None = None
+) -> np.ndarray:
     """``(T,)`` accuracy of uniformly random glimpses (continuous, or unread pixels) through the env;
     with ``settle``, continuous glimpses that return to one random place per episode after
-    ``args.settle_after``."""
+    ``args.settle_after``; with ``sequence`` ``(T, 2)``, its location ``t`` on every image instead."""
     env = MnistGlimpseVectorEnv(
         args.images,
         args.max_glimpses,
@@ -109,6 +115,8 @@ def random_policy_accuracy(core: PerceptionCore, args: Args, pixel: bool, settle
             action = rng.uniform(-1, 1, (args.images, 2)).astype(np.float32)
             if settle and t >= args.settle_after:
                 action = place
+            if sequence is not None:
+                action = np.repeat(sequence[t : t + 1], args.images, axis=0)
         observation, *_ = env.step(action)
         summary = observation["summary"] if pixel else observation
         accuracy.append(float((summary[:, -10:].argmax(1) == labels).mean()))
@@ -168,12 +176,14 @@ def main(args: Args) -> dict:
         "fixed_sequence": args.fixed_sequence,
         "cores": {},
     }
+    spread = spread_sequence(args.max_glimpses).numpy().astype(np.float32)
     for path in args.cores:
         core = PerceptionCore.load(path).eval()
         curves = {
             "random continuous": random_policy_accuracy(core, args, pixel=False),
             "random pixels": random_policy_accuracy(core, args, pixel=True),
             "settling": random_policy_accuracy(core, args, pixel=False, settle=True),
+            "spread sequence": random_policy_accuracy(core, args, pixel=False, sequence=spread),
         }
         for name, (coords, values) in recorded.items():
             curves[name] = replay_accuracy(core, coords, values, labels)

@@ -20,12 +20,36 @@ def test_every_policy_is_read_and_recorded(tmp_path):
     args = core_readings.Args(cores=(str(PRETRAINED_PATH),), images=16, max_glimpses=12, settle_after=4, out=str(out))
     results = core_readings.main(args)
     readings = results["cores"][PRETRAINED_PATH.name]
-    assert set(readings) == {"random continuous", "random pixels", "settling", "shipped agent"}
+    assert set(readings) == {"random continuous", "random pixels", "settling", "spread sequence", "shipped agent"}
     for reading in readings.values():
         assert len(reading["accuracy"]) == 12 and reading["largest_fall"] >= 0
     # the settling policy is the random continuous one until it settles (same generator, same draws)
     assert readings["settling"]["accuracy"][:4] == readings["random continuous"]["accuracy"][:4]
     assert json.loads(out.read_text()) == json.loads(json.dumps(results))
+
+
+def test_the_spread_sequence_reads_the_same_locations_in_every_image():
+    """Through the environment, the spread sequence scores as a fixed sequence of its locations does
+    when the core replays that sequence's recorded glimpses."""
+    import torch
+
+    from agents.baselines import FixedSequence, spread_sequence
+    from agents.evaluation import agent_glimpses
+    from envs.data import load_mnist
+    from envs.perception import PerceptionCore
+
+    core = PerceptionCore.load(PRETRAINED_PATH).eval()
+    locations = spread_sequence(6)
+    curve = core_readings.random_policy_accuracy(
+        core, core_readings.Args(cores=(), images=64, max_glimpses=6), pixel=False, sequence=locations.numpy()
+    )
+    fixed = FixedSequence(6)
+    with torch.no_grad():
+        fixed.theta.copy_(torch.atanh(locations))
+    test = load_mnist("test")
+    coords, values = agent_glimpses(fixed, core, 6, test.images[:64])
+    replayed = core_readings.replay_accuracy(core, coords, values, test.labels[:64])
+    assert np.allclose(curve, replayed)
 
 
 def test_first_reads_leave_a_re_read_cell_out():

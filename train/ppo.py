@@ -132,7 +132,11 @@ class Args(ResumableArgs):
     """continuous actions: append t / T to the observation (the default observation does not say how many
     glimpses were taken; the record's "step" does)"""
     step_offsets: bool = True
-    """continuous actions: learned per-glimpse action offsets, initialised U(-1, 1) (needs --step-feature)"""
+    """continuous actions: learned per-glimpse action offsets (needs --step-feature)"""
+    step_offsets_init: Literal["spread", "uniform"] = "spread"
+    """continuous actions: where the per-glimpse offsets start: spread, a sequence that covers the digit's
+    box evenly (agents.baselines.spread_sequence), the same for every seed; uniform, a random fixed
+    sequence drawn U(-1, 1) from the seed"""
     eval_every: int = 200_000
     """environment steps between evaluations on a fixed 2,000-image test subset"""
     eval_images: int = 2000
@@ -159,7 +163,7 @@ def check_action_args(args: Args) -> None:
     if args.perception and args.init_from:
         raise UserValueError("--init-from brings its agent's core; drop --perception (or --init-from).")
     # the record observation carries the step, and the actions are pixels
-    refuse_with_pixel_actions(args, ("log_std_init", "step_feature", "step_offsets"))
+    refuse_with_pixel_actions(args, ("log_std_init", "step_feature", "step_offsets", "step_offsets_init"))
 
 
 def build_model(args: Args, env, batched: MnistGlimpseSB3VecEnv, warm, out: Path, device: torch.device):
@@ -185,6 +189,7 @@ def build_model(args: Args, env, batched: MnistGlimpseSB3VecEnv, warm, out: Path
             step_feature=args.step_feature,
             glimpses=args.max_glimpses,
             step_offsets=args.step_offsets,
+            step_offsets_init=args.step_offsets_init,
         )
         algorithm, policy_class, policy_kwargs = PPO, GlimpseActorCriticPolicy, config.policy_kwargs()
     model = algorithm(

@@ -117,6 +117,10 @@ class Args(ResumableArgs):
     step_bias: bool = True
     """continuous actions: learned per-glimpse offsets in the attention network (a fixed sequence plus an
     adaptive correction; the pixel policy always has its per-glimpse scores)"""
+    step_bias_init: Literal["spread", "uniform"] = "spread"
+    """continuous actions: where the per-glimpse offsets start: spread, a sequence that covers the digit's
+    box evenly (agents.baselines.spread_sequence), the same for every seed; uniform, a random fixed
+    sequence drawn U(-1, 1) from the seed"""
     log_std_init: float = math.log(0.1)
     """continuous actions: initial log-std of the Gaussian policy (normalised units; 0.1 is about 1.4 pixels); the sweep behind
     the default is in experiments/results/studies/rl_noise_and_warm_start.json"""
@@ -150,6 +154,7 @@ def build_policy(args: Args, observation_size: int, device: torch.device) -> tup
         log_std_init=args.log_std_init,
         log_std_min=args.log_std_min,
         log_std_max=args.log_std_max,
+        step_bias_init=args.step_bias_init,
     ).to(device)
     return policy, policy
 
@@ -213,7 +218,7 @@ def main(args: Args, stop_after: int | None = None) -> dict:
     """Train, evaluate and write the run. ``stop_after``: act as if interrupted after that many
     iterations (tests of --resume)."""
     check_rl_args(args, Args.perception_lr)
-    refuse_with_pixel_actions(args, ("step_bias", "log_std_init", "log_std_min", "log_std_max"))
+    refuse_with_pixel_actions(args, ("step_bias", "step_bias_init", "log_std_init", "log_std_min", "log_std_max"))
     pixel = args.action_type == "pixel"
     device = start(args, deterministic=True)
     with user_errors(
